@@ -1,0 +1,55 @@
+//! The routing decision per request: extract nothing (keys are given), hash, pick, verify pin.
+
+use std::hint::black_box;
+
+use canary_core::pin::PinKey;
+use canary_core::{RequestFacts, RoutingTable, Weight, decide};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn table() -> RoutingTable {
+    RoutingTable {
+        canary: Some("v2".into()),
+        weight: Weight::from_percent(10.0).unwrap(),
+        ..RoutingTable::stable_only("web-1", "v1")
+    }
+}
+
+fn routing(c: &mut Criterion) {
+    let t = table();
+    let key = PinKey::new(b"bench secret");
+    let users: Vec<String> = (0..1024).map(|i| format!("user-{i:06}")).collect();
+    let pins: Vec<String> = users.iter().map(|_| key.sign("web-1", "v1", u64::MAX / 2)).collect();
+    let now = 1_700_000_000;
+    let mut i = 0usize;
+    c.bench_function("decide/no_pin", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let facts = RequestFacts {
+                key: users[i].as_bytes(),
+                pin: None,
+                force: None,
+                boundary: false,
+                canary_healthy: true,
+                now,
+            };
+            black_box(decide(black_box(&t), &key, 1800, &facts))
+        })
+    });
+    c.bench_function("decide/valid_pin", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let facts = RequestFacts {
+                key: users[i].as_bytes(),
+                pin: Some(pins[i].as_bytes()),
+                force: None,
+                boundary: false,
+                canary_healthy: true,
+                now,
+            };
+            black_box(decide(black_box(&t), &key, 1800, &facts))
+        })
+    });
+}
+
+criterion_group!(benches, routing);
+criterion_main!(benches);

@@ -1,0 +1,120 @@
+//! Types of the admin API, shared by the server and the CLI.
+//!
+//! Every response, success or error, is one [`Envelope`]:
+//! `{"code", "clientMessage", "systemMessage", "data"}`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Upstreams, VersionName};
+use crate::weight::Weight;
+
+/// The outcome class of an API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    /// It worked.
+    Ok,
+    /// The request was malformed or a value was out of range.
+    InvalidArgument,
+    /// The named service or rollout does not exist.
+    NotFound,
+    /// The service already has an active rollout.
+    RolloutInProgress,
+    /// The state does not allow this action now.
+    FailedPrecondition,
+    /// No or a wrong bearer token.
+    Unauthenticated,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// The path exists but not with this method.
+    MethodNotAllowed,
+    /// Something broke inside.
+    Internal,
+    /// A dependency (the store) is unavailable.
+    Unavailable,
+}
+
+impl Code {
+    /// The HTTP status that goes with the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Code::Ok => 200,
+            Code::InvalidArgument => 400,
+            Code::Unauthenticated => 401,
+            Code::NotFound => 404,
+            Code::MethodNotAllowed => 405,
+            Code::RolloutInProgress | Code::FailedPrecondition => 409,
+            Code::UnsupportedMediaType => 415,
+            Code::Internal => 500,
+            Code::Unavailable => 503,
+        }
+    }
+}
+
+/// The one response shape of the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope<T> {
+    /// Machine-readable outcome.
+    pub code: Code,
+    /// Short text fit to show a person.
+    pub client_message: String,
+    /// Detail for logs and operators.
+    pub system_message: String,
+    /// The payload, `null` on errors.
+    pub data: Option<T>,
+}
+
+/// Body of `PUT /api/v1/services/{name}/weight`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetWeight {
+    /// Percent of users on the canary.
+    pub weight: Weight,
+}
+
+/// Body of `PUT /api/v1/services/{name}/canary`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetCanary {
+    /// The canary's version name.
+    pub version: VersionName,
+    /// Its addresses.
+    pub upstreams: Upstreams,
+    /// Optional starting weight (default: keep the current weight, or 0 for a new canary).
+    #[serde(default)]
+    pub weight: Option<Weight>,
+}
+
+/// One version as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// Version name.
+    pub version: String,
+    /// Its addresses.
+    pub upstreams: Vec<String>,
+}
+
+/// A service's current routing, as `GET /api/v1/services/{name}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    /// Service name.
+    pub name: String,
+    /// Address the gateway listens on.
+    pub listen: String,
+    /// The rollout id pins name.
+    pub rollout_id: String,
+    /// The stable version.
+    pub stable: VersionView,
+    /// The canary, if any.
+    pub canary: Option<VersionView>,
+    /// Percent of users on the canary.
+    pub weight: f64,
+    /// Whether the local breaker currently keeps traffic off the canary.
+    pub canary_tripped: bool,
+    /// The previous stable, while it still serves pinned sessions.
+    pub draining: Option<String>,
+    /// Bumped on every routing change.
+    pub generation: u64,
+}

@@ -1,0 +1,507 @@
+//! The configuration file (`canary.toml`): raw serde types checked as they are read.
+//!
+//! Every value type validates itself while it is deserialized, so an error names the key and
+//! the line it came from (`toml` attaches the span). Checks that span several keys (duplicate
+//! service names, a non-loopback admin listener without a token) run afterwards and name the
+//! service and key instead.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::names;
+use crate::weight::Weight;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Settings shared by every gateway listener.
+    #[serde(default)]
+    pub gateway: GatewayConfig,
+    /// The services, one gateway listener each.
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceConfig>,
+}
+
+/// `[admin]`: the API, `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener.
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+    /// Bearer token for the API; required when `listen` is not loopback.
+    pub token: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored).
+    pub token_file: Option<PathBuf>,
+}
+
+/// `[gateway]`: settings of the data plane as a whole.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Worker threads, each with its own runtime and listener socket; default: one per CPU.
+    pub workers: Option<usize>,
+    /// Secret that signs session pins; every gateway of a fleet must share it.
+    pub pin_secret: Option<String>,
+    /// File holding the pin secret.
+    pub pin_secret_file: Option<PathBuf>,
+    /// Whether responses carry `x-canary-version` back to the client.
+    #[serde(default = "yes")]
+    pub version_header_in_response: bool,
+    /// How long `SIGTERM` waits for in-flight requests before exiting.
+    #[serde(default = "default_drain_timeout")]
+    pub shutdown_timeout: HumanDuration,
+}
+
+/// `[[service]]`: one proxied service.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Service name (letters, digits, `_`, `-`).
+    pub name: ServiceName,
+    /// Address the gateway listens on for this service.
+    pub listen: SocketAddr,
+    /// Where the user key comes from, first present wins; else the anonymous cookie.
+    #[serde(default = "default_user_key")]
+    pub user_key: Vec<KeySource>,
+    /// Client networks whose `x-canary-force` header is honoured.
+    #[serde(default)]
+    pub trusted_cidrs: Vec<Cidr>,
+    /// A token that, sent as `x-canary-force-token`, makes `x-canary-force` trusted from anywhere.
+    pub force_token: Option<String>,
+    /// Inactivity after which a session pin lapses (a sliding window).
+    #[serde(default = "default_pin_ttl")]
+    pub pin_ttl: HumanDuration,
+    /// A fixed bucket salt, to keep one early-adopter cohort across rollouts.
+    pub salt: Option<String>,
+    /// The stable version.
+    pub stable: VersionConfig,
+    /// The canary, if one is deployed at start.
+    pub canary: Option<VersionConfig>,
+    /// Percent of users on the canary, 0..=100 in 0.01 steps.
+    #[serde(default)]
+    pub weight: Weight,
+    /// Time allowed to open a connection to an upstream.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time allowed from sending a request upstream to receiving its response head.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: HumanDuration,
+    /// Idle upstream connections are closed after this long.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Passive ejection of failing upstream addresses.
+    #[serde(default)]
+    pub eject: EjectConfig,
+    /// TLS for client connections (HTTP/1.1 and HTTP/2 through ALPN).
+    pub tls: Option<TlsConfig>,
+}
+
+/// A version and the addresses that serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    /// Version name, sent upstream as `x-canary-version`.
+    pub version: VersionName,
+    /// `host:port` addresses, balanced round robin.
+    pub upstreams: Upstreams,
+}
+
+/// `eject = { failures = 5, duration = "10s" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectConfig {
+    /// Consecutive connection failures or timeouts that eject an address.
+    #[serde(default = "default_eject_failures")]
+    pub failures: u32,
+    /// How long an ejected address is skipped.
+    #[serde(default = "default_eject_duration")]
+    pub duration: HumanDuration,
+}
+
+impl Default for EjectConfig {
+    fn default() -> Self {
+        EjectConfig { failures: default_eject_failures(), duration: default_eject_duration() }
+    }
+}
+
+/// `tls = { cert = "cert.pem", key = "key.pem" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: default_admin_listen(), token: None, token_file: None }
+    }
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            workers: None,
+            pin_secret: None,
+            pin_secret_file: None,
+            version_header_in_response: true,
+            shutdown_timeout: default_drain_timeout(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7070))
+}
+fn default_user_key() -> Vec<KeySource> {
+    vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("uid".into())]
+}
+fn default_pin_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 60))
+}
+fn default_drain_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_eject_failures() -> u32 {
+    5
+}
+fn default_eject_duration() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+
+/// A duration written the human way: `"30m"`, `"2s"`, `"1h 30m"`, `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl TryFrom<String> for HumanDuration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| format!("{s:?} is not a duration like \"30s\", \"5m\" or \"1h\": {e}"))
+    }
+}
+
+impl From<HumanDuration> for String {
+    fn from(d: HumanDuration) -> String {
+        humantime::format_duration(d.0).to_string()
+    }
+}
+
+/// A service name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceName(String);
+
+impl TryFrom<String> for ServiceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        names::check_id(&s, "service").map(|()| ServiceName(s))
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(n: ServiceName) -> String {
+        n.0
+    }
+}
+
+impl ServiceName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A version name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct VersionName(String);
+
+impl TryFrom<String> for VersionName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        names::check_version(&s).map(|()| VersionName(s))
+    }
+}
+
+impl From<VersionName> for String {
+    fn from(n: VersionName) -> String {
+        n.0
+    }
+}
+
+impl VersionName {
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A non-empty list of `host:port` upstream addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct Upstreams(Vec<String>);
+
+impl TryFrom<Vec<String>> for Upstreams {
+    type Error = String;
+    fn try_from(list: Vec<String>) -> Result<Self, Self::Error> {
+        if list.is_empty() {
+            return Err("upstreams must list at least one \"host:port\" address".into());
+        }
+        for addr in &list {
+            check_host_port(addr)?;
+        }
+        Ok(Upstreams(list))
+    }
+}
+
+impl From<Upstreams> for Vec<String> {
+    fn from(u: Upstreams) -> Vec<String> {
+        u.0
+    }
+}
+
+impl Upstreams {
+    /// The addresses.
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+fn check_host_port(addr: &str) -> Result<(), String> {
+    if addr.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let bad = || format!("upstream {addr:?} is not a \"host:port\" address");
+    let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if host_ok { Ok(()) } else { Err(bad()) }
+}
+
+/// Where a user key is read from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum KeySource {
+    /// A request header (lower-case name).
+    Header(String),
+    /// A cookie.
+    Cookie(String),
+}
+
+impl TryFrom<String> for KeySource {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        let token = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        match s.split_once(':') {
+            Some(("header", name)) if token(name) => Ok(KeySource::Header(name.to_ascii_lowercase())),
+            Some(("cookie", name)) if token(name) => Ok(KeySource::Cookie(name.to_owned())),
+            _ => Err(format!("user key source {s:?} must be \"header:NAME\" or \"cookie:NAME\"")),
+        }
+    }
+}
+
+impl From<KeySource> for String {
+    fn from(k: KeySource) -> String {
+        match k {
+            KeySource::Header(n) => format!("header:{n}"),
+            KeySource::Cookie(n) => format!("cookie:{n}"),
+        }
+    }
+}
+
+/// A client network, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        if let Ok(net) = s.parse::<ipnet::IpNet>() {
+            return Ok(Cidr(net));
+        }
+        s.parse::<std::net::IpAddr>()
+            .map(|ip| Cidr(ipnet::IpNet::from(ip)))
+            .map_err(|_| format!("{s:?} is not a network like \"10.0.0.0/8\" or an address"))
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        c.0.to_string()
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML did not parse or a value was invalid; the message names key and line.
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    /// A rule across several keys failed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Parses and checks a configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and checks a configuration file.
+    pub fn load(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Invalid(format!("cannot read {}: {e}", path.display())))?;
+        Config::from_toml(&text)
+    }
+
+    /// The checks that span several keys.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        let mut seen_names = std::collections::HashSet::new();
+        let mut seen_listens = std::collections::HashMap::new();
+        seen_listens.insert(self.admin.listen, "[admin]".to_owned());
+        for s in &self.services {
+            let name = s.name.as_str();
+            if !seen_names.insert(name) {
+                return invalid(format!("service {name:?} is defined twice"));
+            }
+            if s.listen.port() != 0
+                && let Some(other) = seen_listens.insert(s.listen, format!("service {name:?}"))
+            {
+                return invalid(format!("service {name:?}: listen {} is already used by {other}", s.listen));
+            }
+            if let Some(canary) = &s.canary
+                && canary.version == s.stable.version
+            {
+                return invalid(format!("service {name:?}: canary.version must differ from stable.version"));
+            }
+            if s.canary.is_none() && s.weight != Weight::ZERO {
+                return invalid(format!("service {name:?}: weight {} needs a [service.canary]", s.weight));
+            }
+            if let Some(salt) = &s.salt {
+                names::check_id(salt, "salt").map_err(ConfigError::Invalid)?;
+            }
+            if s.pin_ttl.0 < Duration::from_secs(60) {
+                return invalid(format!("service {name:?}: pin_ttl must be at least 1m"));
+            }
+            if s.eject.failures == 0 {
+                return invalid(format!("service {name:?}: eject.failures must be at least 1"));
+            }
+        }
+        if self.admin.token.is_some() && self.admin.token_file.is_some() {
+            return invalid("[admin]: set token or token_file, not both".into());
+        }
+        if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
+            return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
+        }
+        if self.gateway.workers == Some(0) {
+            return invalid("[gateway]: workers must be at least 1".into());
+        }
+        let has_token = self.admin.token.is_some() || self.admin.token_file.is_some();
+        if !self.admin.listen.ip().is_loopback() && !has_token {
+            return invalid(format!(
+                "[admin]: listen {} is not loopback, so token or token_file is required",
+                self.admin.listen
+            ));
+        }
+        Ok(())
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[admin]
+listen = "127.0.0.1:7070"
+
+[[service]]
+name = "web"
+listen = "127.0.0.1:8080"
+user_key = ["header:x-user-id", "cookie:uid"]
+trusted_cidrs = ["10.0.0.0/8", "127.0.0.1"]
+pin_ttl = "30m"
+stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
+canary = { version = "v2", upstreams = ["127.0.0.1:9002", "backend.internal:80"] }
+weight = 12.5
+"#;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = Config::from_toml(GOOD).unwrap();
+        let s = &c.services[0];
+        assert_eq!(s.weight.basis_points(), 1250);
+        assert_eq!(s.pin_ttl.0, Duration::from_secs(1800));
+        assert_eq!(s.user_key[1], KeySource::Cookie("uid".into()));
+        assert_eq!(s.canary.as_ref().unwrap().upstreams.as_slice().len(), 2);
+    }
+
+    fn error(text: &str) -> String {
+        Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let e = error(&GOOD.replace("pin_ttl", "pin_tll"));
+        assert!(e.contains("pin_tll") && e.contains("line 10"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_the_line() {
+        let e = error(&GOOD.replace("weight = 12.5", "weight = 150"));
+        assert!(e.contains("out of range") && e.contains("line 13"), "{e}");
+        let e = error(&GOOD.replace("\"30m\"", "\"soon\""));
+        assert!(e.contains("soon") && e.contains("line 10"), "{e}");
+        let e = error(&GOOD.replace("127.0.0.1:9001", "nowhere"));
+        assert!(e.contains("nowhere") && e.contains("line 11"), "{e}");
+        let e = error(&GOOD.replace("header:x-user-id", "query:u"));
+        assert!(e.contains("query:u") && e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn cross_key_rules_name_the_service() {
+        let twice = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[service]]").unwrap()..].replace("8080", "8081"));
+        assert!(error(&twice).contains("defined twice"));
+        let same = GOOD.replace("version = \"v2\"", "version = \"v1\"");
+        assert!(error(&same).contains("must differ"));
+        let open = GOOD.replace("127.0.0.1:7070", "0.0.0.0:7070");
+        assert!(error(&open).contains("token"));
+    }
+}

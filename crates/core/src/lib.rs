@@ -1,0 +1,17 @@
+//! Sticky Canary's pure logic, without I/O: the bucket hash, signed session pins, the
+//! routing decision, the configuration file and the admin API's types.
+//!
+//! Everything here is deterministic and cheap, so the gateway's hot path, the controller,
+//! benchmarks and fuzzers share one implementation.
+
+pub mod api;
+pub mod bucket;
+pub mod latency;
+pub mod config;
+pub mod names;
+pub mod pin;
+pub mod routing;
+pub mod weight;
+
+pub use routing::{Decision, Force, PinAction, Reason, RequestFacts, RoutingTable, Side, decide};
+pub use weight::Weight;

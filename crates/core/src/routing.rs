@@ -1,0 +1,306 @@
+//! The routing decision: which version one request goes to, and what pin it leaves behind.
+//!
+//! Order of precedence, for every request:
+//!
+//! 1. a trusted `x-canary-force` override (QA, test suites) — never pinned;
+//! 2. a valid session pin whose version is still routable, unless the request is a session
+//!    boundary (a top-level document navigation), where nothing already loaded can break;
+//! 3. the bucket rule: canary iff `bucket(salt, key) < weight_bp`.
+//!
+//! A version is routable while it is the stable version, the canary at a weight above zero
+//! whose local breaker is closed, or the previous stable inside its drain window after a
+//! promotion. The decision reads one immutable [`RoutingTable`] and allocates nothing.
+
+use crate::bucket::bucket;
+use crate::pin::{Pin, PinKey};
+use crate::weight::Weight;
+
+/// Which of a table's versions a request goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The current stable version.
+    Stable,
+    /// The canary under test.
+    Canary,
+    /// The previous stable version, serving the sessions pinned to it while it drains.
+    Draining,
+}
+
+/// Why a request went where it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A trusted override header chose.
+    Forced,
+    /// The session pin chose.
+    Pinned,
+    /// The bucket rule chose.
+    Bucket,
+}
+
+/// What the response should do with the session pin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinAction {
+    /// Leave the client's pin as it is.
+    Keep,
+    /// Set a fresh pin for the chosen version.
+    Issue,
+}
+
+/// A forced version from a trusted override header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Force {
+    /// `x-canary-force: stable`.
+    Stable,
+    /// `x-canary-force: canary`.
+    Canary,
+}
+
+/// The previous stable version after a promotion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draining {
+    /// Its version name.
+    pub version: String,
+    /// Unix time (seconds) at which its pinned sessions move to the new stable.
+    pub until: u64,
+}
+
+/// One immutable routing table of a service: what every request of a snapshot sees.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingTable {
+    /// The rollout this table belongs to; pins name it.
+    pub rollout_id: String,
+    /// Salt of the bucket hash (the rollout id unless a service fixes it).
+    pub salt: String,
+    /// The stable version's name.
+    pub stable: String,
+    /// The canary's name, if a canary is deployed.
+    pub canary: Option<String>,
+    /// Share of users sent to the canary.
+    pub weight: Weight,
+    /// The previous stable, while it drains.
+    pub draining: Option<Draining>,
+}
+
+/// What is known about one request when its version is chosen.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The user key (from a header, a cookie, or the minted anonymous id).
+    pub key: &'a [u8],
+    /// The `canary_pin` cookie value, if any.
+    pub pin: Option<&'a [u8]>,
+    /// A trusted override, if any.
+    pub force: Option<Force>,
+    /// Whether the request is a top-level document navigation.
+    pub boundary: bool,
+    /// Whether the canary's local breaker lets requests through.
+    pub canary_healthy: bool,
+    /// Unix time in seconds.
+    pub now: u64,
+}
+
+/// The outcome of [`decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Where the request goes.
+    pub side: Side,
+    /// Why.
+    pub reason: Reason,
+    /// What to do with the pin cookie.
+    pub pin: PinAction,
+}
+
+/// A pin older than this (of its TTL) is re-issued, so the TTL slides without signing a new
+/// pin on every response.
+pub const PIN_REFRESH_SECS: u64 = 60;
+
+impl RoutingTable {
+    /// A table with only a stable version.
+    pub fn stable_only(rollout_id: &str, stable: &str) -> RoutingTable {
+        RoutingTable {
+            rollout_id: rollout_id.to_owned(),
+            salt: rollout_id.to_owned(),
+            stable: stable.to_owned(),
+            canary: None,
+            weight: Weight::ZERO,
+            draining: None,
+        }
+    }
+
+    /// Name of the version a side refers to, if the table has it.
+    pub fn version(&self, side: Side) -> Option<&str> {
+        match side {
+            Side::Stable => Some(&self.stable),
+            Side::Canary => self.canary.as_deref(),
+            Side::Draining => self.draining.as_ref().map(|d| d.version.as_str()),
+        }
+    }
+
+    /// The side a pinned version maps to, if it is still routable.
+    fn routable(&self, version: &[u8], canary_open: bool, now: u64) -> Option<Side> {
+        if version == self.stable.as_bytes() {
+            return Some(Side::Stable);
+        }
+        if canary_open && self.canary.as_deref().is_some_and(|c| c.as_bytes() == version) {
+            return Some(Side::Canary);
+        }
+        match &self.draining {
+            Some(d) if d.version.as_bytes() == version && now < d.until => Some(Side::Draining),
+            _ => None,
+        }
+    }
+}
+
+/// Chooses the version of one request. See the module documentation for the rules.
+#[inline]
+pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &RequestFacts<'_>) -> Decision {
+    let canary_open = table.canary.is_some() && facts.canary_healthy;
+    if let Some(force) = facts.force {
+        let side = match force {
+            Force::Canary if canary_open => Side::Canary,
+            _ => Side::Stable,
+        };
+        return Decision { side, reason: Reason::Forced, pin: PinAction::Keep };
+    }
+    let weighted = canary_open && table.weight.basis_points() > 0;
+    let pin: Option<Pin<'_>> = facts.pin.and_then(|v| pins.verify(v, facts.now));
+    if let Some(pin) = pin
+        && !facts.boundary
+        && let Some(side) = table.routable(pin.version, weighted, facts.now)
+    {
+        let fresh = pin.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS)
+            && pin.rollout_id == table.rollout_id.as_bytes();
+        let action = if fresh { PinAction::Keep } else { PinAction::Issue };
+        return Decision { side, reason: Reason::Pinned, pin: action };
+    }
+    let side = if weighted && bucket(table.salt.as_bytes(), facts.key) < table.weight.basis_points() {
+        Side::Canary
+    } else {
+        Side::Stable
+    };
+    let unchanged = pin.is_some_and(|p| {
+        table.version(side).is_some_and(|v| v.as_bytes() == p.version)
+            && p.rollout_id == table.rollout_id.as_bytes()
+            && p.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS)
+    });
+    let action = if unchanged { PinAction::Keep } else { PinAction::Issue };
+    Decision { side, reason: Reason::Bucket, pin: action }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: u64 = 1800;
+    const NOW: u64 = 1_000_000;
+
+    fn table(weight_pct: f64) -> RoutingTable {
+        RoutingTable {
+            canary: Some("v2".into()),
+            weight: Weight::from_percent(weight_pct).unwrap(),
+            ..RoutingTable::stable_only("web-1", "v1")
+        }
+    }
+
+    fn facts<'a>(key: &'a [u8], pin: Option<&'a [u8]>) -> RequestFacts<'a> {
+        RequestFacts { key, pin, force: None, boundary: false, canary_healthy: true, now: NOW }
+    }
+
+    fn keys() -> impl Iterator<Item = String> {
+        (0..10_000).map(|i| format!("user-{i}"))
+    }
+
+    #[test]
+    fn raising_the_weight_only_moves_users_to_the_canary() {
+        let key = PinKey::new(b"k");
+        let steps = [0.0, 1.0, 5.0, 25.0, 50.0, 100.0];
+        let mut previous: Vec<Side> = keys().map(|_| Side::Stable).collect();
+        for w in steps {
+            let t = table(w);
+            let now: Vec<Side> = keys().map(|k| decide(&t, &key, TTL, &facts(k.as_bytes(), None)).side).collect();
+            for (before, after) in previous.iter().zip(&now) {
+                assert!(!(*before == Side::Canary && *after == Side::Stable), "moved back at {w}%");
+            }
+            let share = now.iter().filter(|s| **s == Side::Canary).count() as f64 / 100.0;
+            assert!((share - w).abs() <= 1.0, "share {share} at weight {w}");
+            previous = now;
+        }
+    }
+
+    #[test]
+    fn a_pin_holds_across_a_weight_rise_until_a_navigation() {
+        let key = PinKey::new(b"k");
+        let t50 = table(50.0);
+        let user = keys()
+            .find(|k| decide(&table(10.0), &key, TTL, &facts(k.as_bytes(), None)).side == Side::Stable
+                && decide(&t50, &key, TTL, &facts(k.as_bytes(), None)).side == Side::Canary)
+            .unwrap();
+        let pin = key.sign("web-1", "v1", NOW + TTL);
+        let d = decide(&t50, &key, TTL, &facts(user.as_bytes(), Some(pin.as_bytes())));
+        assert_eq!((d.side, d.reason, d.pin), (Side::Stable, Reason::Pinned, PinAction::Keep));
+        let nav = RequestFacts { boundary: true, ..facts(user.as_bytes(), Some(pin.as_bytes())) };
+        let d = decide(&t50, &key, TTL, &nav);
+        assert_eq!((d.side, d.reason, d.pin), (Side::Canary, Reason::Bucket, PinAction::Issue));
+    }
+
+    #[test]
+    fn pins_to_a_zero_weight_or_tripped_canary_are_ignored() {
+        let key = PinKey::new(b"k");
+        let pin = key.sign("web-1", "v2", NOW + TTL);
+        let d = decide(&table(0.0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
+        assert_eq!((d.side, d.reason), (Side::Stable, Reason::Bucket));
+        let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", Some(pin.as_bytes())) };
+        assert_eq!(decide(&table(100.0), &key, TTL, &tripped).side, Side::Stable);
+    }
+
+    #[test]
+    fn stable_pins_stay_on_stable_at_full_weight() {
+        let key = PinKey::new(b"k");
+        let pin = key.sign("web-1", "v1", NOW + TTL);
+        let d = decide(&table(100.0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
+        assert_eq!(d.side, Side::Stable);
+    }
+
+    #[test]
+    fn forged_and_expired_pins_fall_back_to_the_bucket() {
+        let key = PinKey::new(b"k");
+        let forged = PinKey::new(b"evil").sign("web-1", "v2", NOW + TTL);
+        let expired = key.sign("web-1", "v2", NOW - 1);
+        for pin in [forged, expired] {
+            let d = decide(&table(0.01), &key, TTL, &facts(b"user-1", Some(pin.as_bytes())));
+            assert_eq!(d.reason, Reason::Bucket);
+        }
+    }
+
+    #[test]
+    fn a_draining_stable_serves_its_pins_until_the_window_ends() {
+        let key = PinKey::new(b"k");
+        let mut t = RoutingTable::stable_only("web-2", "v2");
+        t.draining = Some(Draining { version: "v1".into(), until: NOW + 10 });
+        let pin = key.sign("web-1", "v1", NOW + TTL);
+        let d = decide(&t, &key, TTL, &facts(b"u", Some(pin.as_bytes())));
+        assert_eq!((d.side, d.pin), (Side::Draining, PinAction::Issue));
+        let later = RequestFacts { now: NOW + 10, ..facts(b"u", Some(pin.as_bytes())) };
+        assert_eq!(decide(&t, &key, TTL, &later).side, Side::Stable);
+    }
+
+    #[test]
+    fn force_chooses_but_never_pins() {
+        let key = PinKey::new(b"k");
+        let f = RequestFacts { force: Some(Force::Canary), ..facts(b"u", None) };
+        let d = decide(&table(0.0), &key, TTL, &f);
+        assert_eq!((d.side, d.reason, d.pin), (Side::Canary, Reason::Forced, PinAction::Keep));
+        let no_canary = RoutingTable::stable_only("web-1", "v1");
+        assert_eq!(decide(&no_canary, &key, TTL, &f).side, Side::Stable);
+    }
+
+    #[test]
+    fn a_fresh_matching_pin_is_not_reissued() {
+        let key = PinKey::new(b"k");
+        let t = table(50.0);
+        let d = decide(&t, &key, TTL, &facts(b"user-1", None));
+        let version = t.version(d.side).unwrap();
+        let pin = key.sign("web-1", version, NOW + TTL);
+        let again = decide(&t, &key, TTL, &facts(b"user-1", Some(pin.as_bytes())));
+        assert_eq!((again.side, again.pin), (d.side, PinAction::Keep));
+    }
+}
