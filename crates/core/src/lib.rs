@@ -6,12 +6,15 @@
 
 pub mod api;
 pub mod bucket;
-pub mod latency;
 pub mod config;
+pub mod judge;
+pub mod latency;
 pub mod names;
 pub mod pin;
 pub mod routing;
+pub mod spec;
 pub mod weight;
 
 pub use routing::{Decision, Force, PinAction, Reason, RequestFacts, RoutingTable, Side, decide};
+pub use spec::RouteSpec;
 pub use weight::Weight;

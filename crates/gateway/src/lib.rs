@@ -1,1 +1,180 @@
-pub fn placeholder() {}
+//! Sticky Canary's data plane: a reverse proxy that pins every user to one version of a
+//! service and splits traffic between the stable version and a canary by weight.
+//!
+//! A [`Gateway`] holds the services of a configuration. [`Gateway::start`] binds their
+//! listeners and runs the worker threads; routing changes go through each [`Service`] and take
+//! effect on the next request, atomically.
+
+pub mod body;
+pub mod headers;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod request;
+pub mod service;
+pub mod tls;
+pub mod upstream;
+pub mod worker;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use canary_core::config::Config;
+use canary_core::pin::PinKey;
+use tokio::sync::watch;
+
+pub use metrics::{MetricsRegistry, VersionCounts};
+pub use service::{RouteError, Service, Shared};
+
+use worker::{WorkerListener, bind_reuseport, run_worker};
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A listener could not be bound.
+    #[error("service {service:?}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The service.
+        service: String,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key is unusable.
+    #[error("service {service:?}: {message}")]
+    Tls {
+        /// The service.
+        service: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A worker thread could not be started.
+    #[error("cannot start worker thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The services of one gateway process.
+pub struct Gateway {
+    services: Vec<Arc<Service>>,
+    pins: Arc<PinKey>,
+    shared: Arc<Shared>,
+    workers: usize,
+    shutdown_timeout: Duration,
+    tls: Vec<Option<tokio_rustls::TlsAcceptor>>,
+}
+
+/// A running gateway: its worker threads and the switch that stops them.
+pub struct Running {
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (bounded) and waits for the workers.
+    pub fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for thread in self.threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "worker failed"),
+                Err(_) => tracing::error!("worker panicked"),
+            }
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway for every service of `config`, signing pins with `pins`.
+    pub fn new(config: &Config, pins: PinKey) -> Result<Gateway, GatewayError> {
+        let shared = Arc::new(Shared::default());
+        let mut services = Vec::new();
+        let mut tls = Vec::new();
+        for s in &config.services {
+            let acceptor = s
+                .tls
+                .as_ref()
+                .map(tls::acceptor)
+                .transpose()
+                .map_err(|message| GatewayError::Tls {
+                    service: s.name.as_str().to_owned(),
+                    message,
+                })?;
+            tls.push(acceptor);
+            services.push(Arc::new(Service::new(
+                s,
+                config.gateway.version_header_in_response,
+                shared.clone(),
+            )));
+        }
+        let workers = config.gateway.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        Ok(Gateway {
+            services,
+            pins: Arc::new(pins),
+            shared,
+            workers,
+            shutdown_timeout: config.gateway.shutdown_timeout.0,
+            tls,
+        })
+    }
+
+    /// The services, in configuration order.
+    pub fn services(&self) -> &[Arc<Service>] {
+        &self.services
+    }
+
+    /// The service called `name`.
+    pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
+        self.services.iter().find(|s| s.name() == name)
+    }
+
+    /// Every version's counters.
+    pub fn metrics(&self) -> &Arc<MetricsRegistry> {
+        &self.shared.metrics
+    }
+
+    /// Binds every service's listeners and starts the worker threads.
+    pub fn start(&self) -> Result<Running, GatewayError> {
+        let mut per_worker: Vec<Vec<WorkerListener>> =
+            (0..self.workers).map(|_| Vec::new()).collect();
+        for (service, tls) in self.services.iter().zip(&self.tls) {
+            let addr = service.settings.listen;
+            let sockets =
+                bind_reuseport(addr, self.workers).map_err(|source| GatewayError::Bind {
+                    service: service.name().to_owned(),
+                    addr,
+                    source,
+                })?;
+            if let Some(first) = sockets.first()
+                && let Ok(bound) = first.local_addr()
+            {
+                service.set_bound(bound);
+            }
+            for (worker, socket) in sockets.into_iter().enumerate() {
+                per_worker[worker].push(WorkerListener {
+                    service: service.clone(),
+                    socket,
+                    tls: tls.clone(),
+                });
+            }
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut threads = Vec::new();
+        for (index, listeners) in per_worker.into_iter().enumerate() {
+            let pins = self.pins.clone();
+            let stopped = stopped.clone();
+            let timeout = self.shutdown_timeout;
+            let thread = std::thread::Builder::new()
+                .name(format!("canary-worker-{index}"))
+                .spawn(move || run_worker(index, listeners, pins, stopped, timeout))
+                .map_err(GatewayError::Thread)?;
+            threads.push(thread);
+        }
+        Ok(Running { threads, stop })
+    }
+}

@@ -1,0 +1,138 @@
+//! The admin listener: the JSON API under `/api/v1`, `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Every API response, success or error, is the envelope `{code, clientMessage,
+//! systemMessage, data}`; unknown paths and wrong methods get one too. When a token is
+//! configured every `/api/v1` call needs `Authorization: Bearer <token>`; the probes and
+//! `/metrics` stay open for load balancers and Prometheus.
+
+pub mod envelope;
+pub mod json;
+pub mod services;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use canary_core::api::Code;
+use canary_gateway::Gateway;
+use prometheus_client::registry::Registry;
+
+use envelope::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The data plane whose services the API controls.
+    pub gateway: Arc<Gateway>,
+    /// Bearer token required for `/api/v1`, if any.
+    pub token: Option<Arc<str>>,
+    /// Everything `/metrics` exposes.
+    pub registry: Arc<Registry>,
+}
+
+/// The admin router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/services", get(services::list))
+        .route("/services/{name}", get(services::get))
+        .route(
+            "/services/{name}/weight",
+            axum::routing::put(services::set_weight),
+        )
+        .route(
+            "/services/{name}/canary",
+            axum::routing::put(services::set_canary).delete(services::remove_canary),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &state.token {
+        let given = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let matches = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !matches {
+            return ApiError::new(
+                Code::Unauthenticated,
+                "This action needs the admin token.",
+                "missing or wrong bearer token",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &state.registry)
+    {
+        return ApiError::new(
+            Code::Internal,
+            "Metrics could not be encoded.",
+            e.to_string(),
+        )
+        .into_response();
+    }
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let unbound: Vec<&str> = state
+        .gateway
+        .services()
+        .iter()
+        .filter(|s| s.bound().is_none())
+        .map(|s| s.name())
+        .collect();
+    if unbound.is_empty() {
+        "ready\n".into_response()
+    } else {
+        let text = format!("not ready: {} not listening\n", unbound.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    }
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        Code::NotFound,
+        "No such API endpoint.",
+        format!("{} {} matches no route", req.method(), req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        Code::MethodNotAllowed,
+        format!("{} is not supported here.", req.method()),
+        format!(
+            "{} {} matches a route but not its method",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+}

@@ -1,0 +1,131 @@
+//! The desired routing of a service, as stored, sent over the API and followed by gateways.
+//!
+//! A [`RouteSpec`] is plain data: the versions with their addresses, the weight, the rollout id
+//! that names pins and seeds the bucket salt, and the previous stable while it drains. Every
+//! change bumps `generation`, so a gateway can tell a newer spec from an older one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ServiceConfig, VersionConfig};
+use crate::routing::{Draining, RoutingTable};
+use crate::weight::Weight;
+
+/// The previous stable version after a promotion, serving its pinned sessions until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainingSpec {
+    /// The version and its addresses.
+    pub version: VersionConfig,
+    /// Unix time (seconds) at which its sessions move on.
+    pub until: u64,
+}
+
+/// The desired routing of one service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// Names the cohort: pins carry it and, unless `salt` is set, it salts the bucket hash.
+    pub rollout_id: String,
+    /// A fixed salt that keeps one cohort across rollouts.
+    #[serde(default)]
+    pub salt: Option<String>,
+    /// The stable version.
+    pub stable: VersionConfig,
+    /// The canary, if any.
+    #[serde(default)]
+    pub canary: Option<VersionConfig>,
+    /// Share of users on the canary.
+    #[serde(default)]
+    pub weight: Weight,
+    /// The previous stable while it drains.
+    #[serde(default)]
+    pub draining: Option<DrainingSpec>,
+    /// Bumped by every change.
+    #[serde(default)]
+    pub generation: u64,
+}
+
+/// Why a route spec cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A weight above zero with no canary to send it to.
+    #[error("weight {0} needs a canary; set one first")]
+    WeightWithoutCanary(Weight),
+    /// The canary has the stable version's name.
+    #[error("canary version {0:?} is the stable version")]
+    CanaryIsStable(String),
+    /// The rollout id is not a valid id.
+    #[error("{0}")]
+    BadId(String),
+}
+
+impl RouteSpec {
+    /// The spec a service starts with, from its configuration.
+    pub fn from_config(service: &ServiceConfig) -> RouteSpec {
+        let rollout_id = default_rollout_id(
+            service.name.as_str(),
+            service
+                .canary
+                .as_ref()
+                .unwrap_or(&service.stable)
+                .version
+                .as_str(),
+        );
+        RouteSpec {
+            rollout_id,
+            salt: service.salt.clone(),
+            stable: service.stable.clone(),
+            canary: service.canary.clone(),
+            weight: service.weight,
+            draining: None,
+            generation: 1,
+        }
+    }
+
+    /// Checks the rules that span fields.
+    pub fn check(&self) -> Result<(), SpecError> {
+        crate::names::check_id(&self.rollout_id, "rollout id").map_err(SpecError::BadId)?;
+        match &self.canary {
+            None if self.weight != Weight::ZERO => Err(SpecError::WeightWithoutCanary(self.weight)),
+            Some(c) if c.version == self.stable.version => {
+                Err(SpecError::CanaryIsStable(c.version.as_str().into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The routing table the gateway decides with.
+    pub fn table(&self) -> RoutingTable {
+        RoutingTable {
+            rollout_id: self.rollout_id.clone(),
+            salt: self.salt.clone().unwrap_or_else(|| self.rollout_id.clone()),
+            stable: self.stable.version.as_str().to_owned(),
+            canary: self.canary.as_ref().map(|c| c.version.as_str().to_owned()),
+            weight: self.weight,
+            draining: self.draining.as_ref().map(|d| Draining {
+                version: d.version.version.as_str().to_owned(),
+                until: d.until,
+            }),
+        }
+    }
+}
+
+/// The rollout id of a canary set by hand (config or API): stable for a given version, so
+/// every gateway and every restart computes the same cohort.
+pub fn default_rollout_id(service: &str, version: &str) -> String {
+    let mut id = format!("{service}-{}", version.replace('.', "_"));
+    id.truncate(crate::names::MAX_NAME);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_versions_make_valid_rollout_ids() {
+        let id = default_rollout_id("web", "1.4.2");
+        assert_eq!(id, "web-1_4_2");
+        assert!(crate::names::check_id(&id, "rollout id").is_ok());
+    }
+}

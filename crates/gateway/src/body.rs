@@ -1,0 +1,60 @@
+//! The body of a response the gateway sends: streamed from an upstream, or made here.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::pool::PooledBody;
+
+/// A response body: an upstream's, streamed through, or a small one the gateway wrote.
+pub enum ProxyBody {
+    /// Streamed from the upstream; returns the connection to the pool at its end.
+    Upstream(PooledBody),
+    /// Written by the gateway (errors, empty upgrade responses).
+    Local(Option<Bytes>),
+}
+
+impl ProxyBody {
+    /// A body with the given text.
+    pub fn text(text: impl Into<Bytes>) -> ProxyBody {
+        ProxyBody::Local(Some(text.into()))
+    }
+
+    /// An empty body.
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Local(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Local(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! Reading what the routing decision needs from a request: the user key, the pin, a trusted
+//! override and whether the request is a top-level navigation. Everything borrows from the
+//! request's headers; nothing is allocated.
+
+use std::net::IpAddr;
+
+use canary_core::Force;
+use http::HeaderMap;
+use http::header::{ACCEPT, COOKIE};
+
+use crate::service::{KeyFrom, ServiceSettings};
+
+/// The cookie holding the session pin.
+pub const PIN_COOKIE: &str = "canary_pin";
+/// The cookie holding the anonymous user id the gateway mints.
+pub const UID_COOKIE: &str = "canary_uid";
+/// The override header.
+pub const FORCE_HEADER: &str = "x-canary-force";
+/// The header carrying the override token.
+pub const FORCE_TOKEN_HEADER: &str = "x-canary-force-token";
+
+/// The value of cookie `name`, from any `Cookie` header. Malformed pairs are skipped.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    let name = name.as_bytes();
+    for header in headers.get_all(COOKIE) {
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let pair = trim(pair);
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim(&pair[..eq]) != name {
+                continue;
+            }
+            let mut value = trim(&pair[eq + 1..]);
+            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                value = &value[1..value.len() - 1];
+            }
+            if !value.is_empty() {
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// The user key from the configured sources, else the minted anonymous id.
+pub fn user_key<'a>(settings: &ServiceSettings, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+    for source in &settings.key_sources {
+        let found = match source {
+            KeyFrom::Header(name) => headers.get(name).map(|v| trim(v.as_bytes())),
+            KeyFrom::Cookie(name) => cookie(headers, name),
+        };
+        if let Some(key) = found.filter(|k| !k.is_empty()) {
+            return Some(key);
+        }
+    }
+    cookie(headers, UID_COOKIE).filter(|uid| is_minted_uid(uid))
+}
+
+/// Whether a `canary_uid` value looks like one the gateway minted (32 lower-case hex digits).
+pub fn is_minted_uid(uid: &[u8]) -> bool {
+    uid.len() == 32 && uid.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A fresh anonymous user id.
+pub fn mint_uid() -> String {
+    let bits: u128 = rand::random();
+    format!("{bits:032x}")
+}
+
+/// The override the client asked for, if it may ask.
+pub fn trusted_force(
+    settings: &ServiceSettings,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Option<Force> {
+    let asked = headers.get(FORCE_HEADER)?.as_bytes();
+    let force = if asked.eq_ignore_ascii_case(b"canary") {
+        Force::Canary
+    } else if asked.eq_ignore_ascii_case(b"stable") {
+        Force::Stable
+    } else {
+        return None;
+    };
+    let by_token = match (&settings.force_token, headers.get(FORCE_TOKEN_HEADER)) {
+        (Some(expected), Some(given)) => constant_time_eq(expected.as_bytes(), given.as_bytes()),
+        _ => false,
+    };
+    (by_token || settings.is_trusted(peer)).then_some(force)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether the request starts a new page: a top-level document navigation. Uses the fetch
+/// metadata headers when the browser sends them, else an HTML `Accept`.
+pub fn is_navigation(headers: &HeaderMap) -> bool {
+    if let Some(dest) = headers.get("sec-fetch-dest") {
+        return dest.as_bytes() == b"document";
+    }
+    if let Some(mode) = headers.get("sec-fetch-mode") {
+        return mode.as_bytes() == b"navigate";
+    }
+    headers.get(ACCEPT).is_some_and(|accept| {
+        accept
+            .as_bytes()
+            .windows(9)
+            .any(|w| w.eq_ignore_ascii_case(b"text/html"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn finds_cookies_across_headers_and_skips_junk() {
+        let h = headers(&[
+            ("cookie", "a=1; ;junk; uid = \"u-7\" "),
+            ("cookie", "canary_pin=p"),
+        ]);
+        assert_eq!(cookie(&h, "uid"), Some(&b"u-7"[..]));
+        assert_eq!(cookie(&h, "canary_pin"), Some(&b"p"[..]));
+        assert_eq!(cookie(&h, "a"), Some(&b"1"[..]));
+        assert_eq!(cookie(&h, "junk"), None);
+        assert_eq!(cookie(&headers(&[("cookie", "=;==;;x=")]), "x"), None);
+    }
+
+    #[test]
+    fn navigation_prefers_fetch_metadata() {
+        assert!(is_navigation(&headers(&[
+            ("sec-fetch-dest", "document"),
+            ("sec-fetch-mode", "navigate")
+        ])));
+        assert!(!is_navigation(&headers(&[
+            ("sec-fetch-dest", "script"),
+            ("accept", "text/html")
+        ])));
+        assert!(!is_navigation(&headers(&[
+            ("sec-fetch-dest", "iframe"),
+            ("sec-fetch-mode", "navigate")
+        ])));
+        assert!(is_navigation(&headers(&[(
+            "accept",
+            "text/html,application/xhtml+xml"
+        )])));
+        assert!(!is_navigation(&headers(&[("accept", "*/*")])));
+    }
+
+    #[test]
+    fn minted_uids_are_recognised() {
+        let uid = mint_uid();
+        assert!(is_minted_uid(uid.as_bytes()));
+        assert!(!is_minted_uid(b"not-a-uid"));
+        assert_ne!(uid, mint_uid());
+    }
+}

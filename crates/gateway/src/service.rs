@@ -1,0 +1,366 @@
+//! A proxied service: its fixed settings and its current routing snapshot.
+//!
+//! The snapshot ([`Route`]) is immutable and swapped whole through an `ArcSwap`: a request
+//! loads it once and keeps it to the end, so the version it chose, the upstreams it used and
+//! the metrics it recorded all belong to one routing state. Changes are serialized by a mutex
+//! (they are rare), validated, and only then swapped in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use canary_core::api::{ServiceView, VersionView};
+use canary_core::config::{KeySource, ServiceConfig, VersionConfig};
+use canary_core::spec::{DrainingSpec, SpecError, default_rollout_id};
+use canary_core::{RouteSpec, RoutingTable, Side, Weight};
+use http::HeaderValue;
+
+use crate::metrics::{MetricsRegistry, VersionStats};
+use crate::pool::ConnectSettings;
+use crate::upstream::{EjectPolicy, UpstreamRegistry, UpstreamSet};
+
+/// One version as the data plane uses it.
+#[derive(Debug)]
+pub struct VersionTarget {
+    /// Its name as the `x-canary-version` header value.
+    pub header: HeaderValue,
+    /// Its addresses.
+    pub upstreams: Arc<UpstreamSet>,
+    /// Its counters.
+    pub stats: Arc<VersionStats>,
+}
+
+/// One immutable routing snapshot of a service.
+#[derive(Debug)]
+pub struct Route {
+    /// The desired state this snapshot was built from.
+    pub spec: RouteSpec,
+    /// The decision table.
+    pub table: RoutingTable,
+    /// The stable version.
+    pub stable: VersionTarget,
+    /// The canary, if any.
+    pub canary: Option<VersionTarget>,
+    /// The previous stable, while it drains.
+    pub draining: Option<VersionTarget>,
+}
+
+impl Route {
+    /// The target of a side; a side the table lacks falls back to stable.
+    #[inline]
+    pub fn target(&self, side: Side) -> &VersionTarget {
+        match side {
+            Side::Stable => &self.stable,
+            Side::Canary => self.canary.as_ref().unwrap_or(&self.stable),
+            Side::Draining => self.draining.as_ref().unwrap_or(&self.stable),
+        }
+    }
+}
+
+/// A user key source with its header name parsed once.
+#[derive(Debug, Clone)]
+pub enum KeyFrom {
+    /// A request header.
+    Header(http::HeaderName),
+    /// A cookie.
+    Cookie(String),
+}
+
+impl KeyFrom {
+    fn new(source: &KeySource) -> KeyFrom {
+        match source {
+            KeySource::Header(name) => KeyFrom::Header(
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .expect("checked when the config was read"),
+            ),
+            KeySource::Cookie(name) => KeyFrom::Cookie(name.clone()),
+        }
+    }
+}
+
+/// A service's settings that do not change while it runs.
+#[derive(Debug)]
+pub struct ServiceSettings {
+    /// Service name.
+    pub name: String,
+    /// Configured listen address.
+    pub listen: SocketAddr,
+    /// Where user keys come from, in order.
+    pub key_sources: Vec<KeyFrom>,
+    /// Networks whose override header is honoured.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Token that makes the override header trusted from anywhere.
+    pub force_token: Option<String>,
+    /// Session pin lifetime in seconds.
+    pub pin_ttl_secs: u64,
+    /// Upstream connection settings.
+    pub connect: ConnectSettings,
+    /// Time allowed for the response head.
+    pub request_timeout: Duration,
+    /// Passive ejection.
+    pub eject: EjectPolicy,
+    /// Whether the listener speaks TLS (cookies get `Secure`).
+    pub tls: bool,
+    /// Whether responses carry `x-canary-version`.
+    pub version_header_in_response: bool,
+}
+
+impl ServiceSettings {
+    /// Whether a client at `ip` may choose its version with the override header.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The registries every service builds its snapshots from.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Counters per version.
+    pub metrics: Arc<MetricsRegistry>,
+    /// One entry per upstream address.
+    pub upstreams: UpstreamRegistry,
+}
+
+/// A proxied service.
+#[derive(Debug)]
+pub struct Service {
+    /// Fixed settings.
+    pub settings: ServiceSettings,
+    route: ArcSwap<Route>,
+    changes: Mutex<()>,
+    canary_open: AtomicBool,
+    bound: OnceLock<SocketAddr>,
+    shared: Arc<Shared>,
+}
+
+/// Why a routing change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The resulting spec breaks a rule.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The change needs a canary and there is none.
+    #[error("service {0:?} has no canary")]
+    NoCanary(String),
+}
+
+impl Service {
+    /// A service from its configuration.
+    pub fn new(
+        config: &ServiceConfig,
+        version_header_in_response: bool,
+        shared: Arc<Shared>,
+    ) -> Service {
+        let settings = ServiceSettings {
+            name: config.name.as_str().to_owned(),
+            listen: config.listen,
+            key_sources: config.user_key.iter().map(KeyFrom::new).collect(),
+            trusted: config.trusted_cidrs.iter().map(|c| c.0).collect(),
+            force_token: config.force_token.clone(),
+            pin_ttl_secs: config.pin_ttl.0.as_secs(),
+            connect: ConnectSettings {
+                connect_timeout: config.connect_timeout.0,
+                idle_timeout: config.idle_timeout.0,
+            },
+            request_timeout: config.request_timeout.0,
+            eject: EjectPolicy {
+                failures: config.eject.failures,
+                duration: config.eject.duration.0,
+            },
+            tls: config.tls.is_some(),
+            version_header_in_response,
+        };
+        let spec = RouteSpec::from_config(config);
+        let route = build_route(&settings.name, spec, &shared);
+        Service {
+            settings,
+            route: ArcSwap::from_pointee(route),
+            changes: Mutex::new(()),
+            canary_open: AtomicBool::new(true),
+            bound: OnceLock::new(),
+            shared,
+        }
+    }
+
+    /// The registries this service's snapshots draw from.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Service name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    #[inline]
+    pub fn route(&self) -> Arc<Route> {
+        self.route.load_full()
+    }
+
+    /// Whether the local breaker lets requests reach the canary.
+    #[inline]
+    pub fn canary_open(&self) -> bool {
+        self.canary_open.load(Ordering::Relaxed)
+    }
+
+    /// Opens or trips the local breaker of the canary.
+    pub fn set_canary_open(&self, open: bool) {
+        self.canary_open.store(open, Ordering::Relaxed);
+    }
+
+    /// Records the address the listener actually bound (port 0 resolves here).
+    pub fn set_bound(&self, addr: SocketAddr) {
+        let _ = self.bound.set(addr);
+    }
+
+    /// The bound address, once listening.
+    pub fn bound(&self) -> Option<SocketAddr> {
+        self.bound.get().copied()
+    }
+
+    /// Replaces the routing spec, if it is valid and newer than the current one.
+    pub fn apply(&self, spec: RouteSpec) -> Result<(), RouteError> {
+        spec.check()?;
+        let _guard = self.changes.lock().expect("route change lock");
+        if spec.generation <= self.route.load().spec.generation {
+            return Ok(());
+        }
+        self.swap(spec);
+        Ok(())
+    }
+
+    /// Applies `change` to a copy of the current spec, bumps its generation and swaps it in.
+    pub fn update(
+        &self,
+        change: impl FnOnce(&mut RouteSpec) -> Result<(), RouteError>,
+    ) -> Result<RouteSpec, RouteError> {
+        let _guard = self.changes.lock().expect("route change lock");
+        let mut spec = self.route.load().spec.clone();
+        change(&mut spec)?;
+        spec.generation += 1;
+        spec.check()?;
+        self.swap(spec.clone());
+        Ok(spec)
+    }
+
+    /// Sets the canary weight.
+    pub fn set_weight(&self, weight: Weight) -> Result<RouteSpec, RouteError> {
+        self.update(|spec| {
+            if spec.canary.is_none() && weight != Weight::ZERO {
+                return Err(RouteError::NoCanary(self.settings.name.clone()));
+            }
+            spec.weight = weight;
+            Ok(())
+        })
+    }
+
+    /// Deploys (or replaces) the canary. A new version starts a new cohort.
+    pub fn set_canary(
+        &self,
+        canary: VersionConfig,
+        weight: Option<Weight>,
+    ) -> Result<RouteSpec, RouteError> {
+        self.update(|spec| {
+            let same_version = spec
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.version == canary.version);
+            if !same_version {
+                spec.rollout_id = default_rollout_id(&self.settings.name, canary.version.as_str());
+                spec.weight = Weight::ZERO;
+            }
+            if let Some(w) = weight {
+                spec.weight = w;
+            }
+            spec.canary = Some(canary);
+            Ok(())
+        })
+    }
+
+    /// Removes the canary; its sessions go back to stable at once.
+    pub fn remove_canary(&self) -> Result<RouteSpec, RouteError> {
+        self.update(|spec| {
+            if spec.canary.take().is_none() {
+                return Err(RouteError::NoCanary(self.settings.name.clone()));
+            }
+            spec.weight = Weight::ZERO;
+            Ok(())
+        })
+    }
+
+    /// Makes the canary the stable version; the old stable drains for `drain`.
+    pub fn promote(&self, drain: Duration, now_unix: u64) -> Result<RouteSpec, RouteError> {
+        self.update(|spec| {
+            let canary = spec
+                .canary
+                .take()
+                .ok_or_else(|| RouteError::NoCanary(self.settings.name.clone()))?;
+            let old = std::mem::replace(&mut spec.stable, canary);
+            spec.weight = Weight::ZERO;
+            spec.draining = (!drain.is_zero()).then(|| DrainingSpec {
+                version: old,
+                until: now_unix + drain.as_secs(),
+            });
+            Ok(())
+        })
+    }
+
+    fn swap(&self, spec: RouteSpec) {
+        let route = build_route(&self.settings.name, spec, &self.shared);
+        tracing::info!(
+            service = %self.settings.name,
+            generation = route.spec.generation,
+            weight = %route.spec.weight,
+            canary = route.table.canary.as_deref().unwrap_or("-"),
+            "routing changed"
+        );
+        self.route.store(Arc::new(route));
+    }
+
+    /// The service as the admin API shows it.
+    pub fn view(&self) -> ServiceView {
+        let route = self.route();
+        let spec = &route.spec;
+        let version = |v: &VersionConfig| VersionView {
+            version: v.version.as_str().to_owned(),
+            upstreams: v.upstreams.as_slice().to_vec(),
+        };
+        ServiceView {
+            name: self.settings.name.clone(),
+            listen: self.bound().unwrap_or(self.settings.listen).to_string(),
+            rollout_id: spec.rollout_id.clone(),
+            stable: version(&spec.stable),
+            canary: spec.canary.as_ref().map(version),
+            weight: spec.weight.percent(),
+            canary_tripped: !self.canary_open(),
+            draining: spec
+                .draining
+                .as_ref()
+                .map(|d| d.version.version.as_str().to_owned()),
+            generation: spec.generation,
+        }
+    }
+}
+
+fn build_route(service: &str, spec: RouteSpec, shared: &Shared) -> Route {
+    let target = |v: &VersionConfig| VersionTarget {
+        header: HeaderValue::from_str(v.version.as_str())
+            .expect("version names are valid header values"),
+        upstreams: shared.upstreams.set(v.upstreams.as_slice()),
+        stats: shared.metrics.version(service, v.version.as_str()),
+    };
+    Route {
+        table: spec.table(),
+        stable: target(&spec.stable),
+        canary: spec.canary.as_ref().map(target),
+        draining: spec.draining.as_ref().map(|d| target(&d.version)),
+        spec,
+    }
+}
