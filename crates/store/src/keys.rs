@@ -1,0 +1,70 @@
+//! The key layout, in one place so the controller, the gateways and operators agree.
+//!
+//! ```text
+//! /canary/services/<service>/routing      routing snapshot the gateways follow
+//! /canary/rollouts/<service>/<rollout id> rollout record (phase, step, weights)
+//! /canary/events/<service>/<seq>          event log, seq zero-padded to 20 digits
+//! /canary/leaders/<election>              etcd leader key, bound to the leader's lease
+//! ```
+//!
+//! Service names and rollout ids follow `canary_core::names::check_id` (letters, digits, `_`,
+//! `-`), so they never contain `/` and one service's prefix never matches another's.
+
+/// Root of everything Sticky Canary stores.
+pub const ROOT: &str = "/canary/";
+
+/// Prefix of every service's routing snapshot: gateways watch this.
+pub const SERVICES: &str = "/canary/services/";
+
+/// Prefix of the leader keys (etcd backend).
+pub const LEADERS: &str = "/canary/leaders/";
+
+/// The routing snapshot of `service`.
+pub fn routing(service: &str) -> String {
+    format!("{SERVICES}{service}/routing")
+}
+
+/// Prefix of every rollout record of `service`.
+pub fn rollouts(service: &str) -> String {
+    format!("/canary/rollouts/{service}/")
+}
+
+/// The record of rollout `id` of `service`.
+pub fn rollout(service: &str, id: &str) -> String {
+    format!("/canary/rollouts/{service}/{id}")
+}
+
+/// Prefix of the event log of `service`.
+pub fn events(service: &str) -> String {
+    format!("/canary/events/{service}/")
+}
+
+/// Event number `seq` of `service`. Zero-padded because both backends list in byte order,
+/// and the log must list in the order it was written.
+pub fn event(service: &str, seq: u64) -> String {
+    format!("/canary/events/{service}/{seq:020}")
+}
+
+/// The leader key of `election`.
+pub fn leader(election: &str) -> String {
+    format!("{LEADERS}{election}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_list_in_the_order_they_were_written() {
+        let mut keys = [event("web", 10), event("web", 9), event("web", 100)];
+        keys.sort();
+        assert_eq!(keys, [event("web", 9), event("web", 10), event("web", 100)]);
+        assert_eq!(event("web", 7), "/canary/events/web/00000000000000000007");
+    }
+
+    #[test]
+    fn one_service_prefix_never_matches_another() {
+        assert!(!routing("webx").starts_with(&format!("{SERVICES}web/")));
+        assert!(rollout("web", "r1").starts_with(&rollouts("web")));
+    }
+}
