@@ -134,7 +134,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Waits until `candidate` leads `election`, and returns the leadership. The lease behind it
     /// lasts `ttl` without a keep-alive (etcd rounds up to whole seconds, with a floor of its
-    /// own); the embedded store ignores `ttl`.
+    /// own); the embedded store ignores `ttl`. Fails with [`StoreError::Unavailable`] when
+    /// the store cannot be reached; the caller retries.
     async fn campaign(&self, election: &str, candidate: &str, ttl: Duration) -> Result<Leadership>;
 
     /// Writes `value` at `key` if `key`'s revision is still `expected` (0: `key` must not

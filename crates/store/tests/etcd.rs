@@ -219,3 +219,29 @@ async fn leadership_moves_when_the_leader_dies_or_loses_its_lease() {
         .await
         .expect("leadership counts as lost once the lease cannot be renewed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_and_leadership_outlive_the_request_timeout() {
+    let server = EtcdServer::start().await;
+    let store = server.store().await; // request timeout: 2 s
+    let mut stream = store.watch("/long/", 0).await.unwrap();
+    let mut leader = store
+        .campaign("long", "a", Duration::from_secs(2))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        leader.is_held(),
+        "renewals keep the lease beyond the request timeout"
+    );
+    let revision = store.put("/long/key", vec![1]).await.unwrap();
+    assert_eq!(
+        conformance::next_event(&mut stream).await.revision,
+        revision
+    );
+    assert!(
+        timeout(Duration::from_millis(100), leader.lost())
+            .await
+            .is_err()
+    );
+}
