@@ -140,7 +140,12 @@ impl RoutingTable {
         if version == self.stable.as_bytes() {
             return Some(Side::Stable);
         }
-        if canary_open && self.canary.as_deref().is_some_and(|c| c.as_bytes() == version) {
+        if canary_open
+            && self
+                .canary
+                .as_deref()
+                .is_some_and(|c| c.as_bytes() == version)
+        {
             return Some(Side::Canary);
         }
         match &self.draining {
@@ -152,14 +157,23 @@ impl RoutingTable {
 
 /// Chooses the version of one request. See the module documentation for the rules.
 #[inline]
-pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &RequestFacts<'_>) -> Decision {
+pub fn decide(
+    table: &RoutingTable,
+    pins: &PinKey,
+    pin_ttl: u64,
+    facts: &RequestFacts<'_>,
+) -> Decision {
     let canary_open = table.canary.is_some() && facts.canary_healthy;
     if let Some(force) = facts.force {
         let side = match force {
             Force::Canary if canary_open => Side::Canary,
             _ => Side::Stable,
         };
-        return Decision { side, reason: Reason::Forced, pin: PinAction::Keep };
+        return Decision {
+            side,
+            reason: Reason::Forced,
+            pin: PinAction::Keep,
+        };
     }
     let weighted = canary_open && table.weight.basis_points() > 0;
     let pin: Option<Pin<'_>> = facts.pin.and_then(|v| pins.verify(v, facts.now));
@@ -169,21 +183,40 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
     {
         let fresh = pin.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS)
             && pin.rollout_id == table.rollout_id.as_bytes();
-        let action = if fresh { PinAction::Keep } else { PinAction::Issue };
-        return Decision { side, reason: Reason::Pinned, pin: action };
+        let action = if fresh {
+            PinAction::Keep
+        } else {
+            PinAction::Issue
+        };
+        return Decision {
+            side,
+            reason: Reason::Pinned,
+            pin: action,
+        };
     }
-    let side = if weighted && bucket(table.salt.as_bytes(), facts.key) < table.weight.basis_points() {
+    let side = if weighted && bucket(table.salt.as_bytes(), facts.key) < table.weight.basis_points()
+    {
         Side::Canary
     } else {
         Side::Stable
     };
     let unchanged = pin.is_some_and(|p| {
-        table.version(side).is_some_and(|v| v.as_bytes() == p.version)
+        table
+            .version(side)
+            .is_some_and(|v| v.as_bytes() == p.version)
             && p.rollout_id == table.rollout_id.as_bytes()
             && p.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS)
     });
-    let action = if unchanged { PinAction::Keep } else { PinAction::Issue };
-    Decision { side, reason: Reason::Bucket, pin: action }
+    let action = if unchanged {
+        PinAction::Keep
+    } else {
+        PinAction::Issue
+    };
+    Decision {
+        side,
+        reason: Reason::Bucket,
+        pin: action,
+    }
 }
 
 #[cfg(test)]
@@ -202,7 +235,14 @@ mod tests {
     }
 
     fn facts<'a>(key: &'a [u8], pin: Option<&'a [u8]>) -> RequestFacts<'a> {
-        RequestFacts { key, pin, force: None, boundary: false, canary_healthy: true, now: NOW }
+        RequestFacts {
+            key,
+            pin,
+            force: None,
+            boundary: false,
+            canary_healthy: true,
+            now: NOW,
+        }
     }
 
     fn keys() -> impl Iterator<Item = String> {
@@ -216,9 +256,14 @@ mod tests {
         let mut previous: Vec<Side> = keys().map(|_| Side::Stable).collect();
         for w in steps {
             let t = table(w);
-            let now: Vec<Side> = keys().map(|k| decide(&t, &key, TTL, &facts(k.as_bytes(), None)).side).collect();
+            let now: Vec<Side> = keys()
+                .map(|k| decide(&t, &key, TTL, &facts(k.as_bytes(), None)).side)
+                .collect();
             for (before, after) in previous.iter().zip(&now) {
-                assert!(!(*before == Side::Canary && *after == Side::Stable), "moved back at {w}%");
+                assert!(
+                    !(*before == Side::Canary && *after == Side::Stable),
+                    "moved back at {w}%"
+                );
             }
             let share = now.iter().filter(|s| **s == Side::Canary).count() as f64 / 100.0;
             assert!((share - w).abs() <= 1.0, "share {share} at weight {w}");
@@ -231,15 +276,31 @@ mod tests {
         let key = PinKey::new(b"k");
         let t50 = table(50.0);
         let user = keys()
-            .find(|k| decide(&table(10.0), &key, TTL, &facts(k.as_bytes(), None)).side == Side::Stable
-                && decide(&t50, &key, TTL, &facts(k.as_bytes(), None)).side == Side::Canary)
+            .find(|k| {
+                decide(&table(10.0), &key, TTL, &facts(k.as_bytes(), None)).side == Side::Stable
+                    && decide(&t50, &key, TTL, &facts(k.as_bytes(), None)).side == Side::Canary
+            })
             .unwrap();
         let pin = key.sign("web-1", "v1", NOW + TTL);
-        let d = decide(&t50, &key, TTL, &facts(user.as_bytes(), Some(pin.as_bytes())));
-        assert_eq!((d.side, d.reason, d.pin), (Side::Stable, Reason::Pinned, PinAction::Keep));
-        let nav = RequestFacts { boundary: true, ..facts(user.as_bytes(), Some(pin.as_bytes())) };
+        let d = decide(
+            &t50,
+            &key,
+            TTL,
+            &facts(user.as_bytes(), Some(pin.as_bytes())),
+        );
+        assert_eq!(
+            (d.side, d.reason, d.pin),
+            (Side::Stable, Reason::Pinned, PinAction::Keep)
+        );
+        let nav = RequestFacts {
+            boundary: true,
+            ..facts(user.as_bytes(), Some(pin.as_bytes()))
+        };
         let d = decide(&t50, &key, TTL, &nav);
-        assert_eq!((d.side, d.reason, d.pin), (Side::Canary, Reason::Bucket, PinAction::Issue));
+        assert_eq!(
+            (d.side, d.reason, d.pin),
+            (Side::Canary, Reason::Bucket, PinAction::Issue)
+        );
     }
 
     #[test]
@@ -248,8 +309,14 @@ mod tests {
         let pin = key.sign("web-1", "v2", NOW + TTL);
         let d = decide(&table(0.0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!((d.side, d.reason), (Side::Stable, Reason::Bucket));
-        let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", Some(pin.as_bytes())) };
-        assert_eq!(decide(&table(100.0), &key, TTL, &tripped).side, Side::Stable);
+        let tripped = RequestFacts {
+            canary_healthy: false,
+            ..facts(b"u", Some(pin.as_bytes()))
+        };
+        assert_eq!(
+            decide(&table(100.0), &key, TTL, &tripped).side,
+            Side::Stable
+        );
     }
 
     #[test]
@@ -266,7 +333,12 @@ mod tests {
         let forged = PinKey::new(b"evil").sign("web-1", "v2", NOW + TTL);
         let expired = key.sign("web-1", "v2", NOW - 1);
         for pin in [forged, expired] {
-            let d = decide(&table(0.01), &key, TTL, &facts(b"user-1", Some(pin.as_bytes())));
+            let d = decide(
+                &table(0.01),
+                &key,
+                TTL,
+                &facts(b"user-1", Some(pin.as_bytes())),
+            );
             assert_eq!(d.reason, Reason::Bucket);
         }
     }
@@ -275,20 +347,32 @@ mod tests {
     fn a_draining_stable_serves_its_pins_until_the_window_ends() {
         let key = PinKey::new(b"k");
         let mut t = RoutingTable::stable_only("web-2", "v2");
-        t.draining = Some(Draining { version: "v1".into(), until: NOW + 10 });
+        t.draining = Some(Draining {
+            version: "v1".into(),
+            until: NOW + 10,
+        });
         let pin = key.sign("web-1", "v1", NOW + TTL);
         let d = decide(&t, &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!((d.side, d.pin), (Side::Draining, PinAction::Issue));
-        let later = RequestFacts { now: NOW + 10, ..facts(b"u", Some(pin.as_bytes())) };
+        let later = RequestFacts {
+            now: NOW + 10,
+            ..facts(b"u", Some(pin.as_bytes()))
+        };
         assert_eq!(decide(&t, &key, TTL, &later).side, Side::Stable);
     }
 
     #[test]
     fn force_chooses_but_never_pins() {
         let key = PinKey::new(b"k");
-        let f = RequestFacts { force: Some(Force::Canary), ..facts(b"u", None) };
+        let f = RequestFacts {
+            force: Some(Force::Canary),
+            ..facts(b"u", None)
+        };
         let d = decide(&table(0.0), &key, TTL, &f);
-        assert_eq!((d.side, d.reason, d.pin), (Side::Canary, Reason::Forced, PinAction::Keep));
+        assert_eq!(
+            (d.side, d.reason, d.pin),
+            (Side::Canary, Reason::Forced, PinAction::Keep)
+        );
         let no_canary = RoutingTable::stable_only("web-1", "v1");
         assert_eq!(decide(&no_canary, &key, TTL, &f).side, Side::Stable);
     }

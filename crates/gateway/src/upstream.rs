@@ -85,16 +85,26 @@ impl UpstreamSet {
     /// then the other healthy ones; ejected ones only when none is healthy.
     pub fn candidates(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         let n = self.members.len();
-        let start = if n == 1 {
+        let now = now_millis();
+        let healthy = self.members.iter().filter(|u| !u.is_ejected(now)).count();
+        // Rotate over the healthy addresses only, so an ejected one does not hand its turn
+        // to its neighbour.
+        let usable = move |u: &&Arc<Upstream>| healthy == 0 || !u.is_ejected(now);
+        let turn = if n == 1 {
             0
         } else {
-            self.next.fetch_add(1, Relaxed) % n
+            self.next.fetch_add(1, Relaxed) % healthy.max(1)
         };
-        let now = now_millis();
-        let any_healthy = self.members.iter().any(|u| !u.is_ejected(now));
+        let start = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| usable(u))
+            .nth(turn)
+            .map_or(0, |(i, _)| i);
         (0..n)
             .map(move |i| &self.members[(start + i) % n])
-            .filter(move |u| !any_healthy || !u.is_ejected(now))
+            .filter(usable)
     }
 }
 

@@ -1,0 +1,339 @@
+//! End-to-end test kit: fake upstreams that count hits, and a real `canary serve` process.
+#![allow(dead_code, missing_docs)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+/// A fake upstream serving one version. Every response names the version and echoes what the
+/// gateway sent it; `/slow?ms=N` waits, `/status/N` answers N, `/ws` is a WebSocket echo that
+/// prefixes every message with the version.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub version: String,
+    hits: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub async fn start(version: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let (v, h) = (version.to_owned(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (v, h) = (v.clone(), h.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| respond(v.clone(), h.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            version: version.to_owned(),
+            hits,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Stops accepting and closes the listener: later connections are refused.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+async fn respond(
+    version: String,
+    hits: Arc<AtomicU64>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    hits.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path().to_owned();
+    let seen = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    if path == "/ws" {
+        let key = seen("sec-websocket-key");
+        let upgrade = hyper::upgrade::on(&mut req);
+        let v = version.clone();
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if let Message::Text(text) = msg
+                    && ws.send(Message::text(format!("{v}:{text}"))).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        return Ok(Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+            .body(Full::new(Bytes::new()))
+            .unwrap());
+    }
+    let mut status = StatusCode::OK;
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = StatusCode::from_u16(code.parse().unwrap_or(500)).unwrap();
+    }
+    Ok(Response::builder()
+        .status(status)
+        .header("x-served-by", &version)
+        .header("x-seen-canary-version", seen("x-canary-version"))
+        .header("x-seen-forwarded-for", seen("x-forwarded-for"))
+        .header("x-seen-force-token", seen("x-canary-force-token"))
+        .body(Full::new(Bytes::from(version.clone())))
+        .unwrap())
+}
+
+/// A `canary serve` process with its config in a temp dir; stopped on drop.
+pub struct Gateway {
+    child: Option<Child>,
+    pub admin: String,
+    pub services: HashMap<String, SocketAddr>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts `canary serve` with `config` (TOML) and waits until every listener is up.
+    pub fn start(config: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--log", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start canary serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut services = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let admin = loop {
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("canary serve did not report its listeners in time");
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["listening", "service", name, url] => {
+                    services.insert(
+                        name.to_string(),
+                        url.trim_start_matches("http://").parse().unwrap(),
+                    );
+                }
+                ["listening", "admin", url] => break url.to_string(),
+                _ => {}
+            }
+        };
+        Gateway {
+            child: Some(child),
+            admin,
+            services,
+            dir,
+        }
+    }
+
+    pub fn addr(&self, service: &str) -> SocketAddr {
+        self.services[service]
+    }
+
+    pub fn url(&self, service: &str, path: &str) -> String {
+        format!("http://{}{path}", self.addr(service))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "canary did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// PUTs JSON to an admin API path and returns (status, envelope).
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .put(format!("{}{path}", self.admin))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::get(format!("{}{path}", self.admin)).await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    pub async fn set_weight(&self, service: &str, weight: f64) {
+        let (status, body) = self
+            .put(
+                &format!("/api/v1/services/{service}/weight"),
+                serde_json::json!({ "weight": weight }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A config with one service `web` on port 0, stable and canary at the given upstreams.
+pub fn config(stable: &Upstream, canary: &Upstream, weight: f64, extra: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+
+[gateway]
+workers = 2
+pin_secret = "end-to-end-test-secret"
+
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = {{ version = "v1", upstreams = ["{}"] }}
+canary = {{ version = "v2", upstreams = ["{}"] }}
+weight = {weight}
+{extra}
+"#,
+        stable.addr, canary.addr
+    )
+}
+
+/// A client that keeps connections alive and follows no redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The version a response came from, by the gateway's response header.
+pub fn version_of(response: &reqwest::Response) -> String {
+    response.headers()["x-canary-version"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The `canary_pin` cookie a response set, if any.
+pub fn pin_of(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("canary_pin="))
+        .map(|c| c.split(';').next().unwrap().to_owned())
+}
+
+/// Sends `GET path` as user `key` (header `x-user-id`) with optional extra cookie.
+pub async fn get_as(
+    client: &reqwest::Client,
+    gateway: &Gateway,
+    key: &str,
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client.get(gateway.url("web", "/")).header("x-user-id", key);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    request.send().await.unwrap()
+}
