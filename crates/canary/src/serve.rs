@@ -44,6 +44,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let token = admin_token(&config)?;
     let gateway = Arc::new(Gateway::new(&config, pins)?);
     let running = gateway.start()?;
+    let _breakers = gateway.spawn_breakers();
     for service in gateway.services() {
         if let Some(addr) = service.bound() {
             println!("listening service {} http://{addr}", service.name());

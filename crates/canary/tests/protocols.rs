@@ -295,3 +295,42 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
         .unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_breaker_sends_an_erroring_canary_s_users_to_stable() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    v2.fail_with(503);
+    let gateway = Gateway::start(&config(&v1, &v2, 50.0, ""));
+    let client = client();
+    let mut canary_answers = 0;
+    for i in 0..400 {
+        let response = get_as(&client, &gateway, &format!("user-{}", i % 100), None).await;
+        if version_of(&response) == "v2" {
+            canary_answers += 1;
+        }
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    assert!(
+        canary_answers >= 20,
+        "the breaker tripped before it had enough evidence ({canary_answers})"
+    );
+    let (_, body) = gateway.get("/api/v1/services/web").await;
+    assert_eq!(body["data"]["canaryTripped"], true, "{body}");
+    assert!(
+        body["data"]["tripReason"]
+            .as_str()
+            .unwrap()
+            .contains("error ratio"),
+        "{body}"
+    );
+    for i in 0..100 {
+        let response = get_as(&client, &gateway, &format!("user-{i}"), None).await;
+        assert_eq!(
+            version_of(&response),
+            "v1",
+            "a tripped canary still got traffic"
+        );
+    }
+}

@@ -113,6 +113,8 @@ pub struct ServiceView {
     pub weight: f64,
     /// Whether the local breaker currently keeps traffic off the canary.
     pub canary_tripped: bool,
+    /// Why the breaker tripped, while it is tripped.
+    pub trip_reason: Option<String>,
     /// The previous stable, while it still serves pinned sessions.
     pub draining: Option<String>,
     /// Bumped on every routing change.

@@ -102,6 +102,65 @@ pub struct ServiceConfig {
     pub eject: EjectConfig,
     /// TLS for client connections (HTTP/1.1 and HTTP/2 through ALPN).
     pub tls: Option<TlsConfig>,
+    /// The local breaker that stops traffic to a failing canary at once.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+/// `breaker = { window = "10s", min_requests = 20, error_ratio = 0.25, stable_factor = 5,
+/// connect_failures = 5 }`: when the canary fails hard, each gateway stops sending it requests
+/// on its own, without waiting for the controller.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Whether the breaker runs at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The sliding window the ratios are measured over.
+    #[serde(default = "default_breaker_window")]
+    pub window: HumanDuration,
+    /// Canary requests needed in the window before its error ratio can trip the breaker.
+    #[serde(default = "default_breaker_min_requests")]
+    pub min_requests: u64,
+    /// Canary error ratio (5xx and refused connections) at or above which it trips...
+    #[serde(default = "default_breaker_error_ratio")]
+    pub error_ratio: f64,
+    /// ...provided it is also this many times stable's ratio in the same window.
+    #[serde(default = "default_breaker_stable_factor")]
+    pub stable_factor: f64,
+    /// Refused or failed canary connections in the window, with no canary response at all,
+    /// that trip it.
+    #[serde(default = "default_breaker_connect_failures")]
+    pub connect_failures: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            enabled: true,
+            window: default_breaker_window(),
+            min_requests: default_breaker_min_requests(),
+            error_ratio: default_breaker_error_ratio(),
+            stable_factor: default_breaker_stable_factor(),
+            connect_failures: default_breaker_connect_failures(),
+        }
+    }
+}
+
+fn default_breaker_window() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_breaker_min_requests() -> u64 {
+    20
+}
+fn default_breaker_error_ratio() -> f64 {
+    0.25
+}
+fn default_breaker_stable_factor() -> f64 {
+    5.0
+}
+fn default_breaker_connect_failures() -> u64 {
+    5
 }
 
 /// A version and the addresses that serve it.
@@ -442,6 +501,15 @@ impl Config {
             }
             if s.pin_ttl.0 < Duration::from_secs(60) {
                 return invalid(format!("service {name:?}: pin_ttl must be at least 1m"));
+            }
+            let b = &s.breaker;
+            if !(b.error_ratio > 0.0 && b.error_ratio <= 1.0) || b.stable_factor < 1.0 || b.min_requests == 0 {
+                return invalid(format!(
+                    "service {name:?}: breaker needs 0 < error_ratio <= 1, stable_factor >= 1, min_requests >= 1"
+                ));
+            }
+            if b.window.0 < Duration::from_secs(1) {
+                return invalid(format!("service {name:?}: breaker.window must be at least 1s"));
             }
             if s.eject.failures == 0 {
                 return invalid(format!(

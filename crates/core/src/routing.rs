@@ -107,6 +107,11 @@ pub struct Decision {
     pub reason: Reason,
     /// What to do with the pin cookie.
     pub pin: PinAction,
+    /// The user's bucket under this table's salt (also for pinned and forced requests).
+    pub bucket: u16,
+    /// Whether this request starts the user's session in this rollout: no pin of this
+    /// rollout decided it. The judge compares these against the weight.
+    pub new_session: bool,
 }
 
 /// A pin older than this (of its TTL) is re-issued, so the TTL slides without signing a new
@@ -157,66 +162,33 @@ impl RoutingTable {
 
 /// Chooses the version of one request. See the module documentation for the rules.
 #[inline]
-pub fn decide(
-    table: &RoutingTable,
-    pins: &PinKey,
-    pin_ttl: u64,
-    facts: &RequestFacts<'_>,
-) -> Decision {
+pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &RequestFacts<'_>) -> Decision {
+    let bucket = bucket(table.salt.as_bytes(), facts.key);
     let canary_open = table.canary.is_some() && facts.canary_healthy;
     if let Some(force) = facts.force {
         let side = match force {
             Force::Canary if canary_open => Side::Canary,
             _ => Side::Stable,
         };
-        return Decision {
-            side,
-            reason: Reason::Forced,
-            pin: PinAction::Keep,
-        };
+        return Decision { side, reason: Reason::Forced, pin: PinAction::Keep, bucket, new_session: false };
     }
     let weighted = canary_open && table.weight.basis_points() > 0;
     let pin: Option<Pin<'_>> = facts.pin.and_then(|v| pins.verify(v, facts.now));
+    let this_rollout = pin.is_some_and(|p| p.rollout_id == table.rollout_id.as_bytes());
+    let fresh = |p: &Pin<'_>| p.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS);
     if let Some(pin) = pin
         && !facts.boundary
         && let Some(side) = table.routable(pin.version, weighted, facts.now)
     {
-        let fresh = pin.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS)
-            && pin.rollout_id == table.rollout_id.as_bytes();
-        let action = if fresh {
-            PinAction::Keep
-        } else {
-            PinAction::Issue
-        };
-        return Decision {
-            side,
-            reason: Reason::Pinned,
-            pin: action,
-        };
+        let action = if this_rollout && fresh(&pin) { PinAction::Keep } else { PinAction::Issue };
+        return Decision { side, reason: Reason::Pinned, pin: action, bucket, new_session: !this_rollout };
     }
-    let side = if weighted && bucket(table.salt.as_bytes(), facts.key) < table.weight.basis_points()
-    {
-        Side::Canary
-    } else {
-        Side::Stable
-    };
+    let side = if weighted && bucket < table.weight.basis_points() { Side::Canary } else { Side::Stable };
     let unchanged = pin.is_some_and(|p| {
-        table
-            .version(side)
-            .is_some_and(|v| v.as_bytes() == p.version)
-            && p.rollout_id == table.rollout_id.as_bytes()
-            && p.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS)
+        table.version(side).is_some_and(|v| v.as_bytes() == p.version) && this_rollout && fresh(&p)
     });
-    let action = if unchanged {
-        PinAction::Keep
-    } else {
-        PinAction::Issue
-    };
-    Decision {
-        side,
-        reason: Reason::Bucket,
-        pin: action,
-    }
+    let action = if unchanged { PinAction::Keep } else { PinAction::Issue };
+    Decision { side, reason: Reason::Bucket, pin: action, bucket, new_session: !this_rollout }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! effect on the next request, atomically.
 
 pub mod body;
+pub mod breaker;
 pub mod headers;
 pub mod metrics;
 pub mod pool;
@@ -136,6 +137,16 @@ impl Gateway {
     /// Every version's counters.
     pub fn metrics(&self) -> &Arc<MetricsRegistry> {
         &self.shared.metrics
+    }
+
+    /// Starts every service's local breaker on the current tokio runtime; they stop when the
+    /// returned handles are dropped or aborted.
+    pub fn spawn_breakers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.services
+            .iter()
+            .filter(|s| s.breaker().enabled)
+            .map(|s| tokio::spawn(breaker::watch(s.clone(), s.breaker().clone())))
+            .collect()
     }
 
     /// Binds every service's listeners and starts the worker threads.

@@ -13,6 +13,13 @@
 //! - `canary_request_duration_seconds{service,version}`: time to the response head, a histogram
 //!   with the fixed bounds of `canary_core::latency`;
 //! - `canary_routing_decisions_total{service,version,reason}`: why requests went where they went;
+//! - `canary_judge_errors_total{service,version}`: what the judge counts as errors: 5xx
+//!   responses plus requests re-sent elsewhere because this version took no connection;
+//! - `canary_new_sessions_total{service,version}`: sessions that started on this version in the
+//!   current rollout (the judge's sample-ratio guard);
+//! - `canary_group_errors_total` / `canary_group_slow_total{service,version,group}`: judge errors
+//!   and slow requests per user group (`bucket mod 64`), so the judge can see how errors cluster
+//!   by user;
 //! - `canary_retries_total{service,from_version,to_version}`: requests re-sent to stable because
 //!   no canary address took the connection, so nothing had been sent.
 
@@ -77,21 +84,35 @@ impl UpstreamErrorKind {
     }
 }
 
+/// User groups (`bucket mod USER_GROUPS`) the judge's counters are split into.
+pub const USER_GROUPS: usize = 64;
+
+const GROUP_LABELS: [&str; USER_GROUPS] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
+    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62", "63",
+];
+
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const REASONS: [&str; 3] = ["forced", "pinned", "bucket"];
 
 /// Counters of one version of one service.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct VersionStats {
     responses: [AtomicU64; 5],
     upstream_errors: [AtomicU64; 6],
     decisions: [AtomicU64; 3],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS],
     latency_sum_micros: AtomicU64,
+    judge_errors: AtomicU64,
+    new_sessions: AtomicU64,
+    group_errors: [AtomicU64; USER_GROUPS],
+    group_slow: [AtomicU64; USER_GROUPS],
 }
 
 /// A point-in-time copy of a version's counters, for the judge and the API.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VersionCounts {
     /// Responses by status class 1xx..5xx.
     pub responses: [u64; 5],
@@ -101,6 +122,29 @@ pub struct VersionCounts {
     pub latency_buckets: [u64; LATENCY_BUCKETS],
     /// Sum of latencies in microseconds.
     pub latency_sum_micros: u64,
+    /// 5xx responses plus requests re-sent elsewhere after this version took no connection.
+    pub judge_errors: u64,
+    /// Sessions that started on this version in the current rollout.
+    pub new_sessions: u64,
+    /// Judge errors per user group.
+    pub group_errors: [u64; USER_GROUPS],
+    /// Slow requests per user group.
+    pub group_slow: [u64; USER_GROUPS],
+}
+
+impl Default for VersionCounts {
+    fn default() -> VersionCounts {
+        VersionCounts {
+            responses: [0; 5],
+            upstream_errors: [0; 6],
+            latency_buckets: [0; LATENCY_BUCKETS],
+            latency_sum_micros: 0,
+            judge_errors: 0,
+            new_sessions: 0,
+            group_errors: [0; USER_GROUPS],
+            group_slow: [0; USER_GROUPS],
+        }
+    }
 }
 
 impl VersionCounts {
@@ -115,14 +159,63 @@ impl VersionCounts {
     }
 }
 
+impl Default for VersionStats {
+    fn default() -> VersionStats {
+        VersionStats {
+            responses: Default::default(),
+            upstream_errors: Default::default(),
+            decisions: Default::default(),
+            latency_buckets: Default::default(),
+            latency_sum_micros: AtomicU64::new(0),
+            judge_errors: AtomicU64::new(0),
+            new_sessions: AtomicU64::new(0),
+            group_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            group_slow: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// What one finished request tells the judge, besides its status and latency.
+#[derive(Debug, Clone, Copy)]
+pub struct JudgeFacts {
+    /// The user's bucket (its group is `bucket mod USER_GROUPS`).
+    pub bucket: u16,
+    /// Latency bucket index above which the request is slow, if a rollout set one.
+    pub slow_bucket: Option<u8>,
+    /// Whether the request started the user's session in this rollout.
+    pub new_session: bool,
+}
+
 impl VersionStats {
     /// Records one response with its status and time to response head.
     #[inline]
-    pub fn record_response(&self, status: u16, micros: u64) {
+    pub fn record_response(&self, status: u16, micros: u64, judge: JudgeFacts) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Relaxed);
-        self.latency_buckets[bucket_index(micros)].fetch_add(1, Relaxed);
+        let latency_bucket = bucket_index(micros);
+        self.latency_buckets[latency_bucket].fetch_add(1, Relaxed);
         self.latency_sum_micros.fetch_add(micros, Relaxed);
+        let group = usize::from(judge.bucket) % USER_GROUPS;
+        if status >= 500 {
+            self.judge_errors.fetch_add(1, Relaxed);
+            self.group_errors[group].fetch_add(1, Relaxed);
+        }
+        if judge
+            .slow_bucket
+            .is_some_and(|slow| latency_bucket > usize::from(slow))
+        {
+            self.group_slow[group].fetch_add(1, Relaxed);
+        }
+        if judge.new_session {
+            self.new_sessions.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Records a request this version took no connection for, re-sent to another version.
+    #[inline]
+    pub fn record_moved_away(&self, bucket: u16) {
+        self.judge_errors.fetch_add(1, Relaxed);
+        self.group_errors[usize::from(bucket) % USER_GROUPS].fetch_add(1, Relaxed);
     }
 
     /// Records a failed upstream exchange.
@@ -149,6 +242,10 @@ impl VersionStats {
             upstream_errors: std::array::from_fn(|i| self.upstream_errors[i].load(Relaxed)),
             latency_buckets: std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed)),
             latency_sum_micros: self.latency_sum_micros.load(Relaxed),
+            judge_errors: self.judge_errors.load(Relaxed),
+            new_sessions: self.new_sessions.load(Relaxed),
+            group_errors: std::array::from_fn(|i| self.group_errors[i].load(Relaxed)),
+            group_slow: std::array::from_fn(|i| self.group_slow[i].load(Relaxed)),
         }
     }
 }
@@ -282,6 +379,59 @@ impl Collector for MetricsRegistry {
                     )?;
             }
         }
+        for (name, help, pick) in [
+            (
+                "canary_judge_errors",
+                "5xx responses plus requests re-sent elsewhere because the version took no connection",
+                0,
+            ),
+            (
+                "canary_new_sessions",
+                "Sessions that started on the version in the current rollout",
+                1,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (service, version, stats) in &versions {
+                let n = if pick == 0 {
+                    &stats.judge_errors
+                } else {
+                    &stats.new_sessions
+                };
+                let labels = [("service", service.as_str()), ("version", version.as_str())];
+                ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, slow) in [
+            (
+                "canary_group_errors",
+                "Judge errors per user group (bucket mod 64)",
+                false,
+            ),
+            (
+                "canary_group_slow",
+                "Requests slower than the rollout's tail threshold, per user group (bucket mod 64)",
+                true,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (service, version, stats) in &versions {
+                let counters = if slow {
+                    &stats.group_slow
+                } else {
+                    &stats.group_errors
+                };
+                for (group, n) in counters.iter().enumerate() {
+                    let group = GROUP_LABELS[group];
+                    let labels = [
+                        ("service", service.as_str()),
+                        ("version", version.as_str()),
+                        ("group", group),
+                    ];
+                    ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
         let retries: Vec<_> = {
             let map = self.retries.lock().expect("metrics lock");
             map.iter()
@@ -315,8 +465,13 @@ mod tests {
     fn scrape_shows_counts_and_cumulative_buckets() {
         let metrics = Arc::new(MetricsRegistry::default());
         let v2 = metrics.version("web", "v2");
-        v2.record_response(200, 400);
-        v2.record_response(503, 2_000);
+        let facts = JudgeFacts {
+            bucket: 65,
+            slow_bucket: Some(0),
+            new_session: true,
+        };
+        v2.record_response(200, 400, facts);
+        v2.record_response(503, 2_000, facts);
         v2.record_upstream_error(UpstreamErrorKind::ConnectRefused);
         let mut registry = Registry::default();
         registry.register_collector(Box::new(metrics.clone()));

@@ -29,7 +29,7 @@ use crate::body::ProxyBody;
 use crate::headers::{
     X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1,
 };
-use crate::metrics::UpstreamErrorKind;
+use crate::metrics::{JudgeFacts, UpstreamErrorKind};
 use crate::pool::{Conn, PooledBody, checkout, connect};
 use crate::request::{
     FORCE_TOKEN_HEADER, PIN_COOKIE, UID_COOKIE, cookie, is_navigation, mint_uid, trusted_force,
@@ -120,6 +120,7 @@ pub async fn handle(
     {
         let from = route.target(Side::Canary);
         service.retries(from, &route.stable).fetch_add(1, Relaxed);
+        from.stats.record_moved_away(decision.bucket);
         side = Side::Stable;
         unsent
             .headers_mut()
@@ -170,9 +171,14 @@ pub async fn handle(
 
     // Phase 5: record.
     let micros = started.elapsed().as_micros() as u64;
+    let judge = JudgeFacts {
+        bucket: decision.bucket,
+        slow_bucket: route.spec.slow_bucket,
+        new_session: decision.new_session,
+    };
     target
         .stats
-        .record_response(response.status().as_u16(), micros);
+        .record_response(response.status().as_u16(), micros, judge);
     Ok(response)
 }
 

@@ -135,6 +135,8 @@ pub struct Service {
     route: ArcSwap<Route>,
     changes: Mutex<()>,
     canary_open: AtomicBool,
+    trip_reason: Mutex<Option<String>>,
+    breaker: canary_core::config::BreakerConfig,
     bound: OnceLock<SocketAddr>,
     shared: Arc<Shared>,
 }
@@ -183,6 +185,8 @@ impl Service {
             route: ArcSwap::from_pointee(route),
             changes: Mutex::new(()),
             canary_open: AtomicBool::new(true),
+            trip_reason: Mutex::new(None),
+            breaker: config.breaker.clone(),
             bound: OnceLock::new(),
             shared,
         }
@@ -210,9 +214,28 @@ impl Service {
         self.canary_open.load(Ordering::Relaxed)
     }
 
-    /// Opens or trips the local breaker of the canary.
+    /// Closes the local breaker of the canary: requests may reach it again.
     pub fn set_canary_open(&self, open: bool) {
+        if open {
+            *self.trip_reason.lock().expect("breaker lock") = None;
+        }
         self.canary_open.store(open, Ordering::Relaxed);
+    }
+
+    /// Trips the local breaker: no new request reaches the canary.
+    pub fn trip_canary(&self, why: String) {
+        *self.trip_reason.lock().expect("breaker lock") = Some(why);
+        self.canary_open.store(false, Ordering::Relaxed);
+    }
+
+    /// Why the breaker tripped, while it is tripped.
+    pub fn trip_reason(&self) -> Option<String> {
+        self.trip_reason.lock().expect("breaker lock").clone()
+    }
+
+    /// The breaker settings.
+    pub fn breaker(&self) -> &canary_core::config::BreakerConfig {
+        &self.breaker
     }
 
     /// Records the address the listener actually bound (port 0 resolves here).
@@ -340,6 +363,7 @@ impl Service {
             canary: spec.canary.as_ref().map(version),
             weight: spec.weight.percent(),
             canary_tripped: !self.canary_open(),
+            trip_reason: self.trip_reason(),
             draining: spec
                 .draining
                 .as_ref()

@@ -28,6 +28,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub version: String,
     hits: Arc<AtomicU64>,
+    fail_with: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -42,15 +43,18 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
-        let (v, h) = (version.to_owned(), hits.clone());
+        let fail_with = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let (v, h, f) = (version.to_owned(), hits.clone(), fail_with.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (v, h) = (v.clone(), h.clone());
+                let (v, h, f) = (v.clone(), h.clone(), f.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| respond(v.clone(), h.clone(), req));
+                    let svc = service_fn(move |req| {
+                        respond(v.clone(), h.clone(), f.load(Ordering::Relaxed), req)
+                    });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
@@ -61,8 +65,14 @@ impl Upstream {
             addr,
             version: version.to_owned(),
             hits,
+            fail_with,
             task,
         }
+    }
+
+    /// Makes every later plain request answer `status` (0 = behave normally).
+    pub fn fail_with(&self, status: u16) {
+        self.fail_with.store(status, Ordering::Relaxed);
     }
 
     pub fn hits(&self) -> u64 {
@@ -78,6 +88,7 @@ impl Upstream {
 async fn respond(
     version: String,
     hits: Arc<AtomicU64>,
+    fail_with: u16,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     hits.fetch_add(1, Ordering::Relaxed);
@@ -117,7 +128,7 @@ async fn respond(
             .body(Full::new(Bytes::new()))
             .unwrap());
     }
-    let mut status = StatusCode::OK;
+    let mut status = StatusCode::from_u16(fail_with).unwrap_or(StatusCode::OK);
     if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }

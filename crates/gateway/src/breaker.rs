@@ -1,0 +1,184 @@
+//! The local breaker: each gateway stops sending users to a canary that fails hard, at once
+//! and on its own, without waiting for the controller.
+//!
+//! Every quarter second it compares the canary's and stable's counters over a sliding window.
+//! It trips when the canary refuses connections with no response at all (a crashed canary), or
+//! when its error ratio (5xx plus requests it took no connection for) is both above an absolute
+//! floor and many times stable's, over a minimum number of requests. A tripped canary gets no
+//! new requests and its pins are ignored; idempotent or unsent requests already go to stable.
+//! The breaker closes again only when the canary changes (a new version or rollout), since the
+//! controller fails the rollout as soon as it sees the trip.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canary_core::config::BreakerConfig;
+
+use crate::metrics::VersionCounts;
+use crate::service::Service;
+
+const TICK: Duration = Duration::from_millis(250);
+
+/// Counters of one instant, enough for the breaker's ratios.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    canary_attempts: u64,
+    canary_errors: u64,
+    canary_answered: u64,
+    canary_connect_failures: u64,
+    stable_requests: u64,
+    stable_errors: u64,
+}
+
+impl Sample {
+    fn of(canary: &VersionCounts, stable: &VersionCounts) -> Sample {
+        let moved_away = canary.judge_errors - canary.server_errors();
+        Sample {
+            canary_attempts: canary.requests() + moved_away,
+            canary_errors: canary.judge_errors,
+            canary_answered: canary.requests(),
+            canary_connect_failures: canary.upstream_errors[..3].iter().sum(),
+            stable_requests: stable.requests(),
+            stable_errors: stable.judge_errors,
+        }
+    }
+}
+
+/// Why the breaker should trip, if it should.
+fn verdict(policy: &BreakerConfig, oldest: &Sample, newest: &Sample) -> Option<String> {
+    let d = |f: fn(&Sample) -> u64| f(newest).saturating_sub(f(oldest));
+    let attempts = d(|s| s.canary_attempts);
+    let errors = d(|s| s.canary_errors);
+    let connect_failures = d(|s| s.canary_connect_failures);
+    if connect_failures >= policy.connect_failures && d(|s| s.canary_answered) == 0 {
+        return Some(format!(
+            "canary refused {connect_failures} connections and answered nothing"
+        ));
+    }
+    if attempts < policy.min_requests {
+        return None;
+    }
+    let ratio = errors as f64 / attempts as f64;
+    let stable_requests = d(|s| s.stable_requests);
+    let stable_ratio = if stable_requests == 0 {
+        0.0
+    } else {
+        d(|s| s.stable_errors) as f64 / stable_requests as f64
+    };
+    (ratio >= policy.error_ratio && ratio >= policy.stable_factor * stable_ratio).then(|| {
+        format!(
+            "canary error ratio {:.1}% over {attempts} requests against stable's {:.1}%",
+            100.0 * ratio,
+            100.0 * stable_ratio
+        )
+    })
+}
+
+/// Watches `service` until the task is dropped.
+pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
+    let window_ticks = (policy.window.0.as_millis() / TICK.as_millis()).max(1) as usize;
+    let mut samples: VecDeque<Sample> = VecDeque::with_capacity(window_ticks + 1);
+    let mut watched: Option<(String, String)> = None;
+    let mut interval = tokio::time::interval(TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        interval.tick().await;
+        let route = service.route();
+        let Some(canary) = route.canary.as_ref() else {
+            watched = None;
+            samples.clear();
+            continue;
+        };
+        let identity = (
+            route.spec.rollout_id.clone(),
+            route.table.canary.clone().unwrap_or_default(),
+        );
+        if watched.as_ref() != Some(&identity) {
+            // A new canary starts with a closed breaker and an empty window.
+            watched = Some(identity);
+            samples.clear();
+            service.set_canary_open(true);
+        }
+        if !service.canary_open() {
+            continue;
+        }
+        samples.push_back(Sample::of(
+            &canary.stats.counts(),
+            &route.stable.stats.counts(),
+        ));
+        if samples.len() > window_ticks + 1 {
+            samples.pop_front();
+        }
+        let (Some(oldest), Some(newest)) = (samples.front(), samples.back()) else {
+            continue;
+        };
+        if let Some(why) = verdict(&policy, oldest, newest) {
+            tracing::warn!(
+                service = service.name(),
+                "breaker tripped: {why}; canary traffic goes to stable"
+            );
+            service.trip_canary(why);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(
+        attempts: u64,
+        errors: u64,
+        answered: u64,
+        refused: u64,
+        stable: (u64, u64),
+    ) -> Sample {
+        Sample {
+            canary_attempts: attempts,
+            canary_errors: errors,
+            canary_answered: answered,
+            canary_connect_failures: refused,
+            stable_requests: stable.0,
+            stable_errors: stable.1,
+        }
+    }
+
+    #[test]
+    fn a_crashed_canary_trips_on_refused_connections() {
+        let policy = BreakerConfig::default();
+        let zero = Sample::default();
+        assert!(verdict(&policy, &zero, &sample(5, 5, 0, 5, (100, 0))).is_some());
+        assert!(
+            verdict(&policy, &zero, &sample(5, 5, 1, 5, (100, 0))).is_none(),
+            "it answered once"
+        );
+        assert!(verdict(&policy, &zero, &sample(4, 4, 0, 4, (100, 0))).is_none());
+    }
+
+    #[test]
+    fn the_error_ratio_must_be_high_and_far_above_stable() {
+        let policy = BreakerConfig::default();
+        let zero = Sample::default();
+        assert!(verdict(&policy, &zero, &sample(100, 30, 100, 0, (1000, 10))).is_some());
+        assert!(
+            verdict(&policy, &zero, &sample(100, 30, 100, 0, (1000, 100))).is_none(),
+            "stable is as bad"
+        );
+        assert!(
+            verdict(&policy, &zero, &sample(100, 20, 100, 0, (1000, 0))).is_none(),
+            "below the floor"
+        );
+        assert!(
+            verdict(&policy, &zero, &sample(10, 10, 10, 0, (1000, 0))).is_none(),
+            "too few requests"
+        );
+    }
+
+    #[test]
+    fn only_the_window_counts() {
+        let policy = BreakerConfig::default();
+        let before = sample(1000, 900, 1000, 0, (1000, 0));
+        assert!(verdict(&policy, &before, &sample(1100, 900, 1100, 0, (2000, 0))).is_none());
+    }
+}
