@@ -13,8 +13,7 @@ use crate::cli::{ServeArgs, ValidateArgs};
 
 /// Checks a configuration file; prints what is wrong and fails, or a one-line summary.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)
-        .with_context(|| format!("{} is not valid", args.config.display()))?;
+    let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
     println!(
         "{} is valid: {} service(s), admin on {}",
         args.config.display(),
@@ -27,14 +26,11 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
 /// Runs the gateway and the admin listener until SIGTERM or Ctrl-C, then drains.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(&args.log);
-    let config = Config::load(&args.config)
-        .with_context(|| format!("{} is not valid", args.config.display()))?;
+    let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
     if config.services.is_empty() {
         bail!("{}: no [[service]] is configured", args.config.display());
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(serve(config))
 }
 
@@ -56,14 +52,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("listening admin http://{}", admin.local_addr()?);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(gateway.metrics().clone()));
-    let state = canary_controller::AppState {
-        gateway: gateway.clone(),
-        token,
-        registry: Arc::new(registry),
-    };
-    axum::serve(admin, canary_controller::router(state))
-        .with_graceful_shutdown(stop_signal())
-        .await?;
+    let state = canary_controller::AppState { gateway: gateway.clone(), token, registry: Arc::new(registry) };
+    axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop_signal()).await?;
     tracing::info!("stopping: draining in-flight requests");
     tokio::task::spawn_blocking(move || running.shutdown()).await?;
     tracing::info!("stopped");

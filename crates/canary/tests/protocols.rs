@@ -19,15 +19,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 async fn websocket_frames_flow_and_stay_on_their_version() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let gateway = Gateway::start(&config(&v1, &v2, 100.0, ""));
-    let mut request = format!("ws://{}/ws", gateway.addr("web"))
-        .into_client_request()
-        .unwrap();
-    request
-        .headers_mut()
-        .insert("x-user-id", "socket-user".parse().unwrap());
-    let (mut ws, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("upgrade through the gateway");
+    let mut request = format!("ws://{}/ws", gateway.addr("web")).into_client_request().unwrap();
+    request.headers_mut().insert("x-user-id", "socket-user".parse().unwrap());
+    let (mut ws, response) = tokio_tungstenite::connect_async(request).await.expect("upgrade through the gateway");
     assert_eq!(response.headers()["x-canary-version"], "v2");
     for i in 0..5 {
         ws.send(Message::text(format!("hello {i}"))).await.unwrap();
@@ -45,17 +39,10 @@ async fn websocket_frames_flow_and_stay_on_their_version() {
 async fn http2_cleartext_works() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let gateway = Gateway::start(&config(&v1, &v2, 0.0, ""));
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
     for i in 0..20 {
-        let response = h2
-            .get(gateway.url("web", &format!("/item/{i}")))
-            .header("x-user-id", "h2-user")
-            .send()
-            .await
-            .unwrap();
+        let response =
+            h2.get(gateway.url("web", &format!("/item/{i}"))).header("x-user-id", "h2-user").send().await.unwrap();
         assert_eq!(response.version(), reqwest::Version::HTTP_2);
         assert_eq!(response.status(), 200);
         assert_eq!(version_of(&response), "v1");
@@ -84,13 +71,8 @@ async fn tls_negotiates_http2_through_alpn() {
         .with_no_client_auth();
     client_config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-    let tcp = tokio::net::TcpStream::connect(gateway.addr("web"))
-        .await
-        .unwrap();
-    let tls_stream = connector
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(gateway.addr("web")).await.unwrap();
+    let tls_stream = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
     assert_eq!(tls_stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -106,23 +88,15 @@ async fn tls_negotiates_http2_through_alpn() {
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
-    let cookie = response.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        cookie.contains("; Secure"),
-        "pin cookie over TLS must be Secure: {cookie}"
-    );
+    let cookie = response.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Secure"), "pin cookie over TLS must be Secure: {cookie}");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"v1");
 }
 
 fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = stream.write_all(request);
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
@@ -134,13 +108,8 @@ async fn bad_requests_get_clean_errors_and_the_gateway_keeps_serving() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let gateway = Gateway::start(&config(&v1, &v2, 50.0, ""));
     let addr = gateway.addr("web");
-    let huge = format!(
-        "GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
-        "a".repeat(100 * 1024)
-    );
-    let garbage: Vec<u8> = (0..4096u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let huge = format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n", "a".repeat(100 * 1024));
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let answers = tokio::task::spawn_blocking(move || {
         (
             raw_exchange(addr, huge.as_bytes()),
@@ -152,43 +121,20 @@ async fn bad_requests_get_clean_errors_and_the_gateway_keeps_serving() {
     })
     .await
     .unwrap();
-    assert!(
-        answers.0.starts_with("HTTP/1.1 431"),
-        "huge header: {:.80}",
-        answers.0
-    );
+    assert!(answers.0.starts_with("HTTP/1.1 431"), "huge header: {:.80}", answers.0);
     for other in [&answers.1, &answers.2, &answers.3] {
-        assert!(
-            other.is_empty() || other.starts_with("HTTP/1.1 400"),
-            "garbage got: {other:.80}"
-        );
+        assert!(other.is_empty() || other.starts_with("HTTP/1.1 400"), "garbage got: {other:.80}");
     }
-    assert!(
-        answers.4.starts_with("HTTP/1.1 200"),
-        "non-UTF-8 key and cookies: {:.80}",
-        answers.4
-    );
+    assert!(answers.4.starts_with("HTTP/1.1 200"), "non-UTF-8 key and cookies: {:.80}", answers.4);
     let client = client();
-    for cookie in [
-        "canary_pin=",
-        "canary_pin=\"\"",
-        "canary_pin=a.b.c.d.e.f",
-        ";;;=;=a;canary_pin",
-        "uid=\"unterminated",
-    ] {
-        let response = client
-            .get(gateway.url("web", "/"))
-            .header("cookie", cookie)
-            .header("x-user-id", "u")
-            .send()
-            .await
-            .unwrap();
+    for cookie in
+        ["canary_pin=", "canary_pin=\"\"", "canary_pin=a.b.c.d.e.f", ";;;=;=a;canary_pin", "uid=\"unterminated"]
+    {
+        let response =
+            client.get(gateway.url("web", "/")).header("cookie", cookie).header("x-user-id", "u").send().await.unwrap();
         assert_eq!(response.status(), 200, "cookie {cookie:?}");
     }
-    assert_eq!(
-        get_as(&client, &gateway, "still-fine", None).await.status(),
-        200
-    );
+    assert_eq!(get_as(&client, &gateway, "still-fine", None).await.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,31 +162,21 @@ eject = {{ failures = 2, duration = "1m" }}
     let client = client();
     for i in 0..300 {
         let response = get_as(&client, &gateway, &format!("user-{i}"), None).await;
-        assert_eq!(
-            response.status(),
-            200,
-            "request {i} failed although two addresses are alive"
-        );
+        assert_eq!(response.status(), 200, "request {i} failed although two addresses are alive");
     }
     assert_eq!(a.hits() + b.hits(), 300);
-    assert!(
-        a.hits() > 100 && b.hits() > 100,
-        "unbalanced: {} vs {}",
-        a.hits(),
-        b.hits()
-    );
+    assert!(a.hits() > 100 && b.hits() > 100, "unbalanced: {} vs {}", a.hits(), b.hits());
     let metrics = gateway.metrics().await;
     let refused: u64 = metrics
         .lines()
-        .find(|l| l.starts_with("canary_upstream_errors_total{service=\"web\",version=\"v1\",kind=\"connect_refused\"}"))
+        .find(|l| {
+            l.starts_with("canary_upstream_errors_total{service=\"web\",version=\"v1\",kind=\"connect_refused\"}")
+        })
         .and_then(|l| l.rsplit(' ').next())
         .unwrap()
         .parse()
         .unwrap();
-    assert!(
-        (2..=4).contains(&refused),
-        "dead address tried {refused} times: it was not ejected"
-    );
+    assert!((2..=4).contains(&refused), "dead address tried {refused} times: it was not ejected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,23 +191,11 @@ async fn a_dead_canary_costs_users_nothing() {
         assert_eq!(response.status(), 200);
         assert_eq!(version_of(&response), "v1");
     }
-    let post = client
-        .post(gateway.url("web", "/"))
-        .header("x-user-id", "user-1")
-        .body("payload")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        post.status(),
-        200,
-        "a request that never reached the canary is safe to re-send"
-    );
+    let post = client.post(gateway.url("web", "/")).header("x-user-id", "user-1").body("payload").send().await.unwrap();
+    assert_eq!(post.status(), 200, "a request that never reached the canary is safe to re-send");
     let metrics = gateway.metrics().await;
     assert!(
-        metrics.contains(
-            "canary_retries_total{service=\"web\",from_version=\"v2\",to_version=\"v1\"}"
-        ),
+        metrics.contains("canary_retries_total{service=\"web\",from_version=\"v2\",to_version=\"v1\"}"),
         "{metrics}"
     );
 }
@@ -281,18 +205,12 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let mut gateway = Gateway::start(&config(&v1, &v2, 0.0, ""));
     let url = gateway.url("web", "/slow/1500");
-    let in_flight =
-        tokio::spawn(async move { client().get(url).header("x-user-id", "late").send().await });
+    let in_flight = tokio::spawn(async move { client().get(url).header("x-user-id", "late").send().await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     gateway.terminate();
-    let response = in_flight
-        .await
-        .unwrap()
-        .expect("in-flight request completes");
+    let response = in_flight.await.unwrap().expect("in-flight request completes");
     assert_eq!(response.status(), 200);
-    let status = tokio::task::spawn_blocking(move || gateway.wait(Duration::from_secs(10)))
-        .await
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || gateway.wait(Duration::from_secs(10))).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
 
@@ -312,25 +230,12 @@ async fn the_local_breaker_sends_an_erroring_canary_s_users_to_stable() {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
-    assert!(
-        canary_answers >= 20,
-        "the breaker tripped before it had enough evidence ({canary_answers})"
-    );
+    assert!(canary_answers >= 20, "the breaker tripped before it had enough evidence ({canary_answers})");
     let (_, body) = gateway.get("/api/v1/services/web").await;
     assert_eq!(body["data"]["canaryTripped"], true, "{body}");
-    assert!(
-        body["data"]["tripReason"]
-            .as_str()
-            .unwrap()
-            .contains("error ratio"),
-        "{body}"
-    );
+    assert!(body["data"]["tripReason"].as_str().unwrap().contains("error ratio"), "{body}");
     for i in 0..100 {
         let response = get_as(&client, &gateway, &format!("user-{i}"), None).await;
-        assert_eq!(
-            version_of(&response),
-            "v1",
-            "a tripped canary still got traffic"
-        );
+        assert_eq!(version_of(&response), "v1", "a tripped canary still got traffic");
     }
 }

@@ -187,10 +187,7 @@ pub struct EjectConfig {
 
 impl Default for EjectConfig {
     fn default() -> Self {
-        EjectConfig {
-            failures: default_eject_failures(),
-            duration: default_eject_duration(),
-        }
+        EjectConfig { failures: default_eject_failures(), duration: default_eject_duration() }
     }
 }
 
@@ -206,11 +203,7 @@ pub struct TlsConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig {
-            listen: default_admin_listen(),
-            token: None,
-            token_file: None,
-        }
+        AdminConfig { listen: default_admin_listen(), token: None, token_file: None }
     }
 }
 
@@ -233,10 +226,7 @@ fn default_admin_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 7070))
 }
 fn default_user_key() -> Vec<KeySource> {
-    vec![
-        KeySource::Header("x-user-id".into()),
-        KeySource::Cookie("uid".into()),
-    ]
+    vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("uid".into())]
 }
 fn default_pin_ttl() -> HumanDuration {
     HumanDuration(Duration::from_secs(30 * 60))
@@ -370,9 +360,7 @@ fn check_host_port(addr: &str) -> Result<(), String> {
     port.parse::<u16>().map_err(|_| bad())?;
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     if host_ok { Ok(()) } else { Err(bad()) }
 }
 
@@ -389,19 +377,11 @@ pub enum KeySource {
 impl TryFrom<String> for KeySource {
     type Error = String;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        let token = |n: &str| {
-            !n.is_empty()
-                && n.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        };
+        let token = |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         match s.split_once(':') {
-            Some(("header", name)) if token(name) => {
-                Ok(KeySource::Header(name.to_ascii_lowercase()))
-            }
+            Some(("header", name)) if token(name) => Ok(KeySource::Header(name.to_ascii_lowercase())),
             Some(("cookie", name)) if token(name) => Ok(KeySource::Cookie(name.to_owned())),
-            _ => Err(format!(
-                "user key source {s:?} must be \"header:NAME\" or \"cookie:NAME\""
-            )),
+            _ => Err(format!("user key source {s:?} must be \"header:NAME\" or \"cookie:NAME\"")),
         }
     }
 }
@@ -478,23 +458,15 @@ impl Config {
             if s.listen.port() != 0
                 && let Some(other) = seen_listens.insert(s.listen, format!("service {name:?}"))
             {
-                return invalid(format!(
-                    "service {name:?}: listen {} is already used by {other}",
-                    s.listen
-                ));
+                return invalid(format!("service {name:?}: listen {} is already used by {other}", s.listen));
             }
             if let Some(canary) = &s.canary
                 && canary.version == s.stable.version
             {
-                return invalid(format!(
-                    "service {name:?}: canary.version must differ from stable.version"
-                ));
+                return invalid(format!("service {name:?}: canary.version must differ from stable.version"));
             }
             if s.canary.is_none() && s.weight != Weight::ZERO {
-                return invalid(format!(
-                    "service {name:?}: weight {} needs a [service.canary]",
-                    s.weight
-                ));
+                return invalid(format!("service {name:?}: weight {} needs a [service.canary]", s.weight));
             }
             if let Some(salt) = &s.salt {
                 names::check_id(salt, "salt").map_err(ConfigError::Invalid)?;
@@ -512,9 +484,7 @@ impl Config {
                 return invalid(format!("service {name:?}: breaker.window must be at least 1s"));
             }
             if s.eject.failures == 0 {
-                return invalid(format!(
-                    "service {name:?}: eject.failures must be at least 1"
-                ));
+                return invalid(format!("service {name:?}: eject.failures must be at least 1"));
             }
         }
         if self.admin.token.is_some() && self.admin.token_file.is_some() {
@@ -595,10 +565,7 @@ weight = 12.5
 
     #[test]
     fn cross_key_rules_name_the_service() {
-        let twice = format!(
-            "{GOOD}\n{}",
-            &GOOD[GOOD.find("[[service]]").unwrap()..].replace("8080", "8081")
-        );
+        let twice = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[service]]").unwrap()..].replace("8080", "8081"));
         assert!(error(&twice).contains("defined twice"));
         let same = GOOD.replace("version = \"v2\"", "version = \"v1\"");
         assert!(error(&same).contains("must differ"));

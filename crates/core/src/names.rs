@@ -21,17 +21,11 @@ pub fn check_id(name: &str, what: &str) -> Result<(), String> {
 
 fn check(name: &str, what: &str, dots: bool) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME {
-        return Err(format!(
-            "{what} name {name:?} must be 1 to {MAX_NAME} characters"
-        ));
+        return Err(format!("{what} name {name:?} must be 1 to {MAX_NAME} characters"));
     }
     let ok = name.bytes().all(|b| is_name_byte(b) && (dots || b != b'.'));
     if !ok {
-        let allowed = if dots {
-            "letters, digits, '.', '_' and '-'"
-        } else {
-            "letters, digits, '_' and '-'"
-        };
+        let allowed = if dots { "letters, digits, '.', '_' and '-'" } else { "letters, digits, '_' and '-'" };
         return Err(format!("{what} name {name:?} may only contain {allowed}"));
     }
     Ok(())

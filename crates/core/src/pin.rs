@@ -46,9 +46,7 @@ pub struct Pin<'a> {
 impl PinKey {
     /// A key from secret bytes (any length; 32 random bytes recommended).
     pub fn new(secret: &[u8]) -> PinKey {
-        PinKey {
-            keyed: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length"),
-        }
+        PinKey { keyed: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length") }
     }
 
     /// The cookie value pinning `version` of `rollout_id` until `expires`.
@@ -70,9 +68,7 @@ impl PinKey {
         }
         let payload_len = value.len() - MAC_TEXT - 1;
         let mut tag = [0u8; MAC_BYTES + 2];
-        let n = URL_SAFE_NO_PAD
-            .decode_slice(&value[payload_len + 1..], &mut tag)
-            .ok()?;
+        let n = URL_SAFE_NO_PAD.decode_slice(&value[payload_len + 1..], &mut tag).ok()?;
         if n != MAC_BYTES {
             return None;
         }
@@ -104,20 +100,14 @@ fn parse(value: &[u8]) -> Option<Pin<'_>> {
     if rollout_id.is_empty() || !version.iter().all(|&b| crate::names::is_name_byte(b)) {
         return None;
     }
-    Some(Pin {
-        rollout_id,
-        version,
-        expires,
-    })
+    Some(Pin { rollout_id, version, expires })
 }
 
 fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    digits.iter().try_fold(0u64, |acc, &d| {
-        d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0'))
-    })
+    digits.iter().try_fold(0u64, |acc, &d| d.is_ascii_digit().then(|| acc * 10 + u64::from(d - b'0')))
 }
 
 #[cfg(test)]
@@ -147,13 +137,7 @@ mod tests {
         assert!(key().verify(tampered.as_bytes(), 0).is_none());
         let later = value.replacen("1000", "9000", 1);
         assert!(key().verify(later.as_bytes(), 0).is_none());
-        for junk in [
-            "",
-            ".",
-            "a.b.c.d",
-            "web.v2.1000.AAAAAAAAAAAAAAAAAAAAAA",
-            "\u{0}\u{1}",
-        ] {
+        for junk in ["", ".", "a.b.c.d", "web.v2.1000.AAAAAAAAAAAAAAAAAAAAAA", "\u{0}\u{1}"] {
             assert!(key().verify(junk.as_bytes(), 0).is_none(), "{junk:?}");
         }
     }

@@ -145,12 +145,7 @@ impl RoutingTable {
         if version == self.stable.as_bytes() {
             return Some(Side::Stable);
         }
-        if canary_open
-            && self
-                .canary
-                .as_deref()
-                .is_some_and(|c| c.as_bytes() == version)
-        {
+        if canary_open && self.canary.as_deref().is_some_and(|c| c.as_bytes() == version) {
             return Some(Side::Canary);
         }
         match &self.draining {
@@ -184,9 +179,8 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
         return Decision { side, reason: Reason::Pinned, pin: action, bucket, new_session: !this_rollout };
     }
     let side = if weighted && bucket < table.weight.basis_points() { Side::Canary } else { Side::Stable };
-    let unchanged = pin.is_some_and(|p| {
-        table.version(side).is_some_and(|v| v.as_bytes() == p.version) && this_rollout && fresh(&p)
-    });
+    let unchanged = pin
+        .is_some_and(|p| table.version(side).is_some_and(|v| v.as_bytes() == p.version) && this_rollout && fresh(&p));
     let action = if unchanged { PinAction::Keep } else { PinAction::Issue };
     Decision { side, reason: Reason::Bucket, pin: action, bucket, new_session: !this_rollout }
 }
@@ -207,14 +201,7 @@ mod tests {
     }
 
     fn facts<'a>(key: &'a [u8], pin: Option<&'a [u8]>) -> RequestFacts<'a> {
-        RequestFacts {
-            key,
-            pin,
-            force: None,
-            boundary: false,
-            canary_healthy: true,
-            now: NOW,
-        }
+        RequestFacts { key, pin, force: None, boundary: false, canary_healthy: true, now: NOW }
     }
 
     fn keys() -> impl Iterator<Item = String> {
@@ -228,14 +215,9 @@ mod tests {
         let mut previous: Vec<Side> = keys().map(|_| Side::Stable).collect();
         for w in steps {
             let t = table(w);
-            let now: Vec<Side> = keys()
-                .map(|k| decide(&t, &key, TTL, &facts(k.as_bytes(), None)).side)
-                .collect();
+            let now: Vec<Side> = keys().map(|k| decide(&t, &key, TTL, &facts(k.as_bytes(), None)).side).collect();
             for (before, after) in previous.iter().zip(&now) {
-                assert!(
-                    !(*before == Side::Canary && *after == Side::Stable),
-                    "moved back at {w}%"
-                );
+                assert!(!(*before == Side::Canary && *after == Side::Stable), "moved back at {w}%");
             }
             let share = now.iter().filter(|s| **s == Side::Canary).count() as f64 / 100.0;
             assert!((share - w).abs() <= 1.0, "share {share} at weight {w}");
@@ -254,25 +236,11 @@ mod tests {
             })
             .unwrap();
         let pin = key.sign("web-1", "v1", NOW + TTL);
-        let d = decide(
-            &t50,
-            &key,
-            TTL,
-            &facts(user.as_bytes(), Some(pin.as_bytes())),
-        );
-        assert_eq!(
-            (d.side, d.reason, d.pin),
-            (Side::Stable, Reason::Pinned, PinAction::Keep)
-        );
-        let nav = RequestFacts {
-            boundary: true,
-            ..facts(user.as_bytes(), Some(pin.as_bytes()))
-        };
+        let d = decide(&t50, &key, TTL, &facts(user.as_bytes(), Some(pin.as_bytes())));
+        assert_eq!((d.side, d.reason, d.pin), (Side::Stable, Reason::Pinned, PinAction::Keep));
+        let nav = RequestFacts { boundary: true, ..facts(user.as_bytes(), Some(pin.as_bytes())) };
         let d = decide(&t50, &key, TTL, &nav);
-        assert_eq!(
-            (d.side, d.reason, d.pin),
-            (Side::Canary, Reason::Bucket, PinAction::Issue)
-        );
+        assert_eq!((d.side, d.reason, d.pin), (Side::Canary, Reason::Bucket, PinAction::Issue));
     }
 
     #[test]
@@ -281,14 +249,8 @@ mod tests {
         let pin = key.sign("web-1", "v2", NOW + TTL);
         let d = decide(&table(0.0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!((d.side, d.reason), (Side::Stable, Reason::Bucket));
-        let tripped = RequestFacts {
-            canary_healthy: false,
-            ..facts(b"u", Some(pin.as_bytes()))
-        };
-        assert_eq!(
-            decide(&table(100.0), &key, TTL, &tripped).side,
-            Side::Stable
-        );
+        let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", Some(pin.as_bytes())) };
+        assert_eq!(decide(&table(100.0), &key, TTL, &tripped).side, Side::Stable);
     }
 
     #[test]
@@ -305,12 +267,7 @@ mod tests {
         let forged = PinKey::new(b"evil").sign("web-1", "v2", NOW + TTL);
         let expired = key.sign("web-1", "v2", NOW - 1);
         for pin in [forged, expired] {
-            let d = decide(
-                &table(0.01),
-                &key,
-                TTL,
-                &facts(b"user-1", Some(pin.as_bytes())),
-            );
+            let d = decide(&table(0.01), &key, TTL, &facts(b"user-1", Some(pin.as_bytes())));
             assert_eq!(d.reason, Reason::Bucket);
         }
     }
@@ -319,32 +276,20 @@ mod tests {
     fn a_draining_stable_serves_its_pins_until_the_window_ends() {
         let key = PinKey::new(b"k");
         let mut t = RoutingTable::stable_only("web-2", "v2");
-        t.draining = Some(Draining {
-            version: "v1".into(),
-            until: NOW + 10,
-        });
+        t.draining = Some(Draining { version: "v1".into(), until: NOW + 10 });
         let pin = key.sign("web-1", "v1", NOW + TTL);
         let d = decide(&t, &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!((d.side, d.pin), (Side::Draining, PinAction::Issue));
-        let later = RequestFacts {
-            now: NOW + 10,
-            ..facts(b"u", Some(pin.as_bytes()))
-        };
+        let later = RequestFacts { now: NOW + 10, ..facts(b"u", Some(pin.as_bytes())) };
         assert_eq!(decide(&t, &key, TTL, &later).side, Side::Stable);
     }
 
     #[test]
     fn force_chooses_but_never_pins() {
         let key = PinKey::new(b"k");
-        let f = RequestFacts {
-            force: Some(Force::Canary),
-            ..facts(b"u", None)
-        };
+        let f = RequestFacts { force: Some(Force::Canary), ..facts(b"u", None) };
         let d = decide(&table(0.0), &key, TTL, &f);
-        assert_eq!(
-            (d.side, d.reason, d.pin),
-            (Side::Canary, Reason::Forced, PinAction::Keep)
-        );
+        assert_eq!((d.side, d.reason, d.pin), (Side::Canary, Reason::Forced, PinAction::Keep));
         let no_canary = RoutingTable::stable_only("web-1", "v1");
         assert_eq!(decide(&no_canary, &key, TTL, &f).side, Side::Stable);
     }

@@ -68,12 +68,7 @@ impl RouteSpec {
     pub fn from_config(service: &ServiceConfig) -> RouteSpec {
         let rollout_id = default_rollout_id(
             service.name.as_str(),
-            service
-                .canary
-                .as_ref()
-                .unwrap_or(&service.stable)
-                .version
-                .as_str(),
+            service.canary.as_ref().unwrap_or(&service.stable).version.as_str(),
         );
         RouteSpec {
             rollout_id,
@@ -92,9 +87,7 @@ impl RouteSpec {
         crate::names::check_id(&self.rollout_id, "rollout id").map_err(SpecError::BadId)?;
         match &self.canary {
             None if self.weight != Weight::ZERO => Err(SpecError::WeightWithoutCanary(self.weight)),
-            Some(c) if c.version == self.stable.version => {
-                Err(SpecError::CanaryIsStable(c.version.as_str().into()))
-            }
+            Some(c) if c.version == self.stable.version => Err(SpecError::CanaryIsStable(c.version.as_str().into())),
             _ => Ok(()),
         }
     }
@@ -107,10 +100,10 @@ impl RouteSpec {
             stable: self.stable.version.as_str().to_owned(),
             canary: self.canary.as_ref().map(|c| c.version.as_str().to_owned()),
             weight: self.weight,
-            draining: self.draining.as_ref().map(|d| Draining {
-                version: d.version.version.as_str().to_owned(),
-                until: d.until,
-            }),
+            draining: self
+                .draining
+                .as_ref()
+                .map(|d| Draining { version: d.version.version.as_str().to_owned(), until: d.until }),
         }
     }
 }

@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// Parsed from a percentage (`12.5` means 12.5 %); anything outside `0..=100` or finer than
 /// 0.01 % is refused rather than rounded, so what an operator typed is what runs.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 #[serde(try_from = "f64", into = "f64")]
 pub struct Weight(u16);
 
@@ -91,21 +89,9 @@ mod tests {
 
     #[test]
     fn refuses_out_of_range_and_too_fine() {
-        assert!(matches!(
-            Weight::from_percent(150.0),
-            Err(WeightError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            Weight::from_percent(-1.0),
-            Err(WeightError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            Weight::from_percent(f64::NAN),
-            Err(WeightError::OutOfRange(_))
-        ));
-        assert!(matches!(
-            Weight::from_percent(0.001),
-            Err(WeightError::TooFine(_))
-        ));
+        assert!(matches!(Weight::from_percent(150.0), Err(WeightError::OutOfRange(_))));
+        assert!(matches!(Weight::from_percent(-1.0), Err(WeightError::OutOfRange(_))));
+        assert!(matches!(Weight::from_percent(f64::NAN), Err(WeightError::OutOfRange(_))));
+        assert!(matches!(Weight::from_percent(0.001), Err(WeightError::TooFine(_))));
     }
 }

@@ -26,15 +26,7 @@ fn bucket_hash_doc_vectors() {
         let (salt, key) = (cell(row[0]), cell(row[1]));
         let expected_hash = u64::from_str_radix(cell(row[2]).as_str(), 16).expect("hex hash");
         let expected_bucket: u16 = cell(row[3]).parse().expect("bucket");
-        assert_eq!(
-            hash(salt.as_bytes(), key.as_bytes()),
-            expected_hash,
-            "hash of {salt:?}/{key:?}"
-        );
-        assert_eq!(
-            bucket(salt.as_bytes(), key.as_bytes()),
-            expected_bucket,
-            "bucket of {salt:?}/{key:?}"
-        );
+        assert_eq!(hash(salt.as_bytes(), key.as_bytes()), expected_hash, "hash of {salt:?}/{key:?}");
+        assert_eq!(bucket(salt.as_bytes(), key.as_bytes()), expected_bucket, "bucket of {salt:?}/{key:?}");
     }
 }

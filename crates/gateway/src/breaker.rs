@@ -52,20 +52,14 @@ fn verdict(policy: &BreakerConfig, oldest: &Sample, newest: &Sample) -> Option<S
     let errors = d(|s| s.canary_errors);
     let connect_failures = d(|s| s.canary_connect_failures);
     if connect_failures >= policy.connect_failures && d(|s| s.canary_answered) == 0 {
-        return Some(format!(
-            "canary refused {connect_failures} connections and answered nothing"
-        ));
+        return Some(format!("canary refused {connect_failures} connections and answered nothing"));
     }
     if attempts < policy.min_requests {
         return None;
     }
     let ratio = errors as f64 / attempts as f64;
     let stable_requests = d(|s| s.stable_requests);
-    let stable_ratio = if stable_requests == 0 {
-        0.0
-    } else {
-        d(|s| s.stable_errors) as f64 / stable_requests as f64
-    };
+    let stable_ratio = if stable_requests == 0 { 0.0 } else { d(|s| s.stable_errors) as f64 / stable_requests as f64 };
     (ratio >= policy.error_ratio && ratio >= policy.stable_factor * stable_ratio).then(|| {
         format!(
             "canary error ratio {:.1}% over {attempts} requests against stable's {:.1}%",
@@ -90,10 +84,7 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
             samples.clear();
             continue;
         };
-        let identity = (
-            route.spec.rollout_id.clone(),
-            route.table.canary.clone().unwrap_or_default(),
-        );
+        let identity = (route.spec.rollout_id.clone(), route.table.canary.clone().unwrap_or_default());
         if watched.as_ref() != Some(&identity) {
             // A new canary starts with a closed breaker and an empty window.
             watched = Some(identity);
@@ -103,10 +94,7 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
         if !service.canary_open() {
             continue;
         }
-        samples.push_back(Sample::of(
-            &canary.stats.counts(),
-            &route.stable.stats.counts(),
-        ));
+        samples.push_back(Sample::of(&canary.stats.counts(), &route.stable.stats.counts()));
         if samples.len() > window_ticks + 1 {
             samples.pop_front();
         }
@@ -114,10 +102,7 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
             continue;
         };
         if let Some(why) = verdict(&policy, oldest, newest) {
-            tracing::warn!(
-                service = service.name(),
-                "breaker tripped: {why}; canary traffic goes to stable"
-            );
+            tracing::warn!(service = service.name(), "breaker tripped: {why}; canary traffic goes to stable");
             service.trip_canary(why);
         }
     }
@@ -127,13 +112,7 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
 mod tests {
     use super::*;
 
-    fn sample(
-        attempts: u64,
-        errors: u64,
-        answered: u64,
-        refused: u64,
-        stable: (u64, u64),
-    ) -> Sample {
+    fn sample(attempts: u64, errors: u64, answered: u64, refused: u64, stable: (u64, u64)) -> Sample {
         Sample {
             canary_attempts: attempts,
             canary_errors: errors,
@@ -149,10 +128,7 @@ mod tests {
         let policy = BreakerConfig::default();
         let zero = Sample::default();
         assert!(verdict(&policy, &zero, &sample(5, 5, 0, 5, (100, 0))).is_some());
-        assert!(
-            verdict(&policy, &zero, &sample(5, 5, 1, 5, (100, 0))).is_none(),
-            "it answered once"
-        );
+        assert!(verdict(&policy, &zero, &sample(5, 5, 1, 5, (100, 0))).is_none(), "it answered once");
         assert!(verdict(&policy, &zero, &sample(4, 4, 0, 4, (100, 0))).is_none());
     }
 
@@ -161,18 +137,9 @@ mod tests {
         let policy = BreakerConfig::default();
         let zero = Sample::default();
         assert!(verdict(&policy, &zero, &sample(100, 30, 100, 0, (1000, 10))).is_some());
-        assert!(
-            verdict(&policy, &zero, &sample(100, 30, 100, 0, (1000, 100))).is_none(),
-            "stable is as bad"
-        );
-        assert!(
-            verdict(&policy, &zero, &sample(100, 20, 100, 0, (1000, 0))).is_none(),
-            "below the floor"
-        );
-        assert!(
-            verdict(&policy, &zero, &sample(10, 10, 10, 0, (1000, 0))).is_none(),
-            "too few requests"
-        );
+        assert!(verdict(&policy, &zero, &sample(100, 30, 100, 0, (1000, 100))).is_none(), "stable is as bad");
+        assert!(verdict(&policy, &zero, &sample(100, 20, 100, 0, (1000, 0))).is_none(), "below the floor");
+        assert!(verdict(&policy, &zero, &sample(10, 10, 10, 0, (1000, 0))).is_none(), "too few requests");
     }
 
     #[test]

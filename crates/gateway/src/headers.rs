@@ -16,16 +16,14 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 /// Whether a request asks to switch protocols (WebSocket), which the proxy passes through.
 pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(UPGRADE)
-        && connection_has(req.headers(), "upgrade")
+    req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE) && connection_has(req.headers(), "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
 }
 
 /// Removes hop-by-hop headers; with `upgrade`, keeps `Connection: upgrade` and `Upgrade`.
@@ -85,11 +83,7 @@ pub fn to_http1<B>(req: &mut Request<B>) {
         *req.version_mut() = Version::HTTP_11;
     }
     if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-        let path = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         if let Ok(uri) = path.parse::<Uri>() {
             *req.uri_mut() = uri;
         }
@@ -137,11 +131,8 @@ mod tests {
 
     #[test]
     fn http2_requests_become_origin_form_with_host() {
-        let mut req = Request::builder()
-            .version(Version::HTTP_2)
-            .uri("https://shop.example:8443/cart?id=1")
-            .body(())
-            .unwrap();
+        let mut req =
+            Request::builder().version(Version::HTTP_2).uri("https://shop.example:8443/cart?id=1").body(()).unwrap();
         to_http1(&mut req);
         assert_eq!(req.uri(), "/cart?id=1");
         assert_eq!(req.headers().get(HOST).unwrap(), "shop.example:8443");

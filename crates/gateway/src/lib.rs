@@ -98,22 +98,14 @@ impl Gateway {
                 .as_ref()
                 .map(tls::acceptor)
                 .transpose()
-                .map_err(|message| GatewayError::Tls {
-                    service: s.name.as_str().to_owned(),
-                    message,
-                })?;
+                .map_err(|message| GatewayError::Tls { service: s.name.as_str().to_owned(), message })?;
             tls.push(acceptor);
-            services.push(Arc::new(Service::new(
-                s,
-                config.gateway.version_header_in_response,
-                shared.clone(),
-            )));
+            services.push(Arc::new(Service::new(s, config.gateway.version_header_in_response, shared.clone())));
         }
-        let workers = config.gateway.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        });
+        let workers = config
+            .gateway
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         Ok(Gateway {
             services,
             pins: Arc::new(pins),
@@ -151,27 +143,21 @@ impl Gateway {
 
     /// Binds every service's listeners and starts the worker threads.
     pub fn start(&self) -> Result<Running, GatewayError> {
-        let mut per_worker: Vec<Vec<WorkerListener>> =
-            (0..self.workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<WorkerListener>> = (0..self.workers).map(|_| Vec::new()).collect();
         for (service, tls) in self.services.iter().zip(&self.tls) {
             let addr = service.settings.listen;
-            let sockets =
-                bind_reuseport(addr, self.workers).map_err(|source| GatewayError::Bind {
-                    service: service.name().to_owned(),
-                    addr,
-                    source,
-                })?;
+            let sockets = bind_reuseport(addr, self.workers).map_err(|source| GatewayError::Bind {
+                service: service.name().to_owned(),
+                addr,
+                source,
+            })?;
             if let Some(first) = sockets.first()
                 && let Ok(bound) = first.local_addr()
             {
                 service.set_bound(bound);
             }
             for (worker, socket) in sockets.into_iter().enumerate() {
-                per_worker[worker].push(WorkerListener {
-                    service: service.clone(),
-                    socket,
-                    tls: tls.clone(),
-                });
+                per_worker[worker].push(WorkerListener { service: service.clone(), socket, tls: tls.clone() });
             }
         }
         let (stop, stopped) = watch::channel(false);

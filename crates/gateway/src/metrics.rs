@@ -77,9 +77,7 @@ impl UpstreamErrorKind {
     pub fn before_request_sent(self) -> bool {
         matches!(
             self,
-            UpstreamErrorKind::ConnectRefused
-                | UpstreamErrorKind::ConnectTimeout
-                | UpstreamErrorKind::ConnectOther
+            UpstreamErrorKind::ConnectRefused | UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::ConnectOther
         )
     }
 }
@@ -88,10 +86,10 @@ impl UpstreamErrorKind {
 pub const USER_GROUPS: usize = 64;
 
 const GROUP_LABELS: [&str; USER_GROUPS] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
-    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47", "48",
-    "49", "50", "51", "52", "53", "54", "55", "56", "57", "58", "59", "60", "61", "62", "63",
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20",
+    "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36", "37", "38", "39",
+    "40", "41", "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58",
+    "59", "60", "61", "62", "63",
 ];
 
 const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -200,10 +198,7 @@ impl VersionStats {
             self.judge_errors.fetch_add(1, Relaxed);
             self.group_errors[group].fetch_add(1, Relaxed);
         }
-        if judge
-            .slow_bucket
-            .is_some_and(|slow| latency_bucket > usize::from(slow))
-        {
+        if judge.slow_bucket.is_some_and(|slow| latency_bucket > usize::from(slow)) {
             self.group_slow[group].fetch_add(1, Relaxed);
         }
         if judge.new_session {
@@ -263,24 +258,19 @@ impl MetricsRegistry {
     /// The counters of `version` of `service`.
     pub fn version(&self, service: &str, version: &str) -> Arc<VersionStats> {
         let mut map = self.versions.lock().expect("metrics lock");
-        map.entry((service.to_owned(), version.to_owned()))
-            .or_default()
-            .clone()
+        map.entry((service.to_owned(), version.to_owned())).or_default().clone()
     }
 
     /// The counter of retries from one version to another.
     pub fn retries(&self, service: &str, from: &str, to: &str) -> Arc<AtomicU64> {
         let mut map = self.retries.lock().expect("metrics lock");
-        map.entry((service.to_owned(), from.to_owned(), to.to_owned()))
-            .or_default()
-            .clone()
+        map.entry((service.to_owned(), from.to_owned(), to.to_owned())).or_default().clone()
     }
 
     /// A copy of one version's counters, if it ever existed.
     pub fn counts(&self, service: &str, version: &str) -> Option<VersionCounts> {
         let map = self.versions.lock().expect("metrics lock");
-        map.get(&(service.to_owned(), version.to_owned()))
-            .map(|s| s.counts())
+        map.get(&(service.to_owned(), version.to_owned())).map(|s| s.counts())
     }
 }
 
@@ -288,9 +278,7 @@ impl Collector for MetricsRegistry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let versions: Vec<_> = {
             let map = self.versions.lock().expect("metrics lock");
-            map.iter()
-                .map(|((s, v), stats)| (s.clone(), v.clone(), stats.clone()))
-                .collect()
+            map.iter().map(|((s, v), stats)| (s.clone(), v.clone(), stats.clone())).collect()
         };
         {
             let mut family = encoder.encode_descriptor(
@@ -301,11 +289,7 @@ impl Collector for MetricsRegistry {
             )?;
             for (service, version, stats) in &versions {
                 for (class, n) in CODE_CLASSES.iter().zip(&stats.responses) {
-                    let labels = [
-                        ("service", service.as_str()),
-                        ("version", version.as_str()),
-                        ("code_class", class),
-                    ];
+                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("code_class", class)];
                     ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
                 }
             }
@@ -320,11 +304,7 @@ impl Collector for MetricsRegistry {
             for (service, version, stats) in &versions {
                 for kind in UpstreamErrorKind::ALL {
                     let n = stats.upstream_errors[kind as usize].load(Relaxed);
-                    let labels = [
-                        ("service", service.as_str()),
-                        ("version", version.as_str()),
-                        ("kind", kind.label()),
-                    ];
+                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("kind", kind.label())];
                     ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                 }
             }
@@ -338,11 +318,7 @@ impl Collector for MetricsRegistry {
             )?;
             for (service, version, stats) in &versions {
                 for (reason, n) in REASONS.iter().zip(&stats.decisions) {
-                    let labels = [
-                        ("service", service.as_str()),
-                        ("version", version.as_str()),
-                        ("reason", reason),
-                    ];
+                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("reason", reason)];
                     ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
                 }
             }
@@ -355,28 +331,19 @@ impl Collector for MetricsRegistry {
                 MetricType::Histogram,
             )?;
             for (service, version, stats) in &versions {
-                let counts: Vec<u64> = stats
-                    .latency_buckets
+                let counts: Vec<u64> = stats.latency_buckets.iter().map(|b| b.load(Relaxed)).collect();
+                // The encoder accumulates the per-bucket counts itself.
+                let buckets: Vec<(f64, u64)> = counts
                     .iter()
-                    .map(|b| b.load(Relaxed))
+                    .enumerate()
+                    .map(|(i, n)| (LATENCY_BOUNDS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), *n))
                     .collect();
-                let mut cumulative = 0;
-                let mut buckets = Vec::with_capacity(LATENCY_BUCKETS);
-                for (i, n) in counts.iter().enumerate() {
-                    cumulative += n;
-                    let bound = LATENCY_BOUNDS_SECONDS
-                        .get(i)
-                        .copied()
-                        .unwrap_or(f64::INFINITY);
-                    buckets.push((bound, cumulative));
-                }
+                let total: u64 = counts.iter().sum();
                 let sum = stats.latency_sum_micros.load(Relaxed) as f64 / 1e6;
                 let labels = [("service", service.as_str()), ("version", version.as_str())];
                 family
                     .encode_family(&labels)?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                        sum, cumulative, &buckets, None,
-                    )?;
+                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, total, &buckets, None)?;
             }
         }
         for (name, help, pick) in [
@@ -385,29 +352,17 @@ impl Collector for MetricsRegistry {
                 "5xx responses plus requests re-sent elsewhere because the version took no connection",
                 0,
             ),
-            (
-                "canary_new_sessions",
-                "Sessions that started on the version in the current rollout",
-                1,
-            ),
+            ("canary_new_sessions", "Sessions that started on the version in the current rollout", 1),
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (service, version, stats) in &versions {
-                let n = if pick == 0 {
-                    &stats.judge_errors
-                } else {
-                    &stats.new_sessions
-                };
+                let n = if pick == 0 { &stats.judge_errors } else { &stats.new_sessions };
                 let labels = [("service", service.as_str()), ("version", version.as_str())];
                 ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
             }
         }
         for (name, help, slow) in [
-            (
-                "canary_group_errors",
-                "Judge errors per user group (bucket mod 64)",
-                false,
-            ),
+            ("canary_group_errors", "Judge errors per user group (bucket mod 64)", false),
             (
                 "canary_group_slow",
                 "Requests slower than the rollout's tail threshold, per user group (bucket mod 64)",
@@ -416,27 +371,17 @@ impl Collector for MetricsRegistry {
         ] {
             let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
             for (service, version, stats) in &versions {
-                let counters = if slow {
-                    &stats.group_slow
-                } else {
-                    &stats.group_errors
-                };
+                let counters = if slow { &stats.group_slow } else { &stats.group_errors };
                 for (group, n) in counters.iter().enumerate() {
                     let group = GROUP_LABELS[group];
-                    let labels = [
-                        ("service", service.as_str()),
-                        ("version", version.as_str()),
-                        ("group", group),
-                    ];
+                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("group", group)];
                     ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
                 }
             }
         }
         let retries: Vec<_> = {
             let map = self.retries.lock().expect("metrics lock");
-            map.iter()
-                .map(|(k, v)| (k.clone(), v.load(Relaxed)))
-                .collect()
+            map.iter().map(|(k, v)| (k.clone(), v.load(Relaxed))).collect()
         };
         let mut family = encoder.encode_descriptor(
             "canary_retries",
@@ -445,11 +390,7 @@ impl Collector for MetricsRegistry {
             MetricType::Counter,
         )?;
         for ((service, from, to), n) in &retries {
-            let labels = [
-                ("service", service.as_str()),
-                ("from_version", from.as_str()),
-                ("to_version", to.as_str()),
-            ];
+            let labels = [("service", service.as_str()), ("from_version", from.as_str()), ("to_version", to.as_str())];
             ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
         }
         Ok(())
@@ -465,11 +406,7 @@ mod tests {
     fn scrape_shows_counts_and_cumulative_buckets() {
         let metrics = Arc::new(MetricsRegistry::default());
         let v2 = metrics.version("web", "v2");
-        let facts = JudgeFacts {
-            bucket: 65,
-            slow_bucket: Some(0),
-            new_session: true,
-        };
+        let facts = JudgeFacts { bucket: 65, slow_bucket: Some(0), new_session: true };
         v2.record_response(200, 400, facts);
         v2.record_response(503, 2_000, facts);
         v2.record_upstream_error(UpstreamErrorKind::ConnectRefused);
@@ -477,28 +414,11 @@ mod tests {
         registry.register_collector(Box::new(metrics.clone()));
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
-        assert!(
-            text.contains(
-                r#"canary_requests_total{service="web",version="v2",code_class="2xx"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                r#"canary_requests_total{service="web",version="v2",code_class="5xx"} 1"#
-            )
-        );
-        assert!(text.contains(
-            r#"canary_upstream_errors_total{service="web",version="v2",kind="connect_refused"} 1"#
-        ));
-        assert!(text.contains(
-            r#"canary_request_duration_seconds_bucket{service="web",version="v2",le="0.0005"} 1"#
-        ));
-        assert!(text.contains(
-            r#"canary_request_duration_seconds_bucket{service="web",version="v2",le="+Inf"} 2"#
-        ));
-        assert!(
-            text.contains(r#"canary_request_duration_seconds_count{service="web",version="v2"} 2"#)
-        );
+        assert!(text.contains(r#"canary_requests_total{service="web",version="v2",code_class="2xx"} 1"#), "{text}");
+        assert!(text.contains(r#"canary_requests_total{service="web",version="v2",code_class="5xx"} 1"#));
+        assert!(text.contains(r#"canary_upstream_errors_total{service="web",version="v2",kind="connect_refused"} 1"#));
+        assert!(text.contains(r#"canary_request_duration_seconds_bucket{service="web",version="v2",le="0.0005"} 1"#));
+        assert!(text.contains(r#"canary_request_duration_seconds_bucket{service="web",version="v2",le="+Inf"} 2"#), "{text}");
+        assert!(text.contains(r#"canary_request_duration_seconds_count{service="web",version="v2"} 2"#));
     }
 }

@@ -71,35 +71,23 @@ pub fn checkin(conn: Conn) {
         }
         let pool = &mut pools[conn.upstream_id];
         if pool.len() < MAX_IDLE {
-            pool.push(IdleConn {
-                sender: conn.sender,
-                since: Instant::now(),
-            });
+            pool.push(IdleConn { sender: conn.sender, since: Instant::now() });
         }
     });
 }
 
 /// A ready connection to `upstream`: a pooled one if any is alive, else a new one.
-pub async fn checkout(
-    upstream: &Upstream,
-    settings: &ConnectSettings,
-) -> Result<Conn, UpstreamErrorKind> {
+pub async fn checkout(upstream: &Upstream, settings: &ConnectSettings) -> Result<Conn, UpstreamErrorKind> {
     while let Some(mut sender) = take_idle(upstream.id, settings.idle_timeout) {
         if sender.ready().await.is_ok() {
-            return Ok(Conn {
-                upstream_id: upstream.id,
-                sender,
-            });
+            return Ok(Conn { upstream_id: upstream.id, sender });
         }
     }
     connect(upstream, settings).await
 }
 
 /// Opens a new connection, bypassing the pool.
-pub async fn connect(
-    upstream: &Upstream,
-    settings: &ConnectSettings,
-) -> Result<Conn, UpstreamErrorKind> {
+pub async fn connect(upstream: &Upstream, settings: &ConnectSettings) -> Result<Conn, UpstreamErrorKind> {
     let connecting = async {
         match upstream.addr {
             Some(addr) => TcpStream::connect(addr).await,
@@ -115,19 +103,14 @@ pub async fn connect(
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| UpstreamErrorKind::ConnectOther)?;
+    let (sender, connection) =
+        http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|_| UpstreamErrorKind::ConnectOther)?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(Conn {
-        upstream_id: upstream.id,
-        sender,
-    })
+    Ok(Conn { upstream_id: upstream.id, sender })
 }
 
 /// A response body from an upstream that returns its connection to the pool once read to the
@@ -140,10 +123,7 @@ pub struct PooledBody {
 impl PooledBody {
     /// Wraps `inner`, which arrived over `conn`.
     pub fn new(inner: Incoming, conn: Conn) -> PooledBody {
-        PooledBody {
-            inner,
-            conn: Some(conn),
-        }
+        PooledBody { inner, conn: Some(conn) }
     }
 
     fn finish(&mut self) {
@@ -157,10 +137,7 @@ impl Body for PooledBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {

@@ -26,14 +26,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use crate::body::ProxyBody;
-use crate::headers::{
-    X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1,
-};
+use crate::headers::{X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1};
 use crate::metrics::{JudgeFacts, UpstreamErrorKind};
 use crate::pool::{Conn, PooledBody, checkout, connect};
 use crate::request::{
-    FORCE_TOKEN_HEADER, PIN_COOKIE, UID_COOKIE, cookie, is_navigation, mint_uid, trusted_force,
-    user_key,
+    FORCE_TOKEN_HEADER, PIN_COOKIE, UID_COOKIE, cookie, is_navigation, mint_uid, trusted_force, user_key,
 };
 use crate::service::{Service, ServiceSettings, VersionTarget};
 
@@ -52,13 +49,8 @@ impl ClientConn {
     /// Facts about a newly accepted connection.
     pub fn new(peer: SocketAddr, tls: bool) -> ClientConn {
         let ip = peer.ip().to_canonical();
-        let peer_header =
-            HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
-        ClientConn {
-            peer,
-            peer_header,
-            tls,
-        }
+        let peer_header = HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header value");
+        ClientConn { peer, peer_header, tls }
     }
 }
 
@@ -110,8 +102,7 @@ pub async fn handle(
     add_forwarded(req.headers_mut(), &client.peer_header, client.tls);
     req.headers_mut().remove(FORCE_TOKEN_HEADER);
     to_http1(&mut req);
-    req.headers_mut()
-        .insert(X_CANARY_VERSION.clone(), route.target(side).header.clone());
+    req.headers_mut().insert(X_CANARY_VERSION.clone(), route.target(side).header.clone());
 
     // Phase 3: exchange, falling back to stable when the canary cannot be reached.
     let mut outcome = exchange(settings, route.target(side), req).await;
@@ -122,9 +113,7 @@ pub async fn handle(
         service.retries(from, &route.stable).fetch_add(1, Relaxed);
         from.stats.record_moved_away(decision.bucket);
         side = Side::Stable;
-        unsent
-            .headers_mut()
-            .insert(X_CANARY_VERSION.clone(), route.stable.header.clone());
+        unsent.headers_mut().insert(X_CANARY_VERSION.clone(), route.stable.header.clone());
         outcome = exchange(settings, &route.stable, unsent).await;
     }
     let target = route.target(side);
@@ -163,31 +152,19 @@ pub async fn handle(
         headers.append(SET_COOKIE, cookie);
     }
     if let Some(uid) = minted {
-        headers.append(
-            SET_COOKIE,
-            set_cookie(UID_COOKIE, &uid, 365 * 24 * 3600, settings.tls),
-        );
+        headers.append(SET_COOKIE, set_cookie(UID_COOKIE, &uid, 365 * 24 * 3600, settings.tls));
     }
 
     // Phase 5: record.
     let micros = started.elapsed().as_micros() as u64;
-    let judge = JudgeFacts {
-        bucket: decision.bucket,
-        slow_bucket: route.spec.slow_bucket,
-        new_session: decision.new_session,
-    };
-    target
-        .stats
-        .record_response(response.status().as_u16(), micros, judge);
+    let judge =
+        JudgeFacts { bucket: decision.bucket, slow_bucket: route.spec.slow_bucket, new_session: decision.new_session };
+    target.stats.record_response(response.status().as_u16(), micros, judge);
     Ok(response)
 }
 
 /// Sends `req` to the first address of `target` that takes it.
-async fn exchange(
-    settings: &ServiceSettings,
-    target: &VersionTarget,
-    mut req: Request<Incoming>,
-) -> Exchange {
+async fn exchange(settings: &ServiceSettings, target: &VersionTarget, mut req: Request<Incoming>) -> Exchange {
     let mut last = UpstreamErrorKind::ConnectOther;
     for upstream in target.upstreams.candidates() {
         let mut fresh = false;
@@ -206,9 +183,7 @@ async fn exchange(
                     break;
                 }
             };
-            let sent =
-                tokio::time::timeout(settings.request_timeout, conn.sender.try_send_request(req))
-                    .await;
+            let sent = tokio::time::timeout(settings.request_timeout, conn.sender.try_send_request(req)).await;
             match sent {
                 Ok(Ok(response)) => {
                     upstream.record_success();
@@ -237,9 +212,7 @@ async fn exchange(
                 },
                 Err(_elapsed) => {
                     upstream.record_failure(&settings.eject);
-                    target
-                        .stats
-                        .record_upstream_error(UpstreamErrorKind::Timeout);
+                    target.stats.record_upstream_error(UpstreamErrorKind::Timeout);
                     return Exchange::Failed(UpstreamErrorKind::Timeout);
                 }
             }
@@ -256,10 +229,7 @@ fn classify(error: &hyper::Error) -> UpstreamErrorKind {
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
-            if matches!(
-                io.kind(),
-                ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
-            ) {
+            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) {
                 return UpstreamErrorKind::Reset;
             }
         }
@@ -271,25 +241,16 @@ fn classify(error: &hyper::Error) -> UpstreamErrorKind {
 fn error_response(kind: UpstreamErrorKind, version: &HeaderValue) -> Response<ProxyBody> {
     let (status, text) = match kind {
         UpstreamErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
-        UpstreamErrorKind::ConnectTimeout => {
-            (StatusCode::BAD_GATEWAY, "upstream connect timed out")
-        }
-        UpstreamErrorKind::ConnectRefused => {
-            (StatusCode::BAD_GATEWAY, "upstream refused the connection")
-        }
+        UpstreamErrorKind::ConnectTimeout => (StatusCode::BAD_GATEWAY, "upstream connect timed out"),
+        UpstreamErrorKind::ConnectRefused => (StatusCode::BAD_GATEWAY, "upstream refused the connection"),
         UpstreamErrorKind::ConnectOther => (StatusCode::BAD_GATEWAY, "upstream unreachable"),
         UpstreamErrorKind::Reset => (StatusCode::BAD_GATEWAY, "upstream closed the connection"),
-        UpstreamErrorKind::Protocol => {
-            (StatusCode::BAD_GATEWAY, "upstream sent an invalid response")
-        }
+        UpstreamErrorKind::Protocol => (StatusCode::BAD_GATEWAY, "upstream sent an invalid response"),
     };
     let body = format!("{text} (version {})\n", version.to_str().unwrap_or("?"));
     let mut response = Response::new(ProxyBody::text(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
 
@@ -315,18 +276,11 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Service {
-    fn retries(
-        &self,
-        from: &VersionTarget,
-        to: &VersionTarget,
-    ) -> Arc<std::sync::atomic::AtomicU64> {
+    fn retries(&self, from: &VersionTarget, to: &VersionTarget) -> Arc<std::sync::atomic::AtomicU64> {
         self.shared().metrics.retries(
             &self.settings.name,
             from.header.to_str().unwrap_or("?"),

@@ -79,11 +79,7 @@ pub fn mint_uid() -> String {
 }
 
 /// The override the client asked for, if it may ask.
-pub fn trusted_force(
-    settings: &ServiceSettings,
-    headers: &HeaderMap,
-    peer: IpAddr,
-) -> Option<Force> {
+pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAddr) -> Option<Force> {
     let asked = headers.get(FORCE_HEADER)?.as_bytes();
     let force = if asked.eq_ignore_ascii_case(b"canary") {
         Force::Canary
@@ -112,12 +108,7 @@ pub fn is_navigation(headers: &HeaderMap) -> bool {
     if let Some(mode) = headers.get("sec-fetch-mode") {
         return mode.as_bytes() == b"navigate";
     }
-    headers.get(ACCEPT).is_some_and(|accept| {
-        accept
-            .as_bytes()
-            .windows(9)
-            .any(|w| w.eq_ignore_ascii_case(b"text/html"))
-    })
+    headers.get(ACCEPT).is_some_and(|accept| accept.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
 }
 
 #[cfg(test)]
@@ -135,10 +126,7 @@ mod tests {
 
     #[test]
     fn finds_cookies_across_headers_and_skips_junk() {
-        let h = headers(&[
-            ("cookie", "a=1; ;junk; uid = \"u-7\" "),
-            ("cookie", "canary_pin=p"),
-        ]);
+        let h = headers(&[("cookie", "a=1; ;junk; uid = \"u-7\" "), ("cookie", "canary_pin=p")]);
         assert_eq!(cookie(&h, "uid"), Some(&b"u-7"[..]));
         assert_eq!(cookie(&h, "canary_pin"), Some(&b"p"[..]));
         assert_eq!(cookie(&h, "a"), Some(&b"1"[..]));
@@ -148,22 +136,10 @@ mod tests {
 
     #[test]
     fn navigation_prefers_fetch_metadata() {
-        assert!(is_navigation(&headers(&[
-            ("sec-fetch-dest", "document"),
-            ("sec-fetch-mode", "navigate")
-        ])));
-        assert!(!is_navigation(&headers(&[
-            ("sec-fetch-dest", "script"),
-            ("accept", "text/html")
-        ])));
-        assert!(!is_navigation(&headers(&[
-            ("sec-fetch-dest", "iframe"),
-            ("sec-fetch-mode", "navigate")
-        ])));
-        assert!(is_navigation(&headers(&[(
-            "accept",
-            "text/html,application/xhtml+xml"
-        )])));
+        assert!(is_navigation(&headers(&[("sec-fetch-dest", "document"), ("sec-fetch-mode", "navigate")])));
+        assert!(!is_navigation(&headers(&[("sec-fetch-dest", "script"), ("accept", "text/html")])));
+        assert!(!is_navigation(&headers(&[("sec-fetch-dest", "iframe"), ("sec-fetch-mode", "navigate")])));
+        assert!(is_navigation(&headers(&[("accept", "text/html,application/xhtml+xml")])));
         assert!(!is_navigation(&headers(&[("accept", "*/*")])));
     }
 

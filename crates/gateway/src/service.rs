@@ -72,8 +72,7 @@ impl KeyFrom {
     fn new(source: &KeySource) -> KeyFrom {
         match source {
             KeySource::Header(name) => KeyFrom::Header(
-                http::HeaderName::from_bytes(name.as_bytes())
-                    .expect("checked when the config was read"),
+                http::HeaderName::from_bytes(name.as_bytes()).expect("checked when the config was read"),
             ),
             KeySource::Cookie(name) => KeyFrom::Cookie(name.clone()),
         }
@@ -154,11 +153,7 @@ pub enum RouteError {
 
 impl Service {
     /// A service from its configuration.
-    pub fn new(
-        config: &ServiceConfig,
-        version_header_in_response: bool,
-        shared: Arc<Shared>,
-    ) -> Service {
+    pub fn new(config: &ServiceConfig, version_header_in_response: bool, shared: Arc<Shared>) -> Service {
         let settings = ServiceSettings {
             name: config.name.as_str().to_owned(),
             listen: config.listen,
@@ -166,15 +161,9 @@ impl Service {
             trusted: config.trusted_cidrs.iter().map(|c| c.0).collect(),
             force_token: config.force_token.clone(),
             pin_ttl_secs: config.pin_ttl.0.as_secs(),
-            connect: ConnectSettings {
-                connect_timeout: config.connect_timeout.0,
-                idle_timeout: config.idle_timeout.0,
-            },
+            connect: ConnectSettings { connect_timeout: config.connect_timeout.0, idle_timeout: config.idle_timeout.0 },
             request_timeout: config.request_timeout.0,
-            eject: EjectPolicy {
-                failures: config.eject.failures,
-                duration: config.eject.duration.0,
-            },
+            eject: EjectPolicy { failures: config.eject.failures, duration: config.eject.duration.0 },
             tls: config.tls.is_some(),
             version_header_in_response,
         };
@@ -285,16 +274,9 @@ impl Service {
     }
 
     /// Deploys (or replaces) the canary. A new version starts a new cohort.
-    pub fn set_canary(
-        &self,
-        canary: VersionConfig,
-        weight: Option<Weight>,
-    ) -> Result<RouteSpec, RouteError> {
+    pub fn set_canary(&self, canary: VersionConfig, weight: Option<Weight>) -> Result<RouteSpec, RouteError> {
         self.update(|spec| {
-            let same_version = spec
-                .canary
-                .as_ref()
-                .is_some_and(|c| c.version == canary.version);
+            let same_version = spec.canary.as_ref().is_some_and(|c| c.version == canary.version);
             if !same_version {
                 spec.rollout_id = default_rollout_id(&self.settings.name, canary.version.as_str());
                 spec.weight = Weight::ZERO;
@@ -321,16 +303,11 @@ impl Service {
     /// Makes the canary the stable version; the old stable drains for `drain`.
     pub fn promote(&self, drain: Duration, now_unix: u64) -> Result<RouteSpec, RouteError> {
         self.update(|spec| {
-            let canary = spec
-                .canary
-                .take()
-                .ok_or_else(|| RouteError::NoCanary(self.settings.name.clone()))?;
+            let canary = spec.canary.take().ok_or_else(|| RouteError::NoCanary(self.settings.name.clone()))?;
             let old = std::mem::replace(&mut spec.stable, canary);
             spec.weight = Weight::ZERO;
-            spec.draining = (!drain.is_zero()).then(|| DrainingSpec {
-                version: old,
-                until: now_unix + drain.as_secs(),
-            });
+            spec.draining =
+                (!drain.is_zero()).then(|| DrainingSpec { version: old, until: now_unix + drain.as_secs() });
             Ok(())
         })
     }
@@ -364,10 +341,7 @@ impl Service {
             weight: spec.weight.percent(),
             canary_tripped: !self.canary_open(),
             trip_reason: self.trip_reason(),
-            draining: spec
-                .draining
-                .as_ref()
-                .map(|d| d.version.version.as_str().to_owned()),
+            draining: spec.draining.as_ref().map(|d| d.version.version.as_str().to_owned()),
             generation: spec.generation,
         }
     }
@@ -375,8 +349,7 @@ impl Service {
 
 fn build_route(service: &str, spec: RouteSpec, shared: &Shared) -> Route {
     let target = |v: &VersionConfig| VersionTarget {
-        header: HeaderValue::from_str(v.version.as_str())
-            .expect("version names are valid header values"),
+        header: HeaderValue::from_str(v.version.as_str()).expect("version names are valid header values"),
         upstreams: shared.upstreams.set(v.upstreams.as_slice()),
         stats: shared.metrics.version(service, v.version.as_str()),
     };

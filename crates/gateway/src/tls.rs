@@ -8,9 +8,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// Builds the acceptor of a service's certificate and key.
 pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
-    let certs = read_pem(&config.cert, |r| {
-        rustls_pemfile::certs(r).collect::<Result<Vec<_>, _>>()
-    })?;
+    let certs = read_pem(&config.cert, |r| rustls_pemfile::certs(r).collect::<Result<Vec<_>, _>>())?;
     if certs.is_empty() {
         return Err(format!("{}: no certificate found", config.cert.display()));
     }
@@ -27,12 +25,8 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
     Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
-fn read_pem<T>(
-    path: &Path,
-    parse: impl FnOnce(&mut dyn std::io::BufRead) -> std::io::Result<T>,
-) -> Result<T, String> {
-    let file =
-        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+fn read_pem<T>(path: &Path, parse: impl FnOnce(&mut dyn std::io::BufRead) -> std::io::Result<T>) -> Result<T, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut reader = std::io::BufReader::new(file);
     parse(&mut reader).map_err(|e| format!("{}: invalid PEM: {e}", path.display()))
 }

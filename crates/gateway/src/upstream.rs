@@ -90,21 +90,9 @@ impl UpstreamSet {
         // Rotate over the healthy addresses only, so an ejected one does not hand its turn
         // to its neighbour.
         let usable = move |u: &&Arc<Upstream>| healthy == 0 || !u.is_ejected(now);
-        let turn = if n == 1 {
-            0
-        } else {
-            self.next.fetch_add(1, Relaxed) % healthy.max(1)
-        };
-        let start = self
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(_, u)| usable(u))
-            .nth(turn)
-            .map_or(0, |(i, _)| i);
-        (0..n)
-            .map(move |i| &self.members[(start + i) % n])
-            .filter(usable)
+        let turn = if n == 1 { 0 } else { self.next.fetch_add(1, Relaxed) % healthy.max(1) };
+        let start = self.members.iter().enumerate().filter(|(_, u)| usable(u)).nth(turn).map_or(0, |(i, _)| i);
+        (0..n).map(move |i| &self.members[(start + i) % n]).filter(usable)
     }
 }
 
@@ -135,10 +123,7 @@ impl UpstreamRegistry {
                     .clone()
             })
             .collect();
-        Arc::new(UpstreamSet {
-            members,
-            next: AtomicUsize::new(0),
-        })
+        Arc::new(UpstreamSet { members, next: AtomicUsize::new(0) })
     }
 }
 
@@ -147,23 +132,14 @@ mod tests {
     use super::*;
 
     fn policy() -> EjectPolicy {
-        EjectPolicy {
-            failures: 2,
-            duration: Duration::from_secs(60),
-        }
+        EjectPolicy { failures: 2, duration: Duration::from_secs(60) }
     }
 
     #[test]
     fn rotates_and_skips_ejected_addresses() {
         let registry = UpstreamRegistry::default();
-        let set = registry.set(&[
-            "127.0.0.1:1".into(),
-            "127.0.0.1:2".into(),
-            "127.0.0.1:3".into(),
-        ]);
-        let firsts: Vec<_> = (0..3)
-            .map(|_| set.candidates().next().unwrap().id)
-            .collect();
+        let set = registry.set(&["127.0.0.1:1".into(), "127.0.0.1:2".into(), "127.0.0.1:3".into()]);
+        let firsts: Vec<_> = (0..3).map(|_| set.candidates().next().unwrap().id).collect();
         assert_eq!(firsts, vec![0, 1, 2]);
         let bad = &set.members()[1];
         bad.record_failure(&policy());

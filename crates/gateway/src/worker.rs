@@ -39,10 +39,7 @@ pub struct WorkerListener {
 
 /// Binds `count` sockets sharing `addr` through `SO_REUSEPORT`. Port 0 is resolved by the
 /// first socket and reused by the others.
-pub fn bind_reuseport(
-    addr: SocketAddr,
-    count: usize,
-) -> std::io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut sockets = Vec::with_capacity(count);
     let mut addr = addr;
@@ -69,9 +66,7 @@ pub fn run_worker(
     shutdown: watch::Receiver<bool>,
     shutdown_timeout: Duration,
 ) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
         let graceful = Arc::new(GracefulShutdown::new());
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -80,10 +75,7 @@ pub fn run_worker(
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_buf_size(MAX_HEADER_BYTES);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
         let builder = Arc::new(builder);
         let mut accepting = Vec::new();
         for listener in listeners {
@@ -103,14 +95,8 @@ pub fn run_worker(
         }
         tracing::debug!(worker = index, connections = graceful.count(), "draining");
         let graceful = Arc::into_inner(graceful).expect("accept loops have ended");
-        if tokio::time::timeout(shutdown_timeout, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                worker = index,
-                "shutdown timeout passed with requests still in flight"
-            );
+        if tokio::time::timeout(shutdown_timeout, graceful.shutdown()).await.is_err() {
+            tracing::warn!(worker = index, "shutdown timeout passed with requests still in flight");
         }
         Ok(())
     })
@@ -158,8 +144,7 @@ async fn accept_loop(
                 }
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(tls_stream) => {
-                        let conn =
-                            builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
                         watcher.watch(conn.into_owned()).await
                     }
                     Err(e) => {

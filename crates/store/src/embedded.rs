@@ -29,8 +29,8 @@ use tokio::sync::{broadcast, watch};
 
 use crate::leadership::{Holder, Leadership};
 use crate::{
-    Compare, Entry, EventKind, Listing, Op, Result, Revision, Store, StoreError, Txn, TxnOutcome,
-    WatchEvent, WatchStream, check_key,
+    Compare, Entry, EventKind, Listing, Op, Result, Revision, Store, StoreError, Txn, TxnOutcome, WatchEvent,
+    WatchStream, check_key,
 };
 
 const BACKEND: &str = "redb";
@@ -58,12 +58,7 @@ pub struct RedbOptions {
 
 impl Default for RedbOptions {
     fn default() -> Self {
-        Self {
-            replay_window: 4096,
-            watch_buffer: 1024,
-            check_integrity_on_open: true,
-            cache_bytes: 64 << 20,
-        }
+        Self { replay_window: 4096, watch_buffer: 1024, check_integrity_on_open: true, cache_bytes: 64 << 20 }
     }
 }
 
@@ -110,10 +105,7 @@ impl RedbStore {
         let db = builder.create(&path).map_err(|e| {
             let e = redb::Error::from(e);
             if matches!(e, redb::Error::DatabaseAlreadyOpen) {
-                unavailable(format!(
-                    "{} is already open in another process",
-                    path.display()
-                ))
+                unavailable(format!("{} is already open in another process", path.display()))
             } else {
                 db_error(e)
             }
@@ -129,12 +121,7 @@ impl RedbStore {
             changes,
         };
         Ok(Self {
-            inner: Arc::new(Inner {
-                db,
-                path,
-                writer: Mutex::new(writer),
-                elections: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { db, path, writer: Mutex::new(writer), elections: Mutex::new(HashMap::new()) }),
         })
     }
 
@@ -174,9 +161,7 @@ fn initialise(db: &Database) -> Result<Revision> {
                 )));
             }
         }
-        meta.get(META_REVISION)
-            .map_err(db_error)?
-            .map_or(0, |v| v.value())
+        meta.get(META_REVISION).map_err(db_error)?.map_or(0, |v| v.value())
     };
     wtx.commit().map_err(db_error)?;
     Ok(revision)
@@ -200,10 +185,7 @@ impl Inner {
         let rtx = self.db.begin_read().map_err(db_error)?;
         let kv = rtx.open_table(KV).map_err(db_error)?;
         let meta = rtx.open_table(META).map_err(db_error)?;
-        let revision = meta
-            .get(META_REVISION)
-            .map_err(db_error)?
-            .map_or(0, |v| v.value());
+        let revision = meta.get(META_REVISION).map_err(db_error)?.map_or(0, |v| v.value());
         let mut entries = Vec::new();
         for item in kv.range(prefix..).map_err(db_error)? {
             let (key, value) = item.map_err(db_error)?;
@@ -221,8 +203,7 @@ impl Inner {
     fn apply(&self, compares: &[Compare], ops: Vec<Op>) -> Result<(TxnOutcome, Vec<WatchEvent>)> {
         let mut writer = self.writer();
         let mut wtx = self.db.begin_write().map_err(db_error)?;
-        wtx.set_durability(Durability::Immediate)
-            .map_err(db_error)?;
+        wtx.set_durability(Durability::Immediate).map_err(db_error)?;
         let next = writer.revision + 1;
         let mut events = Vec::new();
         {
@@ -246,23 +227,12 @@ impl Inner {
             for op in ops {
                 match op {
                     Op::Put { key, value } => {
-                        kv.insert(key.as_str(), encode(next, &value).as_slice())
-                            .map_err(db_error)?;
-                        events.push(WatchEvent {
-                            kind: EventKind::Put,
-                            key,
-                            value,
-                            revision: next,
-                        });
+                        kv.insert(key.as_str(), encode(next, &value).as_slice()).map_err(db_error)?;
+                        events.push(WatchEvent { kind: EventKind::Put, key, value, revision: next });
                     }
                     Op::Delete { key } => {
                         if kv.remove(key.as_str()).map_err(db_error)?.is_some() {
-                            events.push(WatchEvent {
-                                kind: EventKind::Delete,
-                                key,
-                                value: Vec::new(),
-                                revision: next,
-                            });
+                            events.push(WatchEvent { kind: EventKind::Delete, key, value: Vec::new(), revision: next });
                         }
                     }
                 }
@@ -272,12 +242,7 @@ impl Inner {
             // Deleting absent keys changes nothing, and etcd does not advance its revision
             // for that either.
             wtx.abort().map_err(db_error)?;
-            return Ok((
-                TxnOutcome::Committed {
-                    revision: writer.revision,
-                },
-                events,
-            ));
+            return Ok((TxnOutcome::Committed { revision: writer.revision }, events));
         }
         {
             let mut meta = wtx.open_table(META).map_err(db_error)?;
@@ -294,10 +259,7 @@ impl Inner {
         let writer = self.writer();
         let from = if from == 0 { writer.revision + 1 } else { from };
         if from < writer.earliest_replayable {
-            return Err(StoreError::Compacted {
-                requested: from,
-                earliest: writer.earliest_replayable,
-            });
+            return Err(StoreError::Compacted { requested: from, earliest: writer.earliest_replayable });
         }
         let replay = writer
             .history
@@ -306,11 +268,7 @@ impl Inner {
             .filter(|e| e.revision >= from && e.key.starts_with(prefix))
             .cloned()
             .collect();
-        Ok(Subscription {
-            replay,
-            receiver: writer.changes.subscribe(),
-            from,
-        })
+        Ok(Subscription { replay, receiver: writer.changes.subscribe(), from })
     }
 }
 
@@ -378,21 +336,14 @@ impl Store for RedbStore {
     async fn commit(&self, txn: Txn) -> Result<TxnOutcome> {
         txn.validate()?;
         let (compares, ops) = txn.into_parts();
-        let (outcome, _) = self
-            .blocking(move |inner| inner.apply(&compares, ops))
-            .await?;
+        let (outcome, _) = self.blocking(move |inner| inner.apply(&compares, ops)).await?;
         Ok(outcome)
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         let owned_prefix = prefix.to_owned();
-        let Subscription {
-            replay,
-            receiver,
-            from,
-        } = self
-            .blocking(move |inner| inner.subscribe(&owned_prefix, from))
-            .await?;
+        let Subscription { replay, receiver, from } =
+            self.blocking(move |inner| inner.subscribe(&owned_prefix, from)).await?;
         let prefix = prefix.to_owned();
         let live = stream::unfold(Some(receiver), move |receiver| {
             let prefix = prefix.clone();
@@ -427,24 +378,13 @@ impl Store for RedbStore {
             };
             stream::iter(items)
         });
-        Ok(Box::pin(
-            stream::iter(replay.into_iter().map(Ok)).chain(live),
-        ))
+        Ok(Box::pin(stream::iter(replay.into_iter().map(Ok)).chain(live)))
     }
 
-    async fn campaign(
-        &self,
-        election: &str,
-        candidate: &str,
-        _ttl: Duration,
-    ) -> Result<Leadership> {
+    async fn campaign(&self, election: &str, candidate: &str, _ttl: Duration) -> Result<Leadership> {
         check_key(election)?;
         let lock = {
-            let mut elections = self
-                .inner
-                .elections
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut elections = self.inner.elections.lock().unwrap_or_else(PoisonError::into_inner);
             Arc::clone(elections.entry(election.to_owned()).or_default())
         };
         let guard = lock.lock_owned().await;
@@ -454,10 +394,7 @@ impl Store for RedbStore {
             candidate.to_owned(),
             None,
             held_rx,
-            Holder::Embedded {
-                _guard: guard,
-                _held: held_tx,
-            },
+            Holder::Embedded { _guard: guard, _held: held_tx },
         ))
     }
 }
@@ -471,34 +408,21 @@ fn encode(revision: Revision, value: &[u8]) -> Vec<u8> {
 
 fn decode(key: &str, bytes: &[u8]) -> Result<Entry> {
     let Some((header, value)) = bytes.split_first_chunk::<REVISION_HEADER>() else {
-        return Err(corrupt(format!(
-            "value of {key} is {} bytes, shorter than its revision header",
-            bytes.len()
-        )));
+        return Err(corrupt(format!("value of {key} is {} bytes, shorter than its revision header", bytes.len())));
     };
     let revision = u64::from_be_bytes(*header);
     if revision == 0 {
         return Err(corrupt(format!("value of {key} has revision 0")));
     }
-    Ok(Entry {
-        key: key.to_owned(),
-        value: value.to_vec(),
-        revision,
-    })
+    Ok(Entry { key: key.to_owned(), value: value.to_vec(), revision })
 }
 
 fn unavailable(detail: impl Into<String>) -> StoreError {
-    StoreError::Unavailable {
-        backend: BACKEND,
-        detail: detail.into(),
-    }
+    StoreError::Unavailable { backend: BACKEND, detail: detail.into() }
 }
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        backend: BACKEND,
-        detail: detail.into(),
-    }
+    StoreError::Corrupt { backend: BACKEND, detail: detail.into() }
 }
 
 fn db_error(e: impl Into<redb::Error>) -> StoreError {
@@ -509,10 +433,7 @@ fn db_error(e: impl Into<redb::Error>) -> StoreError {
         | redb::Error::TableTypeMismatch { .. }
         | redb::Error::TypeDefinitionChanged { .. }
         | redb::Error::TableIsMultimap(_) => corrupt(e.to_string()),
-        redb::Error::ValueTooLarge(_) => StoreError::Rejected {
-            backend: BACKEND,
-            detail: e.to_string(),
-        },
+        redb::Error::ValueTooLarge(_) => StoreError::Rejected { backend: BACKEND, detail: e.to_string() },
         _ => unavailable(e.to_string()),
     }
 }

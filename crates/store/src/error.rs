@@ -75,11 +75,6 @@ impl StoreError {
 
     /// Whether a watcher that got this error must list again before it watches again.
     pub fn needs_relist(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Compacted { .. }
-                | StoreError::Lagged { .. }
-                | StoreError::Unavailable { .. }
-        )
+        matches!(self, StoreError::Compacted { .. } | StoreError::Lagged { .. } | StoreError::Unavailable { .. })
     }
 }

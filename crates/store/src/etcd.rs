@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, ResponseHeader, Txn as EtcdTxn, TxnOp,
-    TxnOpResponse, WatchOptions,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, LeaseKeepAliveStream,
+    LeaseKeeper, PutOptions, ResponseHeader, Txn as EtcdTxn, TxnOp, TxnOpResponse, WatchOptions,
 };
 use futures_util::{StreamExt, stream};
 use tokio::sync::watch;
@@ -28,8 +27,8 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 use crate::leadership::{Holder, Leadership};
 use crate::{
-    Compare, Entry, EventKind, Listing, Op, Result, Revision, Store, StoreError, Txn, TxnOutcome,
-    WatchEvent, WatchStream, check_key, keys,
+    Compare, Entry, EventKind, Listing, Op, Result, Revision, Store, StoreError, Txn, TxnOutcome, WatchEvent,
+    WatchStream, check_key, keys,
 };
 
 const BACKEND: &str = "etcd";
@@ -82,13 +81,8 @@ impl EtcdStore {
             .with_connect_timeout(options.connect_timeout)
             .with_keep_alive(options.keep_alive_interval, options.keep_alive_timeout)
             .with_keep_alive_while_idle(true);
-        let client = Client::connect(endpoints, Some(connect))
-            .await
-            .map_err(etcd_error)?;
-        Ok(Self {
-            client,
-            options: Arc::new(options),
-        })
+        let client = Client::connect(endpoints, Some(connect)).await.map_err(etcd_error)?;
+        Ok(Self { client, options: Arc::new(options) })
     }
 
     /// The underlying client, for what the [`Store`] trait does not cover (compaction,
@@ -107,11 +101,7 @@ impl EtcdStore {
                 if response.canceled() {
                     return None;
                 }
-                if response
-                    .events()
-                    .iter()
-                    .any(|e| e.event_type() == EventType::Delete)
-                {
+                if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
                     return Some(());
                 }
             }
@@ -133,12 +123,7 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         check_key(key)?;
-        let response = self
-            .client
-            .kv_client()
-            .get(key, None)
-            .await
-            .map_err(etcd_error)?;
+        let response = self.client.kv_client().get(key, None).await.map_err(etcd_error)?;
         response.kvs().first().map(entry).transpose()
     }
 
@@ -148,18 +133,13 @@ impl Store for EtcdStore {
         let mut entries = Vec::new();
         let mut revision: Option<i64> = None;
         loop {
-            let mut options = GetOptions::new()
-                .with_range(end.clone())
-                .with_limit(LIST_PAGE);
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
             // Later pages read at the first page's revision, so the whole listing is one
             // snapshot even if writes land between pages.
             if let Some(revision) = revision {
                 options = options.with_revision(revision);
             }
-            let response = kv
-                .get(start.clone(), Some(options))
-                .await
-                .map_err(etcd_error)?;
+            let response = kv.get(start.clone(), Some(options)).await.map_err(etcd_error)?;
             let page_revision = header_revision(response.header())?;
             let revision = *revision.get_or_insert(page_revision);
             for kv in response.kvs() {
@@ -171,10 +151,7 @@ impl Store for EtcdStore {
                     start.push(0);
                 }
                 _ => {
-                    return Ok(Listing {
-                        entries,
-                        revision: to_revision(revision)?,
-                    });
+                    return Ok(Listing { entries, revision: to_revision(revision)? });
                 }
             }
         }
@@ -182,23 +159,13 @@ impl Store for EtcdStore {
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
         check_key(key)?;
-        let response = self
-            .client
-            .kv_client()
-            .put(key, value, None)
-            .await
-            .map_err(etcd_error)?;
+        let response = self.client.kv_client().put(key, value, None).await.map_err(etcd_error)?;
         to_revision(header_revision(response.header())?)
     }
 
     async fn delete(&self, key: &str) -> Result<Option<Revision>> {
         check_key(key)?;
-        let response = self
-            .client
-            .kv_client()
-            .delete(key, None)
-            .await
-            .map_err(etcd_error)?;
+        let response = self.client.kv_client().delete(key, None).await.map_err(etcd_error)?;
         if response.deleted() == 0 {
             return Ok(None);
         }
@@ -223,26 +190,11 @@ impl Store for EtcdStore {
                 Op::Delete { key } => TxnOp::delete(key, None),
             })
             .collect();
-        let compared: Vec<String> = compares
-            .iter()
-            .map(|c| c.key.clone())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let reads: Vec<TxnOp> = compared
-            .iter()
-            .map(|k| TxnOp::get(k.as_str(), None))
-            .collect();
-        let request = EtcdTxn::new()
-            .when(conditions)
-            .and_then(writes)
-            .or_else(reads);
-        let response = self
-            .client
-            .kv_client()
-            .txn(request)
-            .await
-            .map_err(etcd_error)?;
+        let compared: Vec<String> =
+            compares.iter().map(|c| c.key.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let reads: Vec<TxnOp> = compared.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+        let request = EtcdTxn::new().when(conditions).and_then(writes).or_else(reads);
+        let response = self.client.kv_client().txn(request).await.map_err(etcd_error)?;
         if response.succeeded() {
             let revision = to_revision(header_revision(response.header())?)?;
             return Ok(TxnOutcome::Committed { revision });
@@ -250,9 +202,7 @@ impl Store for EtcdStore {
         let mut current = BTreeMap::new();
         for (key, op_response) in compared.into_iter().zip(response.op_responses()) {
             let TxnOpResponse::Get(got) = op_response else {
-                return Err(corrupt(
-                    "transaction read-back returned something other than a get",
-                ));
+                return Err(corrupt("transaction read-back returned something other than a get"));
             };
             let found = got.kvs().first().map(entry).transpose()?;
             current.insert(key, found);
@@ -266,12 +216,7 @@ impl Store for EtcdStore {
         if from > 0 {
             options = options.with_start_revision(to_etcd(from)?);
         }
-        let mut stream = self
-            .client
-            .watch_client()
-            .watch(start, Some(options))
-            .await
-            .map_err(etcd_error)?;
+        let mut stream = self.client.watch_client().watch(start, Some(options)).await.map_err(etcd_error)?;
         // Wait for etcd to confirm, so that a change made after `watch` returns is seen.
         let created = stream
             .message()
@@ -285,12 +230,7 @@ impl Store for EtcdStore {
         for event in created.events() {
             pending.push_back(watch_event(event)?);
         }
-        let state = EtcdWatch {
-            stream,
-            pending,
-            next_revision: from,
-            finished: false,
-        };
+        let state = EtcdWatch { stream, pending, next_revision: from, finished: false };
         Ok(Box::pin(stream::unfold(state, EtcdWatch::next).fuse()))
     }
 
@@ -307,16 +247,8 @@ impl Store for EtcdStore {
             let lease_id = grant.id();
             let granted = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0).max(1));
             let request = EtcdTxn::new()
-                .when([EtcdCompare::create_revision(
-                    key.as_str(),
-                    CompareOp::Equal,
-                    0,
-                )])
-                .and_then([TxnOp::put(
-                    key.as_str(),
-                    candidate,
-                    Some(PutOptions::new().with_lease(lease_id)),
-                )]);
+                .when([EtcdCompare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.as_str(), candidate, Some(PutOptions::new().with_lease(lease_id)))]);
             let response = match self.client.kv_client().txn(request).await {
                 Ok(response) => response,
                 Err(e) => {
@@ -336,11 +268,7 @@ impl Store for EtcdStore {
                     held: held_tx,
                 };
                 let task = tokio::spawn(keeper.run(granted_at + granted));
-                let hold = EtcdHold {
-                    client: self.client.clone(),
-                    lease_id,
-                    task,
-                };
+                let hold = EtcdHold { client: self.client.clone(), lease_id, task };
                 let fence = Compare { key, revision };
                 return Ok(Leadership::new(
                     election.to_owned(),
@@ -377,23 +305,14 @@ impl EtcdWatch {
                 return Some((Ok(event), self));
             }
             let failure = match self.stream.message().await {
-                Ok(Some(response)) if response.canceled() => {
-                    cancellation(&response, self.next_revision)
-                }
-                Ok(Some(response)) => {
-                    match response
-                        .events()
-                        .iter()
-                        .map(watch_event)
-                        .collect::<Result<Vec<_>>>()
-                    {
-                        Ok(events) => {
-                            self.pending.extend(events);
-                            continue;
-                        }
-                        Err(e) => e,
+                Ok(Some(response)) if response.canceled() => cancellation(&response, self.next_revision),
+                Ok(Some(response)) => match response.events().iter().map(watch_event).collect::<Result<Vec<_>>>() {
+                    Ok(events) => {
+                        self.pending.extend(events);
+                        continue;
                     }
-                }
+                    Err(e) => e,
+                },
                 Ok(None) => unavailable("etcd closed the watch"),
                 Err(e) => etcd_error(e),
             };
@@ -414,11 +333,7 @@ impl EtcdHold {
     pub(crate) async fn resign(&self) -> Result<()> {
         self.task.abort();
         // Revoking the lease deletes the leader key with it, which wakes the next candidate.
-        self.client
-            .lease_client()
-            .revoke(self.lease_id)
-            .await
-            .map_err(etcd_error)?;
+        self.client.lease_client().revoke(self.lease_id).await.map_err(etcd_error)?;
         Ok(())
     }
 }
@@ -471,8 +386,7 @@ impl LeaseKeeperTask {
             let read = timeout(self.ttl / 3, kv.get(self.key.as_str(), None));
             if let Ok(Ok(response)) = read.await {
                 let ours = response.kvs().first().is_some_and(|kv| {
-                    to_revision(kv.mod_revision()).ok() == Some(self.revision)
-                        && kv.lease() == self.lease_id
+                    to_revision(kv.mod_revision()).ok() == Some(self.revision) && kv.lease() == self.lease_id
                 });
                 if !ours {
                     break "the leader key was removed or taken over".to_owned();
@@ -484,10 +398,7 @@ impl LeaseKeeperTask {
     }
 
     /// Sends one keep-alive; `Some(remaining TTL)` while the lease lives, `None` once it is gone.
-    async fn renew(
-        &self,
-        keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
-    ) -> Result<Option<Duration>> {
+    async fn renew(&self, keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>) -> Result<Option<Duration>> {
         let (sender, responses) = match keeper {
             Some(pair) => pair,
             None => {
@@ -506,10 +417,7 @@ impl LeaseKeeperTask {
             .await
             .map_err(etcd_error)?
             .ok_or_else(|| unavailable("lease keep-alive stream closed"))?;
-        Ok(u64::try_from(response.ttl())
-            .ok()
-            .filter(|&secs| secs > 0)
-            .map(Duration::from_secs))
+        Ok(u64::try_from(response.ttl()).ok().filter(|&secs| secs > 0).map(Duration::from_secs))
     }
 }
 
@@ -531,65 +439,33 @@ fn key_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn entry(kv: &KeyValue) -> Result<Entry> {
-    let key = std::str::from_utf8(kv.key()).map_err(|_| {
-        corrupt(format!(
-            "key {:?} is not UTF-8",
-            String::from_utf8_lossy(kv.key())
-        ))
-    })?;
+    let key = std::str::from_utf8(kv.key())
+        .map_err(|_| corrupt(format!("key {:?} is not UTF-8", String::from_utf8_lossy(kv.key()))))?;
     let revision = to_revision(kv.mod_revision())?;
     if revision == 0 {
         return Err(corrupt(format!("{key} has mod_revision 0")));
     }
-    Ok(Entry {
-        key: key.to_owned(),
-        value: kv.value().to_vec(),
-        revision,
-    })
+    Ok(Entry { key: key.to_owned(), value: kv.value().to_vec(), revision })
 }
 
 fn watch_event(event: &etcd_client::Event) -> Result<WatchEvent> {
-    let kv = event
-        .kv()
-        .ok_or_else(|| corrupt("watch event without a key"))?;
-    let Entry {
-        key,
-        value,
-        revision,
-    } = entry(kv)?;
+    let kv = event.kv().ok_or_else(|| corrupt("watch event without a key"))?;
+    let Entry { key, value, revision } = entry(kv)?;
     Ok(match event.event_type() {
-        EventType::Put => WatchEvent {
-            kind: EventKind::Put,
-            key,
-            value,
-            revision,
-        },
-        EventType::Delete => WatchEvent {
-            kind: EventKind::Delete,
-            key,
-            value: Vec::new(),
-            revision,
-        },
+        EventType::Put => WatchEvent { kind: EventKind::Put, key, value, revision },
+        EventType::Delete => WatchEvent { kind: EventKind::Delete, key, value: Vec::new(), revision },
     })
 }
 
 fn cancellation(response: &etcd_client::WatchResponse, requested: Revision) -> StoreError {
     match to_revision(response.compact_revision()) {
-        Ok(earliest) if earliest > 0 => StoreError::Compacted {
-            requested,
-            earliest,
-        },
-        _ => unavailable(format!(
-            "etcd cancelled the watch: {}",
-            response.cancel_reason()
-        )),
+        Ok(earliest) if earliest > 0 => StoreError::Compacted { requested, earliest },
+        _ => unavailable(format!("etcd cancelled the watch: {}", response.cancel_reason())),
     }
 }
 
 fn header_revision(header: Option<&ResponseHeader>) -> Result<i64> {
-    header
-        .map(ResponseHeader::revision)
-        .ok_or_else(|| corrupt("response without a header"))
+    header.map(ResponseHeader::revision).ok_or_else(|| corrupt("response without a header"))
 }
 
 fn to_revision(revision: i64) -> Result<Revision> {
@@ -597,22 +473,15 @@ fn to_revision(revision: i64) -> Result<Revision> {
 }
 
 fn to_etcd(revision: Revision) -> Result<i64> {
-    i64::try_from(revision)
-        .map_err(|_| StoreError::InvalidArgument(format!("revision {revision} is out of range")))
+    i64::try_from(revision).map_err(|_| StoreError::InvalidArgument(format!("revision {revision} is out of range")))
 }
 
 fn unavailable(detail: impl Into<String>) -> StoreError {
-    StoreError::Unavailable {
-        backend: BACKEND,
-        detail: detail.into(),
-    }
+    StoreError::Unavailable { backend: BACKEND, detail: detail.into() }
 }
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        backend: BACKEND,
-        detail: detail.into(),
-    }
+    StoreError::Corrupt { backend: BACKEND, detail: detail.into() }
 }
 
 fn etcd_error(e: etcd_client::Error) -> StoreError {
@@ -620,10 +489,7 @@ fn etcd_error(e: etcd_client::Error) -> StoreError {
     match e {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
             Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-                StoreError::Rejected {
-                    backend: BACKEND,
-                    detail: status.message().to_owned(),
-                }
+                StoreError::Rejected { backend: BACKEND, detail: status.message().to_owned() }
             }
             code => unavailable(format!("{code:?}: {}", status.message())),
         },
@@ -640,10 +506,7 @@ mod tests {
 
     #[test]
     fn a_prefix_range_ends_just_past_the_prefix() {
-        assert_eq!(
-            key_range("/canary/"),
-            (b"/canary/".to_vec(), b"/canary0".to_vec())
-        );
+        assert_eq!(key_range("/canary/"), (b"/canary/".to_vec(), b"/canary0".to_vec()));
         assert_eq!(key_range(""), (vec![0], vec![0]));
         assert_eq!(key_range("a\u{7f}"), (b"a\x7f".to_vec(), b"a\x80".to_vec()));
     }

@@ -26,10 +26,7 @@ pub struct Leadership {
 pub(crate) enum Holder {
     /// An in-process lock: one leader per election among the users of one embedded store.
     /// The sender keeps `held` open (and true) for as long as the lock is held.
-    Embedded {
-        _guard: OwnedMutexGuard<()>,
-        _held: watch::Sender<bool>,
-    },
+    Embedded { _guard: OwnedMutexGuard<()>, _held: watch::Sender<bool> },
     /// A lease and a leader key in etcd, kept alive by a background task.
     Etcd(Box<EtcdHold>),
 }
@@ -42,13 +39,7 @@ impl Leadership {
         held: watch::Receiver<bool>,
         holder: Holder,
     ) -> Self {
-        Self {
-            election,
-            candidate,
-            fence,
-            held,
-            holder,
-        }
+        Self { election, candidate, fence, held, holder }
     }
 
     /// The election's name.

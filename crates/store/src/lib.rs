@@ -140,12 +140,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes `value` at `key` if `key`'s revision is still `expected` (0: `key` must not
     /// exist).
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Revision,
-        value: Vec<u8>,
-    ) -> Result<CasOutcome> {
+    async fn compare_and_swap(&self, key: &str, expected: Revision, value: Vec<u8>) -> Result<CasOutcome> {
         let txn = Txn::new().require_revision(key, expected).put(key, value);
         Ok(CasOutcome::from_txn(key, self.commit(txn).await?))
     }

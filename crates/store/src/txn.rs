@@ -67,10 +67,7 @@ impl Txn {
 
     /// Requires `key` to be at `revision` (0: absent).
     pub fn require_revision(mut self, key: impl Into<String>, revision: Revision) -> Self {
-        self.compares.push(Compare {
-            key: key.into(),
-            revision,
-        });
+        self.compares.push(Compare { key: key.into(), revision });
         self
     }
 
@@ -90,10 +87,7 @@ impl Txn {
 
     /// Stores `value` at `key`.
     pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Self {
-        self.ops.push(Op::Put {
-            key: key.into(),
-            value,
-        });
+        self.ops.push(Op::Put { key: key.into(), value });
         self
     }
 
@@ -123,10 +117,7 @@ impl Txn {
         for op in &self.ops {
             check_key(op.key())?;
             if !written.insert(op.key()) {
-                return Err(StoreError::InvalidArgument(format!(
-                    "transaction writes {} twice",
-                    op.key()
-                )));
+                return Err(StoreError::InvalidArgument(format!("transaction writes {} twice", op.key())));
             }
         }
         Ok(())
@@ -167,14 +158,10 @@ impl TxnOutcome {
             TxnOutcome::Committed { revision } => Ok(revision),
             TxnOutcome::Conflict { current } => {
                 let failed = txn_compares.iter().find(|c| {
-                    let now = current
-                        .get(&c.key)
-                        .and_then(|e| e.as_ref())
-                        .map_or(0, |e| e.revision);
+                    let now = current.get(&c.key).and_then(|e| e.as_ref()).map_or(0, |e| e.revision);
                     now != c.revision
                 });
-                let (key, expected) =
-                    failed.map_or_else(|| (String::from("?"), 0), |c| (c.key.clone(), c.revision));
+                let (key, expected) = failed.map_or_else(|| (String::from("?"), 0), |c| (c.key.clone(), c.revision));
                 Err(StoreError::Conflict { key, expected })
             }
         }
@@ -200,9 +187,7 @@ impl CasOutcome {
     pub(crate) fn from_txn(key: &str, outcome: TxnOutcome) -> Self {
         match outcome {
             TxnOutcome::Committed { revision } => CasOutcome::Won { revision },
-            TxnOutcome::Conflict { mut current } => CasOutcome::Lost {
-                current: current.remove(key).flatten(),
-            },
+            TxnOutcome::Conflict { mut current } => CasOutcome::Lost { current: current.remove(key).flatten() },
         }
     }
 
@@ -215,10 +200,7 @@ impl CasOutcome {
     pub fn into_result(self, key: &str, expected: Revision) -> Result<Revision> {
         match self {
             CasOutcome::Won { revision } => Ok(revision),
-            CasOutcome::Lost { .. } => Err(StoreError::Conflict {
-                key: key.to_owned(),
-                expected,
-            }),
+            CasOutcome::Lost { .. } => Err(StoreError::Conflict { key: key.to_owned(), expected }),
         }
     }
 }
@@ -230,44 +212,24 @@ mod tests {
     #[test]
     fn a_key_written_twice_is_rejected() {
         let txn = Txn::new().put("/a", vec![1]).delete("/a");
-        assert!(matches!(
-            txn.validate(),
-            Err(StoreError::InvalidArgument(_))
-        ));
+        assert!(matches!(txn.validate(), Err(StoreError::InvalidArgument(_))));
     }
 
     #[test]
     fn an_empty_key_is_rejected() {
         assert!(Txn::new().require_absent("").validate().is_err());
         assert!(Txn::new().put("", vec![]).validate().is_err());
-        assert!(
-            Txn::new()
-                .require_absent("/a")
-                .put("/a", vec![])
-                .validate()
-                .is_ok()
-        );
+        assert!(Txn::new().require_absent("/a").put("/a", vec![]).validate().is_ok());
     }
 
     #[test]
     fn a_conflict_names_the_compare_that_failed() {
-        let txn = Txn::new()
-            .require_revision("/a", 3)
-            .require_revision("/b", 5);
+        let txn = Txn::new().require_revision("/a", 3).require_revision("/b", 5);
         let current = BTreeMap::from([
-            (
-                "/a".to_owned(),
-                Some(Entry {
-                    key: "/a".into(),
-                    value: vec![],
-                    revision: 3,
-                }),
-            ),
+            ("/a".to_owned(), Some(Entry { key: "/a".into(), value: vec![], revision: 3 })),
             ("/b".to_owned(), None),
         ]);
-        let err = TxnOutcome::Conflict { current }
-            .committed(txn.compares())
-            .unwrap_err();
+        let err = TxnOutcome::Conflict { current }.committed(txn.compares()).unwrap_err();
         assert!(matches!(err, StoreError::Conflict { key, expected: 5 } if key == "/b"));
     }
 }

@@ -151,11 +151,7 @@ impl PrefixFollower {
     async fn resync(&mut self) -> Result<Vec<WatchEvent>> {
         let listing = self.store.list(&self.prefix).await?;
         let stream = self.store.watch(&self.prefix, listing.revision + 1).await?;
-        let fresh: BTreeMap<String, Entry> = listing
-            .entries
-            .into_iter()
-            .map(|e| (e.key.clone(), e))
-            .collect();
+        let fresh: BTreeMap<String, Entry> = listing.entries.into_iter().map(|e| (e.key.clone(), e)).collect();
         let mut changes = Vec::new();
         for (key, old) in &self.entries {
             if !fresh.contains_key(key) {
@@ -188,11 +184,7 @@ impl PrefixFollower {
             EventKind::Put => {
                 self.entries.insert(
                     event.key.clone(),
-                    Entry {
-                        key: event.key.clone(),
-                        value: event.value.clone(),
-                        revision: event.revision,
-                    },
+                    Entry { key: event.key.clone(), value: event.value.clone(), revision: event.revision },
                 );
             }
             EventKind::Delete => {

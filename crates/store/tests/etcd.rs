@@ -60,21 +60,12 @@ async fn watchers_resync_after_etcd_restarts() {
     let mut follower = PrefixFollower::new(Arc::clone(&store), canary_store::keys::SERVICES);
     let initial = follower.next().await.unwrap();
     assert_eq!(initial.len(), 1);
-    let mut raw = store
-        .watch(canary_store::keys::SERVICES, before + 1)
-        .await
-        .unwrap();
+    let mut raw = store.watch(canary_store::keys::SERVICES, before + 1).await.unwrap();
 
     server.kill();
     let err = first_error(&mut raw).await;
-    assert!(
-        err.needs_relist(),
-        "a dead etcd ends the watch with a retryable error: {err}"
-    );
-    let err = timeout(Duration::from_secs(10), follower.next())
-        .await
-        .unwrap()
-        .unwrap_err();
+    assert!(err.needs_relist(), "a dead etcd ends the watch with a retryable error: {err}");
+    let err = timeout(Duration::from_secs(10), follower.next()).await.unwrap().unwrap_err();
     assert!(err.is_transient(), "{err}");
     // Fail static: the mirror still holds the last routing snapshot.
     assert_eq!(follower.entries()[&web].value, b"web v1");
@@ -85,37 +76,21 @@ async fn watchers_resync_after_etcd_restarts() {
     writer.delete(&web).await.unwrap();
     let listing = writer.list(canary_store::keys::SERVICES).await.unwrap();
 
-    follow_until(&mut follower, Duration::from_secs(20), |f| {
-        f.revision() >= listing.revision
-    })
-    .await;
+    follow_until(&mut follower, Duration::from_secs(20), |f| f.revision() >= listing.revision).await;
     let keys: Vec<_> = follower.entries().keys().cloned().collect();
-    assert_eq!(
-        keys,
-        std::slice::from_ref(&api),
-        "the delete made while disconnected is applied too"
-    );
+    assert_eq!(keys, std::slice::from_ref(&api), "the delete made while disconnected is applied too");
     assert_eq!(follower.entries()[&api].value, b"api v1");
 
     // etcd keeps its history across the restart: a watch from before it replays everything.
-    let mut replay = store
-        .watch(canary_store::keys::SERVICES, before + 1)
-        .await
-        .unwrap();
+    let mut replay = store.watch(canary_store::keys::SERVICES, before + 1).await.unwrap();
     let put = conformance::next_event(&mut replay).await;
     let deleted = conformance::next_event(&mut replay).await;
     assert_eq!((put.kind, put.key.as_str()), (EventKind::Put, api.as_str()));
-    assert_eq!(
-        (deleted.kind, deleted.key.as_str()),
-        (EventKind::Delete, web.as_str())
-    );
+    assert_eq!((deleted.kind, deleted.key.as_str()), (EventKind::Delete, web.as_str()));
 
     // And the follower keeps following live changes.
     writer.put(&web, b"web v2".to_vec()).await.unwrap();
-    follow_until(&mut follower, Duration::from_secs(10), |f| {
-        f.entries().contains_key(&web)
-    })
-    .await;
+    follow_until(&mut follower, Duration::from_secs(10), |f| f.entries().contains_key(&web)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,10 +104,7 @@ async fn a_watch_from_compacted_history_asks_for_a_relist() {
     }
     let latest = store.list(prefix).await.unwrap().revision;
     let mut client = store.client().clone();
-    client
-        .compact(i64::try_from(latest).unwrap(), None)
-        .await
-        .unwrap();
+    client.compact(i64::try_from(latest).unwrap(), None).await.unwrap();
 
     let err = match store.watch(prefix, old + 1).await {
         Err(e) => e,
@@ -147,10 +119,7 @@ async fn a_watch_from_compacted_history_asks_for_a_relist() {
     let listing = store.list(prefix).await.unwrap();
     let mut stream = store.watch(prefix, listing.revision + 1).await.unwrap();
     let revision = store.put("/compaction/b", vec![9]).await.unwrap();
-    assert_eq!(
-        conformance::next_event(&mut stream).await.revision,
-        revision
-    );
+    assert_eq!(conformance::next_event(&mut stream).await.revision, revision);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,11 +145,7 @@ async fn leadership_moves_when_the_leader_dies_or_loses_its_lease() {
         .await
         .expect("the other candidate takes over within the TTL")
         .unwrap();
-    assert!(
-        died.elapsed() <= ttl + Duration::from_secs(2),
-        "took {:?}",
-        died.elapsed()
-    );
+    assert!(died.elapsed() <= ttl + Duration::from_secs(2), "took {:?}", died.elapsed());
     let leader_key = canary_store::keys::leader("controller");
     assert_eq!(store.get(&leader_key).await.unwrap().unwrap().value, b"b");
 
@@ -189,28 +154,14 @@ async fn leadership_moves_when_the_leader_dies_or_loses_its_lease() {
     let mut client = server.store().await.client().clone();
     let lease = client.get(leader_key.as_str(), None).await.unwrap().kvs()[0].lease();
     client.lease_revoke(lease).await.unwrap();
-    timeout(ttl, second.lost())
-        .await
-        .expect("the leader notices the revoked lease within the TTL");
+    timeout(ttl, second.lost()).await.expect("the leader notices the revoked lease within the TTL");
     assert!(!second.is_held());
-    let mut third = timeout(Duration::from_secs(5), third)
-        .await
-        .unwrap()
-        .unwrap();
+    let mut third = timeout(Duration::from_secs(5), third).await.unwrap().unwrap();
 
     // The fence keeps the deposed leader from writing, even if it has not noticed.
-    let stale = store
-        .commit(Txn::new().fenced_by(&second).put("/state", vec![1]))
-        .await
-        .unwrap();
-    assert!(
-        !stale.is_committed(),
-        "a deposed leader's fenced write must fail"
-    );
-    let fresh = store
-        .commit(Txn::new().fenced_by(&third).put("/state", vec![2]))
-        .await
-        .unwrap();
+    let stale = store.commit(Txn::new().fenced_by(&second).put("/state", vec![1])).await.unwrap();
+    assert!(!stale.is_committed(), "a deposed leader's fenced write must fail");
+    let fresh = store.commit(Txn::new().fenced_by(&third).put("/state", vec![2])).await.unwrap();
     assert!(fresh.is_committed());
 
     // etcd itself goes away: the leader gives up within the TTL rather than act blind.
@@ -225,23 +176,10 @@ async fn watches_and_leadership_outlive_the_request_timeout() {
     let server = EtcdServer::start().await;
     let store = server.store().await; // request timeout: 2 s
     let mut stream = store.watch("/long/", 0).await.unwrap();
-    let mut leader = store
-        .campaign("long", "a", Duration::from_secs(2))
-        .await
-        .unwrap();
+    let mut leader = store.campaign("long", "a", Duration::from_secs(2)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert!(
-        leader.is_held(),
-        "renewals keep the lease beyond the request timeout"
-    );
+    assert!(leader.is_held(), "renewals keep the lease beyond the request timeout");
     let revision = store.put("/long/key", vec![1]).await.unwrap();
-    assert_eq!(
-        conformance::next_event(&mut stream).await.revision,
-        revision
-    );
-    assert!(
-        timeout(Duration::from_millis(100), leader.lost())
-            .await
-            .is_err()
-    );
+    assert_eq!(conformance::next_event(&mut stream).await.revision, revision);
+    assert!(timeout(Duration::from_millis(100), leader.lost()).await.is_err());
 }

@@ -48,15 +48,9 @@ struct Summary {
 /// Runs the demo and prints its summary.
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
-    anyhow::ensure!(
-        args.step_seconds > 0.0 && args.step_seconds <= 600.0,
-        "--step-seconds must be in (0, 600]"
-    );
+    anyhow::ensure!(args.step_seconds > 0.0 && args.step_seconds <= 600.0, "--step-seconds must be in (0, 600]");
     crate::serve::init_logs("warn");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let summary = runtime.block_on(demo(&args))?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -65,28 +59,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!("outcome: {}", summary.outcome);
         println!(
             "requests: {} ({} failed), users: {} ({} saw a failure), pages with a script from the other version: {}",
-            summary.requests,
-            summary.failed_requests,
-            summary.users,
-            summary.users_with_failures,
-            summary.asset_404s
+            summary.requests, summary.failed_requests, summary.users, summary.users_with_failures, summary.asset_404s
         );
-        println!(
-            "users that moved canary -> stable while the weight rose: {}",
-            summary.users_moved_back
-        );
+        println!("users that moved canary -> stable while the weight rose: {}", summary.users_moved_back);
     }
     Ok(())
 }
 
 async fn demo(args: &DemoArgs) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let v1 = DemoUpstream::start("v1")
-        .await
-        .context("demo upstream v1")?;
-    let v2 = DemoUpstream::start("v2")
-        .await
-        .context("demo upstream v2")?;
+    let v1 = DemoUpstream::start("v1").await.context("demo upstream v1")?;
+    let v2 = DemoUpstream::start("v2").await.context("demo upstream v2")?;
     let config = Config::from_toml(&format!(
         r#"
 [gateway]
@@ -103,20 +86,11 @@ canary = {{ version = "v2", upstreams = ["{}"] }}
     let gateway = Gateway::new(&config, PinKey::new(&secret))?;
     let running = gateway.start()?;
     let service = gateway.service("shop").context("demo service")?.clone();
-    let base = format!(
-        "http://{}",
-        service.bound().context("demo gateway address")?
-    );
+    let base = format!("http://{}", service.bound().context("demo gateway address")?);
     let quiet = args.json;
     if !quiet {
-        println!(
-            "gateway {base}: stable v1 at {}, canary v2 at {}, {} users",
-            v1.addr, v2.addr, args.users
-        );
-        println!(
-            "{:>8}  {:>16}  {:>12}  {:>14}",
-            "weight", "users on canary", "moved back", "asset 404s"
-        );
+        println!("gateway {base}: stable v1 at {}, canary v2 at {}, {} users", v1.addr, v2.addr, args.users);
+        println!("{:>8}  {:>16}  {:>12}  {:>14}", "weight", "users on canary", "moved back", "asset 404s");
     }
 
     let tally = Arc::new(Tally::default());
@@ -130,26 +104,13 @@ canary = {{ version = "v2", upstreams = ["{}"] }}
         tokio::time::sleep(Duration::from_secs_f64(args.step_seconds)).await;
         let now = tally.page_version.lock().expect("tally").clone();
         let on_canary = now.values().filter(|v| *v == "v2").count();
-        let moved_back = now
-            .iter()
-            .filter(|(u, v)| *v == "v1" && previous.get(*u).is_some_and(|p| p == "v2"))
-            .count();
+        let moved_back = now.iter().filter(|(u, v)| *v == "v1" && previous.get(*u).is_some_and(|p| p == "v2")).count();
         moved_back_total += moved_back;
         let share = 100.0 * on_canary as f64 / now.len().max(1) as f64;
         if !quiet {
-            println!(
-                "{:>7}%  {:>15.1}%  {:>12}  {:>14}",
-                weight,
-                share,
-                moved_back,
-                tally.asset_404s.load(Relaxed)
-            );
+            println!("{:>7}%  {:>15.1}%  {:>12}  {:>14}", weight, share, moved_back, tally.asset_404s.load(Relaxed));
         }
-        steps.push(StepReport {
-            weight,
-            users_on_canary_pct: share,
-            users_moved_back: moved_back,
-        });
+        steps.push(StepReport { weight, users_on_canary_pct: share, users_moved_back: moved_back });
         previous = now;
     }
     service.promote(Duration::from_secs(60), unix_now())?;
@@ -170,8 +131,5 @@ canary = {{ version = "v2", upstreams = ["{}"] }}
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

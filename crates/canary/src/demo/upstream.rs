@@ -33,9 +33,7 @@ impl DemoUpstream {
     pub async fn start(version: &str) -> std::io::Result<DemoUpstream> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let app = Arc::new(App {
-            version: version.to_owned(),
-        });
+        let app = Arc::new(App { version: version.to_owned() });
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -66,21 +64,12 @@ impl App {
         let path = req.uri().path();
         let own_script = format!("/assets/app-{}.js", self.version);
         let (status, body) = if path == "/" {
-            (
-                StatusCode::OK,
-                format!(
-                    "<html><script src=\"{own_script}\"></script>{}</html>",
-                    self.version
-                ),
-            )
+            (StatusCode::OK, format!("<html><script src=\"{own_script}\"></script>{}</html>", self.version))
         } else if path == own_script {
             (StatusCode::OK, format!("console.log('{}')", self.version))
         } else {
             (StatusCode::NOT_FOUND, "not found".to_owned())
         };
-        Response::builder()
-            .status(status)
-            .body(Full::new(Bytes::from(body)))
-            .expect("static response")
+        Response::builder().status(status).body(Full::new(Bytes::from(body))).expect("static response")
     }
 }

@@ -32,8 +32,7 @@ pub async fn run(base: String, users: usize, tally: Arc<Tally>, stop: Arc<Atomic
     // A few hundred concurrent browsers at most; users take turns within each lane.
     let lanes = users.clamp(1, 64);
     for lane in 0..lanes {
-        let (client, base, tally, stop) =
-            (client.clone(), base.clone(), tally.clone(), stop.clone());
+        let (client, base, tally, stop) = (client.clone(), base.clone(), tally.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut pins: HashMap<usize, String> = HashMap::new();
             let mut turn = 0usize;
@@ -53,23 +52,9 @@ pub async fn run(base: String, users: usize, tally: Arc<Tally>, stop: Arc<Atomic
     }
 }
 
-async fn visit(
-    client: &reqwest::Client,
-    base: &str,
-    user: usize,
-    pins: &mut HashMap<usize, String>,
-    tally: &Tally,
-) {
+async fn visit(client: &reqwest::Client, base: &str, user: usize, pins: &mut HashMap<usize, String>, tally: &Tally) {
     let key = format!("demo-user-{user}");
-    let page = fetch(
-        client,
-        &format!("{base}/"),
-        &key,
-        pins.get(&user),
-        "document",
-        tally,
-    )
-    .await;
+    let page = fetch(client, &format!("{base}/"), &key, pins.get(&user), "document", tally).await;
     let Some((version, body, pin)) = page else {
         tally.failed_users.lock().expect("tally").insert(user);
         return;
@@ -77,27 +62,11 @@ async fn visit(
     if let Some(pin) = pin {
         pins.insert(user, pin);
     }
-    tally
-        .page_version
-        .lock()
-        .expect("tally")
-        .insert(user, version);
-    let Some(script) = body
-        .split("src=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-    else {
+    tally.page_version.lock().expect("tally").insert(user, version);
+    let Some(script) = body.split("src=\"").nth(1).and_then(|s| s.split('"').next()) else {
         return;
     };
-    let asset = fetch(
-        client,
-        &format!("{base}{script}"),
-        &key,
-        pins.get(&user),
-        "script",
-        tally,
-    )
-    .await;
+    let asset = fetch(client, &format!("{base}{script}"), &key, pins.get(&user), "script", tally).await;
     if asset.is_none() {
         tally.failed_users.lock().expect("tally").insert(user);
     }
@@ -113,10 +82,7 @@ async fn fetch(
     tally: &Tally,
 ) -> Option<(String, String, Option<String>)> {
     tally.requests.fetch_add(1, Relaxed);
-    let mut request = client
-        .get(url)
-        .header("x-user-id", key)
-        .header("sec-fetch-dest", dest);
+    let mut request = client.get(url).header("x-user-id", key).header("sec-fetch-dest", dest);
     if let Some(pin) = pin {
         request = request.header("cookie", format!("canary_pin={pin}"));
     }
@@ -128,12 +94,7 @@ async fn fetch(
         return failed();
     };
     let status = response.status();
-    let version = response
-        .headers()
-        .get("x-canary-version")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("?")
-        .to_owned();
+    let version = response.headers().get("x-canary-version").and_then(|v| v.to_str().ok()).unwrap_or("?").to_owned();
     let new_pin = response
         .headers()
         .get_all("set-cookie")

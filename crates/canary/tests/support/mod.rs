@@ -52,22 +52,14 @@ impl Upstream {
                 };
                 let (v, h, f) = (v.clone(), h.clone(), f.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        respond(v.clone(), h.clone(), f.load(Ordering::Relaxed), req)
-                    });
+                    let svc = service_fn(move |req| respond(v.clone(), h.clone(), f.load(Ordering::Relaxed), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
             }
         });
-        Upstream {
-            addr,
-            version: version.to_owned(),
-            hits,
-            fail_with,
-            task,
-        }
+        Upstream { addr, version: version.to_owned(), hits, fail_with, task }
     }
 
     /// Makes every later plain request answer `status` (0 = behave normally).
@@ -93,25 +85,15 @@ async fn respond(
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     hits.fetch_add(1, Ordering::Relaxed);
     let path = req.uri().path().to_owned();
-    let seen = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let seen = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     if path == "/ws" {
         let key = seen("sec-websocket-key");
         let upgrade = hyper::upgrade::on(&mut req);
         let v = version.clone();
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
-            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
-                TokioIo::new(upgraded),
-                Role::Server,
-                None,
-            )
-            .await;
+            let mut ws =
+                tokio_tungstenite::WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             while let Some(Ok(msg)) = ws.next().await {
                 if let Message::Text(text) = msg
                     && ws.send(Message::text(format!("{v}:{text}"))).await.is_err()
@@ -185,21 +167,13 @@ impl Gateway {
             let parts: Vec<&str> = line.split_whitespace().collect();
             match parts.as_slice() {
                 ["listening", "service", name, url] => {
-                    services.insert(
-                        name.to_string(),
-                        url.trim_start_matches("http://").parse().unwrap(),
-                    );
+                    services.insert(name.to_string(), url.trim_start_matches("http://").parse().unwrap());
                 }
                 ["listening", "admin", url] => break url.to_string(),
                 _ => {}
             }
         };
-        Gateway {
-            child: Some(child),
-            admin,
-            services,
-            dir,
-        }
+        Gateway { child: Some(child), admin, services, dir }
     }
 
     pub fn addr(&self, service: &str) -> SocketAddr {
@@ -216,10 +190,7 @@ impl Gateway {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -232,22 +203,14 @@ impl Gateway {
                 self.child = None;
                 return status;
             }
-            assert!(
-                Instant::now() < deadline,
-                "canary did not exit within {limit:?}"
-            );
+            assert!(Instant::now() < deadline, "canary did not exit within {limit:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// PUTs JSON to an admin API path and returns (status, envelope).
     pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-        let response = reqwest::Client::new()
-            .put(format!("{}{path}", self.admin))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = reqwest::Client::new().put(format!("{}{path}", self.admin)).json(&body).send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
@@ -257,22 +220,13 @@ impl Gateway {
     }
 
     pub async fn set_weight(&self, service: &str, weight: f64) {
-        let (status, body) = self
-            .put(
-                &format!("/api/v1/services/{service}/weight"),
-                serde_json::json!({ "weight": weight }),
-            )
-            .await;
+        let (status, body) =
+            self.put(&format!("/api/v1/services/{service}/weight"), serde_json::json!({ "weight": weight })).await;
         assert_eq!(status, 200, "{body}");
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        reqwest::get(format!("{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
     }
 }
 
@@ -310,18 +264,12 @@ weight = {weight}
 
 /// A client that keeps connections alive and follows no redirects.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// The version a response came from, by the gateway's response header.
 pub fn version_of(response: &reqwest::Response) -> String {
-    response.headers()["x-canary-version"]
-        .to_str()
-        .unwrap()
-        .to_owned()
+    response.headers()["x-canary-version"].to_str().unwrap().to_owned()
 }
 
 /// The `canary_pin` cookie a response set, if any.
@@ -336,12 +284,7 @@ pub fn pin_of(response: &reqwest::Response) -> Option<String> {
 }
 
 /// Sends `GET path` as user `key` (header `x-user-id`) with optional extra cookie.
-pub async fn get_as(
-    client: &reqwest::Client,
-    gateway: &Gateway,
-    key: &str,
-    cookie: Option<&str>,
-) -> reqwest::Response {
+pub async fn get_as(client: &reqwest::Client, gateway: &Gateway, key: &str, cookie: Option<&str>) -> reqwest::Response {
     let mut request = client.get(gateway.url("web", "/")).header("x-user-id", key);
     if let Some(cookie) = cookie {
         request = request.header("cookie", cookie);

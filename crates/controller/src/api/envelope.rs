@@ -19,16 +19,8 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with both messages.
-    pub fn new(
-        code: Code,
-        client_message: impl Into<String>,
-        system_message: impl Into<String>,
-    ) -> ApiError {
-        ApiError {
-            code,
-            client_message: client_message.into(),
-            system_message: system_message.into(),
-        }
+    pub fn new(code: Code, client_message: impl Into<String>, system_message: impl Into<String>) -> ApiError {
+        ApiError { code, client_message: client_message.into(), system_message: system_message.into() }
     }
 
     /// `INVALID_ARGUMENT` with the same text for people and logs.
@@ -52,8 +44,7 @@ impl IntoResponse for ApiError {
         if self.code == Code::Internal {
             tracing::error!(system_message = %self.system_message, "admin API error");
         }
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body: Envelope<()> = Envelope {
             code: self.code,
             client_message: self.client_message,

@@ -40,14 +40,8 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/services", get(services::list))
         .route("/services/{name}", get(services::get))
-        .route(
-            "/services/{name}/weight",
-            axum::routing::put(services::set_weight),
-        )
-        .route(
-            "/services/{name}/canary",
-            axum::routing::put(services::set_canary).delete(services::remove_canary),
-        )
+        .route("/services/{name}/weight", axum::routing::put(services::set_weight))
+        .route("/services/{name}/canary", axum::routing::put(services::set_canary).delete(services::remove_canary))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -61,11 +55,8 @@ pub fn router(state: AppState) -> Router {
 
 async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &state.token {
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let given =
+            req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let matches = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !matches {
             return ApiError::new(
@@ -85,30 +76,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::new();
-    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &state.registry)
-    {
-        return ApiError::new(
-            Code::Internal,
-            "Metrics could not be encoded.",
-            e.to_string(),
-        )
-        .into_response();
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &state.registry) {
+        return ApiError::new(Code::Internal, "Metrics could not be encoded.", e.to_string()).into_response();
     }
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text,
-    )
-        .into_response()
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let unbound: Vec<&str> = state
-        .gateway
-        .services()
-        .iter()
-        .filter(|s| s.bound().is_none())
-        .map(|s| s.name())
-        .collect();
+    let unbound: Vec<&str> =
+        state.gateway.services().iter().filter(|s| s.bound().is_none()).map(|s| s.name()).collect();
     if unbound.is_empty() {
         "ready\n".into_response()
     } else {
@@ -129,10 +105,6 @@ async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         Code::MethodNotAllowed,
         format!("{} is not supported here.", req.method()),
-        format!(
-            "{} {} matches a route but not its method",
-            req.method(),
-            req.uri().path()
-        ),
+        format!("{} {} matches a route but not its method", req.method(), req.uri().path()),
     )
 }

@@ -10,17 +10,12 @@ use super::envelope::{ApiError, ApiResult, ok};
 use super::json::JsonBody;
 
 fn service<'a>(state: &'a AppState, name: &str) -> Result<&'a std::sync::Arc<Service>, ApiError> {
-    state
-        .gateway
-        .service(name)
-        .ok_or_else(|| ApiError::no_service(name))
+    state.gateway.service(name).ok_or_else(|| ApiError::no_service(name))
 }
 
 fn refused(e: RouteError) -> ApiError {
     match e {
-        RouteError::NoCanary(_) => {
-            ApiError::new(Code::FailedPrecondition, format!("{e}."), e.to_string())
-        }
+        RouteError::NoCanary(_) => ApiError::new(Code::FailedPrecondition, format!("{e}."), e.to_string()),
         RouteError::Spec(_) => ApiError::invalid(format!("{e}.")),
     }
 }
@@ -45,10 +40,7 @@ pub async fn set_weight(
 ) -> ApiResult {
     let service = service(&state, &name)?;
     service.set_weight(body.weight).map_err(refused)?;
-    Ok(ok(
-        format!("{name}: canary weight set to {}.", body.weight),
-        service.view(),
-    ))
+    Ok(ok(format!("{name}: canary weight set to {}.", body.weight), service.view()))
 }
 
 /// `PUT /api/v1/services/{name}/canary`.
@@ -59,23 +51,14 @@ pub async fn set_canary(
 ) -> ApiResult {
     let service = service(&state, &name)?;
     let version = body.version.as_str().to_owned();
-    let canary = VersionConfig {
-        version: body.version,
-        upstreams: body.upstreams,
-    };
+    let canary = VersionConfig { version: body.version, upstreams: body.upstreams };
     service.set_canary(canary, body.weight).map_err(refused)?;
-    Ok(ok(
-        format!("{name}: canary {version} deployed."),
-        service.view(),
-    ))
+    Ok(ok(format!("{name}: canary {version} deployed."), service.view()))
 }
 
 /// `DELETE /api/v1/services/{name}/canary`.
 pub async fn remove_canary(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let service = service(&state, &name)?;
     service.remove_canary().map_err(refused)?;
-    Ok(ok(
-        format!("{name}: canary removed; all users on stable."),
-        service.view(),
-    ))
+    Ok(ok(format!("{name}: canary removed; all users on stable."), service.view()))
 }

@@ -17,47 +17,22 @@ async fn committed_data_and_the_revision_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (rollout_revision, last) = {
         let store = store_in(&dir);
-        store
-            .put("/canary/services/web/routing", b"{}".to_vec())
-            .await
-            .unwrap();
+        store.put("/canary/services/web/routing", b"{}".to_vec()).await.unwrap();
         let txn = Txn::new()
             .require_absent("/canary/rollouts/web/r1")
             .put("/canary/rollouts/web/r1", b"progressing".to_vec())
-            .put(
-                "/canary/events/web/00000000000000000001",
-                b"started".to_vec(),
-            );
-        let TxnOutcome::Committed { revision } = store.commit(txn).await.unwrap() else {
-            panic!()
-        };
-        let last = store
-            .delete("/canary/services/web/routing")
-            .await
-            .unwrap()
-            .unwrap();
+            .put("/canary/events/web/00000000000000000001", b"started".to_vec());
+        let TxnOutcome::Committed { revision } = store.commit(txn).await.unwrap() else { panic!() };
+        let last = store.delete("/canary/services/web/routing").await.unwrap().unwrap();
         (revision, last)
     };
     let store = store_in(&dir);
     let rollout = store.get("/canary/rollouts/web/r1").await.unwrap().unwrap();
-    assert_eq!(
-        (rollout.value.as_slice(), rollout.revision),
-        (&b"progressing"[..], rollout_revision)
-    );
-    assert_eq!(
-        store.get("/canary/services/web/routing").await.unwrap(),
-        None
-    );
+    assert_eq!((rollout.value.as_slice(), rollout.revision), (&b"progressing"[..], rollout_revision));
+    assert_eq!(store.get("/canary/services/web/routing").await.unwrap(), None);
     assert_eq!(store.list("/canary/").await.unwrap().revision, last);
-    let next = store
-        .put("/canary/services/web/routing", b"{}".to_vec())
-        .await
-        .unwrap();
-    assert_eq!(
-        next,
-        last + 1,
-        "revisions continue where they stopped, never reused"
-    );
+    let next = store.put("/canary/services/web/routing", b"{}".to_vec()).await.unwrap();
+    assert_eq!(next, last + 1, "revisions continue where they stopped, never reused");
 }
 
 #[tokio::test]
@@ -65,11 +40,7 @@ async fn a_second_open_of_the_same_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let _first = store_in(&dir);
     let second = RedbStore::open(dir.path().join("canary.redb"));
-    assert!(
-        matches!(second, Err(StoreError::Unavailable { .. })),
-        "{:?}",
-        second.err()
-    );
+    assert!(matches!(second, Err(StoreError::Unavailable { .. })), "{:?}", second.err());
 }
 
 #[tokio::test]
@@ -80,23 +51,14 @@ async fn a_value_without_its_revision_header_is_reported_as_corrupt() {
     {
         let db = Database::create(&path).unwrap();
         let wtx = db.begin_write().unwrap();
-        wtx.open_table(KV)
-            .unwrap()
-            .insert("/canary/x", &b"abc"[..])
-            .unwrap();
+        wtx.open_table(KV).unwrap().insert("/canary/x", &b"abc"[..]).unwrap();
         wtx.commit().unwrap();
     }
     let store = RedbStore::open(&path).unwrap();
     let err = store.get("/canary/x").await.unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-    assert!(
-        err.to_string().contains("/canary/x"),
-        "the error names the key: {err}"
-    );
-    assert!(matches!(
-        store.list("/canary/").await,
-        Err(StoreError::Corrupt { .. })
-    ));
+    assert!(err.to_string().contains("/canary/x"), "the error names the key: {err}");
+    assert!(matches!(store.list("/canary/").await, Err(StoreError::Corrupt { .. })));
     let cas = store.compare_and_swap("/canary/x", 1, vec![]).await;
     assert!(matches!(cas, Err(StoreError::Corrupt { .. })));
 }
@@ -109,10 +71,7 @@ async fn a_file_from_a_newer_format_is_refused() {
     {
         let db = Database::create(&path).unwrap();
         let wtx = db.begin_write().unwrap();
-        wtx.open_table(META)
-            .unwrap()
-            .insert(META_FORMAT, FORMAT + 1)
-            .unwrap();
+        wtx.open_table(META).unwrap().insert(META_FORMAT, FORMAT + 1).unwrap();
         wtx.commit().unwrap();
     }
     let err = RedbStore::open(&path).err().expect("open must fail");
@@ -132,43 +91,25 @@ async fn watching_from_before_the_open_needs_a_list_first() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
         let store = store_in(&dir);
-        store
-            .put("/canary/services/web/routing", b"1".to_vec())
-            .await
-            .unwrap()
+        store.put("/canary/services/web/routing", b"1".to_vec()).await.unwrap()
     };
     let store = store_in(&dir);
     match store.watch("/canary/services/", before).await {
-        Err(StoreError::Compacted {
-            requested,
-            earliest,
-        }) => {
+        Err(StoreError::Compacted { requested, earliest }) => {
             assert_eq!((requested, earliest), (before, before + 1));
         }
-        other => panic!(
-            "history from before the open is gone: {:?}",
-            other.map(|_| ())
-        ),
+        other => panic!("history from before the open is gone: {:?}", other.map(|_| ())),
     }
     let listing = store.list("/canary/services/").await.unwrap();
-    let mut stream = store
-        .watch("/canary/services/", listing.revision + 1)
-        .await
-        .unwrap();
-    let revision = store
-        .put("/canary/services/web/routing", b"2".to_vec())
-        .await
-        .unwrap();
+    let mut stream = store.watch("/canary/services/", listing.revision + 1).await.unwrap();
+    let revision = store.put("/canary/services/web/routing", b"2".to_vec()).await.unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().revision, revision);
 }
 
 #[tokio::test]
 async fn the_replay_window_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let options = RedbOptions {
-        replay_window: 3,
-        ..RedbOptions::default()
-    };
+    let options = RedbOptions { replay_window: 3, ..RedbOptions::default() };
     let store = RedbStore::open_with(dir.path().join("canary.redb"), options).unwrap();
     let mut revisions = Vec::new();
     for i in 0..5u8 {
@@ -188,10 +129,7 @@ async fn the_replay_window_is_bounded() {
 #[tokio::test]
 async fn a_watcher_that_falls_behind_is_told_to_relist() {
     let dir = tempfile::tempdir().unwrap();
-    let options = RedbOptions {
-        watch_buffer: 2,
-        ..RedbOptions::default()
-    };
+    let options = RedbOptions { watch_buffer: 2, ..RedbOptions::default() };
     let store = RedbStore::open_with(dir.path().join("canary.redb"), options).unwrap();
     let mut stream = store.watch("/", 0).await.unwrap();
     for i in 0..5u8 {
@@ -200,10 +138,7 @@ async fn a_watcher_that_falls_behind_is_told_to_relist() {
     let err = stream.next().await.unwrap().unwrap_err();
     assert!(matches!(err, StoreError::Lagged { missed: 3 }), "{err}");
     assert!(err.needs_relist());
-    assert!(
-        stream.next().await.is_none(),
-        "the stream ends after its error"
-    );
+    assert!(stream.next().await.is_none(), "the stream ends after its error");
 }
 
 #[tokio::test]
@@ -222,14 +157,8 @@ async fn leadership_is_released_when_dropped() {
     let store = store_in(&dir);
     let ttl = Duration::from_secs(1);
     let first = store.campaign("controller", "a", ttl).await.unwrap();
-    assert!(
-        first.fence().is_none(),
-        "one process: nothing to fence against"
-    );
-    let waiting = tokio::time::timeout(
-        Duration::from_millis(100),
-        store.campaign("controller", "b", ttl),
-    );
+    assert!(first.fence().is_none(), "one process: nothing to fence against");
+    let waiting = tokio::time::timeout(Duration::from_millis(100), store.campaign("controller", "b", ttl));
     assert!(waiting.await.is_err(), "the election is taken");
     let other = store.campaign("another-election", "b", ttl).await.unwrap();
     drop(first);
@@ -255,10 +184,7 @@ async fn crash_writer_child() {
             .require_revision("/canary/rollouts/web/r1", revision)
             .put("/canary/rollouts/web/r1", step.to_string().into_bytes())
             .require_absent(crate::keys::event("web", step))
-            .put(
-                crate::keys::event("web", step),
-                format!("step {step}").into_bytes(),
-            );
+            .put(crate::keys::event("web", step), format!("step {step}").into_bytes());
         let TxnOutcome::Committed { revision: next } = store.commit(txn).await.unwrap() else {
             panic!("single writer lost a CAS")
         };
@@ -273,11 +199,7 @@ async fn crash_writer_child() {
 async fn a_writer_killed_mid_stream_never_splits_a_transition_from_its_event() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "embedded::tests::crash_writer_child",
-            "--nocapture",
-        ])
+        .args(["--exact", "embedded::tests::crash_writer_child", "--nocapture"])
         .env(CRASH_DIR, dir.path())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -285,10 +207,7 @@ async fn a_writer_killed_mid_stream_never_splits_a_transition_from_its_event() {
     let ready = dir.path().join("ready");
     let started = std::time::Instant::now();
     while !ready.exists() {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "writer child never got going"
-        );
+        assert!(started.elapsed() < Duration::from_secs(30), "writer child never got going");
         if let Some(status) = child.try_wait().unwrap() {
             panic!("writer child exited early: {status}");
         }
@@ -302,21 +221,10 @@ async fn a_writer_killed_mid_stream_never_splits_a_transition_from_its_event() {
     let store = store_in(&dir);
     let rollout = store.get("/canary/rollouts/web/r1").await.unwrap().unwrap();
     let step: u64 = String::from_utf8(rollout.value).unwrap().parse().unwrap();
-    let events = store
-        .list(&crate::keys::events("web"))
-        .await
-        .unwrap()
-        .entries;
+    let events = store.list(&crate::keys::events("web")).await.unwrap().entries;
     assert!(step >= 20);
-    assert_eq!(
-        events.len() as u64,
-        step,
-        "one event per committed step, no more, no less"
-    );
+    assert_eq!(events.len() as u64, step, "one event per committed step, no more, no less");
     let last = events.last().unwrap();
     assert_eq!(last.key, crate::keys::event("web", step));
-    assert_eq!(
-        last.revision, rollout.revision,
-        "the last step and its event share one commit"
-    );
+    assert_eq!(last.revision, rollout.revision, "the last step and its event share one commit");
 }

@@ -30,13 +30,7 @@ impl EtcdServer {
         let mut data_dir = tempfile::tempdir().expect("temp dir for etcd");
         for _ in 0..PORT_ATTEMPTS {
             let (client_port, peer_port) = free_port_pair();
-            let mut server = EtcdServer {
-                child: None,
-                binary: binary.clone(),
-                data_dir,
-                client_port,
-                peer_port,
-            };
+            let mut server = EtcdServer { child: None, binary: binary.clone(), data_dir, client_port, peer_port };
             server.spawn();
             if server.wait_until_serving().await {
                 return server;
@@ -64,9 +58,7 @@ impl EtcdServer {
             keep_alive_timeout: Duration::from_secs(1),
             ..EtcdOptions::default()
         };
-        EtcdStore::connect(&[self.endpoint()], options)
-            .await
-            .expect("connect to test etcd")
+        EtcdStore::connect(&[self.endpoint()], options).await.expect("connect to test etcd")
     }
 
     /// SIGKILLs etcd, as a crash would.
@@ -83,28 +75,17 @@ impl EtcdServer {
         self.kill();
         self.spawn();
         if !self.wait_until_serving().await {
-            panic!(
-                "etcd did not come back on port {}:\n{}",
-                self.client_port,
-                self.log()
-            );
+            panic!("etcd did not come back on port {}:\n{}", self.client_port, self.log());
         }
     }
 
     fn spawn(&mut self) {
         let client = format!("http://127.0.0.1:{}", self.client_port);
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("etcd log file");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("etcd log file");
         let child = Command::new(&self.binary)
             .arg("--name=test")
-            .arg(format!(
-                "--data-dir={}",
-                self.data_dir.path().join("data").display()
-            ))
+            .arg(format!("--data-dir={}", self.data_dir.path().join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -168,9 +149,7 @@ fn etcd_binary() -> PathBuf {
             .chain([PathBuf::from("/usr/bin/etcd")])
             .collect(),
     };
-    let on_path = candidates
-        .into_iter()
-        .find(|candidate| is_executable(candidate));
+    let on_path = candidates.into_iter().find(|candidate| is_executable(candidate));
     on_path.unwrap_or_else(|| {
         panic!(
             "the etcd binary was not found (looked at $ETCD_BIN, $PATH and /usr/bin/etcd). \
@@ -182,8 +161,7 @@ fn etcd_binary() -> PathBuf {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Two distinct ports that were free a moment ago: bound to port 0 and released. etcd binds
@@ -191,10 +169,7 @@ fn is_executable(path: &Path) -> bool {
 fn free_port_pair() -> (u16, u16) {
     let first = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a probe port");
     let second = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind a probe port");
-    let ports = (
-        first.local_addr().unwrap().port(),
-        second.local_addr().unwrap().port(),
-    );
+    let ports = (first.local_addr().unwrap().port(), second.local_addr().unwrap().port());
     drop((first, second));
     ports
 }
