@@ -1,0 +1,158 @@
+//! How overdispersed the event counts are, measured across user groups.
+//!
+//! Routing is sticky per user, so a user whose requests fail often sends every failure to one
+//! version. Which version got the "bad" users is then a coin flip per user, not per request, and
+//! the canary's event count varies far more than the binomial model of [`super::count`] says.
+//!
+//! The gateway splits each version's event counts into `K` groups by user bucket
+//! (`bucket mod K`). Groups hold disjoint users, so they are independent. The test's score is
+//! `S = X − Σ_t n_t·ρ_t` (canary events minus what the canary's *overall* request share `ρ_t`
+//! predicts) and it splits exactly into group parts `S_g = x_g − m_g` with
+//! `m_g = Σ_t n_gt·ρ_t`. (Conditioning on each group's own request share instead would be
+//! wrong: a heavy flaky user makes their group's canary share high, which "explains" their
+//! errors inside the group while they still push the overall score.) With the common inflation
+//! `c = Σx / Σm` fitted, so that a real regression does not look like dispersion, the
+//! cluster-robust ratio
+//!
+//! ```text
+//! φ̂ = K'/(K' − 1) · Σ_g (x_g − c·m_g)² / Σ_g (c·m_g − c²·q_g)     q_g = Σ_t n_gt·ρ_t²,
+//!                                                                  K' = groups with events
+//! ```
+//!
+//! compares the observed variance of the score with the binomial one. It is about 1 when
+//! events are independent and grows with the share of events that heavy or flaky users cause.
+//!
+//! Under independence `φ̂` still wobbles around 1 like `χ²_{K'−1}/(K'−1)`, and using the wobble
+//! would throw away power for nothing. The judge therefore uses a lower confidence bound,
+//! `φ = max(1, φ̂ − 1.64·sqrt(2/(K'−1)))`: it corrects when clustering is clearly there. This is
+//! a moment estimate, not part of the e-process guarantee; the simulation checks that the
+//! rollback rate holds with heavy and flaky users.
+
+/// Below this many groups with events the factor is not estimated (it is 1).
+const MIN_GROUPS_WITH_EVENTS: usize = 3;
+
+/// One-sided 95 % normal quantile: how far above 1 `φ̂` must be before it is used.
+const NOISE_MARGIN: f64 = 1.64;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct GroupState {
+    canary_events: f64,
+    events: f64,
+    expected_canary: f64,
+    expected_canary_squared_share: f64,
+}
+
+/// Per-group sums for one event type (errors, or slow requests).
+#[derive(Debug, Clone)]
+pub struct GroupDispersion {
+    groups: Vec<GroupState>,
+}
+
+impl GroupDispersion {
+    /// State for `groups` user groups (0 disables the estimate: the factor stays 1).
+    pub fn new(groups: usize) -> GroupDispersion {
+        GroupDispersion { groups: vec![GroupState::default(); groups] }
+    }
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Whether there are no groups.
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Adds one tick of group `group`: new events per version, and the canary's share of all
+    /// requests in the tick (the same share the e-process uses).
+    pub fn observe(&mut self, group: usize, canary_events: u64, stable_events: u64, share: f64) {
+        let events = (canary_events + stable_events) as f64;
+        if events == 0.0 || !(share > 0.0 && share < 1.0) {
+            return;
+        }
+        let state = &mut self.groups[group];
+        state.canary_events += canary_events as f64;
+        state.events += events;
+        state.expected_canary += events * share;
+        state.expected_canary_squared_share += events * share * share;
+    }
+
+    /// The dispersion factor the evidence is divided by, at least 1.
+    pub fn factor(&self) -> f64 {
+        let active = self.groups.iter().filter(|g| g.events > 0.0).count();
+        if active < MIN_GROUPS_WITH_EVENTS {
+            return 1.0;
+        }
+        let noise = NOISE_MARGIN * (2.0 / (active as f64 - 1.0)).sqrt();
+        (self.estimate() - noise).max(1.0)
+    }
+
+    /// The raw estimate `φ̂` (1 when it cannot be estimated).
+    pub fn estimate(&self) -> f64 {
+        let active = self.groups.iter().filter(|g| g.events > 0.0).count();
+        let expected: f64 = self.groups.iter().map(|g| g.expected_canary).sum();
+        if active < MIN_GROUPS_WITH_EVENTS || expected <= 0.0 {
+            return 1.0;
+        }
+        let observed: f64 = self.groups.iter().map(|g| g.canary_events).sum();
+        let inflation = observed / expected;
+        let (mut squares, mut variance) = (0.0, 0.0);
+        for g in self.groups.iter().filter(|g| g.events > 0.0) {
+            let residual = g.canary_events - inflation * g.expected_canary;
+            squares += residual * residual;
+            variance +=
+                (inflation * g.expected_canary - inflation * inflation * g.expected_canary_squared_share).max(0.0);
+        }
+        if variance <= 0.0 {
+            return 1.0;
+        }
+        let active = active as f64;
+        active / (active - 1.0) * squares / variance
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_that_follow_request_shares_are_not_overdispersed() {
+        let mut dispersion = GroupDispersion::new(8);
+        // Every group: 10 % of requests and 10 % of events, plus binomial-sized wobble.
+        let canary = [1, 0, 2, 1, 1, 0, 2, 1];
+        for (group, &x) in canary.iter().enumerate() {
+            dispersion.observe(group, x, 10 - x, 0.1);
+        }
+        assert!(dispersion.estimate() < 1.5, "{}", dispersion.estimate());
+        assert_eq!(dispersion.factor(), 1.0);
+    }
+
+    #[test]
+    fn one_flaky_user_on_the_canary_shows_up_as_dispersion() {
+        let mut dispersion = GroupDispersion::new(8);
+        for group in 0..8 {
+            let x = if group == 3 { 40 } else { 1 };
+            dispersion.observe(group, x, 9, 0.1);
+        }
+        assert!(dispersion.factor() > 10.0, "{}", dispersion.factor());
+    }
+
+    #[test]
+    fn a_uniform_regression_is_not_mistaken_for_dispersion() {
+        let mut dispersion = GroupDispersion::new(8);
+        // The canary is 3× worse in every group: a shift, not a spread.
+        for group in 0..8 {
+            dispersion.observe(group, 3, 9, 0.1);
+        }
+        assert!(dispersion.estimate().abs() < 1e-9, "{}", dispersion.estimate());
+        assert_eq!(dispersion.factor(), 1.0);
+    }
+
+    #[test]
+    fn without_groups_the_factor_is_one() {
+        let dispersion = GroupDispersion::new(0);
+        assert_eq!(dispersion.factor(), 1.0);
+        assert!(dispersion.is_empty());
+    }
+}

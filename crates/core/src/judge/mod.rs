@@ -1,0 +1,642 @@
+//! The judge: anytime-valid comparisons of the canary against stable, so the controller may
+//! look every second and the chance of rolling back a canary that is not worse stays at most α
+//! over the whole rollout.
+//!
+//! # Input: what the gateway produces
+//!
+//! Once per tick (typically a second) the controller hands the judge one [`TickCounts`]:
+//! **cumulative** counters since the rollout started, summed over all gateway replicas, per
+//! version. The judge takes differences between ticks itself; a counter that goes down (a
+//! gateway restarted) makes it skip that tick and continue from the new values.
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `canaryWeight` | the weight in force during the tick (for the sample-ratio guard) |
+//! | `requests` | requests answered by the version |
+//! | `errors` | 5xx responses plus upstream failures (connect errors, timeouts, resets) |
+//! | `newUsers` | users whose first request *in this rollout* went to this version |
+//! | `latency` | histogram counts per bucket of [`crate::latency::LATENCY_BOUNDS_SECONDS`], `+Inf` last (27 counts, not cumulative over buckets) |
+//! | `groups[g]` | `errors` and `slow` requests of the users with `bucket mod K == g` |
+//!
+//! `K` is [`JudgeConfig::user_groups`] (64 by default); `groups` has exactly `K` entries for
+//! both versions, or is empty when `K = 0`. A request is *slow* when its latency bucket index is
+//! greater than [`Judge::slow_bucket`], which is fixed when the judge is created (from stable's
+//! baseline histogram) and must be passed to the gateway with the rollout. Requests without a
+//! user key are counted in the group of the bucket the router used for them.
+//!
+//! # Why groups
+//!
+//! Routing is sticky per user, so a heavy or flaky user puts all their errors on one version.
+//! The plain count test assumes independent requests and then rolls back healthy canaries far
+//! more often than α (the simulation measures it). Groups of users are independent of each other,
+//! so the spread of the canary's counts across groups measures this clustering; the judge
+//! divides its evidence by that factor ([`dispersion`]).
+//!
+//! # Tests
+//!
+//! * errors and the latency tail: a mixture e-process on the canary's share of events given its
+//!   observed share of requests ([`count`]), tail threshold from [`tail`];
+//! * p50 and p90: time-uniform DKW bands ([`dkw`]);
+//! * sample ratio: the same e-process on new users against the weight ([`srm`]) — a mismatch
+//!   makes the judge ask for attention, never roll back.
+//!
+//! α is split across the rollback metrics ([`AlphaSplit`]); a union bound keeps the overall
+//! false-rollback rate at most α. Verdicts and the step rule are in [`verdict`].
+//!
+//! # Use
+//!
+//! ```
+//! use canary_core::judge::{Baseline, Judge, JudgeConfig, TickCounts, StepDecision};
+//! use canary_core::latency::LATENCY_BUCKETS;
+//!
+//! let mut stable_history = [0u64; LATENCY_BUCKETS];
+//! stable_history[8] = 9_900;
+//! stable_history[12] = 100;
+//! let baseline = Baseline::from_stable_histogram(&stable_history, 0.99);
+//! let mut judge = Judge::new(JudgeConfig { user_groups: 0, ..JudgeConfig::default() }, baseline)?;
+//! let tick = TickCounts::default(); // from the gateways, every second
+//! judge.observe(&tick)?;
+//! assert_eq!(judge.decision(true), StepDecision::Hold); // no data yet
+//! for verdict in judge.verdicts() {
+//!     println!("{}", serde_json::to_string(&verdict).unwrap());
+//! }
+//! # Ok::<(), canary_core::judge::JudgeError>(())
+//! ```
+
+pub mod count;
+pub mod dispersion;
+pub mod dkw;
+pub mod srm;
+pub mod tail;
+pub mod verdict;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+use crate::latency::LATENCY_BUCKETS;
+use crate::weight::Weight;
+
+use count::{CountEProcess, RatioInterval, log_threshold};
+use dispersion::GroupDispersion;
+use srm::SampleRatioGuard;
+use tail::{TailThreshold, slow_count, tail_threshold};
+
+pub use verdict::{Interval, Metric, MetricVerdict, Reason, Samples, StepDecision, Verdict};
+
+/// Counters of one user group of one version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupCounts {
+    /// Errors (5xx and upstream failures).
+    pub errors: u64,
+    /// Requests slower than the tail threshold.
+    pub slow: u64,
+}
+
+/// Cumulative counters of one version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionCounts {
+    /// Requests answered.
+    pub requests: u64,
+    /// 5xx responses plus upstream failures.
+    pub errors: u64,
+    /// Users whose first request in this rollout went to this version.
+    pub new_users: u64,
+    /// Requests per latency bucket (`+Inf` last).
+    pub latency: [u64; LATENCY_BUCKETS],
+    /// Counters per user group (`bucket mod K`); empty when groups are off.
+    pub groups: Vec<GroupCounts>,
+}
+
+impl Default for VersionCounts {
+    fn default() -> VersionCounts {
+        VersionCounts { requests: 0, errors: 0, new_users: 0, latency: [0; LATENCY_BUCKETS], groups: Vec::new() }
+    }
+}
+
+impl VersionCounts {
+    /// `self − earlier`, or `None` if any counter went down (a counter reset).
+    fn since(&self, earlier: &VersionCounts) -> Option<VersionCounts> {
+        let mut latency = [0; LATENCY_BUCKETS];
+        for (out, (now, before)) in latency.iter_mut().zip(self.latency.iter().zip(&earlier.latency)) {
+            *out = now.checked_sub(*before)?;
+        }
+        let groups = if earlier.groups.is_empty() {
+            self.groups.clone()
+        } else {
+            self.groups
+                .iter()
+                .zip(&earlier.groups)
+                .map(|(now, before)| {
+                    Some(GroupCounts {
+                        errors: now.errors.checked_sub(before.errors)?,
+                        slow: now.slow.checked_sub(before.slow)?,
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?
+        };
+        Some(VersionCounts {
+            requests: self.requests.checked_sub(earlier.requests)?,
+            errors: self.errors.checked_sub(earlier.errors)?,
+            new_users: self.new_users.checked_sub(earlier.new_users)?,
+            latency,
+            groups,
+        })
+    }
+}
+
+/// One tick of input: cumulative counters per version since the rollout started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TickCounts {
+    /// The canary weight in force during the tick.
+    pub canary_weight: Weight,
+    /// The canary's counters.
+    pub canary: VersionCounts,
+    /// Stable's counters.
+    pub stable: VersionCounts,
+}
+
+/// How the false-rollback budget α is shared between the rollback metrics (fractions of α;
+/// their sum must not exceed 1).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AlphaSplit {
+    /// Errors' share.
+    pub errors: f64,
+    /// The latency tail's share.
+    pub latency_tail: f64,
+    /// p50's share.
+    pub latency_p50: f64,
+    /// p90's share.
+    pub latency_p90: f64,
+}
+
+impl Default for AlphaSplit {
+    /// Errors get the largest share: they are the most common regression and the rarest events.
+    fn default() -> AlphaSplit {
+        AlphaSplit { errors: 0.4, latency_tail: 0.3, latency_p50: 0.15, latency_p90: 0.15 }
+    }
+}
+
+/// The judge's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JudgeConfig {
+    /// Probability of rolling back a canary that is not worse, over the whole rollout.
+    pub alpha: f64,
+    /// Shares of `alpha` per metric.
+    pub alpha_split: AlphaSplit,
+    /// Level of the sample-ratio guard (its false alarms pause, they never roll back).
+    pub sample_ratio_alpha: f64,
+    /// Requests each version must have served in the rollout before a metric can pass.
+    pub min_requests_per_version: u64,
+    /// Requests each version must serve within a step before the step can advance.
+    pub min_requests_per_step: u64,
+    /// Scale of the normal prior on `ln(canary rate ÷ stable rate)`.
+    pub prior_scale: f64,
+    /// Stable's quantile that sets the tail threshold `x*` (e.g. 0.99).
+    pub tail_quantile: f64,
+    /// Number of user groups `K` the gateway reports (0 = none, no clustering correction).
+    pub user_groups: usize,
+    /// Divide the count evidence by the measured overdispersion (needs `user_groups > 0`).
+    pub correct_dispersion: bool,
+    /// Non-inferiority margin: when set, a count metric passes only once its interval's upper
+    /// end is below this ratio.
+    pub max_ratio: Option<f64>,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> JudgeConfig {
+        JudgeConfig {
+            alpha: 0.05,
+            alpha_split: AlphaSplit::default(),
+            sample_ratio_alpha: 0.001,
+            min_requests_per_version: 500,
+            min_requests_per_step: 100,
+            prior_scale: 1.5,
+            tail_quantile: 0.99,
+            user_groups: 64,
+            correct_dispersion: true,
+            max_ratio: None,
+        }
+    }
+}
+
+/// Why the judge cannot be built or fed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JudgeError {
+    /// A setting is out of range.
+    #[error("judge setting `{key}` is invalid: {reason}")]
+    InvalidConfig {
+        /// The setting's name as in the config file.
+        key: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Stable's baseline histogram is empty or has no tail to put a threshold in.
+    #[error("stable's baseline latency histogram has no tail above any bucket boundary")]
+    NoTailThreshold,
+    /// A tick has a different number of user groups than configured.
+    #[error("tick has {got} user groups for the {version}, the judge expects {expected}")]
+    GroupCount {
+        /// Which version.
+        version: &'static str,
+        /// Configured `K`.
+        expected: usize,
+        /// Received.
+        got: usize,
+    },
+}
+
+impl JudgeConfig {
+    /// Checks every setting's range.
+    pub fn validate(&self) -> Result<(), JudgeError> {
+        let invalid = |key, reason| Err(JudgeError::InvalidConfig { key, reason });
+        let open_unit = |x: f64| x > 0.0 && x < 1.0;
+        if !open_unit(self.alpha) {
+            return invalid("alpha", "must be between 0 and 1");
+        }
+        if !open_unit(self.sample_ratio_alpha) {
+            return invalid("sampleRatioAlpha", "must be between 0 and 1");
+        }
+        let split = self.alpha_split;
+        let shares = [split.errors, split.latency_tail, split.latency_p50, split.latency_p90];
+        if shares.iter().any(|&s| !(s > 0.0 && s <= 1.0)) || shares.iter().sum::<f64>() > 1.0 + 1e-9 {
+            return invalid("alphaSplit", "shares must be in (0, 1] and sum to at most 1");
+        }
+        if !(self.prior_scale > 0.0 && self.prior_scale.is_finite()) {
+            return invalid("priorScale", "must be a positive number");
+        }
+        if !open_unit(self.tail_quantile) {
+            return invalid("tailQuantile", "must be between 0 and 1");
+        }
+        if self.max_ratio.is_some_and(|m| m.is_nan() || m <= 1.0) {
+            return invalid("maxRatio", "must be above 1");
+        }
+        if self.correct_dispersion && self.user_groups == 1 {
+            return invalid("userGroups", "dispersion needs at least 2 groups");
+        }
+        Ok(())
+    }
+}
+
+/// What the judge knows before the rollout: the tail threshold from stable's own latency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Baseline {
+    tail: Option<TailThreshold>,
+}
+
+impl Baseline {
+    /// From stable's latency histogram over a recent window before the rollout (a few thousand
+    /// requests or more), with the tail at `quantile` (use [`JudgeConfig::tail_quantile`]).
+    pub fn from_stable_histogram(histogram: &[u64; LATENCY_BUCKETS], quantile: f64) -> Baseline {
+        Baseline { tail: tail_threshold(histogram, quantile) }
+    }
+
+    /// The tail threshold, if the histogram had a tail.
+    pub fn tail(&self) -> Option<TailThreshold> {
+        self.tail
+    }
+}
+
+/// Running totals of one version since the rollout started.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    slow: u64,
+}
+
+/// The judge of one rollout. Cheap per tick: `O(grid + groups + buckets)`.
+#[derive(Debug, Clone)]
+pub struct Judge {
+    config: JudgeConfig,
+    tail: TailThreshold,
+    last: TickCounts,
+    errors: CountEProcess,
+    errors_dispersion: GroupDispersion,
+    slow: CountEProcess,
+    slow_dispersion: GroupDispersion,
+    canary_latency: [u64; LATENCY_BUCKETS],
+    stable_latency: [u64; LATENCY_BUCKETS],
+    sample_ratio: SampleRatioGuard,
+    canary: Totals,
+    stable: Totals,
+    step_start: (u64, u64),
+    /// Metrics that have crossed their threshold, in the order they did.
+    rejected: Vec<Metric>,
+    counter_resets: u64,
+}
+
+impl Judge {
+    /// A judge for a new rollout.
+    pub fn new(config: JudgeConfig, baseline: Baseline) -> Result<Judge, JudgeError> {
+        config.validate()?;
+        let tail = baseline.tail.ok_or(JudgeError::NoTailThreshold)?;
+        let groups = if config.correct_dispersion { config.user_groups } else { 0 };
+        Ok(Judge {
+            config,
+            tail,
+            last: TickCounts::default(),
+            errors: CountEProcess::new(config.prior_scale),
+            errors_dispersion: GroupDispersion::new(groups),
+            slow: CountEProcess::new(config.prior_scale),
+            slow_dispersion: GroupDispersion::new(groups),
+            canary_latency: [0; LATENCY_BUCKETS],
+            stable_latency: [0; LATENCY_BUCKETS],
+            sample_ratio: SampleRatioGuard::new(config.sample_ratio_alpha, config.prior_scale),
+            canary: Totals::default(),
+            stable: Totals::default(),
+            step_start: (0, 0),
+            rejected: Vec::new(),
+            counter_resets: 0,
+        })
+    }
+
+    /// Forgets all data, for the next rollout with the same settings and baseline.
+    pub fn reset(&mut self) {
+        let baseline = Baseline { tail: Some(self.tail) };
+        *self = Judge::new(self.config, baseline).expect("settings were valid at creation");
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &JudgeConfig {
+        &self.config
+    }
+
+    /// Index of the last fast latency bucket: the gateway counts a request as slow (per group)
+    /// when its bucket index is greater.
+    pub fn slow_bucket(&self) -> usize {
+        self.tail.bucket
+    }
+
+    /// The tail threshold `x*` in seconds.
+    pub fn tail_threshold_seconds(&self) -> f64 {
+        self.tail.bound_seconds
+    }
+
+    /// How many times the counters went down (gateway restarts) and a tick was skipped.
+    pub fn counter_resets(&self) -> u64 {
+        self.counter_resets
+    }
+
+    /// Adds one tick of cumulative counters.
+    pub fn observe(&mut self, tick: &TickCounts) -> Result<(), JudgeError> {
+        for (version, counts) in [("canary", &tick.canary), ("stable", &tick.stable)] {
+            if counts.groups.len() != self.config.user_groups && !counts.groups.is_empty() {
+                return Err(JudgeError::GroupCount {
+                    version,
+                    expected: self.config.user_groups,
+                    got: counts.groups.len(),
+                });
+            }
+        }
+        let deltas = tick.canary.since(&self.last.canary).zip(tick.stable.since(&self.last.stable));
+        self.last = tick.clone();
+        let Some((canary, stable)) = deltas else {
+            self.counter_resets += 1;
+            return Ok(());
+        };
+        self.add(&canary, &stable, tick.canary_weight);
+        Ok(())
+    }
+
+    fn add(&mut self, canary: &VersionCounts, stable: &VersionCounts, weight: Weight) {
+        let requests = canary.requests + stable.requests;
+        let share = if requests == 0 { 0.0 } else { canary.requests as f64 / requests as f64 };
+        let canary_slow = slow_count(&canary.latency, self.tail.bucket);
+        let stable_slow = slow_count(&stable.latency, self.tail.bucket);
+        self.errors.observe(canary.errors, stable.errors, share);
+        self.slow.observe(canary_slow, stable_slow, share);
+        if !self.errors_dispersion.is_empty() {
+            for (group, (c, s)) in canary.groups.iter().zip(&stable.groups).enumerate() {
+                self.errors_dispersion.observe(group, c.errors, s.errors, share);
+                self.slow_dispersion.observe(group, c.slow, s.slow, share);
+            }
+        }
+        for (total, new) in self.canary_latency.iter_mut().zip(&canary.latency) {
+            *total += new;
+        }
+        for (total, new) in self.stable_latency.iter_mut().zip(&stable.latency) {
+            *total += new;
+        }
+        self.sample_ratio.observe(canary.new_users, stable.new_users, weight.percent() / 100.0);
+        for (totals, counts, slow) in [(&mut self.canary, canary, canary_slow), (&mut self.stable, stable, stable_slow)]
+        {
+            totals.requests += counts.requests;
+            totals.errors += counts.errors;
+            totals.slow += slow;
+        }
+        self.check_rejections();
+    }
+
+    /// The metric's α.
+    fn alpha_of(&self, metric: Metric) -> f64 {
+        let split = self.config.alpha_split;
+        self.config.alpha
+            * match metric {
+                Metric::Errors => split.errors,
+                Metric::LatencyTail => split.latency_tail,
+                Metric::LatencyP50 => split.latency_p50,
+                Metric::LatencyP90 => split.latency_p90,
+                Metric::SampleRatio => return self.config.sample_ratio_alpha,
+            }
+    }
+
+    fn errors_dispersion(&self) -> f64 {
+        self.errors_dispersion.factor()
+    }
+
+    fn slow_dispersion(&self) -> f64 {
+        self.slow_dispersion.factor()
+    }
+
+    fn quantile_comparison(&self, metric: Metric) -> dkw::QuantileComparison {
+        let quantile = if metric == Metric::LatencyP50 { 0.5 } else { 0.9 };
+        let dispersion = self.slow_dispersion();
+        dkw::compare_quantile(
+            &self.canary_latency,
+            &self.stable_latency,
+            quantile,
+            self.alpha_of(metric),
+            self.canary.requests as f64 / dispersion,
+            self.stable.requests as f64 / dispersion,
+        )
+    }
+
+    /// Marks metrics whose evidence crossed the threshold on this tick. Rejection is final:
+    /// the guarantee is about the first crossing, and a canary once shown worse stays rolled back.
+    fn check_rejections(&mut self) {
+        let crossed = |judge: &Judge, metric: Metric| match metric {
+            Metric::Errors => {
+                judge.errors.log_e_value(judge.errors_dispersion()) >= log_threshold(judge.alpha_of(metric))
+            }
+            Metric::LatencyTail => {
+                judge.slow.log_e_value(judge.slow_dispersion()) >= log_threshold(judge.alpha_of(metric))
+            }
+            Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
+            Metric::SampleRatio => false,
+        };
+        for metric in Metric::ROLLBACK {
+            if !self.rejected.contains(&metric) && crossed(self, metric) {
+                self.rejected.push(metric);
+            }
+        }
+    }
+
+    /// The first metric that showed the canary worse, if any. Cheap: use it every tick.
+    pub fn rollback_reason(&self) -> Option<Metric> {
+        self.rejected.first().copied()
+    }
+
+    /// Whether the sample-ratio guard has flagged a mismatch.
+    pub fn sample_ratio_mismatch(&self) -> bool {
+        self.sample_ratio.mismatch()
+    }
+
+    /// Starts counting the per-step minimum sample from now (call when a step begins).
+    pub fn begin_step(&mut self) {
+        self.step_start = (self.canary.requests, self.stable.requests);
+    }
+
+    fn enough_data(&self) -> bool {
+        let minimum = self.config.min_requests_per_version;
+        self.canary.requests >= minimum && self.stable.requests >= minimum
+    }
+
+    /// Every metric's verdict with its numbers. Computes the confidence intervals, which costs
+    /// `O(grid²)`: call it when reporting, not on every tick of a simulation.
+    pub fn verdicts(&self) -> Vec<MetricVerdict> {
+        let mut out = vec![
+            self.count_verdict(Metric::Errors),
+            self.count_verdict(Metric::LatencyTail),
+            self.quantile_verdict(Metric::LatencyP50),
+            self.quantile_verdict(Metric::LatencyP90),
+        ];
+        out.push(self.sample_ratio_verdict());
+        out
+    }
+
+    /// The step rule: roll back on any `Worse`; ask for attention on a sample-ratio mismatch;
+    /// advance when `hold_elapsed`, both versions served the per-step minimum since
+    /// [`Judge::begin_step`] and every rollback metric passes; otherwise hold.
+    pub fn decision(&self, hold_elapsed: bool) -> StepDecision {
+        if self.rollback_reason().is_some() {
+            return StepDecision::Rollback;
+        }
+        if self.sample_ratio_mismatch() {
+            return StepDecision::NeedsAttention;
+        }
+        let minimum = self.config.min_requests_per_step;
+        let step_samples =
+            self.canary.requests - self.step_start.0 >= minimum && self.stable.requests - self.step_start.1 >= minimum;
+        if !(hold_elapsed && step_samples && self.enough_data()) {
+            return StepDecision::Hold;
+        }
+        // Without a margin, "not rejected and enough data" is a pass, so the O(grid²) intervals
+        // are only needed when a margin is configured.
+        let all_pass = self.config.max_ratio.is_none()
+            || self
+                .verdicts()
+                .iter()
+                .filter(|v| Metric::ROLLBACK.contains(&v.metric))
+                .all(|v| v.verdict == Verdict::Pass);
+        if all_pass { StepDecision::Advance } else { StepDecision::Hold }
+    }
+
+    fn verdict_without_rejection(&self, interval_upper: Option<f64>) -> (Verdict, Reason) {
+        if !self.enough_data() {
+            return (Verdict::Inconclusive, Reason::NotEnoughData);
+        }
+        match self.config.max_ratio {
+            Some(margin) if interval_upper.is_none_or(|upper| upper > margin) => {
+                (Verdict::Inconclusive, Reason::AboveMargin)
+            }
+            _ => (Verdict::Pass, Reason::NoEvidenceOfHarm),
+        }
+    }
+
+    fn count_verdict(&self, metric: Metric) -> MetricVerdict {
+        let (process, dispersion, canary_events, stable_events) = match metric {
+            Metric::Errors => (&self.errors, self.errors_dispersion(), self.canary.errors, self.stable.errors),
+            _ => (&self.slow, self.slow_dispersion(), self.canary.slow, self.stable.slow),
+        };
+        let alpha = self.alpha_of(metric);
+        let interval = process.confidence_interval(alpha, dispersion);
+        let (verdict, reason) = if self.rejected.contains(&metric) {
+            (Verdict::Worse, Reason::EvidenceOfHarm)
+        } else {
+            self.verdict_without_rejection(interval.upper)
+        };
+        let rate = |events: u64, requests: u64| events as f64 / requests as f64;
+        let estimate = (self.canary.requests > 0 && stable_events > 0)
+            .then(|| rate(canary_events, self.canary.requests) / rate(stable_events, self.stable.requests));
+        MetricVerdict {
+            metric,
+            verdict,
+            reason,
+            estimate,
+            interval: to_interval(interval, alpha),
+            e_value: Some(process.log_e_value(dispersion).exp().min(f64::MAX)),
+            threshold: 1.0 / alpha,
+            alpha,
+            dispersion,
+            canary: Samples { requests: self.canary.requests, events: Some(canary_events) },
+            stable: Samples { requests: self.stable.requests, events: Some(stable_events) },
+        }
+    }
+
+    fn quantile_verdict(&self, metric: Metric) -> MetricVerdict {
+        let alpha = self.alpha_of(metric);
+        let comparison = self.quantile_comparison(metric);
+        let (verdict, reason) = if self.rejected.contains(&metric) {
+            (Verdict::Worse, Reason::EvidenceOfHarm)
+        } else {
+            self.verdict_without_rejection(comparison.interval.upper)
+        };
+        MetricVerdict {
+            metric,
+            verdict,
+            reason,
+            estimate: comparison.estimate,
+            interval: to_interval(comparison.interval, alpha),
+            e_value: None,
+            threshold: 1.0 / alpha,
+            alpha,
+            dispersion: self.slow_dispersion(),
+            canary: Samples { requests: self.canary.requests, events: None },
+            stable: Samples { requests: self.stable.requests, events: None },
+        }
+    }
+
+    fn sample_ratio_verdict(&self) -> MetricVerdict {
+        let guard = &self.sample_ratio;
+        let (verdict, reason) = if guard.mismatch() {
+            (Verdict::Inconclusive, Reason::SampleRatioMismatch)
+        } else {
+            (Verdict::Pass, Reason::SampleRatioConsistent)
+        };
+        let (canary_users, stable_users) = guard.users();
+        MetricVerdict {
+            metric: Metric::SampleRatio,
+            verdict,
+            reason,
+            estimate: guard.estimate(),
+            interval: to_interval(guard.interval(), guard.alpha()),
+            e_value: Some(guard.log_e_value().exp().min(f64::MAX)),
+            threshold: 1.0 / guard.alpha(),
+            alpha: guard.alpha(),
+            dispersion: 1.0,
+            canary: Samples { requests: canary_users, events: None },
+            stable: Samples { requests: stable_users, events: None },
+        }
+    }
+}
+
+fn to_interval(interval: RatioInterval, alpha: f64) -> Interval {
+    Interval { lower: interval.lower, upper: interval.upper, level: 1.0 - alpha }
+}

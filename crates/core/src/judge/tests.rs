@@ -1,0 +1,225 @@
+//! The judge end to end on hand-made ticks.
+
+use super::*;
+
+/// A baseline whose tail threshold is the 10 ms boundary (bucket 8): 1 % of stable is slower.
+fn baseline() -> Baseline {
+    let mut histogram = [0u64; LATENCY_BUCKETS];
+    histogram[8] = 9_900;
+    histogram[12] = 100;
+    Baseline::from_stable_histogram(&histogram, 0.99)
+}
+
+fn config() -> JudgeConfig {
+    JudgeConfig { user_groups: 0, min_requests_per_version: 1_000, ..JudgeConfig::default() }
+}
+
+/// Accumulates per-tick increments into the cumulative counters the judge expects.
+struct Feed {
+    tick: TickCounts,
+}
+
+impl Feed {
+    fn new(weight_bp: u16) -> Feed {
+        let canary_weight = Weight::from_basis_points(weight_bp).unwrap();
+        Feed { tick: TickCounts { canary_weight, ..TickCounts::default() } }
+    }
+
+    /// One tick: `(requests, errors, slow)` per version; fast requests land in bucket 8, slow
+    /// ones in bucket 12; one new user per ten requests.
+    fn add(&mut self, canary: (u64, u64, u64), stable: (u64, u64, u64)) -> &TickCounts {
+        for (counts, (requests, errors, slow)) in [(&mut self.tick.canary, canary), (&mut self.tick.stable, stable)] {
+            counts.requests += requests;
+            counts.errors += errors;
+            counts.new_users += requests / 10;
+            counts.latency[8] += requests - slow;
+            counts.latency[12] += slow;
+        }
+        &self.tick
+    }
+}
+
+#[test]
+fn not_enough_data_is_inconclusive_never_worse() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..5 {
+        judge.observe(feed.add((10, 0, 0), (90, 1, 1))).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), None);
+    for verdict in judge.verdicts().iter().filter(|v| v.metric != Metric::SampleRatio) {
+        assert_eq!(verdict.verdict, Verdict::Inconclusive, "{verdict:?}");
+        assert_eq!(verdict.reason, Reason::NotEnoughData);
+    }
+    assert_eq!(judge.decision(true), StepDecision::Hold);
+}
+
+#[test]
+fn a_healthy_canary_passes_and_the_step_advances_after_the_hold() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    judge.begin_step();
+    for _ in 0..120 {
+        judge.observe(feed.add((10, 0, 0), (90, 1, 1))).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), None);
+    assert!(judge.verdicts().iter().all(|v| v.verdict == Verdict::Pass));
+    assert_eq!(judge.decision(false), StepDecision::Hold, "hold not over");
+    assert_eq!(judge.decision(true), StepDecision::Advance);
+    judge.begin_step();
+    assert_eq!(judge.decision(true), StepDecision::Hold, "no data in the new step yet");
+}
+
+#[test]
+fn a_canary_with_five_times_the_errors_is_rolled_back_and_stays_so() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    let mut rolled_back_at = None;
+    for second in 0..600 {
+        // 10 % of the requests; canary 5 % errors, stable 1 %.
+        let errors = u64::from(second % 2 == 0);
+        judge.observe(feed.add((10, errors, 0), (90, 1, 1))).unwrap();
+        if rolled_back_at.is_none() && judge.rollback_reason().is_some() {
+            rolled_back_at = Some(second);
+        }
+    }
+    let second = rolled_back_at.expect("a 5× error rate must be caught");
+    assert!(second < 120, "caught only after {second} s");
+    assert_eq!(judge.rollback_reason(), Some(Metric::Errors));
+    assert_eq!(judge.decision(true), StepDecision::Rollback);
+    let errors = &judge.verdicts()[0];
+    assert_eq!(errors.verdict, Verdict::Worse);
+    assert!(errors.e_value.unwrap() >= errors.threshold);
+    // 5 % against 1/90.
+    assert!((errors.estimate.unwrap() - 4.5).abs() < 1e-9);
+    assert!(errors.interval.lower.unwrap() > 1.0);
+    assert!(errors.interval.upper.unwrap() > 4.5);
+}
+
+#[test]
+fn a_slower_tail_is_rolled_back_by_the_tail_test() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..300 {
+        judge.observe(feed.add((10, 0, 1), (90, 0, 1))).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), Some(Metric::LatencyTail));
+    assert_eq!(judge.slow_bucket(), 8);
+}
+
+#[test]
+fn a_doubled_median_is_rolled_back_by_the_band_test() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let canary_weight = Weight::from_basis_points(5_000).unwrap();
+    let mut tick = TickCounts { canary_weight, ..TickCounts::default() };
+    for _ in 0..100 {
+        tick.canary.requests += 100;
+        tick.canary.latency[7] += 100; // 5–7.5 ms, still below the tail threshold
+        tick.stable.requests += 100;
+        tick.stable.latency[5] += 100; // 3–4 ms
+        judge.observe(&tick).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), Some(Metric::LatencyP50));
+    let p50 = &judge.verdicts()[2];
+    assert_eq!(p50.verdict, Verdict::Worse);
+    assert!(p50.interval.lower.unwrap() > 1.0);
+}
+
+#[test]
+fn a_user_split_off_the_weight_needs_attention_not_a_rollback() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let canary_weight = Weight::from_basis_points(5_000).unwrap();
+    let mut tick = TickCounts { canary_weight, ..TickCounts::default() };
+    for _ in 0..300 {
+        tick.canary.requests += 50;
+        tick.canary.latency[8] += 50;
+        tick.canary.new_users += 1;
+        tick.stable.requests += 50;
+        tick.stable.latency[8] += 50;
+        tick.stable.new_users += 9;
+        judge.observe(&tick).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), None);
+    assert_eq!(judge.decision(true), StepDecision::NeedsAttention);
+    let guard = judge.verdicts().pop().unwrap();
+    assert_eq!(guard.verdict, Verdict::Inconclusive);
+    assert_eq!(guard.reason, Reason::SampleRatioMismatch);
+}
+
+#[test]
+fn counter_resets_skip_a_tick_instead_of_counting_negative_traffic() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    judge.observe(feed.add((10, 0, 0), (90, 1, 1))).unwrap();
+    let mut restarted = TickCounts::default();
+    restarted.canary.requests = 3;
+    restarted.canary.latency[8] = 3;
+    judge.observe(&restarted).unwrap();
+    assert_eq!(judge.counter_resets(), 1);
+    assert_eq!(judge.verdicts()[0].canary.requests, 10);
+}
+
+#[test]
+fn reset_forgets_the_previous_rollout() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..100 {
+        judge.observe(feed.add((10, 5, 0), (90, 1, 0))).unwrap();
+    }
+    assert!(judge.rollback_reason().is_some());
+    judge.reset();
+    assert_eq!(judge.rollback_reason(), None);
+    assert_eq!(judge.verdicts()[0].canary.requests, 0);
+}
+
+#[test]
+fn wrong_group_counts_and_bad_settings_are_refused() {
+    let mut judge = Judge::new(JudgeConfig { user_groups: 4, ..JudgeConfig::default() }, baseline()).unwrap();
+    let mut tick = TickCounts::default();
+    tick.canary.groups = vec![GroupCounts::default(); 3];
+    let err = judge.observe(&tick).unwrap_err();
+    assert_eq!(err, JudgeError::GroupCount { version: "canary", expected: 4, got: 3 });
+
+    let bad = JudgeConfig { alpha: 1.5, ..JudgeConfig::default() };
+    assert!(matches!(Judge::new(bad, baseline()), Err(JudgeError::InvalidConfig { key: "alpha", .. })));
+    let empty = Baseline::from_stable_histogram(&[0; LATENCY_BUCKETS], 0.99);
+    assert_eq!(Judge::new(config(), empty).unwrap_err(), JudgeError::NoTailThreshold);
+}
+
+#[test]
+fn a_non_inferiority_margin_holds_the_step_until_the_interval_is_narrow() {
+    let margin = JudgeConfig { max_ratio: Some(1.5), ..config() };
+    let mut judge = Judge::new(margin, baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    // Errors: the canary has none of 120 while it would expect 12 — the interval is below 1.
+    // Tail: no slow requests anywhere, so nothing bounds the ratio yet.
+    for _ in 0..120 {
+        judge.observe(feed.add((10, 0, 0), (90, 1, 0))).unwrap();
+    }
+    let verdicts = judge.verdicts();
+    assert_eq!(verdicts[0].verdict, Verdict::Pass, "{:?}", verdicts[0]);
+    assert_eq!(verdicts[1].verdict, Verdict::Inconclusive, "{:?}", verdicts[1]);
+    assert_eq!(verdicts[1].reason, Reason::AboveMargin);
+    assert_eq!(judge.decision(true), StepDecision::Hold);
+
+    let mut plain = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..120 {
+        plain.observe(feed.add((10, 0, 0), (90, 1, 0))).unwrap();
+    }
+    assert_eq!(plain.decision(true), StepDecision::Advance, "without a margin it advances");
+}
+
+#[test]
+fn verdicts_serialize_in_camel_case() {
+    let judge = Judge::new(config(), baseline()).unwrap();
+    let json = serde_json::to_value(judge.verdicts()).unwrap();
+    let errors = &json[0];
+    assert_eq!(errors["metric"], "errors");
+    assert_eq!(errors["verdict"], "inconclusive");
+    assert_eq!(errors["reason"], "notEnoughData");
+    assert!(errors["eValue"].is_number());
+    assert!(errors["interval"]["level"].is_number());
+    assert!(errors["canary"]["requests"].is_number());
+    assert_eq!(json[4]["metric"], "sampleRatio");
+}
