@@ -1,11 +1,15 @@
 //! `canary serve` and `canary validate`.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use canary_core::config::Config;
+use canary_controller::metrics_source::LocalMetrics;
+use canary_controller::{Controller, ControllerSettings, Routing};
+use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinKey;
 use canary_gateway::Gateway;
+use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -23,38 +27,66 @@ pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the gateway and the admin listener until SIGTERM or Ctrl-C, then drains.
+/// Runs the gateway, the controller and the admin listener until SIGTERM or Ctrl-C, then drains.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logs(&args.log);
     let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
     if config.services.is_empty() {
         bail!("{}: no [[service]] is configured", args.config.display());
     }
+    let base = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, &base))
+}
+
+/// Opens the configured store; a relative embedded path is taken from `base`.
+pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config {
+        StoreConfig::Embedded { path } => {
+            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            Arc::new(RedbStore::open(&path).with_context(|| format!("cannot open the store {}", path.display()))?)
+        }
+        StoreConfig::Etcd { endpoints } => Arc::new(
+            EtcdStore::connect(endpoints, EtcdOptions::default())
+                .await
+                .with_context(|| format!("cannot reach etcd at {}", endpoints.join(", ")))?,
+        ),
+    })
 }
 
 /// Starts everything for `config` and serves until a stop signal.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let pins = pin_key(&config)?;
+pub async fn serve(config: Config, base: &Path) -> anyhow::Result<()> {
+    let store = open_store(&config.store, base).await?;
+    let pins = pin_key(&config, store.as_ref()).await?;
     let token = admin_token(&config)?;
     let gateway = Arc::new(Gateway::new(&config, pins)?);
+    let routing = Routing::new(store.clone(), gateway.clone());
+    routing.sync_at_start().await.context("cannot read the stored routing")?;
     let running = gateway.start()?;
     let _breakers = gateway.spawn_breakers();
+    let follower = tokio::spawn(routing.clone().follow());
     for service in gateway.services() {
         if let Some(addr) = service.bound() {
             println!("listening service {} http://{addr}", service.name());
         }
     }
+    let metrics = Arc::new(LocalMetrics(gateway.clone()));
+    let controller = Controller::new(routing, metrics, ControllerSettings { tick: config.controller.tick.0 });
+    controller.resume_all().await.context("cannot resume the stored rollouts")?;
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?;
     println!("listening admin http://{}", admin.local_addr()?);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(gateway.metrics().clone()));
-    let state = canary_controller::AppState { gateway: gateway.clone(), token, registry: Arc::new(registry) };
+    let state =
+        canary_controller::AppState { gateway: gateway.clone(), controller, token, registry: Arc::new(registry) };
     axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop_signal()).await?;
     tracing::info!("stopping: draining in-flight requests");
+    follower.abort();
     tokio::task::spawn_blocking(move || running.shutdown()).await?;
     tracing::info!("stopped");
     Ok(())
@@ -69,7 +101,8 @@ async fn stop_signal() {
     }
 }
 
-fn pin_key(config: &Config) -> anyhow::Result<PinKey> {
+/// The pin secret: configured, or else the one stored for every gateway (made on first start).
+async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Result<PinKey> {
     let secret = match (&config.gateway.pin_secret, &config.gateway.pin_secret_file) {
         (Some(secret), _) => secret.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -77,12 +110,15 @@ fn pin_key(config: &Config) -> anyhow::Result<PinKey> {
             .trim_end()
             .to_owned(),
         (None, None) => {
-            tracing::warn!(
-                "no [gateway] pin_secret: using a random one, so pins do not survive a restart \
-                 and are not shared between gateways"
-            );
-            let bytes: [u8; 32] = rand::random();
-            return Ok(PinKey::new(&bytes));
+            let fresh: [u8; 32] = rand::random();
+            let fresh: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+            match store.compare_and_swap(keys::PIN_SECRET, 0, fresh.clone().into_bytes()).await? {
+                CasOutcome::Won { .. } => fresh,
+                CasOutcome::Lost { current: Some(entry) } => {
+                    String::from_utf8(entry.value).context("stored pin secret")?
+                }
+                CasOutcome::Lost { current: None } => bail!("the stored pin secret vanished while it was read"),
+            }
         }
     };
     if secret.len() < 16 {

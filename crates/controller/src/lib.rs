@@ -1,5 +1,13 @@
-//! Sticky Canary's control plane: the admin API over a running gateway.
+//! Sticky Canary's control plane: the rollout controller, the routing it keeps in the store,
+//! and the admin API over both.
 
 pub mod api;
+pub mod error;
+pub mod metrics_source;
+pub mod rollouts;
+pub mod routing;
 
 pub use api::{AppState, router};
+pub use error::ControllerError;
+pub use rollouts::{Controller, ControllerSettings};
+pub use routing::Routing;

@@ -24,9 +24,61 @@ pub struct Config {
     /// Settings shared by every gateway listener.
     #[serde(default)]
     pub gateway: GatewayConfig,
+    /// Where rollouts, events and routing are kept.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// The rollout controller.
+    #[serde(default)]
+    pub controller: ControllerConfig,
     /// The services, one gateway listener each.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+}
+
+/// `[store]`: an embedded database file (default) or etcd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum StoreConfig {
+    /// `kind = "embedded"`: one redb file; a relative path is relative to the config file.
+    Embedded {
+        /// The database file.
+        #[serde(default = "default_store_path")]
+        path: PathBuf,
+    },
+    /// `kind = "etcd"`: several gateways and controllers share an etcd cluster.
+    Etcd {
+        /// `http://host:port` endpoints.
+        endpoints: Vec<String>,
+    },
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig::Embedded { path: default_store_path() }
+    }
+}
+
+fn default_store_path() -> PathBuf {
+    PathBuf::from("canary-data/canary.redb")
+}
+
+/// `[controller]`: how rollouts are driven.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// How often the judge looks at the data.
+    #[serde(default = "default_tick")]
+    pub tick: HumanDuration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig { tick: default_tick() }
+    }
+}
+
+fn default_tick() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 /// `[admin]`: the API, `/metrics`, `/healthz` and `/readyz`.
@@ -492,6 +544,14 @@ impl Config {
         }
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
             return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
+        }
+        if let StoreConfig::Etcd { endpoints } = &self.store
+            && endpoints.is_empty()
+        {
+            return invalid("[store]: kind \"etcd\" needs at least one endpoint".into());
+        }
+        if self.controller.tick.0 < Duration::from_millis(50) || self.controller.tick.0 > Duration::from_secs(60) {
+            return invalid("[controller]: tick must be between 50ms and 1m".into());
         }
         if self.gateway.workers == Some(0) {
             return invalid("[gateway]: workers must be at least 1".into());

@@ -11,6 +11,7 @@ pub mod judge;
 pub mod latency;
 pub mod names;
 pub mod pin;
+pub mod rollout;
 pub mod routing;
 pub mod spec;
 pub mod weight;

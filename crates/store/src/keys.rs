@@ -4,6 +4,9 @@
 //! /canary/services/<service>/routing      routing snapshot the gateways follow
 //! /canary/rollouts/<service>/<rollout id> rollout record (phase, step, weights)
 //! /canary/events/<service>/<seq>          event log, seq zero-padded to 20 digits
+//! /canary/events/<service>/<rollout>/<n>  a rollout's events, n zero-padded to 8 digits
+//! /canary/locks/<service>/rollout         the active rollout's id: one rollout per service
+//! /canary/secrets/pin                     the pin-signing secret shared by every gateway
 //! /canary/leaders/<election>              etcd leader key, bound to the leader's lease
 //! ```
 //!
@@ -44,6 +47,21 @@ pub fn events(service: &str) -> String {
 pub fn event(service: &str, seq: u64) -> String {
     format!("/canary/events/{service}/{seq:020}")
 }
+
+/// The lock that keeps a second rollout of `service` from starting while one is active; its
+/// value is the active rollout's id.
+pub fn rollout_lock(service: &str) -> String {
+    format!("/canary/locks/{service}/rollout")
+}
+
+/// Event `seq` of rollout `rollout_id` of `service`. Rollout ids sort by creation time, so the
+/// whole service's log lists in order under [`events`].
+pub fn rollout_event(service: &str, rollout_id: &str, seq: u64) -> String {
+    format!("/canary/events/{service}/{rollout_id}/{seq:08}")
+}
+
+/// The secret that signs session pins, shared by every gateway of the store.
+pub const PIN_SECRET: &str = "/canary/secrets/pin";
 
 /// The leader key of `election`.
 pub fn leader(election: &str) -> String {

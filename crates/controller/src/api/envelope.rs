@@ -68,3 +68,35 @@ pub fn ok<T: Serialize>(client_message: impl Into<String>, data: T) -> Response 
 
 /// The result type of handlers.
 pub type ApiResult = Result<Response, ApiError>;
+
+impl From<crate::error::ControllerError> for ApiError {
+    fn from(e: crate::error::ControllerError) -> ApiError {
+        use crate::error::ControllerError as E;
+        let system = e.to_string();
+        match e {
+            E::NoService(name) => ApiError::no_service(&name),
+            E::RolloutInProgress { service, rollout } => ApiError::new(
+                Code::RolloutInProgress,
+                format!("{service} already has an active rollout ({rollout}); abort or finish it first."),
+                system,
+            ),
+            E::NoActiveRollout(service) => {
+                ApiError::new(Code::NotFound, format!("{service} has no active rollout."), system)
+            }
+            E::Transition(t) => ApiError::new(
+                Code::FailedPrecondition,
+                format!("Cannot {} a rollout that is {}.", t.action, t.phase),
+                system,
+            ),
+            E::Invalid(message) => ApiError::invalid(message),
+            E::Route(canary_gateway::RouteError::NoCanary(_)) => {
+                ApiError::new(Code::FailedPrecondition, format!("{system}."), system)
+            }
+            E::Route(route) => ApiError::invalid(format!("{route}.")),
+            E::Store(_) | E::Contended(_) => {
+                ApiError::new(Code::Unavailable, "The store is unavailable or busy; try again.", system)
+            }
+            E::NotLeader => ApiError::new(Code::Unavailable, "This controller is not the leader.", system),
+        }
+    }
+}

@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use canary_core::api::Code;
 use serde::de::DeserializeOwned;
 
@@ -14,6 +14,22 @@ const MAX_BODY: usize = 64 * 1024;
 /// A JSON body, refused with `415` when it is not `application/json` and `400` when it does
 /// not parse or a value is out of range.
 pub struct JsonBody<T>(pub T);
+
+/// An optional JSON body: no body at all is `None`; a body must be JSON as for [`JsonBody`].
+pub struct MaybeJson<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MaybeJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared_empty = req.headers().get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
+        let has_type = req.headers().contains_key(CONTENT_TYPE);
+        if declared_empty || (!has_type && !req.headers().contains_key(TRANSFER_ENCODING)) {
+            return Ok(MaybeJson(None));
+        }
+        JsonBody::from_request(req, state).await.map(|JsonBody(t)| MaybeJson(Some(t)))
+    }
+}
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;

@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod json;
+pub mod rollouts;
 pub mod services;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ use envelope::ApiError;
 pub struct AppState {
     /// The data plane whose services the API controls.
     pub gateway: Arc<Gateway>,
+    /// The rollout controller.
+    pub controller: Arc<crate::Controller>,
     /// Bearer token required for `/api/v1`, if any.
     pub token: Option<Arc<str>>,
     /// Everything `/metrics` exposes.
@@ -42,6 +45,10 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{name}", get(services::get))
         .route("/services/{name}/weight", axum::routing::put(services::set_weight))
         .route("/services/{name}/canary", axum::routing::put(services::set_canary).delete(services::remove_canary))
+        .route("/services/{name}/rollouts", get(rollouts::history).post(rollouts::start))
+        .route("/services/{name}/rollout", get(rollouts::current))
+        .route("/services/{name}/rollout/{action}", axum::routing::post(rollouts::act))
+        .route("/services/{name}/events", get(rollouts::events))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

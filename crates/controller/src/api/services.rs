@@ -1,24 +1,16 @@
-//! `/api/v1/services`: what each service routes where, and changing it by hand.
+//! `/api/v1/services`: what each service routes where, and changing it by hand while no
+//! rollout owns it.
 
 use axum::extract::{Path, State};
-use canary_core::api::{Code, SetCanary, SetWeight};
+use canary_core::Weight;
+use canary_core::api::{SetCanary, SetWeight};
 use canary_core::config::VersionConfig;
-use canary_gateway::{RouteError, Service};
+use canary_core::spec::default_rollout_id;
+use canary_gateway::RouteError;
 
 use super::AppState;
-use super::envelope::{ApiError, ApiResult, ok};
+use super::envelope::{ApiResult, ok};
 use super::json::JsonBody;
-
-fn service<'a>(state: &'a AppState, name: &str) -> Result<&'a std::sync::Arc<Service>, ApiError> {
-    state.gateway.service(name).ok_or_else(|| ApiError::no_service(name))
-}
-
-fn refused(e: RouteError) -> ApiError {
-    match e {
-        RouteError::NoCanary(_) => ApiError::new(Code::FailedPrecondition, format!("{e}."), e.to_string()),
-        RouteError::Spec(_) => ApiError::invalid(format!("{e}.")),
-    }
-}
 
 /// `GET /api/v1/services`.
 pub async fn list(State(state): State<AppState>) -> ApiResult {
@@ -28,7 +20,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult {
 
 /// `GET /api/v1/services/{name}`.
 pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    let view = service(&state, &name)?.view();
+    let view = state.controller.routing().service(&name)?.view();
     Ok(ok(format!("Service {name}."), view))
 }
 
@@ -38,9 +30,19 @@ pub async fn set_weight(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<SetWeight>,
 ) -> ApiResult {
-    let service = service(&state, &name)?;
-    service.set_weight(body.weight).map_err(refused)?;
-    Ok(ok(format!("{name}: canary weight set to {}.", body.weight), service.view()))
+    let routing = state.controller.routing();
+    routing.service(&name)?;
+    state.controller.ensure_no_rollout(&name)?;
+    routing
+        .change(&name, |spec| {
+            if spec.canary.is_none() && body.weight != Weight::ZERO {
+                return Err(RouteError::NoCanary(name.clone()));
+            }
+            spec.weight = body.weight;
+            Ok(())
+        })
+        .await?;
+    Ok(ok(format!("{name}: canary weight set to {}.", body.weight), routing.service(&name)?.view()))
 }
 
 /// `PUT /api/v1/services/{name}/canary`.
@@ -49,16 +51,41 @@ pub async fn set_canary(
     Path(name): Path<String>,
     JsonBody(body): JsonBody<SetCanary>,
 ) -> ApiResult {
-    let service = service(&state, &name)?;
+    let routing = state.controller.routing();
+    routing.service(&name)?;
+    state.controller.ensure_no_rollout(&name)?;
     let version = body.version.as_str().to_owned();
     let canary = VersionConfig { version: body.version, upstreams: body.upstreams };
-    service.set_canary(canary, body.weight).map_err(refused)?;
-    Ok(ok(format!("{name}: canary {version} deployed."), service.view()))
+    routing
+        .change(&name, |spec| {
+            let same_version = spec.canary.as_ref().is_some_and(|c| c.version == canary.version);
+            if !same_version {
+                spec.rollout_id = default_rollout_id(&name, canary.version.as_str());
+                spec.weight = Weight::ZERO;
+            }
+            if let Some(w) = body.weight {
+                spec.weight = w;
+            }
+            spec.canary = Some(canary.clone());
+            Ok(())
+        })
+        .await?;
+    Ok(ok(format!("{name}: canary {version} deployed."), routing.service(&name)?.view()))
 }
 
 /// `DELETE /api/v1/services/{name}/canary`.
 pub async fn remove_canary(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    let service = service(&state, &name)?;
-    service.remove_canary().map_err(refused)?;
-    Ok(ok(format!("{name}: canary removed; all users on stable."), service.view()))
+    let routing = state.controller.routing();
+    routing.service(&name)?;
+    state.controller.ensure_no_rollout(&name)?;
+    routing
+        .change(&name, |spec| {
+            if spec.canary.take().is_none() {
+                return Err(RouteError::NoCanary(name.clone()));
+            }
+            spec.weight = Weight::ZERO;
+            Ok(())
+        })
+        .await?;
+    Ok(ok(format!("{name}: canary removed; all users on stable."), routing.service(&name)?.view()))
 }

@@ -1,0 +1,465 @@
+//! Rollouts: starting them under a per-service lock, moving them through their state machine,
+//! and persisting every transition before it takes effect.
+//!
+//! Every transition is one store transaction that compares the rollout record's revision and
+//! the routing's revision, then writes the next record, its event and the new routing together
+//! (and takes or releases the service's rollout lock). Two controllers, or an API call racing a
+//! tick, can never both apply a transition: the loser sees a conflict, re-reads and re-decides.
+//! Only after the commit does the local gateway get the new routing.
+
+mod route_change;
+mod runner;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canary_core::RouteSpec;
+use canary_core::config::HumanDuration;
+use canary_core::config::{Upstreams, VersionConfig, VersionName};
+use canary_core::judge::{MetricVerdict, StepDecision};
+use canary_core::rollout::{Analysis, Command, Event, Phase, Rollout, Step, Transition, check_steps, default_steps};
+use canary_store::{Revision, Txn, TxnOutcome, keys};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::error::ControllerError;
+use crate::metrics_source::MetricsSource;
+use crate::routing::Routing;
+
+/// Attempts at a transition before giving up on a contended record.
+const ATTEMPTS: usize = 16;
+
+/// Body of `POST /api/v1/services/{name}/rollouts`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StartRollout {
+    /// The canary's version name.
+    pub version: VersionName,
+    /// The canary's addresses.
+    pub upstreams: Upstreams,
+    /// The plan, as a list or as text like `"1%/30s,5%/1m,100%"`; default `1%/30s → 5%/1m →
+    /// 25%/2m → 50%/2m → 100%`.
+    #[serde(default)]
+    pub steps: Option<StepsInput>,
+    /// How long the old stable serves its pinned sessions after promotion (default 10m).
+    #[serde(default)]
+    pub drain: Option<HumanDuration>,
+    /// How long a step may stay inconclusive after its hold before pausing (default 10m).
+    #[serde(default)]
+    pub max_step_wait: Option<HumanDuration>,
+    /// Judge settings.
+    #[serde(default)]
+    pub analysis: Option<Analysis>,
+}
+
+/// Steps as a list or as text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StepsInput {
+    /// `"1%/30s,5%/1m,100%"`.
+    Text(String),
+    /// `[{"weight": 1, "hold": "30s"}, …]`.
+    List(Vec<Step>),
+}
+
+/// A rollout as the API shows it: the record plus what the judge sees now.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutView {
+    /// The durable record.
+    #[serde(flatten)]
+    pub rollout: Rollout,
+    /// Canary weight now, in percent.
+    pub weight: f64,
+    /// Hold time spent in the current step.
+    pub held_seconds: f64,
+    /// Hold time the current step needs.
+    pub hold_seconds: f64,
+    /// The judge's latest view, while it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeView>,
+}
+
+/// What the judge says at the latest tick.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JudgeView {
+    /// The step decision.
+    pub decision: StepDecision,
+    /// One verdict per metric.
+    pub verdicts: Vec<MetricVerdict>,
+    /// Share of the rollout's requests the canary served, in percent.
+    pub observed_canary_share: Option<f64>,
+    /// The latency that counts as slow (from stable's p99 before the rollout), in seconds.
+    pub tail_threshold_seconds: f64,
+    /// Unix ms of the tick.
+    pub at_ms: u64,
+}
+
+/// A change pushed to live views (dashboard, `status --watch`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Update {
+    /// `rollout` (a transition), `tick` (the judge looked again) or `routing`.
+    pub kind: &'static str,
+    /// The service.
+    pub service: String,
+    /// The rollout's view, for `rollout` and `tick`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutView>,
+    /// The event, for `rollout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<Event>,
+}
+
+#[derive(Default)]
+struct Live {
+    active: Option<(Rollout, Revision)>,
+    judge: Option<JudgeView>,
+    runner: Option<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    transitions: tokio::sync::Mutex<()>,
+    live: Mutex<Live>,
+}
+
+/// Settings of the rollout controller.
+#[derive(Debug, Clone, Copy)]
+pub struct ControllerSettings {
+    /// How often the judge looks.
+    pub tick: Duration,
+}
+
+/// The rollout controller.
+pub struct Controller {
+    routing: Routing,
+    metrics: Arc<dyn MetricsSource>,
+    settings: ControllerSettings,
+    slots: HashMap<String, Arc<Slot>>,
+    updates: broadcast::Sender<Update>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ControllerError> {
+    serde_json::from_slice(bytes).map_err(|e| ControllerError::Invalid(format!("stored {what} is unreadable: {e}")))
+}
+
+impl Controller {
+    /// A controller for every service of `routing`'s gateway.
+    pub fn new(routing: Routing, metrics: Arc<dyn MetricsSource>, settings: ControllerSettings) -> Arc<Controller> {
+        let slots = routing.gateway().services().iter().map(|s| (s.name().to_owned(), Arc::default())).collect();
+        let (updates, _) = broadcast::channel(1024);
+        Arc::new(Controller { routing, metrics, settings, slots, updates })
+    }
+
+    /// The routing layer.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
+    }
+
+    /// Live updates: every transition and every judge tick.
+    pub fn subscribe(&self) -> broadcast::Receiver<Update> {
+        self.updates.subscribe()
+    }
+
+    fn slot(&self, service: &str) -> Result<&Arc<Slot>, ControllerError> {
+        self.slots.get(service).ok_or_else(|| ControllerError::NoService(service.to_owned()))
+    }
+
+    /// Picks up every rollout that was active when the process last stopped.
+    pub async fn resume_all(self: &Arc<Self>) -> Result<(), ControllerError> {
+        for service in self.slots.keys() {
+            let Some(lock) = self.routing.store().get(&keys::rollout_lock(service)).await? else { continue };
+            let id = String::from_utf8_lossy(&lock.value).into_owned();
+            let Some(entry) = self.routing.store().get(&keys::rollout(service, &id)).await? else { continue };
+            let rollout: Rollout = decode(&entry.value, "rollout")?;
+            if rollout.phase.is_terminal() {
+                continue;
+            }
+            tracing::info!(service, rollout = %rollout.id, phase = rollout.phase.name(), step = rollout.step, "resuming rollout");
+            self.slot(service)?.live.lock().expect("live").active = Some((rollout, entry.revision));
+            self.spawn_runner(service);
+        }
+        Ok(())
+    }
+
+    /// The active rollout of `service`, if any.
+    pub fn active(&self, service: &str) -> Result<Option<Rollout>, ControllerError> {
+        let live = self.slot(service)?.live.lock().expect("live");
+        Ok(live.active.as_ref().map(|(r, _)| r.clone()))
+    }
+
+    /// Refuses a hand-made routing change while a rollout owns the routing.
+    pub fn ensure_no_rollout(&self, service: &str) -> Result<(), ControllerError> {
+        match self.active(service)? {
+            Some(r) => Err(ControllerError::RolloutInProgress { service: service.to_owned(), rollout: r.id }),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a rollout; refused while another one of the service is active.
+    pub async fn start(self: &Arc<Self>, service: &str, request: StartRollout) -> Result<RolloutView, ControllerError> {
+        let slot = self.slot(service)?.clone();
+        let steps = match request.steps {
+            None => default_steps(),
+            Some(StepsInput::Text(text)) => {
+                canary_core::rollout::parse_steps(&text).map_err(ControllerError::Invalid)?
+            }
+            Some(StepsInput::List(steps)) => {
+                check_steps(&steps).map_err(ControllerError::Invalid)?;
+                steps
+            }
+        };
+        let analysis = request.analysis.unwrap_or_default();
+        analysis.judge_config().validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let _serial = slot.transitions.lock().await;
+        for _ in 0..ATTEMPTS {
+            let (spec, spec_revision) = self.routing.current(service).await?;
+            if spec.stable.version == request.version {
+                return Err(ControllerError::Invalid(format!(
+                    "version {} is already the stable version",
+                    request.version.as_str()
+                )));
+            }
+            let now = now_ms();
+            let id = format!("{service}-{now:x}");
+            let pending = Rollout {
+                id: id.clone(),
+                service: service.to_owned(),
+                stable: spec.stable.clone(),
+                canary: VersionConfig { version: request.version.clone(), upstreams: request.upstreams.clone() },
+                steps: steps.clone(),
+                drain: request.drain.unwrap_or(HumanDuration(Duration::from_secs(600))),
+                max_step_wait: request.max_step_wait.unwrap_or(HumanDuration(Duration::from_secs(600))),
+                analysis,
+                phase: Phase::Pending,
+                step: 0,
+                step_started_ms: now,
+                step_banked_ms: 0,
+                created_ms: now,
+                updated_ms: now,
+                transitions: 0,
+                reason: None,
+            };
+            let baseline = self.stable_baseline(service, &spec).await;
+            let slow_bucket = runner::slow_bucket(&analysis, &baseline);
+            let transition = pending.apply(&Command::Begin, now)?;
+            let lock = keys::rollout_lock(service);
+            let txn = Txn::new().require_absent(lock.clone()).put(lock.clone(), id.clone().into_bytes());
+            match self.commit(service, txn, transition, spec, spec_revision, Some(slow_bucket), 0).await? {
+                Some((rollout, revision)) => {
+                    slot.live.lock().expect("live").active = Some((rollout, revision));
+                    self.spawn_runner(service);
+                    return self.view(service, None);
+                }
+                None => {
+                    if let Some(holder) = self.routing.store().get(&lock).await? {
+                        return Err(ControllerError::RolloutInProgress {
+                            service: service.to_owned(),
+                            rollout: String::from_utf8_lossy(&holder.value).into_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        Err(ControllerError::Contended(keys::routing(service)))
+    }
+
+    /// Stable's latency histogram so far, the judge's baseline for the tail threshold.
+    async fn stable_baseline(&self, service: &str, spec: &RouteSpec) -> [u64; canary_core::latency::LATENCY_BUCKETS] {
+        match self.metrics.counts(service, spec.stable.version.as_str()).await {
+            Ok(counts) => counts.latency_buckets,
+            Err(e) => {
+                tracing::warn!(service, error = %e, "no stable latency baseline");
+                [0; canary_core::latency::LATENCY_BUCKETS]
+            }
+        }
+    }
+
+    /// Applies `command` to the active rollout of `service`.
+    pub async fn act(&self, service: &str, command: Command) -> Result<RolloutView, ControllerError> {
+        let slot = self.slot(service)?.clone();
+        let _serial = slot.transitions.lock().await;
+        for _ in 0..ATTEMPTS {
+            let (rollout, revision) = {
+                let live = slot.live.lock().expect("live");
+                live.active.clone().ok_or_else(|| ControllerError::NoActiveRollout(service.to_owned()))?
+            };
+            let transition = rollout.apply(&command, now_ms())?;
+            let (spec, spec_revision) = self.routing.current(service).await?;
+            let slow_bucket = spec.slow_bucket;
+            // Ending a rollout releases the service's lock in the same commit; the record's
+            // revision, compared in `commit`, is what makes this writer the only one.
+            let txn = if transition.rollout.phase.is_terminal() {
+                Txn::new().delete(keys::rollout_lock(service))
+            } else {
+                Txn::new()
+            };
+            match self.commit(service, txn, transition, spec, spec_revision, slow_bucket, revision).await? {
+                Some((next, next_revision)) => {
+                    let ended = next.phase.is_terminal();
+                    let view = {
+                        let mut live = slot.live.lock().expect("live");
+                        live.active = (!ended).then(|| (next.clone(), next_revision));
+                        if ended {
+                            live.judge = None;
+                        }
+                        RolloutView::new(next, live.judge.clone())
+                    };
+                    return Ok(view);
+                }
+                None => self.reload(service, &slot).await?,
+            }
+        }
+        Err(ControllerError::Contended(keys::rollouts(service)))
+    }
+
+    /// Re-reads the active rollout after a conflict.
+    async fn reload(&self, service: &str, slot: &Slot) -> Result<(), ControllerError> {
+        let id = slot.live.lock().expect("live").active.as_ref().map(|(r, _)| r.id.clone());
+        let Some(id) = id else { return Ok(()) };
+        let entry = self.routing.store().get(&keys::rollout(service, &id)).await?;
+        let mut live = slot.live.lock().expect("live");
+        live.active = match entry {
+            Some(entry) => {
+                let rollout: Rollout = decode(&entry.value, "rollout")?;
+                (!rollout.phase.is_terminal()).then_some((rollout, entry.revision))
+            }
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Commits a transition with its event and routing; `Ok(None)` on a conflict.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        service: &str,
+        txn: Txn,
+        transition: Transition,
+        mut spec: RouteSpec,
+        spec_revision: Revision,
+        slow_bucket: Option<u8>,
+        rollout_revision: Revision,
+    ) -> Result<Option<(Rollout, Revision)>, ControllerError> {
+        let Transition { rollout, event, route } = transition;
+        let now = now_ms();
+        route_change::apply(&mut spec, &route, &rollout, slow_bucket, now);
+        let routing_changed = route != canary_core::rollout::RouteChange::None;
+        if routing_changed {
+            spec.generation += 1;
+        }
+        let record_key = keys::rollout(service, &rollout.id);
+        let mut txn = txn
+            .require_revision(record_key.clone(), rollout_revision)
+            .put(record_key, serde_json::to_vec(&rollout).expect("rollouts serialize"))
+            .put(
+                keys::rollout_event(service, &rollout.id, event.seq),
+                serde_json::to_vec(&event).expect("events serialize"),
+            );
+        if routing_changed {
+            txn = txn
+                .require_revision(keys::routing(service), spec_revision)
+                .put(keys::routing(service), serde_json::to_vec(&spec).expect("route specs serialize"));
+        }
+        match self.routing.store().commit(txn).await? {
+            TxnOutcome::Conflict { .. } => Ok(None),
+            TxnOutcome::Committed { revision } => {
+                if routing_changed {
+                    self.routing.apply_local(service, spec)?;
+                }
+                tracing::info!(service, rollout = %rollout.id, phase = rollout.phase.name(), "{}", event.message);
+                let view = RolloutView::new(rollout.clone(), None);
+                let _ = self.updates.send(Update {
+                    kind: "rollout",
+                    service: service.to_owned(),
+                    rollout: Some(view),
+                    event: Some(event),
+                });
+                Ok(Some((rollout, revision)))
+            }
+        }
+    }
+
+    /// The active rollout's view, or the latest one's when `id` is `None` and none is active.
+    pub fn view(&self, service: &str, rollout: Option<Rollout>) -> Result<RolloutView, ControllerError> {
+        let live = self.slot(service)?.live.lock().expect("live");
+        let rollout = rollout
+            .or_else(|| live.active.as_ref().map(|(r, _)| r.clone()))
+            .ok_or_else(|| ControllerError::NoActiveRollout(service.to_owned()))?;
+        Ok(RolloutView::new(rollout, live.judge.clone()))
+    }
+
+    /// The active rollout, or else the most recent one.
+    pub async fn current_or_latest(&self, service: &str) -> Result<RolloutView, ControllerError> {
+        if let Some(active) = self.active(service)? {
+            return self.view(service, Some(active));
+        }
+        let latest = self.history(service).await?.into_iter().last();
+        match latest {
+            Some(r) => Ok(RolloutView::new(r, None)),
+            None => Err(ControllerError::NoActiveRollout(service.to_owned())),
+        }
+    }
+
+    /// Every rollout of `service`, oldest first.
+    pub async fn history(&self, service: &str) -> Result<Vec<Rollout>, ControllerError> {
+        self.slot(service)?;
+        let listing = self.routing.store().list(&keys::rollouts(service)).await?;
+        listing.entries.iter().map(|e| decode(&e.value, "rollout")).collect()
+    }
+
+    /// The event log of `service`, oldest first, at most the last `limit`.
+    pub async fn events(&self, service: &str, limit: usize) -> Result<Vec<Event>, ControllerError> {
+        self.slot(service)?;
+        let listing = self.routing.store().list(&keys::events(service)).await?;
+        let skip = listing.entries.len().saturating_sub(limit);
+        listing.entries[skip..].iter().map(|e| decode(&e.value, "event")).collect()
+    }
+
+    fn spawn_runner(self: &Arc<Self>, service: &str) {
+        let Ok(slot) = self.slot(service) else { return };
+        let handle = tokio::spawn(runner::run(self.clone(), service.to_owned()));
+        let mut live = slot.live.lock().expect("live");
+        if let Some(old) = live.runner.replace(handle) {
+            old.abort();
+        }
+    }
+
+    fn set_judge_view(&self, service: &str, view: JudgeView) {
+        let Ok(slot) = self.slot(service) else { return };
+        let rollout = {
+            let mut live = slot.live.lock().expect("live");
+            live.judge = Some(view.clone());
+            live.active.as_ref().map(|(r, _)| r.clone())
+        };
+        if let Some(rollout) = rollout {
+            let _ = self.updates.send(Update {
+                kind: "tick",
+                service: service.to_owned(),
+                rollout: Some(RolloutView::new(rollout, Some(view))),
+                event: None,
+            });
+        }
+    }
+}
+
+impl RolloutView {
+    fn new(rollout: Rollout, judge: Option<JudgeView>) -> RolloutView {
+        let now = now_ms();
+        let hold = rollout.steps.get(rollout.step).map_or(0.0, |s| s.hold.0.as_secs_f64());
+        RolloutView {
+            weight: rollout.weight().percent(),
+            held_seconds: rollout.held_ms(now) as f64 / 1000.0,
+            hold_seconds: hold,
+            judge: if rollout.phase.is_terminal() { None } else { judge },
+            rollout,
+        }
+    }
+}

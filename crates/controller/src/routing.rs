@@ -1,0 +1,147 @@
+//! The routing of every service, kept in the store and applied to the local gateway.
+//!
+//! The store is the source of truth once a service has been seen: the first start writes the
+//! configured routing; later starts adopt what is stored (so a restart, or `kill -9`, resumes
+//! the weights and canaries that were in force). Every change is a compare-and-swap on the
+//! routing key's revision, then applied to the local gateway at once; other gateways follow the
+//! key through a watch.
+
+use std::sync::Arc;
+
+use canary_core::RouteSpec;
+use canary_gateway::{Gateway, RouteError, Service};
+use canary_store::{CasOutcome, Revision, Store, keys};
+
+use crate::error::ControllerError;
+
+/// Attempts at a read-modify-write before giving up on a contended key.
+const CAS_ATTEMPTS: usize = 16;
+
+/// Reads and writes the services' routing.
+#[derive(Clone)]
+pub struct Routing {
+    store: Arc<dyn Store>,
+    gateway: Arc<Gateway>,
+}
+
+impl Routing {
+    /// Routing over `store`, applied to `gateway`.
+    pub fn new(store: Arc<dyn Store>, gateway: Arc<Gateway>) -> Routing {
+        Routing { store, gateway }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The local gateway.
+    pub fn gateway(&self) -> &Arc<Gateway> {
+        &self.gateway
+    }
+
+    /// A service of the local gateway.
+    pub fn service(&self, name: &str) -> Result<&Arc<Service>, ControllerError> {
+        self.gateway.service(name).ok_or_else(|| ControllerError::NoService(name.to_owned()))
+    }
+
+    /// Adopts every stored routing, or stores the configured one where none is stored yet.
+    pub async fn sync_at_start(&self) -> Result<(), ControllerError> {
+        for service in self.gateway.services() {
+            let key = keys::routing(service.name());
+            match self.store.get(&key).await? {
+                Some(entry) => match serde_json::from_slice::<RouteSpec>(&entry.value) {
+                    Ok(spec) => {
+                        if let Err(e) = service.apply(spec) {
+                            tracing::error!(service = service.name(), error = %e, "stored routing refused; keeping the configured one");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(service = service.name(), error = %e, "stored routing unreadable; keeping the configured one")
+                    }
+                },
+                None => {
+                    let spec = service.route().spec.clone();
+                    let value = serde_json::to_vec(&spec).expect("route specs serialize");
+                    if let CasOutcome::Lost { current: Some(entry) } =
+                        self.store.compare_and_swap(&key, 0, value).await?
+                        && let Ok(spec) = serde_json::from_slice::<RouteSpec>(&entry.value)
+                    {
+                        let _ = service.apply(spec);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored routing of `service` and its revision (0 when none is stored).
+    pub async fn current(&self, service: &str) -> Result<(RouteSpec, Revision), ControllerError> {
+        let local = self.service(service)?;
+        match self.store.get(&keys::routing(service)).await? {
+            Some(entry) => {
+                let spec = serde_json::from_slice(&entry.value).map_err(|e| {
+                    ControllerError::Invalid(format!("stored routing of {service:?} is unreadable: {e}"))
+                })?;
+                Ok((spec, entry.revision))
+            }
+            None => Ok((local.route().spec.clone(), 0)),
+        }
+    }
+
+    /// Changes `service`'s routing with `change`, durably, then applies it locally.
+    pub async fn change(
+        &self,
+        service: &str,
+        change: impl Fn(&mut RouteSpec) -> Result<(), RouteError>,
+    ) -> Result<RouteSpec, ControllerError> {
+        let local = self.service(service)?.clone();
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut spec, revision) = self.current(service).await?;
+            change(&mut spec)?;
+            spec.generation += 1;
+            spec.check().map_err(RouteError::from)?;
+            let value = serde_json::to_vec(&spec).expect("route specs serialize");
+            if self.store.compare_and_swap(&keys::routing(service), revision, value).await?.won() {
+                local.apply(spec.clone())?;
+                return Ok(spec);
+            }
+        }
+        Err(ControllerError::Contended(keys::routing(service)))
+    }
+
+    /// Applies a spec that was just committed by a transaction.
+    pub fn apply_local(&self, service: &str, spec: RouteSpec) -> Result<(), ControllerError> {
+        self.service(service)?.apply(spec)?;
+        Ok(())
+    }
+
+    /// Follows every stored routing change until the task is dropped: how a gateway picks up
+    /// what another process wrote. Keeps the last good routing while the store is away.
+    pub async fn follow(self) {
+        let mut follower = canary_store::PrefixFollower::new(self.store.clone(), keys::SERVICES);
+        loop {
+            match follower.next().await {
+                Ok(events) => {
+                    for event in events {
+                        let Some(name) =
+                            event.key.strip_prefix(keys::SERVICES).and_then(|k| k.strip_suffix("/routing"))
+                        else {
+                            continue;
+                        };
+                        let Some(service) = self.gateway.service(name) else { continue };
+                        match serde_json::from_slice::<RouteSpec>(&event.value) {
+                            Ok(spec) => {
+                                if let Err(e) = service.apply(spec) {
+                                    tracing::error!(service = name, error = %e, "refused a stored routing");
+                                }
+                            }
+                            Err(e) => tracing::error!(service = name, error = %e, "unreadable stored routing"),
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "routing watch interrupted; serving the last routing"),
+            }
+        }
+    }
+}

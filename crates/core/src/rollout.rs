@@ -1,0 +1,485 @@
+//! The rollout state machine: every phase and every transition of a rollout, in one place.
+//!
+//! ```text
+//!            begin              advance (last step held)
+//! pending ─────────► progressing ─────────────────────────► promoted
+//!    │                 │  ▲   │ promote (by hand) ─────────► promoted
+//!    │           pause │  │ resume
+//!    │                 ▼  │   │ judge says worse / breaker ─► failed
+//!    │                paused ─┘ abort (by hand) ───────────► aborted
+//!    └── abort ─────────────────────────────────────────────► aborted
+//! ```
+//!
+//! [`Rollout::apply`] is a pure function: the current record and a command in, the next record,
+//! the event to log and the routing change out — or an error that says why the command does
+//! not apply in this phase. The controller persists the record, the event and the routing in
+//! one transaction *before* acting on them, so a controller killed at any instant resumes
+//! exactly where the store says it stood, and a transition is never applied twice (the record's
+//! `transitions` counter names the event and guards the write).
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{HumanDuration, VersionConfig};
+use crate::judge::JudgeConfig;
+use crate::weight::Weight;
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Phase {
+    /// Created, no traffic yet.
+    Pending,
+    /// Moving through its steps, judged every tick.
+    Progressing,
+    /// Held at its current weight by a person or by the judge's sample-ratio guard.
+    Paused,
+    /// The canary became the new stable.
+    Promoted,
+    /// Stopped by a person; the canary gets no traffic.
+    Aborted,
+    /// Rolled back automatically (judge or breaker); the canary gets no traffic.
+    Failed,
+}
+
+impl Phase {
+    /// Whether the rollout is over.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Promoted | Phase::Aborted | Phase::Failed)
+    }
+
+    /// The phase's name as the API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Progressing => "progressing",
+            Phase::Paused => "paused",
+            Phase::Promoted => "promoted",
+            Phase::Aborted => "aborted",
+            Phase::Failed => "failed",
+        }
+    }
+}
+
+/// One step: hold the canary at `weight` for at least `hold`, judged all along.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Share of users on the canary.
+    pub weight: Weight,
+    /// Minimum time at this weight before the next step.
+    pub hold: HumanDuration,
+}
+
+/// The default plan: `1%/30s → 5%/1m → 25%/2m → 50%/2m → 100%`.
+pub fn default_steps() -> Vec<Step> {
+    let step = |pct: f64, secs: u64| Step {
+        weight: Weight::from_percent(pct).expect("valid weight"),
+        hold: HumanDuration(std::time::Duration::from_secs(secs)),
+    };
+    vec![step(1.0, 30), step(5.0, 60), step(25.0, 120), step(50.0, 120), step(100.0, 0)]
+}
+
+/// Parses steps written as `1%/30s,5%/1m,25%/2m,100%` (a step without a hold holds 0 s).
+pub fn parse_steps(text: &str) -> Result<Vec<Step>, String> {
+    let steps = text
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(|part| {
+            let (weight, hold) = part.split_once('/').unwrap_or((part, "0s"));
+            let weight = weight.trim().trim_end_matches('%');
+            let weight: f64 = weight.parse().map_err(|_| format!("step {part:?}: {weight:?} is not a percentage"))?;
+            let weight = Weight::from_percent(weight).map_err(|e| format!("step {part:?}: {e}"))?;
+            let hold = HumanDuration::try_from(hold.trim().to_owned()).map_err(|e| format!("step {part:?}: {e}"))?;
+            Ok(Step { weight, hold })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    check_steps(&steps)?;
+    Ok(steps)
+}
+
+/// Steps must exist, be at most 100, rise strictly, and start above zero.
+pub fn check_steps(steps: &[Step]) -> Result<(), String> {
+    if steps.is_empty() {
+        return Err("a rollout needs at least one step".into());
+    }
+    if steps.len() > 100 {
+        return Err("a rollout has at most 100 steps".into());
+    }
+    if steps[0].weight == Weight::ZERO {
+        return Err("the first step must send the canary some traffic (weight above 0)".into());
+    }
+    if steps.windows(2).any(|w| w[1].weight <= w[0].weight) {
+        return Err("step weights must rise strictly".into());
+    }
+    Ok(())
+}
+
+/// The judge's settings a rollout may override; the rest are the judge's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Analysis {
+    /// Probability of rolling back a canary that is not worse, over the whole rollout.
+    pub alpha: f64,
+    /// Requests each version must serve in the rollout before a metric can pass.
+    pub min_requests_per_version: u64,
+    /// Requests each version must serve within a step before it can advance.
+    pub min_requests_per_step: u64,
+    /// Non-inferiority margin (canary ÷ stable) a metric's interval must fall below to pass.
+    pub max_ratio: Option<f64>,
+}
+
+impl Default for Analysis {
+    fn default() -> Analysis {
+        let judge = JudgeConfig::default();
+        Analysis {
+            alpha: judge.alpha,
+            min_requests_per_version: judge.min_requests_per_version,
+            min_requests_per_step: judge.min_requests_per_step,
+            max_ratio: judge.max_ratio,
+        }
+    }
+}
+
+impl Analysis {
+    /// The judge's full settings.
+    pub fn judge_config(&self) -> JudgeConfig {
+        JudgeConfig {
+            alpha: self.alpha,
+            min_requests_per_version: self.min_requests_per_version,
+            min_requests_per_step: self.min_requests_per_step,
+            max_ratio: self.max_ratio,
+            ..JudgeConfig::default()
+        }
+    }
+}
+
+/// One rollout's durable record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rollout {
+    /// Unique id; salts the bucket hash and names the pins.
+    pub id: String,
+    /// The service.
+    pub service: String,
+    /// The stable version when the rollout started.
+    pub stable: VersionConfig,
+    /// The canary.
+    pub canary: VersionConfig,
+    /// The plan.
+    pub steps: Vec<Step>,
+    /// How long the previous stable keeps serving its pinned sessions after promotion.
+    pub drain: HumanDuration,
+    /// How long a step may stay inconclusive after its hold before the rollout pauses.
+    pub max_step_wait: HumanDuration,
+    /// The judge's settings.
+    #[serde(default)]
+    pub analysis: Analysis,
+    /// Where it stands.
+    pub phase: Phase,
+    /// Index of the current step.
+    pub step: usize,
+    /// Unix ms when the current step's hold clock (re)started.
+    pub step_started_ms: u64,
+    /// Hold time already spent in the current step before a pause, in ms.
+    pub step_banked_ms: u64,
+    /// Unix ms of creation.
+    pub created_ms: u64,
+    /// Unix ms of the last transition.
+    pub updated_ms: u64,
+    /// Transitions applied so far; the next event's number.
+    pub transitions: u64,
+    /// Why it paused or ended, in words.
+    pub reason: Option<String>,
+}
+
+/// What can happen to a rollout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Start sending traffic at the first step.
+    Begin,
+    /// The current step held long enough and the judge found nothing: next step, or promote
+    /// after the last.
+    Advance,
+    /// Hold the current weight.
+    Pause(String),
+    /// Continue after a pause.
+    Resume,
+    /// Make the canary stable now.
+    Promote(String),
+    /// Stop by hand; the canary gets no traffic.
+    Abort(String),
+    /// Roll back automatically.
+    Fail(String),
+}
+
+impl Command {
+    /// The command's name as events and the API spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Begin => "begin",
+            Command::Advance => "advance",
+            Command::Pause(_) => "pause",
+            Command::Resume => "resume",
+            Command::Promote(_) => "promote",
+            Command::Abort(_) => "abort",
+            Command::Fail(_) => "fail",
+        }
+    }
+}
+
+/// How the service's routing must change with a transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    /// Nothing changes.
+    None,
+    /// Deploy the canary under this rollout's id at `weight`.
+    Canary {
+        /// The weight.
+        weight: Weight,
+    },
+    /// Keep the canary, change its weight.
+    Weight(Weight),
+    /// The canary becomes stable; the old stable drains.
+    Promote,
+    /// The canary is removed; everyone goes to stable.
+    RemoveCanary,
+}
+
+/// One line of a rollout's event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Event {
+    /// The rollout.
+    pub rollout_id: String,
+    /// Its number within the rollout, from 0.
+    pub seq: u64,
+    /// Unix ms.
+    pub at_ms: u64,
+    /// What happened (`begin`, `advance`, `pause`, …).
+    pub action: String,
+    /// Phase before.
+    pub from: Phase,
+    /// Phase after.
+    pub to: Phase,
+    /// Step index after.
+    pub step: usize,
+    /// Canary weight after, in percent.
+    pub weight: f64,
+    /// What a person should read.
+    pub message: String,
+}
+
+/// The result of applying a command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The record after the command.
+    pub rollout: Rollout,
+    /// The event to log.
+    pub event: Event,
+    /// The routing change to apply.
+    pub route: RouteChange,
+}
+
+/// Why a command does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {action} a rollout that is {phase}")]
+pub struct TransitionError {
+    /// The command.
+    pub action: &'static str,
+    /// The phase it was refused in.
+    pub phase: &'static str,
+}
+
+impl Rollout {
+    /// The weight the canary has in this phase and step.
+    pub fn weight(&self) -> Weight {
+        match self.phase {
+            Phase::Pending | Phase::Aborted | Phase::Failed => Weight::ZERO,
+            Phase::Promoted => Weight::FULL,
+            Phase::Progressing | Phase::Paused => self.steps[self.step].weight,
+        }
+    }
+
+    /// Hold time spent in the current step at `now_ms`.
+    pub fn held_ms(&self, now_ms: u64) -> u64 {
+        match self.phase {
+            Phase::Progressing => self.step_banked_ms + now_ms.saturating_sub(self.step_started_ms),
+            _ => self.step_banked_ms,
+        }
+    }
+
+    /// Whether the current step's hold has passed at `now_ms`.
+    pub fn hold_passed(&self, now_ms: u64) -> bool {
+        self.held_ms(now_ms) >= self.steps[self.step].hold.0.as_millis() as u64
+    }
+
+    /// Applies `command` at `now_ms`.
+    pub fn apply(&self, command: &Command, now_ms: u64) -> Result<Transition, TransitionError> {
+        use Phase::*;
+        let refuse = || Err(TransitionError { action: command.name(), phase: self.phase.name() });
+        let mut next = self.clone();
+        let (route, message) = match (command, self.phase) {
+            (Command::Begin, Pending) => {
+                next.phase = Progressing;
+                next.step = 0;
+                next.step_started_ms = now_ms;
+                next.step_banked_ms = 0;
+                let w = self.steps[0].weight;
+                (RouteChange::Canary { weight: w }, format!("started: {} at {w}", self.canary.version.as_str()))
+            }
+            (Command::Advance, Progressing) if self.step + 1 < self.steps.len() => {
+                next.step += 1;
+                next.step_started_ms = now_ms;
+                next.step_banked_ms = 0;
+                let w = self.steps[next.step].weight;
+                (RouteChange::Weight(w), format!("step {} of {}: {w}", next.step + 1, self.steps.len()))
+            }
+            (Command::Advance, Progressing) => {
+                next.phase = Promoted;
+                (RouteChange::Promote, format!("promoted: {} is the new stable", self.canary.version.as_str()))
+            }
+            (Command::Pause(why), Progressing) => {
+                next.phase = Paused;
+                next.step_banked_ms = self.held_ms(now_ms);
+                next.reason = Some(why.clone());
+                (RouteChange::None, format!("paused at {}: {why}", self.weight()))
+            }
+            (Command::Resume, Paused) => {
+                next.phase = Progressing;
+                next.step_started_ms = now_ms;
+                next.reason = None;
+                (RouteChange::None, format!("resumed at {}", self.weight()))
+            }
+            (Command::Promote(why), Pending | Progressing | Paused) => {
+                next.phase = Promoted;
+                next.reason = Some(why.clone());
+                (RouteChange::Promote, format!("promoted by hand: {why}"))
+            }
+            (Command::Abort(why), Pending | Progressing | Paused) => {
+                next.phase = Aborted;
+                next.reason = Some(why.clone());
+                (RouteChange::RemoveCanary, format!("aborted: {why}"))
+            }
+            (Command::Fail(why), Progressing | Paused) => {
+                next.phase = Failed;
+                next.reason = Some(why.clone());
+                (RouteChange::RemoveCanary, format!("rolled back: {why}"))
+            }
+            _ => return refuse(),
+        };
+        next.updated_ms = now_ms;
+        next.transitions = self.transitions + 1;
+        let event = Event {
+            rollout_id: self.id.clone(),
+            seq: self.transitions,
+            at_ms: now_ms,
+            action: command.name().to_owned(),
+            from: self.phase,
+            to: next.phase,
+            step: next.step,
+            weight: next.weight().percent(),
+            message,
+        };
+        Ok(Transition { rollout: next, event, route })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Upstreams, VersionName};
+
+    fn version(name: &str) -> VersionConfig {
+        VersionConfig {
+            version: VersionName::try_from(name.to_owned()).unwrap(),
+            upstreams: Upstreams::try_from(vec!["127.0.0.1:1".to_owned()]).unwrap(),
+        }
+    }
+
+    fn rollout() -> Rollout {
+        Rollout {
+            id: "web-1".into(),
+            service: "web".into(),
+            stable: version("v1"),
+            canary: version("v2"),
+            steps: parse_steps("10%/1s,50%/1s,100%").unwrap(),
+            drain: HumanDuration(std::time::Duration::from_secs(60)),
+            max_step_wait: HumanDuration(std::time::Duration::from_secs(600)),
+            analysis: Analysis::default(),
+            phase: Phase::Pending,
+            step: 0,
+            step_started_ms: 0,
+            step_banked_ms: 0,
+            created_ms: 0,
+            updated_ms: 0,
+            transitions: 0,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn a_healthy_rollout_walks_its_steps_to_promotion() {
+        let mut r = rollout();
+        let mut routes = Vec::new();
+        for (i, command) in [Command::Begin, Command::Advance, Command::Advance, Command::Advance].iter().enumerate() {
+            let t = r.apply(command, 1000 * i as u64).unwrap();
+            assert_eq!(t.event.seq, i as u64);
+            routes.push(t.route);
+            r = t.rollout;
+        }
+        assert_eq!(r.phase, Phase::Promoted);
+        assert_eq!(
+            routes,
+            vec![
+                RouteChange::Canary { weight: Weight::from_percent(10.0).unwrap() },
+                RouteChange::Weight(Weight::from_percent(50.0).unwrap()),
+                RouteChange::Weight(Weight::FULL),
+                RouteChange::Promote,
+            ]
+        );
+        assert!(r.apply(&Command::Abort("late".into()), 5000).is_err());
+    }
+
+    #[test]
+    fn pausing_banks_the_hold_clock() {
+        let r = rollout().apply(&Command::Begin, 0).unwrap().rollout;
+        let paused = r.apply(&Command::Pause("look".into()), 600).unwrap().rollout;
+        assert_eq!(paused.held_ms(10_000), 600);
+        assert!(!paused.hold_passed(10_000));
+        let resumed = paused.apply(&Command::Resume, 10_000).unwrap().rollout;
+        assert!(!resumed.hold_passed(10_300));
+        assert!(resumed.hold_passed(10_400));
+        assert_eq!(resumed.weight(), Weight::from_percent(10.0).unwrap());
+    }
+
+    #[test]
+    fn commands_that_do_not_fit_the_phase_are_refused() {
+        let pending = rollout();
+        for command in [Command::Advance, Command::Resume, Command::Pause("x".into()), Command::Fail("x".into())] {
+            let e = pending.apply(&command, 0).unwrap_err();
+            assert_eq!(e.phase, "pending");
+        }
+        let failed =
+            pending.apply(&Command::Begin, 0).unwrap().rollout.apply(&Command::Fail("errors".into()), 1).unwrap();
+        assert_eq!(failed.route, RouteChange::RemoveCanary);
+        assert_eq!(failed.rollout.weight(), Weight::ZERO);
+        assert_eq!(
+            failed.rollout.apply(&Command::Resume, 2).unwrap_err().to_string(),
+            "cannot resume a rollout that is failed"
+        );
+    }
+
+    #[test]
+    fn steps_parse_and_are_checked() {
+        let steps = parse_steps("1%/30s, 5%/1m 100%").unwrap();
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[1].hold.0.as_secs(), 60);
+        assert_eq!(steps[2].hold.0.as_secs(), 0);
+        assert!(parse_steps("").is_err());
+        assert!(parse_steps("5%/1m,5%/1m").unwrap_err().contains("rise"));
+        assert!(parse_steps("0%/1m").unwrap_err().contains("above 0"));
+        assert!(parse_steps("150%/1m").unwrap_err().contains("out of range"));
+        assert!(parse_steps("10%/soon").unwrap_err().contains("soon"));
+        assert_eq!(default_steps().len(), 5);
+    }
+}
