@@ -32,11 +32,12 @@
 //!
 //! Because `ρ_t` changes every tick there is no conjugate prior, so the mixture is a discrete one
 //! on a grid of `ln r` with step [`LOG_RATIO_STEP`]. The one-sided test puts a half-normal prior
-//! of scale `τ` (default 1) on `ln r > 0`: most mass on ratios 1.2–5 where canary regressions of
-//! interest live, still some at 20×. A wider prior would cost about `ln τ` nats of evidence on
-//! small effects; a narrower one would make large effects wait. The grid reaches `ln r = ±6` so
-//! that the two-sided confidence sequence for `r ∈ [e⁻³, e³]` can centre the same prior on every
-//! candidate ratio (see [`CountEProcess::confidence_interval`]).
+//! of scale `τ` on `ln r > 0` (the judge's default is 1.5: most mass on ratios 1.3–10, where the
+//! regressions worth a rollback live, some up to 20×). A wider prior costs evidence on small
+//! effects, a narrower one makes large effects wait; the simulation chose 1.5 over 1 because it
+//! brings a 5× error regression under 15 s at 100 rps for a few seconds on a 2× one. The grid
+//! reaches `ln r = ±6` so that the two-sided confidence sequence for `r ∈ [e⁻³, e³]` can centre
+//! the same prior on every candidate ratio (see [`CountEProcess::confidence_interval`]).
 //!
 //! # Dispersion
 //!
