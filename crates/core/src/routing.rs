@@ -11,7 +11,6 @@
 //! whose local breaker is closed, or the previous stable inside its drain window after a
 //! promotion. The decision reads one immutable [`RoutingTable`] and allocates nothing.
 
-use crate::bucket::bucket;
 use crate::pin::{Pin, PinKey};
 use crate::weight::Weight;
 
@@ -109,6 +108,8 @@ pub struct Decision {
     pub pin: PinAction,
     /// The user's bucket under this table's salt (also for pinned and forced requests).
     pub bucket: u16,
+    /// The full 64-bit hash the bucket came from, for counting distinct users.
+    pub key_hash: u64,
     /// Whether this request starts the user's session in this rollout: no pin of this
     /// rollout decided it. The judge compares these against the weight.
     pub new_session: bool,
@@ -158,14 +159,15 @@ impl RoutingTable {
 /// Chooses the version of one request. See the module documentation for the rules.
 #[inline]
 pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &RequestFacts<'_>) -> Decision {
-    let bucket = bucket(table.salt.as_bytes(), facts.key);
+    let key_hash = crate::bucket::hash(table.salt.as_bytes(), facts.key);
+    let bucket = (key_hash % u64::from(crate::bucket::BUCKETS)) as u16;
     let canary_open = table.canary.is_some() && facts.canary_healthy;
     if let Some(force) = facts.force {
         let side = match force {
             Force::Canary if canary_open => Side::Canary,
             _ => Side::Stable,
         };
-        return Decision { side, reason: Reason::Forced, pin: PinAction::Keep, bucket, new_session: false };
+        return Decision { side, reason: Reason::Forced, pin: PinAction::Keep, bucket, key_hash, new_session: false };
     }
     let weighted = canary_open && table.weight.basis_points() > 0;
     let pin: Option<Pin<'_>> = facts.pin.and_then(|v| pins.verify(v, facts.now));
@@ -176,13 +178,13 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
         && let Some(side) = table.routable(pin.version, weighted, facts.now)
     {
         let action = if this_rollout && fresh(&pin) { PinAction::Keep } else { PinAction::Issue };
-        return Decision { side, reason: Reason::Pinned, pin: action, bucket, new_session: !this_rollout };
+        return Decision { side, reason: Reason::Pinned, pin: action, bucket, key_hash, new_session: !this_rollout };
     }
     let side = if weighted && bucket < table.weight.basis_points() { Side::Canary } else { Side::Stable };
     let unchanged = pin
         .is_some_and(|p| table.version(side).is_some_and(|v| v.as_bytes() == p.version) && this_rollout && fresh(&p));
     let action = if unchanged { PinAction::Keep } else { PinAction::Issue };
-    Decision { side, reason: Reason::Bucket, pin: action, bucket, new_session: !this_rollout }
+    Decision { side, reason: Reason::Bucket, pin: action, bucket, key_hash, new_session: !this_rollout }
 }
 
 #[cfg(test)]

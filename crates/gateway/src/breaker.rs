@@ -45,14 +45,16 @@ impl Sample {
     }
 }
 
-/// Why the breaker should trip, if it should.
-fn verdict(policy: &BreakerConfig, oldest: &Sample, newest: &Sample) -> Option<String> {
+/// Why the breaker should trip, if it should. `last_answer` is the newest sample at which the
+/// canary had just answered a request: failed connections since then, with no answer, mean it
+/// is down, however well it did earlier in the window.
+fn verdict(policy: &BreakerConfig, oldest: &Sample, last_answer: &Sample, newest: &Sample) -> Option<String> {
     let d = |f: fn(&Sample) -> u64| f(newest).saturating_sub(f(oldest));
     let attempts = d(|s| s.canary_attempts);
     let errors = d(|s| s.canary_errors);
-    let connect_failures = d(|s| s.canary_connect_failures);
-    if connect_failures >= policy.connect_failures && d(|s| s.canary_answered) == 0 {
-        return Some(format!("canary refused {connect_failures} connections and answered nothing"));
+    let silent_failures = newest.canary_connect_failures.saturating_sub(last_answer.canary_connect_failures);
+    if silent_failures >= policy.connect_failures && newest.canary_answered == last_answer.canary_answered {
+        return Some(format!("canary failed {silent_failures} connections in a row and answered nothing since"));
     }
     if attempts < policy.min_requests {
         return None;
@@ -73,6 +75,7 @@ fn verdict(policy: &BreakerConfig, oldest: &Sample, newest: &Sample) -> Option<S
 pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
     let window_ticks = (policy.window.0.as_millis() / TICK.as_millis()).max(1) as usize;
     let mut samples: VecDeque<Sample> = VecDeque::with_capacity(window_ticks + 1);
+    let mut last_answer = Sample::default();
     let mut watched: Option<(String, String)> = None;
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -89,19 +92,24 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
             // A new canary starts with a closed breaker and an empty window.
             watched = Some(identity);
             samples.clear();
+            last_answer = Sample::of(&canary.stats.counts(), &route.stable.stats.counts());
             service.set_canary_open(true);
         }
         if !service.canary_open() {
             continue;
         }
-        samples.push_back(Sample::of(&canary.stats.counts(), &route.stable.stats.counts()));
+        let sample = Sample::of(&canary.stats.counts(), &route.stable.stats.counts());
+        if sample.canary_answered != last_answer.canary_answered {
+            last_answer = sample;
+        }
+        samples.push_back(sample);
         if samples.len() > window_ticks + 1 {
             samples.pop_front();
         }
         let (Some(oldest), Some(newest)) = (samples.front(), samples.back()) else {
             continue;
         };
-        if let Some(why) = verdict(&policy, oldest, newest) {
+        if let Some(why) = verdict(&policy, oldest, &last_answer, newest) {
             tracing::warn!(service = service.name(), "breaker tripped: {why}; canary traffic goes to stable");
             service.trip_canary(why);
         }
@@ -127,25 +135,29 @@ mod tests {
     fn a_crashed_canary_trips_on_refused_connections() {
         let policy = BreakerConfig::default();
         let zero = Sample::default();
-        assert!(verdict(&policy, &zero, &sample(5, 5, 0, 5, (100, 0))).is_some());
-        assert!(verdict(&policy, &zero, &sample(5, 5, 1, 5, (100, 0))).is_none(), "it answered once");
-        assert!(verdict(&policy, &zero, &sample(4, 4, 0, 4, (100, 0))).is_none());
+        assert!(verdict(&policy, &zero, &zero, &sample(5, 5, 0, 5, (100, 0))).is_some());
+        assert!(verdict(&policy, &zero, &zero, &sample(4, 4, 0, 4, (100, 0))).is_none());
+        // Healthy for most of the window, then down: the failures since its last answer count.
+        let healthy = sample(500, 0, 500, 0, (1000, 0));
+        assert!(verdict(&policy, &zero, &healthy, &sample(506, 6, 500, 6, (1100, 0))).is_some());
+        let answered_since = sample(506, 6, 501, 6, (1100, 0));
+        assert!(verdict(&policy, &zero, &answered_since, &answered_since).is_none());
     }
 
     #[test]
     fn the_error_ratio_must_be_high_and_far_above_stable() {
         let policy = BreakerConfig::default();
         let zero = Sample::default();
-        assert!(verdict(&policy, &zero, &sample(100, 30, 100, 0, (1000, 10))).is_some());
-        assert!(verdict(&policy, &zero, &sample(100, 30, 100, 0, (1000, 100))).is_none(), "stable is as bad");
-        assert!(verdict(&policy, &zero, &sample(100, 20, 100, 0, (1000, 0))).is_none(), "below the floor");
-        assert!(verdict(&policy, &zero, &sample(10, 10, 10, 0, (1000, 0))).is_none(), "too few requests");
+        assert!(verdict(&policy, &zero, &zero, &sample(100, 30, 100, 0, (1000, 10))).is_some());
+        assert!(verdict(&policy, &zero, &zero, &sample(100, 30, 100, 0, (1000, 100))).is_none(), "stable is as bad");
+        assert!(verdict(&policy, &zero, &zero, &sample(100, 20, 100, 0, (1000, 0))).is_none(), "below the floor");
+        assert!(verdict(&policy, &zero, &zero, &sample(10, 10, 10, 0, (1000, 0))).is_none(), "too few requests");
     }
 
     #[test]
     fn only_the_window_counts() {
         let policy = BreakerConfig::default();
         let before = sample(1000, 900, 1000, 0, (1000, 0));
-        assert!(verdict(&policy, &before, &sample(1100, 900, 1100, 0, (2000, 0))).is_none());
+        assert!(verdict(&policy, &before, &before, &sample(1100, 900, 1100, 0, (2000, 0))).is_none());
     }
 }

@@ -13,6 +13,7 @@ pub mod pool;
 pub mod proxy;
 pub mod request;
 pub mod service;
+pub mod sketch;
 pub mod tls;
 pub mod upstream;
 pub mod worker;

@@ -157,8 +157,11 @@ pub async fn handle(
 
     // Phase 5: record.
     let micros = started.elapsed().as_micros() as u64;
-    let judge =
-        JudgeFacts { bucket: decision.bucket, slow_bucket: route.spec.slow_bucket, new_session: decision.new_session };
+    let judge = JudgeFacts {
+        bucket: decision.bucket,
+        slow_bucket: route.spec.slow_bucket,
+        new_session: decision.new_session && route.users.first_sight(decision.key_hash),
+    };
     target.stats.record_response(response.status().as_u16(), micros, judge);
     Ok(response)
 }

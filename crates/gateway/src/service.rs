@@ -45,6 +45,8 @@ pub struct Route {
     pub canary: Option<VersionTarget>,
     /// The previous stable, while it drains.
     pub draining: Option<VersionTarget>,
+    /// The users seen in this rollout, shared by every snapshot of the same rollout id.
+    pub users: Arc<crate::sketch::UserSketch>,
 }
 
 impl Route {
@@ -168,7 +170,7 @@ impl Service {
             version_header_in_response,
         };
         let spec = RouteSpec::from_config(config);
-        let route = build_route(&settings.name, spec, &shared);
+        let route = build_route(&settings.name, spec, &shared, None);
         Service {
             settings,
             route: ArcSwap::from_pointee(route),
@@ -313,7 +315,8 @@ impl Service {
     }
 
     fn swap(&self, spec: RouteSpec) {
-        let route = build_route(&self.settings.name, spec, &self.shared);
+        let previous = self.route.load_full();
+        let route = build_route(&self.settings.name, spec, &self.shared, Some(&previous));
         tracing::info!(
             service = %self.settings.name,
             generation = route.spec.generation,
@@ -347,7 +350,11 @@ impl Service {
     }
 }
 
-fn build_route(service: &str, spec: RouteSpec, shared: &Shared) -> Route {
+fn build_route(service: &str, spec: RouteSpec, shared: &Shared, previous: Option<&Route>) -> Route {
+    let users = match previous {
+        Some(p) if p.spec.rollout_id == spec.rollout_id => p.users.clone(),
+        _ => Arc::default(),
+    };
     let target = |v: &VersionConfig| VersionTarget {
         header: HeaderValue::from_str(v.version.as_str()).expect("version names are valid header values"),
         upstreams: shared.upstreams.set(v.upstreams.as_slice()),
@@ -358,6 +365,7 @@ fn build_route(service: &str, spec: RouteSpec, shared: &Shared) -> Route {
         stable: target(&spec.stable),
         canary: spec.canary.as_ref().map(target),
         draining: spec.draining.as_ref().map(|d| target(&d.version)),
+        users,
         spec,
     }
 }

@@ -1,6 +1,9 @@
 //! End-to-end test kit: fake upstreams that count hits, and a real `canary serve` process.
 #![allow(dead_code, missing_docs)]
 
+pub mod restart;
+pub mod traffic;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -30,6 +33,7 @@ pub struct Upstream {
     hits: Arc<AtomicU64>,
     fail_with: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Drop for Upstream {
@@ -45,21 +49,24 @@ impl Upstream {
         let hits = Arc::new(AtomicU64::new(0));
         let fail_with = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let (v, h, f) = (version.to_owned(), hits.clone(), fail_with.clone());
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let conns = connections.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (v, h, f) = (v.clone(), h.clone(), f.clone());
-                tokio::spawn(async move {
+                let connection = tokio::spawn(async move {
                     let svc = service_fn(move |req| respond(v.clone(), h.clone(), f.load(Ordering::Relaxed), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
                 });
+                conns.lock().unwrap().push(connection.abort_handle());
             }
         });
-        Upstream { addr, version: version.to_owned(), hits, fail_with, task }
+        Upstream { addr, version: version.to_owned(), hits, fail_with, task, connections }
     }
 
     /// Makes every later plain request answer `status` (0 = behave normally).
@@ -71,9 +78,13 @@ impl Upstream {
         self.hits.load(Ordering::Relaxed)
     }
 
-    /// Stops accepting and closes the listener: later connections are refused.
+    /// Crashes: closes the listener and every open connection, so later connections are
+    /// refused and pooled ones reset.
     pub fn stop(&self) {
         self.task.abort();
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
     }
 }
 
@@ -141,38 +152,7 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("canary.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .args(["--log", "warn"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start canary serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut services = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let admin = loop {
-            let line = rx
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("canary serve did not report its listeners in time");
-            let parts: Vec<&str> = line.split_whitespace().collect();
-            match parts.as_slice() {
-                ["listening", "service", name, url] => {
-                    services.insert(name.to_string(), url.trim_start_matches("http://").parse().unwrap());
-                }
-                ["listening", "admin", url] => break url.to_string(),
-                _ => {}
-            }
-        };
+        let (child, admin, services) = spawn_serve(&path);
         Gateway { child: Some(child), admin, services, dir }
     }
 
@@ -237,6 +217,43 @@ impl Drop for Gateway {
             let _ = child.wait();
         }
     }
+}
+
+/// Starts `canary serve --config path` and waits until it reports every listener.
+fn spawn_serve(path: &std::path::Path) -> (Child, String, HashMap<String, SocketAddr>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .args(["--log", "warn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start canary serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut services = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let admin = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("canary serve did not report its listeners in time");
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["listening", "service", name, url] => {
+                services.insert(name.to_string(), url.trim_start_matches("http://").parse().unwrap());
+            }
+            ["listening", "admin", url] => break url.to_string(),
+            _ => {}
+        }
+    };
+    (child, admin, services)
 }
 
 /// A config with one service `web` on port 0, stable and canary at the given upstreams.

@@ -51,7 +51,11 @@ fn since(now: &VersionCounts, start: &VersionCounts) -> VersionCounts {
     }
 }
 
-/// A sentence for a person about the metric that failed.
+fn verdicts_say_worse(verdicts: &[MetricVerdict]) -> bool {
+    verdicts.iter().any(|v| v.verdict == Verdict::Worse)
+}
+
+/// A sentence for a person about the metric that failed, with the numbers behind it.
 fn explain(verdicts: &[MetricVerdict], metric: Option<Metric>) -> String {
     let Some(v) =
         verdicts.iter().find(|v| Some(v.metric) == metric || (metric.is_none() && v.verdict == Verdict::Worse))
@@ -65,13 +69,22 @@ fn explain(verdicts: &[MetricVerdict], metric: Option<Metric>) -> String {
         Metric::LatencyP90 => "p90 latency",
         Metric::SampleRatio => "user split",
     };
-    let estimate = v.estimate.map_or("?".into(), |e| format!("{e:.2}×"));
-    let interval = match (v.interval.lower, v.interval.upper) {
-        (Some(l), Some(u)) => format!(" ({l:.2}×–{u:.2}×)"),
-        (Some(l), None) => format!(" (at least {l:.2}×)"),
-        _ => String::new(),
+    let rate = |s: &canary_core::judge::Samples| {
+        s.events.map(|e| format!("{:.2}% ({e}/{})", 100.0 * e as f64 / s.requests.max(1) as f64, s.requests))
     };
-    format!("canary {what} {estimate} stable's{interval}")
+    let mut text = match (rate(&v.canary), rate(&v.stable)) {
+        (Some(c), Some(s)) => format!("canary {what} {c} against stable's {s}"),
+        _ => format!("canary {what} worse than stable's"),
+    };
+    match (v.estimate, v.interval.lower) {
+        (Some(e), Some(l)) => text.push_str(&format!(", {e:.2}× (at least {l:.2}×)")),
+        (None, Some(l)) => text.push_str(&format!(", at least {l:.2}×")),
+        _ => {}
+    }
+    if let Some(e) = v.e_value {
+        text.push_str(&format!("; evidence {e:.0} ≥ {:.0}", v.threshold));
+    }
+    text
 }
 
 /// Watches the active rollout of `service` until it ends.
@@ -98,12 +111,14 @@ pub async fn run(controller: Arc<Controller>, service: String) {
         }
     };
     let mut step = rollout.step;
+    let mut step_start_canary = 0u64;
     let mut interval = tokio::time::interval(controller.settings.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         interval.tick().await;
         let Some(rollout) = controller.active(&service).ok().flatten() else { return };
-        if rollout.step != step {
+        let entered_step = rollout.step != step;
+        if entered_step {
             step = rollout.step;
             judge.begin_step();
         }
@@ -116,12 +131,28 @@ pub async fn run(controller: Arc<Controller>, service: String) {
             canary: judge_counts(&since(&canary, &canary_start)),
             stable: judge_counts(&since(&stable, &stable_start)),
         };
+        if entered_step {
+            step_start_canary = tick.canary.requests;
+        }
         if let Err(e) = judge.observe(&tick) {
             tracing::warn!(service, error = %e, "judge refused a tick");
             continue;
         }
         let now = now_ms();
-        let decision = judge.decision(rollout.hold_passed(now));
+        let mut decision = judge.decision(rollout.hold_passed(now));
+        // At a final 100 % step stable only keeps its pinned sessions, so the judge's "enough
+        // samples of both versions in this step" may never come. Promotion then needs the hold,
+        // the step's minimum of canary requests and no metric against it; the earlier steps
+        // made the comparison.
+        let last_full = rollout.step + 1 == rollout.steps.len() && rollout.weight() == canary_core::Weight::FULL;
+        if last_full
+            && decision == StepDecision::Hold
+            && rollout.hold_passed(now)
+            && tick.canary.requests.saturating_sub(step_start_canary) >= analysis.min_requests_per_step
+            && !verdicts_say_worse(&judge.verdicts())
+        {
+            decision = StepDecision::Advance;
+        }
         let verdicts = judge.verdicts();
         let total = tick.canary.requests + tick.stable.requests;
         controller.set_judge_view(
