@@ -75,7 +75,7 @@ pub async fn serve(config: Config, base: &Path) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(LocalMetrics(gateway.clone()));
     let controller = Controller::new(routing, metrics, ControllerSettings { tick: config.controller.tick.0 });
-    controller.resume_all().await.context("cannot resume the stored rollouts")?;
+    controller.spawn_leader();
     let admin = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?;

@@ -32,7 +32,7 @@ pub async fn set_weight(
 ) -> ApiResult {
     let routing = state.controller.routing();
     routing.service(&name)?;
-    state.controller.ensure_no_rollout(&name)?;
+    state.controller.ensure_no_rollout(&name).await?;
     routing
         .change(&name, |spec| {
             if spec.canary.is_none() && body.weight != Weight::ZERO {
@@ -53,7 +53,7 @@ pub async fn set_canary(
 ) -> ApiResult {
     let routing = state.controller.routing();
     routing.service(&name)?;
-    state.controller.ensure_no_rollout(&name)?;
+    state.controller.ensure_no_rollout(&name).await?;
     let version = body.version.as_str().to_owned();
     let canary = VersionConfig { version: body.version, upstreams: body.upstreams };
     routing
@@ -77,7 +77,7 @@ pub async fn set_canary(
 pub async fn remove_canary(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let routing = state.controller.routing();
     routing.service(&name)?;
-    state.controller.ensure_no_rollout(&name)?;
+    state.controller.ensure_no_rollout(&name).await?;
     routing
         .change(&name, |spec| {
             if spec.canary.take().is_none() {

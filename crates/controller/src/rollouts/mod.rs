@@ -11,6 +11,7 @@ mod route_change;
 mod runner;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use canary_core::config::HumanDuration;
 use canary_core::config::{Upstreams, VersionConfig, VersionName};
 use canary_core::judge::{MetricVerdict, StepDecision};
 use canary_core::rollout::{Analysis, Command, Event, Phase, Rollout, Step, Transition, check_steps, default_steps};
-use canary_store::{Revision, Txn, TxnOutcome, keys};
+use canary_store::{Compare, Revision, Txn, TxnOutcome, keys};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -140,6 +141,8 @@ pub struct Controller {
     settings: ControllerSettings,
     slots: HashMap<String, Arc<Slot>>,
     updates: broadcast::Sender<Update>,
+    leading: AtomicBool,
+    fence: Mutex<Option<Compare>>,
 }
 
 fn now_ms() -> u64 {
@@ -155,7 +158,15 @@ impl Controller {
     pub fn new(routing: Routing, metrics: Arc<dyn MetricsSource>, settings: ControllerSettings) -> Arc<Controller> {
         let slots = routing.gateway().services().iter().map(|s| (s.name().to_owned(), Arc::default())).collect();
         let (updates, _) = broadcast::channel(1024);
-        Arc::new(Controller { routing, metrics, settings, slots, updates })
+        Arc::new(Controller {
+            routing,
+            metrics,
+            settings,
+            slots,
+            updates,
+            leading: AtomicBool::new(false),
+            fence: Mutex::new(None),
+        })
     }
 
     /// The routing layer.
@@ -172,33 +183,105 @@ impl Controller {
         self.slots.get(service).ok_or_else(|| ControllerError::NoService(service.to_owned()))
     }
 
-    /// Picks up every rollout that was active when the process last stopped.
-    pub async fn resume_all(self: &Arc<Self>) -> Result<(), ControllerError> {
-        for service in self.slots.keys() {
-            let Some(lock) = self.routing.store().get(&keys::rollout_lock(service)).await? else { continue };
-            let id = String::from_utf8_lossy(&lock.value).into_owned();
-            let Some(entry) = self.routing.store().get(&keys::rollout(service, &id)).await? else { continue };
-            let rollout: Rollout = decode(&entry.value, "rollout")?;
-            if rollout.phase.is_terminal() {
-                continue;
-            }
-            tracing::info!(service, rollout = %rollout.id, phase = rollout.phase.name(), step = rollout.step, "resuming rollout");
-            self.slot(service)?.live.lock().expect("live").active = Some((rollout, entry.revision));
-            self.spawn_runner(service);
-        }
-        Ok(())
+    /// Whether this controller leads: only the leader runs the judges and moves rollouts on its
+    /// own; any controller accepts requests from people, guarded by the store.
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
     }
 
-    /// The active rollout of `service`, if any.
+    /// Campaigns for leadership among the controllers sharing the store, forever. While leading
+    /// it picks up every active rollout (after a restart, a takeover, or one started through
+    /// another controller) and runs its judge; on losing the lease it stops them at once.
+    pub async fn lead(self: Arc<Self>, candidate: String, ttl: Duration) {
+        loop {
+            let mut leadership = match self.routing.store().campaign("controller", &candidate, ttl).await {
+                Ok(leadership) => leadership,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot campaign for leadership; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            *self.fence.lock().expect("fence") = leadership.fence().cloned();
+            self.leading.store(true, Ordering::Relaxed);
+            tracing::info!(candidate, "leading the controllers");
+            let scanner = tokio::spawn(self.clone().adopt_active_rollouts());
+            leadership.lost().await;
+            self.leading.store(false, Ordering::Relaxed);
+            *self.fence.lock().expect("fence") = None;
+            scanner.abort();
+            for slot in self.slots.values() {
+                if let Some(runner) = slot.live.lock().expect("live").runner.take() {
+                    runner.abort();
+                }
+            }
+            tracing::warn!(candidate, "lost the leadership; rollouts are left to the new leader");
+        }
+    }
+
+    /// Starts campaigning in the background as this process (`host-pid`), with a 5 s lease.
+    pub fn spawn_leader(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let candidate = format!("{}-{}", host.trim(), std::process::id());
+        tokio::spawn(self.clone().lead(candidate, Duration::from_secs(5)))
+    }
+
+    /// While leading: every tick, runs a judge for each active rollout that has none here.
+    async fn adopt_active_rollouts(self: Arc<Self>) {
+        let mut interval = tokio::time::interval(self.settings.tick);
+        loop {
+            interval.tick().await;
+            for service in self.slots.keys() {
+                let running =
+                    self.slots[service].live.lock().expect("live").runner.as_ref().is_some_and(|r| !r.is_finished());
+                if running {
+                    continue;
+                }
+                match self.refresh(service).await {
+                    Ok(Some(rollout)) => {
+                        tracing::info!(service, rollout = %rollout.id, phase = rollout.phase.name(), step = rollout.step, "running the judge of an active rollout");
+                        self.spawn_runner(service);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(service, error = %e, "cannot read the active rollout"),
+                }
+            }
+        }
+    }
+
+    /// Reads the active rollout of `service` from the store into the live view.
+    pub async fn refresh(&self, service: &str) -> Result<Option<Rollout>, ControllerError> {
+        let active = self.load_active(service).await?;
+        let slot = self.slot(service)?;
+        let mut live = slot.live.lock().expect("live");
+        if active.is_none() {
+            live.judge = None;
+        }
+        live.active = active.clone();
+        Ok(active.map(|(r, _)| r))
+    }
+
+    /// The active rollout of `service` and its record's revision, as the store has it.
+    async fn load_active(&self, service: &str) -> Result<Option<(Rollout, Revision)>, ControllerError> {
+        self.slot(service)?;
+        let store = self.routing.store();
+        let Some(lock) = store.get(&keys::rollout_lock(service)).await? else { return Ok(None) };
+        let id = String::from_utf8_lossy(&lock.value).into_owned();
+        let Some(entry) = store.get(&keys::rollout(service, &id)).await? else { return Ok(None) };
+        let rollout: Rollout = decode(&entry.value, "rollout")?;
+        Ok((!rollout.phase.is_terminal()).then_some((rollout, entry.revision)))
+    }
+
+    /// The active rollout of `service` as this controller last saw it.
     pub fn active(&self, service: &str) -> Result<Option<Rollout>, ControllerError> {
         let live = self.slot(service)?.live.lock().expect("live");
         Ok(live.active.as_ref().map(|(r, _)| r.clone()))
     }
 
     /// Refuses a hand-made routing change while a rollout owns the routing.
-    pub fn ensure_no_rollout(&self, service: &str) -> Result<(), ControllerError> {
-        match self.active(service)? {
-            Some(r) => Err(ControllerError::RolloutInProgress { service: service.to_owned(), rollout: r.id }),
+    pub async fn ensure_no_rollout(&self, service: &str) -> Result<(), ControllerError> {
+        match self.load_active(service).await? {
+            Some((r, _)) => Err(ControllerError::RolloutInProgress { service: service.to_owned(), rollout: r.id }),
             None => Ok(()),
         }
     }
@@ -252,10 +335,12 @@ impl Controller {
             let transition = pending.apply(&Command::Begin, now)?;
             let lock = keys::rollout_lock(service);
             let txn = Txn::new().require_absent(lock.clone()).put(lock.clone(), id.clone().into_bytes());
-            match self.commit(service, txn, transition, spec, spec_revision, Some(slow_bucket), 0).await? {
+            match self.commit(service, txn, transition, spec, spec_revision, Some(slow_bucket), 0, false).await? {
                 Some((rollout, revision)) => {
                     slot.live.lock().expect("live").active = Some((rollout, revision));
-                    self.spawn_runner(service);
+                    if self.is_leading() {
+                        self.spawn_runner(service);
+                    }
                     return self.view(service, None);
                 }
                 None => {
@@ -282,15 +367,27 @@ impl Controller {
         }
     }
 
-    /// Applies `command` to the active rollout of `service`.
+    /// Applies a person's `command` to the active rollout of `service`.
     pub async fn act(&self, service: &str, command: Command) -> Result<RolloutView, ControllerError> {
+        self.transition(service, command, false).await
+    }
+
+    /// Applies `command`; `fenced` transitions (the judge's) commit only while this controller
+    /// still leads, so a deposed leader that has not noticed yet cannot move a rollout.
+    pub(crate) async fn transition(
+        &self,
+        service: &str,
+        command: Command,
+        fenced: bool,
+    ) -> Result<RolloutView, ControllerError> {
         let slot = self.slot(service)?.clone();
         let _serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {
-            let (rollout, revision) = {
-                let live = slot.live.lock().expect("live");
-                live.active.clone().ok_or_else(|| ControllerError::NoActiveRollout(service.to_owned()))?
-            };
+            if fenced && !self.is_leading() {
+                return Err(ControllerError::NotLeader);
+            }
+            let (rollout, revision) =
+                self.load_active(service).await?.ok_or_else(|| ControllerError::NoActiveRollout(service.to_owned()))?;
             let transition = rollout.apply(&command, now_ms())?;
             let (spec, spec_revision) = self.routing.current(service).await?;
             let slow_bucket = spec.slow_bucket;
@@ -301,7 +398,7 @@ impl Controller {
             } else {
                 Txn::new()
             };
-            match self.commit(service, txn, transition, spec, spec_revision, slow_bucket, revision).await? {
+            match self.commit(service, txn, transition, spec, spec_revision, slow_bucket, revision, fenced).await? {
                 Some((next, next_revision)) => {
                     let ended = next.phase.is_terminal();
                     let view = {
@@ -314,26 +411,12 @@ impl Controller {
                     };
                     return Ok(view);
                 }
-                None => self.reload(service, &slot).await?,
+                None => {
+                    self.refresh(service).await?;
+                }
             }
         }
         Err(ControllerError::Contended(keys::rollouts(service)))
-    }
-
-    /// Re-reads the active rollout after a conflict.
-    async fn reload(&self, service: &str, slot: &Slot) -> Result<(), ControllerError> {
-        let id = slot.live.lock().expect("live").active.as_ref().map(|(r, _)| r.id.clone());
-        let Some(id) = id else { return Ok(()) };
-        let entry = self.routing.store().get(&keys::rollout(service, &id)).await?;
-        let mut live = slot.live.lock().expect("live");
-        live.active = match entry {
-            Some(entry) => {
-                let rollout: Rollout = decode(&entry.value, "rollout")?;
-                (!rollout.phase.is_terminal()).then_some((rollout, entry.revision))
-            }
-            None => None,
-        };
-        Ok(())
     }
 
     /// Commits a transition with its event and routing; `Ok(None)` on a conflict.
@@ -347,6 +430,7 @@ impl Controller {
         spec_revision: Revision,
         slow_bucket: Option<u8>,
         rollout_revision: Revision,
+        fenced: bool,
     ) -> Result<Option<(Rollout, Revision)>, ControllerError> {
         let Transition { rollout, event, route } = transition;
         let now = now_ms();
@@ -363,6 +447,9 @@ impl Controller {
                 keys::rollout_event(service, &rollout.id, event.seq),
                 serde_json::to_vec(&event).expect("events serialize"),
             );
+        if fenced && let Some(fence) = self.fence.lock().expect("fence").clone() {
+            txn = txn.require_revision(fence.key, fence.revision);
+        }
         if routing_changed {
             txn = txn
                 .require_revision(keys::routing(service), spec_revision)
@@ -398,7 +485,7 @@ impl Controller {
 
     /// The active rollout, or else the most recent one.
     pub async fn current_or_latest(&self, service: &str) -> Result<RolloutView, ControllerError> {
-        if let Some(active) = self.active(service)? {
+        if let Some(active) = self.refresh(service).await? {
             return self.view(service, Some(active));
         }
         let latest = self.history(service).await?.into_iter().last();

@@ -106,7 +106,7 @@ pub async fn run(controller: Arc<Controller>, service: String) {
     let mut judge = match Judge::new(analysis.judge_config(), baseline(&analysis, &stable_start.latency_buckets)) {
         Ok(judge) => judge,
         Err(e) => {
-            let _ = controller.act(&service, Command::Pause(format!("judge cannot start: {e}"))).await;
+            let _ = controller.transition(&service, Command::Pause(format!("judge cannot start: {e}")), true).await;
             return;
         }
     };
@@ -116,7 +116,17 @@ pub async fn run(controller: Arc<Controller>, service: String) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         interval.tick().await;
-        let Some(rollout) = controller.active(&service).ok().flatten() else { return };
+        if !controller.is_leading() {
+            return;
+        }
+        let rollout = match controller.refresh(&service).await {
+            Ok(Some(rollout)) => rollout,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(service, error = %e, "cannot read the rollout this tick; holding");
+                continue;
+            }
+        };
         let entered_step = rollout.step != step;
         if entered_step {
             step = rollout.step;
@@ -189,7 +199,7 @@ pub async fn run(controller: Arc<Controller>, service: String) {
             },
         };
         if let Some(command) = command {
-            match controller.act(&service, command).await {
+            match controller.transition(&service, command, true).await {
                 Ok(view) if view.rollout.phase.is_terminal() => return,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(service, error = %e, "transition failed; retrying next tick"),
