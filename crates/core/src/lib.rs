@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bucket;
 pub mod config;
+pub mod istio;
 pub mod judge;
 pub mod latency;
 pub mod names;
