@@ -82,6 +82,7 @@ pub async fn serve(config: Config, base: &Path) -> anyhow::Result<()> {
     println!("listening admin http://{}", admin.local_addr()?);
     let mut registry = Registry::default();
     registry.register_collector(Box::new(gateway.metrics().clone()));
+    canary_controller::dashboard::register_metrics(&mut registry);
     let state =
         canary_controller::AppState { gateway: gateway.clone(), controller, token, registry: Arc::new(registry) };
     axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop_signal()).await?;

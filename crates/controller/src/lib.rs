@@ -2,6 +2,7 @@
 //! and the admin API over both.
 
 pub mod api;
+pub mod dashboard;
 pub mod error;
 pub mod metrics_source;
 pub mod rollouts;

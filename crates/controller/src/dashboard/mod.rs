@@ -1,0 +1,65 @@
+//! The web dashboard on the admin listener: the page at `/`, its static files under
+//! `/dashboard/`, and the live feed at `/api/v1/stream`.
+//!
+//! The page is hand-written HTML, CSS and ES modules embedded in the binary (no build step).
+//! Its live data comes over one WebSocket per browser: a SharedWorker owns the socket and
+//! every tab of the origin talks to the worker (a dedicated Worker per tab where SharedWorker
+//! does not exist). Actions go through the ordinary REST API. `docs/dashboard.md` has the
+//! architecture and the message format.
+
+pub mod assets;
+pub mod sampler;
+pub mod stream;
+
+use std::sync::{Arc, LazyLock};
+
+use axum::Router;
+use axum::routing::get;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::api::AppState;
+use sampler::Sampler;
+
+/// Open feed sockets in this process; every router's feed counts into it.
+static CONNECTIONS: LazyLock<Gauge> = LazyLock::new(Gauge::default);
+
+/// The `canary_admin_websocket_connections` gauge.
+pub fn connections() -> &'static Gauge {
+    &CONNECTIONS
+}
+
+/// Adds the dashboard's metrics to the registry `/metrics` exposes.
+pub fn register_metrics(registry: &mut Registry) {
+    registry.register(
+        "canary_admin_websocket_connections",
+        "Open dashboard live-feed WebSockets on the admin listener",
+        CONNECTIONS.clone(),
+    );
+}
+
+/// What the dashboard's handlers reach.
+#[derive(Clone)]
+pub struct Dashboard {
+    /// The admin API's state.
+    pub app: AppState,
+    /// The metric ticks.
+    pub sampler: Arc<Sampler>,
+}
+
+/// The dashboard's routes, to merge into the admin router.
+///
+/// The sampler starts here when a tokio runtime is running (as in `canary serve`), so the
+/// charts have history before the first page opens; it stops when the router is dropped.
+pub fn routes(app: &AppState) -> Router<AppState> {
+    let sampler = Sampler::new();
+    if tokio::runtime::Handle::try_current().is_ok() {
+        sampler.spawn(app.gateway.clone());
+    }
+    let dashboard = Dashboard { app: app.clone(), sampler };
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/dashboard/{file}", get(assets::file))
+        .route("/api/v1/stream", get(stream::handler))
+        .with_state(dashboard)
+}
