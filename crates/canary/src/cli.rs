@@ -22,6 +22,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Run a self-contained demonstration: demo upstreams, synthetic users, a gateway.
     Demo(DemoArgs),
+    /// Start, watch and steer rollouts through the admin API.
+    Rollout(RolloutArgs),
 }
 
 /// `canary serve`.
@@ -55,4 +57,114 @@ pub struct DemoArgs {
     /// Print the summary as one JSON line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `canary rollout`: a client of the admin API.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// The admin API's base URL.
+    #[arg(long, global = true, env = "CANARY_ADMIN", default_value = "http://127.0.0.1:7070")]
+    pub admin: String,
+    /// Bearer token for the admin API.
+    #[arg(long, global = true, env = "CANARY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print the answer's `data` as JSON instead of text (one line per poll with `--watch`).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: RolloutCommand,
+}
+
+/// The rollout subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout of a new canary version.
+    Start(StartArgs),
+    /// Show the active (or latest) rollout: steps, weight, hold and the judge's verdicts.
+    Status(StatusArgs),
+    /// Make the canary the new stable now, skipping the remaining steps.
+    Promote(ActionArgs),
+    /// Stop the rollout; every user goes back to stable at once.
+    Abort(ActionArgs),
+    /// Hold the current weight until `resume`.
+    Pause(ActionArgs),
+    /// Continue a paused rollout.
+    Resume(ServiceArg),
+    /// Every rollout of a service, oldest first.
+    History(ServiceArg),
+    /// The event log of a service's rollouts, oldest first.
+    Events(EventsArgs),
+}
+
+/// `canary rollout start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The service.
+    pub service: String,
+    /// The canary's version name.
+    #[arg(long)]
+    pub version: String,
+    /// An address of the canary (`host:port`); repeat for several.
+    #[arg(long = "upstream", required = true)]
+    pub upstreams: Vec<String>,
+    /// The plan: weight/hold steps, e.g. `1%/30s,5%/1m,25%/2m,50%/2m,100%`.
+    #[arg(long)]
+    pub steps: Option<String>,
+    /// How long the old stable keeps serving its pinned sessions after promotion (default 10m).
+    #[arg(long)]
+    pub drain: Option<String>,
+    /// How long a step may stay undecided after its hold before the rollout pauses (default 10m).
+    #[arg(long)]
+    pub max_step_wait: Option<String>,
+    /// The judge's false-rollback rate over the whole rollout (default 0.05).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Requests each version must serve in the rollout before a metric can pass.
+    #[arg(long)]
+    pub min_requests: Option<u64>,
+    /// Requests each version must serve within a step before it can advance.
+    #[arg(long)]
+    pub min_step_requests: Option<u64>,
+}
+
+/// `canary rollout status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The service.
+    pub service: String,
+    /// Keep redrawing until the rollout ends; exit 0 if it was promoted, 2 if it was rolled
+    /// back, 3 if it was aborted.
+    #[arg(long)]
+    pub watch: bool,
+    /// How often `--watch` polls.
+    #[arg(long, default_value = "500ms")]
+    pub interval: String,
+}
+
+/// `canary rollout promote|abort|pause`.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    /// The service.
+    pub service: String,
+    /// Why, in words; kept in the rollout's event log.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+/// A command that takes only a service.
+#[derive(Debug, Args)]
+pub struct ServiceArg {
+    /// The service.
+    pub service: String,
+}
+
+/// `canary rollout events`.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// The service.
+    pub service: String,
+    /// At most this many, the most recent.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
 }

@@ -2,22 +2,27 @@
 
 mod cli;
 mod demo;
+mod rollout_cli;
+mod rollout_view;
 mod serve;
+
+use std::process::ExitCode;
 
 use clap::Parser;
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Serve(args) => serve::run(args),
-        cli::Command::Validate(args) => serve::validate(args),
-        cli::Command::Demo(args) => demo::run(args),
+        cli::Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Validate(args) => serve::validate(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Rollout(args) => rollout_cli::run(args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -308,3 +308,58 @@ pub async fn get_as(client: &reqwest::Client, gateway: &Gateway, key: &str, cook
     }
     request.send().await.unwrap()
 }
+
+/// A config with one service `web` on port 0, only a stable version at `stable`, and `admin`
+/// lines added to the `[admin]` section (e.g. a token).
+pub fn stable_only_config(stable: &Upstream, admin: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+{admin}
+
+[gateway]
+workers = 1
+pin_secret = "end-to-end-test-secret"
+
+[controller]
+tick = "100ms"
+
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = {{ version = "v1", upstreams = ["{}"] }}
+"#,
+        stable.addr
+    )
+}
+
+/// What a `canary` command printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs the `canary` binary with `args` (environment `CANARY_ADMIN`/`CANARY_TOKEN` cleared) on a
+/// blocking thread, so the test's runtime keeps serving its upstreams meanwhile.
+pub async fn run_canary(args: &[&str]) -> CliOutput {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let output = Command::new(env!("CARGO_BIN_EXE_canary"))
+            .args(&args)
+            .env_remove("CANARY_ADMIN")
+            .env_remove("CANARY_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run canary");
+        CliOutput {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
