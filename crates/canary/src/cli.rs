@@ -20,7 +20,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check a configuration file and say what is wrong, where.
     Validate(ValidateArgs),
-    /// Run a self-contained demonstration: demo upstreams, synthetic users, a gateway.
+    /// Run a self-contained demonstration: demo upstreams, synthetic users, the real gateway
+    /// and controller, and a rollout the judge promotes or rolls back.
     Demo(DemoArgs),
     /// Start, watch and steer rollouts through the admin API.
     Rollout(RolloutArgs),
@@ -48,15 +49,43 @@ pub struct ValidateArgs {
 /// `canary demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
+    /// What the canary (v2) does wrong, if anything.
+    #[arg(long, value_enum, default_value_t = Scenario::Healthy)]
+    pub scenario: Scenario,
     /// Synthetic users sending traffic.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 5000)]
     pub users: usize,
-    /// Seconds each weight step lasts.
-    #[arg(long, default_value_t = 2.0)]
-    pub step_seconds: f64,
-    /// Print the summary as one JSON line.
+    /// Page visits per second across all users (each visit is a page and its script).
+    #[arg(long, default_value_t = 250)]
+    pub visits_per_second: u32,
+    /// Print the summary as one JSON line, and nothing else.
     #[arg(long)]
     pub json: bool,
+}
+
+/// What the demo's canary does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// v2 behaves like v1: the rollout is promoted.
+    Healthy,
+    /// v2 answers 5 % more requests with a 500 than v1's 1 % baseline.
+    Errors,
+    /// v2 is 1.5–2× slower.
+    Latency,
+    /// v2's server dies mid-rollout: its listener closes and connections are refused.
+    Crash,
+}
+
+impl Scenario {
+    /// The name as the command line and the JSON summary spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Healthy => "healthy",
+            Scenario::Errors => "errors",
+            Scenario::Latency => "latency",
+            Scenario::Crash => "crash",
+        }
+    }
 }
 
 /// `canary rollout`: a client of the admin API.

@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS),
         cli::Command::Validate(args) => serve::validate(args).map(|()| ExitCode::SUCCESS),
-        cli::Command::Demo(args) => demo::run(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Demo(args) => demo::run(args),
         cli::Command::Rollout(args) => rollout_cli::run(args),
     };
     match result {

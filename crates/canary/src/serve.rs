@@ -1,5 +1,6 @@
 //! `canary serve` and `canary validate`.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use canary_controller::metrics_source::LocalMetrics;
 use canary_controller::{Controller, ControllerSettings, Routing};
 use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinKey;
-use canary_gateway::Gateway;
+use canary_gateway::{Gateway, Running};
 use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -59,38 +60,81 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
 
 /// Starts everything for `config` and serves until a stop signal.
 pub async fn serve(config: Config, base: &Path) -> anyhow::Result<()> {
-    let store = open_store(&config.store, base).await?;
-    let pins = pin_key(&config, store.as_ref()).await?;
-    let token = admin_token(&config)?;
-    let gateway = Arc::new(Gateway::new(&config, pins)?);
-    let routing = Routing::new(store.clone(), gateway.clone());
-    routing.sync_at_start().await.context("cannot read the stored routing")?;
-    let running = gateway.start()?;
-    let _breakers = gateway.spawn_breakers();
-    let follower = tokio::spawn(routing.clone().follow());
-    for service in gateway.services() {
+    let stack = Stack::start(&config, base).await?;
+    for service in stack.gateway.services() {
         if let Some(addr) = service.bound() {
             println!("listening service {} http://{addr}", service.name());
         }
     }
-    let metrics = Arc::new(LocalMetrics(gateway.clone()));
-    let controller = Controller::new(routing, metrics, ControllerSettings { tick: config.controller.tick.0 });
-    controller.spawn_leader();
-    let admin = TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?;
-    println!("listening admin http://{}", admin.local_addr()?);
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(gateway.metrics().clone()));
-    canary_controller::dashboard::register_metrics(&mut registry);
-    let state =
-        canary_controller::AppState { gateway: gateway.clone(), controller, token, registry: Arc::new(registry) };
-    axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop_signal()).await?;
-    tracing::info!("stopping: draining in-flight requests");
-    follower.abort();
-    tokio::task::spawn_blocking(move || running.shutdown()).await?;
-    tracing::info!("stopped");
-    Ok(())
+    println!("listening admin http://{}", stack.admin_addr);
+    stack.run(stop_signal()).await
+}
+
+/// Everything one `canary serve` process runs, built from a configuration: the store, the
+/// gateway with its listeners and local breakers, the routing that follows the store, the
+/// rollout controller and the admin listener. `canary demo` builds the same stack around its
+/// demo upstreams, so what the demo shows is what `serve` does.
+pub struct Stack {
+    /// The data plane.
+    pub gateway: Arc<Gateway>,
+    /// The rollout controller.
+    pub controller: Arc<Controller>,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    admin: TcpListener,
+    state: canary_controller::AppState,
+    running: Running,
+    /// Background tasks that live as long as the stack: breakers, the leader campaign.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    follower: tokio::task::JoinHandle<()>,
+}
+
+impl Stack {
+    /// Opens the store, starts the gateway's listeners and breakers, campaigns to lead the
+    /// rollouts and binds the admin listener (served by [`Stack::run`]).
+    pub async fn start(config: &Config, base: &Path) -> anyhow::Result<Stack> {
+        let store = open_store(&config.store, base).await?;
+        let pins = pin_key(config, store.as_ref()).await?;
+        let token = admin_token(config)?;
+        let gateway = Arc::new(Gateway::new(config, pins)?);
+        let routing = Routing::new(store.clone(), gateway.clone());
+        routing.sync_at_start().await.context("cannot read the stored routing")?;
+        let running = gateway.start()?;
+        let mut tasks = gateway.spawn_breakers();
+        let follower = tokio::spawn(routing.clone().follow());
+        let metrics = Arc::new(LocalMetrics(gateway.clone()));
+        let controller = Controller::new(routing, metrics, ControllerSettings { tick: config.controller.tick.0 });
+        tasks.push(controller.spawn_leader());
+        let admin = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?;
+        let admin_addr = admin.local_addr()?;
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(gateway.metrics().clone()));
+        canary_controller::dashboard::register_metrics(&mut registry);
+        let state = canary_controller::AppState {
+            gateway: gateway.clone(),
+            controller: controller.clone(),
+            token,
+            registry: Arc::new(registry),
+        };
+        Ok(Stack { gateway, controller, admin_addr, admin, state, running, tasks, follower })
+    }
+
+    /// Serves the admin API until `stop` completes, then stops the gateway, letting in-flight
+    /// requests finish.
+    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Stack { admin, state, running, tasks, follower, .. } = self;
+        axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop).await?;
+        tracing::info!("stopping: draining in-flight requests");
+        follower.abort();
+        for task in tasks {
+            task.abort();
+        }
+        tokio::task::spawn_blocking(move || running.shutdown()).await?;
+        tracing::info!("stopped");
+        Ok(())
+    }
 }
 
 async fn stop_signal() {

@@ -1,135 +1,300 @@
-//! `canary demo`: the product on one screen. Starts two versions of a small web app, a
-//! gateway in front of them and a population of synthetic browser users, then moves the
-//! canary through weight steps and reports, per step, the canary share, users that moved
-//! back (none: the bucket rule is monotone) and pages whose script came from the other version
-//! (none: sessions are pinned).
+//! `canary demo`: the product on one screen. Starts two versions of a small web app (v2
+//! behaving as the scenario says), the same gateway, controller and admin API `canary serve`
+//! runs, and a population of synthetic browser users; then starts a rollout of v2 through the
+//! controller, shows it live exactly as `canary rollout status --watch` does, and ends with a
+//! summary: the outcome, how fast a bad canary was caught, and what users saw.
+//!
+//! Times are compressed: steps hold 5 s instead of minutes, the judge looks every 250 ms and
+//! the breaker's window is 2 s, so each scenario ends well within two minutes — also in a debug
+//! build. The judge's minimums are set for the demo's rate (a few hundred requests a second):
+//! at 1 % a canary sees only a few requests a second.
 
 mod upstream;
 mod users;
 
-use std::collections::HashMap;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use canary_core::Weight;
-use canary_core::config::Config;
-use canary_core::pin::PinKey;
-use canary_gateway::Gateway;
+use canary_controller::rollouts::{StartRollout, StepsInput};
+use canary_core::config::{Config, HumanDuration, Upstreams, VersionName};
+use canary_core::rollout::{Analysis, Command};
 use serde::Serialize;
 
-use crate::cli::DemoArgs;
-use upstream::DemoUpstream;
-use users::Tally;
+use crate::cli::{DemoArgs, Scenario};
+use crate::rollout_view::{LiveView, RolloutStatus};
+use crate::serve::Stack;
+use upstream::{Behaviour, DemoUpstream};
+use users::{Population, Tally};
 
-const STEPS: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
+const SERVICE: &str = "shop";
+const STEPS: &str = "1%/5s,5%/5s,25%/5s,50%/5s,100%";
+/// Traffic before the rollout, so stable has a latency history for the judge's tail threshold.
+const WARMUP: Duration = Duration::from_secs(3);
+/// The crash scenario kills v2 this long into the 25 % step.
+const CRASH_INTO_STEP: f64 = 1.0;
+/// A rollout still running after this long is aborted and the demo reports it as stalled.
+const DEADLINE: Duration = Duration::from_secs(100);
+const POLL: Duration = Duration::from_millis(250);
 
-#[derive(Debug, Serialize)]
-struct StepReport {
-    weight: f64,
-    users_on_canary_pct: f64,
-    users_moved_back: usize,
-}
-
+/// The demo's result, printed as one JSON line with `--json`.
 #[derive(Debug, Serialize)]
 struct Summary {
+    scenario: &'static str,
+    /// `promoted`, `rolled_back`, or `stalled` when the rollout neither ended nor failed in time.
     outcome: &'static str,
+    /// Why the rollout ended, in the controller's words.
+    reason: Option<String>,
+    /// Seconds from the fault's start (rollout start, or the crash) to the rollback.
+    detect_seconds: Option<f64>,
+    /// Seconds from the rollout's start to its end.
+    rollout_seconds: f64,
+    /// Seconds from the rollout's start to the crash, in the crash scenario.
+    fault_at_seconds: Option<f64>,
+    /// Whether the gateway's local breaker tripped the canary: seen while the rollout ran, or
+    /// named by the controller as why it rolled back.
+    breaker_tripped: bool,
     users: usize,
     requests: u64,
+    /// Requests that failed other than with the app's own 1 % baseline errors: the canary's
+    /// fault, a 502/504 from the gateway, or no answer.
     failed_requests: u64,
-    asset_404s: u64,
+    /// Users that saw at least one of `failed_requests`.
     users_with_failures: usize,
-    users_moved_back: usize,
-    steps: Vec<StepReport>,
+    /// The app's baseline `500`s (both versions have 1 %), which no rollout causes.
+    baseline_errors: u64,
+    /// Script requests that got a 404: page and script from different versions. Pins keep it
+    /// at 0, except for a page loaded from the canary an instant before a rollback or crash
+    /// moved its user to stable.
+    asset_404s: u64,
+    /// Requests the gateway moved from the canary to stable because the canary took no
+    /// connection.
+    retried_on_stable: u64,
+    /// Share of the requests sent during the rollout that the canary answered, in percent.
+    canary_share_pct: f64,
     seconds: f64,
 }
 
-/// Runs the demo and prints its summary.
-pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+/// Runs the demo and prints its summary; fails when the rollout stalled.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
-    anyhow::ensure!(args.step_seconds > 0.0 && args.step_seconds <= 600.0, "--step-seconds must be in (0, 600]");
-    crate::serve::init_logs("warn");
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    anyhow::ensure!((10..=5000).contains(&args.visits_per_second), "--visits-per-second must be between 10 and 5000");
+    crate::serve::init_logs("error");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let summary = runtime.block_on(demo(&args))?;
+    runtime.shutdown_timeout(Duration::from_secs(2));
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        println!();
-        println!("outcome: {}", summary.outcome);
-        println!(
-            "requests: {} ({} failed), users: {} ({} saw a failure), pages with a script from the other version: {}",
-            summary.requests, summary.failed_requests, summary.users, summary.users_with_failures, summary.asset_404s
-        );
-        println!("users that moved canary -> stable while the weight rose: {}", summary.users_moved_back);
+        print_summary(&summary);
     }
-    Ok(())
+    Ok(if summary.outcome == "stalled" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn canary_behaviour(scenario: Scenario) -> Behaviour {
+    match scenario {
+        Scenario::Healthy | Scenario::Crash => Behaviour::BASELINE,
+        Scenario::Errors => Behaviour { fault_error_rate: 0.05, ..Behaviour::BASELINE },
+        Scenario::Latency => Behaviour { slowdown: (1.5, 2.0), ..Behaviour::BASELINE },
+    }
 }
 
 async fn demo(args: &DemoArgs) -> anyhow::Result<Summary> {
     let started = Instant::now();
-    let v1 = DemoUpstream::start("v1").await.context("demo upstream v1")?;
-    let v2 = DemoUpstream::start("v2").await.context("demo upstream v2")?;
+    let v1 = DemoUpstream::start("v1", Behaviour::BASELINE).await.context("demo upstream v1")?;
+    let v2 = DemoUpstream::start("v2", canary_behaviour(args.scenario)).await.context("demo upstream v2")?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory for the demo's store")?;
+    let store = dir.path().join("canary.redb");
     let config = Config::from_toml(&format!(
         r#"
+[admin]
+listen = "127.0.0.1:0"
 [gateway]
 workers = 1
+[store]
+kind = "embedded"
+path = {store:?}
+[controller]
+tick = "250ms"
 [[service]]
-name = "shop"
+name = "{SERVICE}"
 listen = "127.0.0.1:0"
 stable = {{ version = "v1", upstreams = ["{}"] }}
-canary = {{ version = "v2", upstreams = ["{}"] }}
+breaker = {{ window = "2s" }}
 "#,
-        v1.addr, v2.addr
-    ))?;
-    let secret: [u8; 32] = rand::random();
-    let gateway = Gateway::new(&config, PinKey::new(&secret))?;
-    let running = gateway.start()?;
-    let service = gateway.service("shop").context("demo service")?.clone();
+        v1.addr
+    ))
+    .context("demo configuration")?;
+    let stack = Stack::start(&config, dir.path()).await?;
+    let (gateway, controller, admin) = (stack.gateway.clone(), stack.controller.clone(), stack.admin_addr);
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(stack.run(async {
+        let _ = admin_stopped.await;
+    }));
+    let service = gateway.service(SERVICE).context("demo service")?.clone();
     let base = format!("http://{}", service.bound().context("demo gateway address")?);
-    let quiet = args.json;
-    if !quiet {
-        println!("gateway {base}: stable v1 at {}, canary v2 at {}, {} users", v1.addr, v2.addr, args.users);
-        println!("{:>8}  {:>16}  {:>12}  {:>14}", "weight", "users on canary", "moved back", "asset 404s");
+    if !args.json {
+        println!(
+            "scenario {}: gateway {base}, stable v1 at {}, canary v2 at {}, {} users, {} visits/s",
+            args.scenario.name(),
+            v1.addr,
+            v2.addr,
+            args.users,
+            args.visits_per_second
+        );
+        println!("admin API http://{admin} (try: canary rollout status {SERVICE} --watch --admin http://{admin})");
+        println!();
     }
 
+    let population = Arc::new(Population {
+        base,
+        users: args.users,
+        visits_per_second: args.visits_per_second,
+        canary: "v2".into(),
+    });
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let traffic = tokio::spawn(users::run(base, args.users, tally.clone(), stop.clone()));
-    let mut steps = Vec::new();
-    let mut previous: HashMap<usize, String> = HashMap::new();
-    let mut moved_back_total = 0;
-    for weight in STEPS {
-        service.set_weight(Weight::from_percent(weight)?)?;
-        tokio::time::sleep(Duration::from_secs_f64(args.step_seconds)).await;
-        let now = tally.page_version.lock().expect("tally").clone();
-        let on_canary = now.values().filter(|v| *v == "v2").count();
-        let moved_back = now.iter().filter(|(u, v)| *v == "v1" && previous.get(*u).is_some_and(|p| p == "v2")).count();
-        moved_back_total += moved_back;
-        let share = 100.0 * on_canary as f64 / now.len().max(1) as f64;
-        if !quiet {
-            println!("{:>7}%  {:>15.1}%  {:>12}  {:>14}", weight, share, moved_back, tally.asset_404s.load(Relaxed));
-        }
-        steps.push(StepReport { weight, users_on_canary_pct: share, users_moved_back: moved_back });
-        previous = now;
+    let traffic = tokio::spawn(users::run(population, tally.clone(), stop.clone()));
+    tokio::time::sleep(WARMUP).await;
+
+    // Only the leading controller runs judges; the demo's is the only candidate, so it leads
+    // as soon as its campaign has written the lease.
+    let campaign = Instant::now();
+    while !controller.is_leading() {
+        anyhow::ensure!(campaign.elapsed() < Duration::from_secs(10), "the demo's controller never took the lead");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    service.promote(Duration::from_secs(60), unix_now())?;
+    let before = (tally.requests.load(Relaxed), tally.canary_requests.load(Relaxed));
+    let request = StartRollout {
+        version: VersionName::try_from("v2".to_owned()).map_err(anyhow::Error::msg)?,
+        upstreams: Upstreams::try_from(vec![v2.addr.to_string()]).map_err(anyhow::Error::msg)?,
+        steps: Some(StepsInput::Text(STEPS.into())),
+        drain: Some(HumanDuration(Duration::from_secs(60))),
+        max_step_wait: Some(HumanDuration(Duration::from_secs(30))),
+        analysis: Some(Analysis { min_requests_per_version: 50, min_requests_per_step: 20, ..Analysis::default() }),
+    };
+    let first = controller.start(SERVICE, request).await.context("cannot start the demo rollout")?;
+    let rollout_start_ms = first.rollout.created_ms;
+    let mut view = if args.json { LiveView::silent() } else { LiveView::stdout() };
+    let mut crashed_at_ms: Option<u64> = None;
+    let mut breaker_tripped = false;
+    let deadline = Instant::now() + DEADLINE;
+    let last = loop {
+        tokio::time::sleep(POLL).await;
+        let current = controller.current_or_latest(SERVICE).await?;
+        let status: RolloutStatus = serde_json::from_value(serde_json::to_value(&current)?)?;
+        breaker_tripped |= !service.canary_open() && !status.is_over();
+        if args.scenario == Scenario::Crash
+            && crashed_at_ms.is_none()
+            && !status.is_over()
+            && status.step >= 2
+            && status.held_seconds.unwrap_or(0.0) >= CRASH_INTO_STEP
+        {
+            v2.crash();
+            crashed_at_ms = Some(unix_ms());
+        }
+        let footer = traffic_line(&tally, started);
+        if status.is_over() {
+            view.finish(&status, Some(&footer));
+            break status;
+        }
+        if Instant::now() > deadline {
+            controller
+                .act(SERVICE, Command::Abort(format!("the demo's {}s limit passed", DEADLINE.as_secs())))
+                .await
+                .context("cannot abort the stalled demo rollout")?;
+        }
+        view.update(&status, Some(&footer));
+    };
+
     stop.store(true, Relaxed);
     let _ = traffic.await;
-    tokio::task::spawn_blocking(move || running.shutdown()).await?;
+    let _ = stop_admin.send(());
+    serving.await??;
+
+    let requests = tally.requests.load(Relaxed);
+    let during = requests.saturating_sub(before.0);
+    let canary_during = tally.canary_requests.load(Relaxed).saturating_sub(before.1);
+    let ended_ms = last.updated_ms;
+    let outcome = match last.phase.as_str() {
+        "promoted" => "promoted",
+        "failed" => "rolled_back",
+        _ => "stalled",
+    };
+    let fault_ms = match args.scenario {
+        Scenario::Healthy => None,
+        Scenario::Errors | Scenario::Latency => Some(rollout_start_ms),
+        Scenario::Crash => crashed_at_ms,
+    };
+    breaker_tripped |= last.phase == "failed" && last.reason.as_deref().is_some_and(|r| r.contains("breaker"));
+    let seconds = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
     Ok(Summary {
-        outcome: "promoted",
+        scenario: args.scenario.name(),
+        outcome,
+        reason: last.reason.clone(),
+        detect_seconds: (outcome == "rolled_back").then(|| seconds(fault_ms.unwrap_or(rollout_start_ms), ended_ms)),
+        rollout_seconds: seconds(rollout_start_ms, ended_ms),
+        fault_at_seconds: crashed_at_ms.map(|at| seconds(rollout_start_ms, at)),
+        breaker_tripped,
         users: args.users,
-        requests: tally.requests.load(Relaxed),
+        requests,
         failed_requests: tally.failed_requests.load(Relaxed),
-        asset_404s: tally.asset_404s.load(Relaxed),
         users_with_failures: tally.failed_users.lock().expect("tally").len(),
-        users_moved_back: moved_back_total,
-        steps,
+        baseline_errors: tally.baseline_errors.load(Relaxed),
+        asset_404s: tally.asset_404s.load(Relaxed),
+        retried_on_stable: gateway.metrics().retries(SERVICE, "v2", "v1").load(Relaxed),
+        canary_share_pct: if during == 0 { 0.0 } else { 100.0 * canary_during as f64 / during as f64 },
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+/// `traffic: 498 req/s, 12345 requests, 0 failed (0 users), 61 baseline errors`.
+fn traffic_line(tally: &Tally, started: Instant) -> String {
+    let requests = tally.requests.load(Relaxed);
+    format!(
+        "traffic: {:.0} req/s, {requests} requests, {} failed ({} users), {} baseline errors",
+        requests as f64 / started.elapsed().as_secs_f64().max(0.001),
+        tally.failed_requests.load(Relaxed),
+        tally.failed_users.lock().expect("tally").len(),
+        tally.baseline_errors.load(Relaxed),
+    )
+}
+
+fn print_summary(s: &Summary) {
+    println!();
+    let outcome = match s.outcome {
+        "promoted" => "promoted: v2 is the new stable".to_owned(),
+        "rolled_back" => "rolled back automatically".to_owned(),
+        _ => "stalled: the rollout neither finished nor failed in time, and was aborted".to_owned(),
+    };
+    println!("outcome: {outcome}");
+    if let Some(reason) = &s.reason {
+        println!("reason: {reason}");
+    }
+    match (s.detect_seconds, s.fault_at_seconds) {
+        (Some(detect), Some(fault)) => println!(
+            "time to detect: {detect:.1}s after v2 crashed ({fault:.1}s into the rollout), {:.1}s after the rollout started",
+            s.rollout_seconds
+        ),
+        (Some(detect), None) => println!("time to detect: {detect:.1}s after the rollout started"),
+        _ => println!("rollout took {:.1}s", s.rollout_seconds),
+    }
+    if s.breaker_tripped {
+        println!("the gateway's local breaker tripped the canary: its traffic went to stable at once");
+    }
+    println!("canary share: {:.1}% of the requests sent during the rollout", s.canary_share_pct);
+    println!(
+        "requests: {} ({} failed, {} users saw a failure; the app's {} baseline errors not counted)",
+        s.requests, s.failed_requests, s.users_with_failures, s.baseline_errors
+    );
+    println!(
+        "retried on stable: {}; pages whose script came from the other version: {}",
+        s.retried_on_stable, s.asset_404s
+    );
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
