@@ -25,6 +25,49 @@ pub enum Command {
     Demo(DemoArgs),
     /// Start, watch and steer rollouts through the admin API.
     Rollout(RolloutArgs),
+    /// Write configuration for other systems.
+    Export(ExportArgs),
+}
+
+/// `canary export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// What to write.
+    #[command(subcommand)]
+    pub target: ExportTarget,
+}
+
+/// What `canary export` can write.
+#[derive(Debug, Subcommand)]
+pub enum ExportTarget {
+    /// Istio DestinationRule and VirtualService routing on the gateway's `x-canary-version`.
+    Istio(IstioArgs),
+}
+
+/// `canary export istio`.
+#[derive(Debug, Args)]
+pub struct IstioArgs {
+    /// The configuration file.
+    #[arg(long, short, default_value = "canary.toml")]
+    pub config: PathBuf,
+    /// Only this service (default: every service).
+    #[arg(long)]
+    pub service: Option<String>,
+    /// `metadata.namespace` of the objects (default: left to `kubectl apply -n`).
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// The Kubernetes Service host; `{service}` is replaced by the service's name.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// A `Host` header value clients send that the routes must also cover (repeatable).
+    #[arg(long = "public-host")]
+    pub public_hosts: Vec<String>,
+    /// The pod label whose value is the version name.
+    #[arg(long, default_value = "version")]
+    pub version_label: String,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
 }
 
 /// `canary serve`.
@@ -36,6 +79,20 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `canary_gateway=debug`.
     #[arg(long, default_value = "info", env = "CANARY_LOG")]
     pub log: String,
+    /// What this process does: serve traffic (`gateway`), lead rollouts (`controller`), or both.
+    #[arg(long, value_enum, default_value = "all", env = "CANARY_ROLE")]
+    pub role: Role,
+}
+
+/// The parts one `canary serve` process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Gateway listeners, following the routing in the store.
+    Gateway,
+    /// The rollout controller, campaigning to lead; no listeners.
+    Controller,
+    /// Both, in one process (the single-machine product).
+    All,
 }
 
 /// `canary validate`.

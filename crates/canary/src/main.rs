@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod export;
 mod rollout_cli;
 mod rollout_view;
 mod serve;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
         cli::Command::Validate(args) => serve::validate(args).map(|()| ExitCode::SUCCESS),
         cli::Command::Demo(args) => demo::run(args),
         cli::Command::Rollout(args) => rollout_cli::run(args),
+        cli::Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -5,16 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use canary_controller::metrics_source::LocalMetrics;
+use canary_controller::metrics_source::{LocalMetrics, MetricsSource};
+use canary_controller::prometheus::PrometheusMetrics;
 use canary_controller::{Controller, ControllerSettings, Routing};
-use canary_core::config::{Config, StoreConfig};
+use canary_core::config::{Config, MetricsConfig, StoreConfig};
 use canary_core::pin::PinKey;
 use canary_gateway::{Gateway, Running};
 use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::{ServeArgs, ValidateArgs};
+use crate::cli::{Role, ServeArgs, ValidateArgs};
 
 /// Checks a configuration file; prints what is wrong and fails, or a one-line summary.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
@@ -37,7 +38,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let base = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(serve(config, &base))
+    runtime.block_on(serve(config, &base, args.role))
 }
 
 /// Opens the configured store; a relative embedded path is taken from `base`.
@@ -59,8 +60,8 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
 }
 
 /// Starts everything for `config` and serves until a stop signal.
-pub async fn serve(config: Config, base: &Path) -> anyhow::Result<()> {
-    let stack = Stack::start(&config, base).await?;
+pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()> {
+    let stack = Stack::start_as(&config, base, role).await?;
     for service in stack.gateway.services() {
         if let Some(addr) = service.bound() {
             println!("listening service {} http://{addr}", service.name());
@@ -83,55 +84,81 @@ pub struct Stack {
     pub admin_addr: SocketAddr,
     admin: TcpListener,
     state: canary_controller::AppState,
-    running: Running,
-    /// Background tasks that live as long as the stack: breakers, the leader campaign.
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: Option<Running>,
+    breakers: Vec<tokio::task::JoinHandle<()>>,
     follower: tokio::task::JoinHandle<()>,
 }
 
 impl Stack {
-    /// Opens the store, starts the gateway's listeners and breakers, campaigns to lead the
-    /// rollouts and binds the admin listener (served by [`Stack::run`]).
+    /// Opens the store, starts the gateway's listeners and breakers, resumes stored rollouts and
+    /// binds the admin listener (served by [`Stack::run`]).
     pub async fn start(config: &Config, base: &Path) -> anyhow::Result<Stack> {
+        Stack::start_as(config, base, Role::All).await
+    }
+
+    /// Like [`Stack::start`], for one role: a `gateway` serves traffic and follows the store;
+    /// a `controller` runs no listeners and campaigns to lead the rollouts; `all` does both.
+    pub async fn start_as(config: &Config, base: &Path, role: Role) -> anyhow::Result<Stack> {
+        if role == Role::Controller && matches!(config.metrics, MetricsConfig::Local) {
+            bail!(
+                "--role controller has no gateway of its own to count requests: set [metrics] source = \"prometheus\""
+            );
+        }
         let store = open_store(&config.store, base).await?;
         let pins = pin_key(config, store.as_ref()).await?;
         let token = admin_token(config)?;
         let gateway = Arc::new(Gateway::new(config, pins)?);
         let routing = Routing::new(store.clone(), gateway.clone());
         routing.sync_at_start().await.context("cannot read the stored routing")?;
-        let running = gateway.start()?;
-        let mut tasks = gateway.spawn_breakers();
+        let serves_traffic = role != Role::Controller;
+        let running = if serves_traffic { Some(gateway.start()?) } else { None };
+        let mut breakers = if serves_traffic { gateway.spawn_breakers() } else { Vec::new() };
+        breakers.push(tokio::spawn(routing.clone().probe()));
         let follower = tokio::spawn(routing.clone().follow());
-        let metrics = Arc::new(LocalMetrics(gateway.clone()));
+        let health = routing.health().clone();
+        let metrics: Arc<dyn MetricsSource> = match &config.metrics {
+            MetricsConfig::Local => Arc::new(LocalMetrics(gateway.clone())),
+            MetricsConfig::Prometheus { url, scrape_interval } => {
+                Arc::new(PrometheusMetrics::new(url, scrape_interval.0))
+            }
+        };
         let controller = Controller::new(routing, metrics, ControllerSettings { tick: config.controller.tick.0 });
-        tasks.push(controller.spawn_leader());
+        if role != Role::Gateway {
+            breakers.push(controller.spawn_leader());
+        }
         let admin = TcpListener::bind(config.admin.listen)
             .await
             .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?;
         let admin_addr = admin.local_addr()?;
         let mut registry = Registry::default();
         registry.register_collector(Box::new(gateway.metrics().clone()));
+        registry.register_collector(Box::new(gateway.status()));
+        registry.register_collector(Box::new(health));
+        registry.register_collector(Box::new(controller.leadership_gauge()));
         canary_controller::dashboard::register_metrics(&mut registry);
         let state = canary_controller::AppState {
             gateway: gateway.clone(),
             controller: controller.clone(),
             token,
             registry: Arc::new(registry),
+            serves_traffic,
         };
-        Ok(Stack { gateway, controller, admin_addr, admin, state, running, tasks, follower })
+        Ok(Stack { gateway, controller, admin_addr, admin, state, running, breakers, follower })
     }
 
     /// Serves the admin API until `stop` completes, then stops the gateway, letting in-flight
     /// requests finish.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Stack { admin, state, running, tasks, follower, .. } = self;
+        let Stack { admin, state, running, breakers, follower, .. } = self;
         axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop).await?;
         tracing::info!("stopping: draining in-flight requests");
         follower.abort();
-        for task in tasks {
-            task.abort();
+        for breaker in breakers {
+            breaker.abort();
         }
-        tokio::task::spawn_blocking(move || running.shutdown()).await?;
+        if let Some(running) = running {
+            tokio::task::spawn_blocking(move || running.shutdown()).await?;
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -7,27 +7,114 @@
 //! key through a watch.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use canary_core::RouteSpec;
 use canary_gateway::{Gateway, RouteError, Service};
 use canary_store::{CasOutcome, Revision, Store, keys};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::error::ControllerError;
 
 /// Attempts at a read-modify-write before giving up on a contended key.
 const CAS_ATTEMPTS: usize = 16;
 
+/// Whether the store answers, as the gateway's probe last saw it.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    up: AtomicBool,
+    probed: AtomicBool,
+    last_ok_ms: AtomicU64,
+}
+
+impl StoreHealth {
+    /// Whether the last probe succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since the store last answered, if it ever did.
+    pub fn seconds_since_ok(&self) -> Option<f64> {
+        let last = self.last_ok_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| now_ms().saturating_sub(last) as f64 / 1000.0)
+    }
+
+    /// A line for `/readyz`.
+    pub fn describe(&self) -> String {
+        if !self.probed.load(Ordering::Relaxed) || self.is_up() {
+            return "store reachable".into();
+        }
+        match self.seconds_since_ok() {
+            Some(s) => format!("store unreachable for {s:.0}s; serving the last routing"),
+            None => "store unreachable since start; serving the configured routing".into(),
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Collector for StoreHealth {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let up = encoder.encode_descriptor(
+            "canary_store_up",
+            "1 while the store answers; 0 while the gateway serves its last routing (fail static)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(i64::from(self.is_up())).encode(up)?;
+        let seen = encoder.encode_descriptor(
+            "canary_store_last_ok_timestamp_seconds",
+            "When the store last answered (unix seconds)",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.last_ok_ms.load(Ordering::Relaxed) as f64 / 1000.0).encode(seen)
+    }
+}
+
 /// Reads and writes the services' routing.
 #[derive(Clone)]
 pub struct Routing {
     store: Arc<dyn Store>,
     gateway: Arc<Gateway>,
+    health: Arc<StoreHealth>,
 }
 
 impl Routing {
     /// Routing over `store`, applied to `gateway`.
     pub fn new(store: Arc<dyn Store>, gateway: Arc<Gateway>) -> Routing {
-        Routing { store, gateway }
+        Routing { store, gateway, health: Arc::default() }
+    }
+
+    /// The store's health as the probe sees it.
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+
+    /// Probes the store every second until the task is dropped.
+    pub async fn probe(self) {
+        let mut interval = tokio::time::interval(Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            let answered = matches!(
+                tokio::time::timeout(Duration::from_secs(1), self.store.get(keys::PIN_SECRET)).await,
+                Ok(Ok(_))
+            );
+            if answered {
+                self.health.last_ok_ms.store(now_ms(), Ordering::Relaxed);
+            } else if self.health.is_up() || !self.health.probed.load(Ordering::Relaxed) {
+                tracing::warn!("the store does not answer; serving the last routing");
+            }
+            self.health.up.store(answered, Ordering::Relaxed);
+            self.health.probed.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The store.

@@ -30,6 +30,9 @@ pub struct Config {
     /// The rollout controller.
     #[serde(default)]
     pub controller: ControllerConfig,
+    /// Where the judge reads the per-version counters.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The services, one gateway listener each.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
@@ -60,6 +63,28 @@ impl Default for StoreConfig {
 
 fn default_store_path() -> PathBuf {
     PathBuf::from("canary-data/canary.redb")
+}
+
+/// `[metrics]`: the judge's counters come from this process's gateway (default) or from a
+/// Prometheus server that scrapes every gateway.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, tag = "source", rename_all = "lowercase")]
+pub enum MetricsConfig {
+    /// `source = "local"`: the gateway in this process.
+    #[default]
+    Local,
+    /// `source = "prometheus"`: raw counter values scraped from every gateway.
+    Prometheus {
+        /// Base URL of the Prometheus server, e.g. `http://127.0.0.1:9090`.
+        url: String,
+        /// Its scrape interval for the gateways: queries are aligned to it.
+        #[serde(default = "default_scrape_interval")]
+        scrape_interval: HumanDuration,
+    },
+}
+
+fn default_scrape_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
 }
 
 /// `[controller]`: how rollouts are driven.
@@ -549,6 +574,14 @@ impl Config {
             && endpoints.is_empty()
         {
             return invalid("[store]: kind \"etcd\" needs at least one endpoint".into());
+        }
+        if let MetricsConfig::Prometheus { url, scrape_interval } = &self.metrics {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return invalid(format!("[metrics]: url {url:?} must start with http:// or https://"));
+            }
+            if scrape_interval.0 < Duration::from_millis(100) {
+                return invalid("[metrics]: scrape_interval must be at least 100ms".into());
+            }
         }
         if self.controller.tick.0 < Duration::from_millis(50) || self.controller.tick.0 > Duration::from_secs(60) {
             return invalid("[controller]: tick must be between 50ms and 1m".into());

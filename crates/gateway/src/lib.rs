@@ -14,6 +14,7 @@ pub mod proxy;
 pub mod request;
 pub mod service;
 pub mod sketch;
+pub mod status;
 pub mod tls;
 pub mod upstream;
 pub mod worker;
@@ -130,6 +131,11 @@ impl Gateway {
     /// Every version's counters.
     pub fn metrics(&self) -> &Arc<MetricsRegistry> {
         &self.shared.metrics
+    }
+
+    /// The services' breaker and routing state, for `/metrics`.
+    pub fn status(&self) -> status::ServiceStatus {
+        status::ServiceStatus(self.services.clone())
     }
 
     /// Starts every service's local breaker on the current tokio runtime; they stop when the

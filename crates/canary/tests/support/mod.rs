@@ -1,6 +1,7 @@
 //! End-to-end test kit: fake upstreams that count hits, and a real `canary serve` process.
 #![allow(dead_code, missing_docs)]
 
+pub mod prometheus;
 pub mod restart;
 pub mod traffic;
 
@@ -32,6 +33,7 @@ pub struct Upstream {
     pub version: String,
     hits: Arc<AtomicU64>,
     fail_with: Arc<std::sync::atomic::AtomicU16>,
+    fail_every: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -48,7 +50,8 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let fail_with = Arc::new(std::sync::atomic::AtomicU16::new(0));
-        let (v, h, f) = (version.to_owned(), hits.clone(), fail_with.clone());
+        let fail_every = Arc::new(AtomicU64::new(0));
+        let (v, h, f, e) = (version.to_owned(), hits.clone(), fail_with.clone(), fail_every.clone());
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conns = connections.clone();
         let task = tokio::spawn(async move {
@@ -56,9 +59,12 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (v, h, f) = (v.clone(), h.clone(), f.clone());
+                let (v, h, f, e) = (v.clone(), h.clone(), f.clone(), e.clone());
                 let connection = tokio::spawn(async move {
-                    let svc = service_fn(move |req| respond(v.clone(), h.clone(), f.load(Ordering::Relaxed), req));
+                    let svc = service_fn(move |req| {
+                        let failure = Failure { status: f.load(Ordering::Relaxed), every: e.load(Ordering::Relaxed) };
+                        respond(v.clone(), h.clone(), failure, req)
+                    });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
@@ -66,12 +72,17 @@ impl Upstream {
                 conns.lock().unwrap().push(connection.abort_handle());
             }
         });
-        Upstream { addr, version: version.to_owned(), hits, fail_with, task, connections }
+        Upstream { addr, version: version.to_owned(), hits, fail_with, fail_every, task, connections }
     }
 
     /// Makes every later plain request answer `status` (0 = behave normally).
     pub fn fail_with(&self, status: u16) {
         self.fail_with.store(status, Ordering::Relaxed);
+    }
+
+    /// Makes every `n`th plain request answer 503 (0 = never): a flaky version.
+    pub fn fail_every(&self, n: u64) {
+        self.fail_every.store(n, Ordering::Relaxed);
     }
 
     pub fn hits(&self) -> u64 {
@@ -91,10 +102,10 @@ impl Upstream {
 async fn respond(
     version: String,
     hits: Arc<AtomicU64>,
-    fail_with: u16,
+    failure: Failure,
     mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    hits.fetch_add(1, Ordering::Relaxed);
+    let hit = hits.fetch_add(1, Ordering::Relaxed) + 1;
     let path = req.uri().path().to_owned();
     let seen = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     if path == "/ws" {
@@ -121,7 +132,10 @@ async fn respond(
             .body(Full::new(Bytes::new()))
             .unwrap());
     }
-    let mut status = StatusCode::from_u16(fail_with).unwrap_or(StatusCode::OK);
+    let mut status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::OK);
+    if failure.every > 0 && hit.is_multiple_of(failure.every) {
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
     if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
@@ -138,12 +152,20 @@ async fn respond(
         .unwrap())
 }
 
+/// How a fake upstream misbehaves at the moment.
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    status: u16,
+    every: u64,
+}
+
 /// A `canary serve` process with its config in a temp dir; stopped on drop.
 pub struct Gateway {
     child: Option<Child>,
     pub admin: String,
     pub services: HashMap<String, SocketAddr>,
     pub dir: tempfile::TempDir,
+    role: Option<String>,
 }
 
 impl Gateway {
@@ -152,8 +174,17 @@ impl Gateway {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("canary.toml");
         std::fs::write(&path, config).unwrap();
-        let (child, admin, services) = spawn_serve(&path);
-        Gateway { child: Some(child), admin, services, dir }
+        let (child, admin, services) = spawn_serve(&path, None);
+        Gateway { child: Some(child), admin, services, dir, role: None }
+    }
+
+    /// Starts `canary serve --role ROLE` (`gateway`, `controller` or `all`).
+    pub fn start_role(config: &str, role: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.toml");
+        std::fs::write(&path, config).unwrap();
+        let (child, admin, services) = spawn_serve(&path, Some(role));
+        Gateway { child: Some(child), admin, services, dir, role: Some(role.to_owned()) }
     }
 
     pub fn addr(&self, service: &str) -> SocketAddr {
@@ -220,10 +251,11 @@ impl Drop for Gateway {
 }
 
 /// Starts `canary serve --config path` and waits until it reports every listener.
-fn spawn_serve(path: &std::path::Path) -> (Child, String, HashMap<String, SocketAddr>) {
+fn spawn_serve(path: &std::path::Path, role: Option<&str>) -> (Child, String, HashMap<String, SocketAddr>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
         .args(["serve", "--config"])
-        .arg(&path)
+        .arg(path)
+        .args(["--role", role.unwrap_or("all")])
         .args(["--log", "warn"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -14,9 +14,16 @@ impl Gateway {
     /// Starts `canary serve` again on the same config file (and so the same store).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, admin, services) = super::spawn_serve(&self.dir.path().join("canary.toml"));
+        let (child, admin, services) = super::spawn_serve(&self.dir.path().join("canary.toml"), self.role.as_deref());
         self.child = Some(child);
         self.admin = admin;
         self.services = services;
+    }
+}
+
+impl Gateway {
+    /// Whether the process is still running.
+    pub fn child_alive(&self) -> bool {
+        self.child.is_some()
     }
 }

@@ -36,6 +36,8 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// Everything `/metrics` exposes.
     pub registry: Arc<Registry>,
+    /// Whether this process serves traffic (its listeners must be bound to be ready).
+    pub serves_traffic: bool,
 }
 
 /// The admin router.
@@ -91,10 +93,15 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let unbound: Vec<&str> =
-        state.gateway.services().iter().filter(|s| s.bound().is_none()).map(|s| s.name()).collect();
+    let unbound: Vec<&str> = state
+        .gateway
+        .services()
+        .iter()
+        .filter(|s| state.serves_traffic && s.bound().is_none())
+        .map(|s| s.name())
+        .collect();
     if unbound.is_empty() {
-        "ready\n".into_response()
+        format!("ready: {}\n", state.controller.routing().health().describe()).into_response()
     } else {
         let text = format!("not ready: {} not listening\n", unbound.join(", "));
         (StatusCode::SERVICE_UNAVAILABLE, text).into_response()

@@ -134,6 +134,23 @@ pub struct ControllerSettings {
     pub tick: Duration,
 }
 
+/// 1 while this controller leads, for `/metrics`.
+#[derive(Debug)]
+pub struct LeadingGauge(Arc<AtomicBool>);
+
+impl prometheus_client::collector::Collector for LeadingGauge {
+    fn encode(&self, mut encoder: prometheus_client::encoding::DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let metric = encoder.encode_descriptor(
+            "canary_controller_leading",
+            "Whether this process leads the controllers and runs the rollouts' judges (1) or not (0)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        prometheus_client::metrics::gauge::ConstGauge::new(i64::from(self.0.load(Ordering::Relaxed))).encode(metric)
+    }
+}
+
 /// The rollout controller.
 pub struct Controller {
     routing: Routing,
@@ -141,7 +158,7 @@ pub struct Controller {
     settings: ControllerSettings,
     slots: HashMap<String, Arc<Slot>>,
     updates: broadcast::Sender<Update>,
-    leading: AtomicBool,
+    leading: Arc<AtomicBool>,
     fence: Mutex<Option<Compare>>,
 }
 
@@ -164,7 +181,7 @@ impl Controller {
             settings,
             slots,
             updates,
-            leading: AtomicBool::new(false),
+            leading: Arc::new(AtomicBool::new(false)),
             fence: Mutex::new(None),
         })
     }
@@ -217,6 +234,11 @@ impl Controller {
             }
             tracing::warn!(candidate, "lost the leadership; rollouts are left to the new leader");
         }
+    }
+
+    /// `canary_controller_leading` for `/metrics`.
+    pub fn leadership_gauge(&self) -> LeadingGauge {
+        LeadingGauge(self.leading.clone())
     }
 
     /// Starts campaigning in the background as this process (`host-pid`), with a 5 s lease.

@@ -1,0 +1,235 @@
+//! The judge's counters from Prometheus, for several gateways.
+//!
+//! Every gateway exports cumulative counters; Prometheus scrapes them all. The judge needs
+//! exact counts, so this source never uses `rate()` or `increase()` (they extrapolate to the
+//! window's edges): it reads the raw counter value of every series (one per gateway and label
+//! set) at an instant aligned to the scrape interval, one interval back so the scrape has
+//! landed, and keeps a running total per series. A value lower than the last one is a counter
+//! reset (a gateway restarted): the total then continues from the last value plus the new one.
+//! A gateway that disappears keeps its last total, so counts never go backwards.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
+use canary_gateway::VersionCounts;
+use canary_gateway::metrics::USER_GROUPS;
+use serde::Deserialize;
+
+use crate::metrics_source::MetricsSource;
+
+const SERIES: &str = "canary_requests_total|canary_upstream_errors_total|canary_judge_errors_total|\
+canary_new_sessions_total|canary_group_errors_total|canary_group_slow_total|\
+canary_request_duration_seconds_bucket|canary_request_duration_seconds_sum";
+
+const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const ERROR_KINDS: [&str; 6] = ["connect_refused", "connect_timeout", "connect_other", "timeout", "reset", "protocol"];
+
+#[derive(Debug, Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<AnswerData>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnswerData {
+    result: Vec<Sample>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Sample {
+    metric: HashMap<String, String>,
+    value: (f64, String),
+}
+
+/// A counter series' running total across resets.
+#[derive(Debug, Default, Clone, Copy)]
+struct Running {
+    last: f64,
+    carried: f64,
+}
+
+impl Running {
+    fn observe(&mut self, value: f64) -> f64 {
+        if value < self.last {
+            self.carried += self.last;
+        }
+        self.last = value;
+        self.carried + value
+    }
+}
+
+/// Reads per-version counters from a Prometheus server.
+pub struct PrometheusMetrics {
+    url: String,
+    interval: Duration,
+    client: reqwest::Client,
+    series: Mutex<HashMap<String, Running>>,
+}
+
+impl PrometheusMetrics {
+    /// A source reading `url` (e.g. `http://127.0.0.1:9090`), whose scrape interval is `interval`.
+    pub fn new(url: &str, interval: Duration) -> PrometheusMetrics {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client");
+        PrometheusMetrics { url: url.trim_end_matches('/').to_owned(), interval, client, series: Mutex::default() }
+    }
+
+    /// The instant to read: the last scrape boundary that is a whole interval old.
+    fn aligned_time(&self) -> f64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let step = self.interval.as_secs_f64();
+        (now / step).floor() * step - step
+    }
+
+    async fn query(&self, query: &str, time: Option<f64>) -> Result<Vec<Sample>, String> {
+        let mut params = vec![("query", query.to_owned())];
+        if let Some(time) = time {
+            params.push(("time", format!("{time:.3}")));
+        }
+        let url = format!("{}/api/v1/query", self.url);
+        let response = self.client.get(&url).query(&params).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let answer: Answer = response.json().await.map_err(|e| format!("{url}: unreadable answer: {e}"))?;
+        if answer.status != "success" {
+            return Err(format!("{url}: {}", answer.error.unwrap_or(answer.status)));
+        }
+        Ok(answer.data.map(|d| d.result).unwrap_or_default())
+    }
+}
+
+fn label<'a>(sample: &'a Sample, name: &str) -> &'a str {
+    sample.metric.get(name).map(String::as_str).unwrap_or("")
+}
+
+fn series_key(sample: &Sample) -> String {
+    let mut labels: Vec<_> = sample.metric.iter().collect();
+    labels.sort();
+    labels.into_iter().map(|(k, v)| format!("{k}={v},")).collect()
+}
+
+/// Adds one series' running total to the counts it belongs to.
+fn add(counts: &mut VersionCounts, cumulative_le: &mut HashMap<String, f64>, sample: &Sample, total: f64) {
+    let n = total.round() as u64;
+    match label(sample, "__name__") {
+        "canary_requests_total" => {
+            if let Some(i) = CODE_CLASSES.iter().position(|c| *c == label(sample, "code_class")) {
+                counts.responses[i] += n;
+            }
+        }
+        "canary_upstream_errors_total" => {
+            if let Some(i) = ERROR_KINDS.iter().position(|k| *k == label(sample, "kind")) {
+                counts.upstream_errors[i] += n;
+            }
+        }
+        "canary_judge_errors_total" => counts.judge_errors += n,
+        "canary_new_sessions_total" => counts.new_sessions += n,
+        "canary_group_errors_total" | "canary_group_slow_total" => {
+            if let Ok(g) = label(sample, "group").parse::<usize>()
+                && g < USER_GROUPS
+            {
+                if label(sample, "__name__") == "canary_group_errors_total" {
+                    counts.group_errors[g] += n;
+                } else {
+                    counts.group_slow[g] += n;
+                }
+            }
+        }
+        "canary_request_duration_seconds_sum" => counts.latency_sum_micros += (total * 1e6).round() as u64,
+        "canary_request_duration_seconds_bucket" => {
+            *cumulative_le.entry(label(sample, "le").to_owned()).or_default() += total;
+        }
+        _ => {}
+    }
+}
+
+/// Turns cumulative `le` totals into per-bucket counts with the fixed bounds.
+fn buckets(cumulative_le: &HashMap<String, f64>) -> [u64; LATENCY_BUCKETS] {
+    let at = |le: f64| {
+        cumulative_le
+            .iter()
+            .find(|(k, _)| k.parse::<f64>().is_ok_and(|b| (b - le).abs() < 1e-9) || (le.is_infinite() && *k == "+Inf"))
+            .map_or(0.0, |(_, v)| *v)
+    };
+    let mut out = [0u64; LATENCY_BUCKETS];
+    let mut below = 0.0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        let bound = LATENCY_BOUNDS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY);
+        let cumulative = at(bound).max(below);
+        *slot = (cumulative - below).round() as u64;
+        below = cumulative;
+    }
+    out
+}
+
+#[async_trait::async_trait]
+impl MetricsSource for PrometheusMetrics {
+    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, String> {
+        let query = format!("{{__name__=~\"{SERIES}\",service=\"{service}\",version=\"{version}\"}}");
+        let samples = self.query(&query, Some(self.aligned_time())).await?;
+        let mut counts = VersionCounts::default();
+        let mut cumulative_le = HashMap::new();
+        let mut series = self.series.lock().expect("series");
+        for sample in &samples {
+            let Ok(value) = sample.value.1.parse::<f64>() else { continue };
+            let total = series.entry(series_key(sample)).or_default().observe(value);
+            add(&mut counts, &mut cumulative_le, sample, total);
+        }
+        // Series of this version not in this answer (a gateway that went away) keep their total.
+        let prefix_service = format!("service={service},");
+        let prefix_version = format!("version={version},");
+        let seen: std::collections::HashSet<String> = samples.iter().map(series_key).collect();
+        for (key, running) in series.iter() {
+            if seen.contains(key) || !key.contains(&prefix_service) || !key.contains(&prefix_version) {
+                continue;
+            }
+            let labels: HashMap<String, String> =
+                key.split(',').filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
+            let ghost = Sample { metric: labels, value: (0.0, String::new()) };
+            add(&mut counts, &mut cumulative_le, &ghost, running.carried + running.last);
+        }
+        counts.latency_buckets = buckets(&cumulative_le);
+        Ok(counts)
+    }
+
+    async fn breaker_tripped(&self, service: &str) -> Result<Option<String>, String> {
+        let samples = self.query(&format!("canary_breaker_open{{service=\"{service}\"}} == 1"), None).await?;
+        if samples.is_empty() {
+            return Ok(None);
+        }
+        let instances: Vec<&str> = samples.iter().map(|s| label(s, "instance")).collect();
+        Ok(Some(format!("open on {} gateway(s): {}", instances.len(), instances.join(", "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counter_reset_continues_the_total() {
+        let mut r = Running::default();
+        assert_eq!(r.observe(10.0), 10.0);
+        assert_eq!(r.observe(15.0), 15.0);
+        assert_eq!(r.observe(3.0), 18.0, "restart: 15 before, 3 since");
+        assert_eq!(r.observe(5.0), 20.0);
+    }
+
+    #[test]
+    fn cumulative_buckets_become_per_bucket_counts() {
+        let mut le = HashMap::new();
+        le.insert("0.0005".to_owned(), 2.0);
+        le.insert("0.001".to_owned(), 5.0);
+        for b in &LATENCY_BOUNDS_SECONDS[2..] {
+            le.insert(format!("{b}"), 5.0);
+        }
+        le.insert("+Inf".to_owned(), 6.0);
+        let out = buckets(&le);
+        assert_eq!(out[0], 2);
+        assert_eq!(out[1], 3);
+        assert_eq!(out[LATENCY_BUCKETS - 1], 1);
+        assert_eq!(out.iter().sum::<u64>(), 6);
+    }
+}
