@@ -27,7 +27,8 @@ fn writes_a_destination_rule_and_a_virtual_service_routing_on_the_header() {
     let out = export(&["--namespace", "shop"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let yaml = String::from_utf8(out.stdout).unwrap();
-    for needle in ["kind: DestinationRule", "kind: VirtualService", "namespace: shop", "x-canary-version", "exact: v2"] {
+    for needle in ["kind: DestinationRule", "kind: VirtualService", "namespace: shop", "x-canary-version", "exact: v2"]
+    {
         assert!(yaml.contains(needle), "{needle} missing from:\n{yaml}");
     }
 }

@@ -418,7 +418,10 @@ mod tests {
         assert!(text.contains(r#"canary_requests_total{service="web",version="v2",code_class="5xx"} 1"#));
         assert!(text.contains(r#"canary_upstream_errors_total{service="web",version="v2",kind="connect_refused"} 1"#));
         assert!(text.contains(r#"canary_request_duration_seconds_bucket{service="web",version="v2",le="0.0005"} 1"#));
-        assert!(text.contains(r#"canary_request_duration_seconds_bucket{service="web",version="v2",le="+Inf"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"canary_request_duration_seconds_bucket{service="web",version="v2",le="+Inf"} 2"#),
+            "{text}"
+        );
         assert!(text.contains(r#"canary_request_duration_seconds_count{service="web",version="v2"} 2"#));
     }
 }
