@@ -1,7 +1,9 @@
-//! The routing decision per request: extract nothing (keys are given), hash, pick, verify pin.
+//! The routing decision per request, keys given: hash, pick, verify pin; and its parts. The
+//! gateway's `request` bench adds reading the key and cookies from a header map.
 
 use std::hint::black_box;
 
+use canary_core::bucket::bucket;
 use canary_core::pin::PinKey;
 use canary_core::{RequestFacts, RoutingTable, Weight, decide};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -49,6 +51,19 @@ fn routing(c: &mut Criterion) {
             black_box(decide(black_box(&t), &key, 1800, &facts))
         })
     });
+    c.bench_function("bucket", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(bucket(black_box(t.salt.as_bytes()), users[i].as_bytes()))
+        })
+    });
+    c.bench_function("pin/verify", |b| {
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            black_box(key.verify(black_box(pins[i].as_bytes()), now))
+        })
+    });
+    c.bench_function("pin/sign", |b| b.iter(|| black_box(key.sign(black_box("web-1"), "v1", now + 1800))));
 }
 
 criterion_group!(benches, routing);
