@@ -1,6 +1,7 @@
 //! Header rules of a proxy (RFC 9110 §7.6): hop-by-hop headers stop here, forwarding headers
 //! are added, and an HTTP/2 request is rewritten for an HTTP/1.1 upstream.
 
+use http::header::Entry;
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
 
@@ -28,30 +29,46 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers; with `upgrade`, keeps `Connection: upgrade` and `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(upgrade && n == UPGRADE))
-            .collect();
-        for name in named {
+    // One pass over the few names present costs less than a hashed lookup per hop-by-hop
+    // name, and most messages carry none of them or only `Connection`.
+    let mut present = [false; 6];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| name == hop) {
+            present[i] = true;
+        }
+    }
+    if present[0]
+        && let Entry::Occupied(connection) = headers.entry(CONNECTION)
+    {
+        // The values are reference-counted handles: taking them out lets the headers they
+        // name be removed by `&str`, with no `HeaderName` allocated per token.
+        let (_, mut values) = connection.remove_entry_mult();
+        let first = values.next();
+        let rest: Vec<HeaderValue> = values.collect();
+        for value in first.iter().chain(&rest) {
+            let Ok(text) = value.to_str() else { continue };
+            for token in text.split(',').map(str::trim) {
+                // Hop-by-hop names go below, and only if present, with no lookup by text.
+                if token.is_empty() || HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str())) {
+                    continue;
+                }
+                // A token that is not a valid header name matches nothing.
+                headers.remove(token);
+            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present[i] && !(upgrade && name == UPGRADE) {
             headers.remove(name);
         }
-        headers.remove(CONNECTION);
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(PROXY_CONNECTION);
-    headers.remove(TE);
-    headers.remove(TRANSFER_ENCODING);
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
+
+/// Headers that never cross a proxy (RFC 9110 §7.6.1), `Connection` first.
+static HOP_BY_HOP: [HeaderName; 6] = [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE];
 
 /// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`.
 pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, https: bool) {
@@ -105,6 +122,22 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn every_connection_header_and_token_counts() {
+        let mut h = HeaderMap::new();
+        h.append(CONNECTION, HeaderValue::from_static("Keep-Alive, X-One"));
+        h.append(CONNECTION, HeaderValue::from_static("x-two,, bad name"));
+        for name in ["x-one", "x-two", "keep-alive", "proxy-connection", "te", "upgrade", "x-kept"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+        let mut untouched = HeaderMap::new();
+        untouched.insert(HOST, HeaderValue::from_static("a"));
+        strip_hop_by_hop(&mut untouched, false);
+        assert_eq!(untouched.len(), 1);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!    the version that actually served and the anonymous id if one was minted;
 //! 5. **record** — count the response and its latency against that version.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,9 +30,7 @@ use crate::body::ProxyBody;
 use crate::headers::{X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1};
 use crate::metrics::{JudgeFacts, UpstreamErrorKind};
 use crate::pool::{Conn, PooledBody, checkout, connect};
-use crate::request::{
-    FORCE_TOKEN_HEADER, PIN_COOKIE, UID_COOKIE, cookie, is_navigation, mint_uid, trusted_force, user_key,
-};
+use crate::request::{FORCE_TOKEN, PIN_COOKIE, UID_COOKIE, cookie, is_navigation, mint_uid, trusted_force, user_key};
 use crate::service::{Service, ServiceSettings, VersionTarget};
 
 /// What the gateway knows about the client connection a request came on.
@@ -64,14 +63,22 @@ enum Exchange {
     Failed(UpstreamErrorKind),
 }
 
+/// Everything a request needs besides itself, shared by the requests of one client
+/// connection: one reference count per request instead of one per part.
+#[derive(Debug)]
+pub struct ConnContext {
+    /// The service the connection's listener belongs to.
+    pub service: Arc<Service>,
+    /// The key that signs and verifies pins.
+    pub pins: Arc<PinKey>,
+    /// The client connection.
+    pub client: ClientConn,
+}
+
 /// Proxies one request of `service`. Never fails: upstream trouble becomes a 502 or 504.
-pub async fn handle(
-    service: Arc<Service>,
-    pins: Arc<PinKey>,
-    client: Arc<ClientConn>,
-    mut req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let ConnContext { service, pins, client } = &*ctx;
     let settings = &service.settings;
     let route = service.route();
     let now = unix_now();
@@ -91,7 +98,7 @@ pub async fn handle(
         canary_healthy: service.canary_open(),
         now,
     };
-    let decision = decide(&route.table, &pins, settings.pin_ttl_secs, &facts);
+    let decision = decide(&route.table, pins, settings.pin_ttl_secs, &facts);
     let mut side = decision.side;
     route.target(side).stats.record_decision(decision.reason);
 
@@ -100,7 +107,7 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     strip_hop_by_hop(req.headers_mut(), upgrade);
     add_forwarded(req.headers_mut(), &client.peer_header, client.tls);
-    req.headers_mut().remove(FORCE_TOKEN_HEADER);
+    req.headers_mut().remove(&FORCE_TOKEN);
     to_http1(&mut req);
     req.headers_mut().insert(X_CANARY_VERSION.clone(), route.target(side).header.clone());
 
@@ -147,9 +154,7 @@ pub async fn handle(
         && let Some(version) = route.table.version(side)
     {
         let expires = now + settings.pin_ttl_secs;
-        let value = pins.sign(&route.table.rollout_id, version, expires);
-        let cookie = set_cookie(PIN_COOKIE, &value, settings.pin_ttl_secs, settings.tls);
-        headers.append(SET_COOKIE, cookie);
+        headers.append(SET_COOKIE, pin_cookie(pins, &route.table.rollout_id, version, expires, settings));
     }
     if let Some(uid) = minted {
         headers.append(SET_COOKIE, set_cookie(UID_COOKIE, &uid, 365 * 24 * 3600, settings.tls));
@@ -257,6 +262,68 @@ fn error_response(kind: UpstreamErrorKind, version: &HeaderValue) -> Response<Pr
     response
 }
 
+/// A pin cookie issued recently on this worker thread. The value depends only on the key,
+/// the rollout, the version, the expiry second and the service's cookie attributes, never on
+/// the user, so one HMAC and one formatted header serve every response of that second.
+struct IssuedPin {
+    pins: Arc<PinKey>,
+    rollout_id: String,
+    version: String,
+    expires: u64,
+    max_age: u64,
+    secure: bool,
+    cookie: HeaderValue,
+}
+
+/// Versions (stable, canary, draining) times services a worker is likely to serve at once.
+const ISSUED_PINS: usize = 8;
+
+thread_local! {
+    static ISSUED: RefCell<Vec<IssuedPin>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The `Set-Cookie` header pinning `version` of `rollout_id` until `expires`.
+fn pin_cookie(
+    pins: &Arc<PinKey>,
+    rollout_id: &str,
+    version: &str,
+    expires: u64,
+    settings: &ServiceSettings,
+) -> HeaderValue {
+    let (max_age, secure) = (settings.pin_ttl_secs, settings.tls);
+    ISSUED.with_borrow_mut(|issued| {
+        // Holding the key's Arc keeps its address from being reused by another key.
+        let slot = issued.iter().position(|p| {
+            Arc::ptr_eq(&p.pins, pins)
+                && p.max_age == max_age
+                && p.secure == secure
+                && p.version == version
+                && p.rollout_id == rollout_id
+        });
+        if let Some(i) = slot
+            && issued[i].expires == expires
+        {
+            return issued[i].cookie.clone();
+        }
+        let cookie = set_cookie(PIN_COOKIE, &pins.sign(rollout_id, version, expires), max_age, secure);
+        let entry = IssuedPin {
+            pins: pins.clone(),
+            rollout_id: rollout_id.to_owned(),
+            version: version.to_owned(),
+            expires,
+            max_age,
+            secure,
+            cookie: cookie.clone(),
+        };
+        match slot {
+            Some(i) => issued[i] = entry,
+            None if issued.len() < ISSUED_PINS => issued.push(entry),
+            None => issued[(expires as usize) % ISSUED_PINS] = entry,
+        }
+        cookie
+    })
+}
+
 fn set_cookie(name: &str, value: &str, max_age: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
     let text = format!("{name}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
@@ -289,5 +356,47 @@ impl Service {
             from.header.to_str().unwrap_or("?"),
             to.header.to_str().unwrap_or("?"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Shared;
+    use canary_core::config::Config;
+
+    fn settings(tls: bool) -> ServiceSettings {
+        let text = r#"
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
+"#;
+        let config = Config::from_toml(text).unwrap();
+        let mut settings = Service::new(&config.services[0], true, Arc::new(Shared::default())).settings;
+        settings.tls = tls;
+        settings
+    }
+
+    #[test]
+    fn a_remembered_pin_cookie_is_the_one_signing_would_give() {
+        let pins = Arc::new(PinKey::new(b"k"));
+        let other_key = Arc::new(PinKey::new(b"other"));
+        let plain = settings(false);
+        let fresh = |pins: &PinKey, version, expires, secure| {
+            set_cookie(PIN_COOKIE, &pins.sign("r1", version, expires), 1800, secure)
+        };
+        for _ in 0..2 {
+            assert_eq!(pin_cookie(&pins, "r1", "v1", 100, &plain), fresh(&pins, "v1", 100, false));
+            assert_eq!(pin_cookie(&pins, "r1", "v2", 100, &plain), fresh(&pins, "v2", 100, false));
+        }
+        assert_eq!(pin_cookie(&pins, "r1", "v1", 101, &plain), fresh(&pins, "v1", 101, false));
+        assert_eq!(pin_cookie(&other_key, "r1", "v1", 101, &plain), fresh(&other_key, "v1", 101, false));
+        assert_eq!(pin_cookie(&pins, "r1", "v1", 101, &settings(true)), fresh(&pins, "v1", 101, true));
+        let other_rollout = pin_cookie(&pins, "r2", "v1", 101, &plain);
+        assert_eq!(other_rollout, set_cookie(PIN_COOKIE, &pins.sign("r2", "v1", 101), 1800, false));
+        for expires in 0..(2 * ISSUED_PINS as u64) {
+            assert_eq!(pin_cookie(&pins, "r1", "v1", expires, &plain), fresh(&pins, "v1", expires, false));
+        }
     }
 }

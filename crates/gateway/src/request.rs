@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use canary_core::Force;
-use http::HeaderMap;
 use http::header::{ACCEPT, COOKIE};
+use http::{HeaderMap, HeaderName};
 
 use crate::service::{KeyFrom, ServiceSettings};
 
@@ -18,6 +18,13 @@ pub const UID_COOKIE: &str = "canary_uid";
 pub const FORCE_HEADER: &str = "x-canary-force";
 /// The header carrying the override token.
 pub const FORCE_TOKEN_HEADER: &str = "x-canary-force-token";
+
+// Parsed once: a lookup by `&str` parses and lower-cases the name on every call.
+static FORCE: HeaderName = HeaderName::from_static(FORCE_HEADER);
+/// [`FORCE_TOKEN_HEADER`] as a header name.
+pub static FORCE_TOKEN: HeaderName = HeaderName::from_static(FORCE_TOKEN_HEADER);
+static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
+static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
 /// The value of cookie `name`, from any `Cookie` header. Malformed pairs are skipped.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
@@ -80,7 +87,7 @@ pub fn mint_uid() -> String {
 
 /// The override the client asked for, if it may ask.
 pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAddr) -> Option<Force> {
-    let asked = headers.get(FORCE_HEADER)?.as_bytes();
+    let asked = headers.get(&FORCE)?.as_bytes();
     let force = if asked.eq_ignore_ascii_case(b"canary") {
         Force::Canary
     } else if asked.eq_ignore_ascii_case(b"stable") {
@@ -88,7 +95,7 @@ pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAd
     } else {
         return None;
     };
-    let by_token = match (&settings.force_token, headers.get(FORCE_TOKEN_HEADER)) {
+    let by_token = match (&settings.force_token, headers.get(&FORCE_TOKEN)) {
         (Some(expected), Some(given)) => constant_time_eq(expected.as_bytes(), given.as_bytes()),
         _ => false,
     };
@@ -102,10 +109,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// Whether the request starts a new page: a top-level document navigation. Uses the fetch
 /// metadata headers when the browser sends them, else an HTML `Accept`.
 pub fn is_navigation(headers: &HeaderMap) -> bool {
-    if let Some(dest) = headers.get("sec-fetch-dest") {
+    if let Some(dest) = headers.get(&SEC_FETCH_DEST) {
         return dest.as_bytes() == b"document";
     }
-    if let Some(mode) = headers.get("sec-fetch-mode") {
+    if let Some(mode) = headers.get(&SEC_FETCH_MODE) {
         return mode.as_bytes() == b"navigate";
     }
     headers.get(ACCEPT).is_some_and(|accept| accept.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))

@@ -19,7 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::proxy::{ClientConn, handle};
+use crate::proxy::{ClientConn, ConnContext, handle};
 use crate::service::Service;
 
 /// Largest request head accepted; a larger one gets `431`.
@@ -129,10 +129,12 @@ async fn accept_loop(
             _ = stopped(&mut shutdown) => return,
         };
         let _ = stream.set_nodelay(true);
-        let client = Arc::new(ClientConn::new(peer, tls.is_some()));
-        let service = service.clone();
-        let pins = pins.clone();
-        let svc = service_fn(move |req| handle(service.clone(), pins.clone(), client.clone(), req));
+        let ctx = Arc::new(ConnContext {
+            service: service.clone(),
+            pins: pins.clone(),
+            client: ClientConn::new(peer, tls.is_some()),
+        });
+        let svc = service_fn(move |req| handle(ctx.clone(), req));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
