@@ -103,8 +103,11 @@ pub async fn connect(upstream: &Upstream, settings: &ConnectSettings) -> Result<
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let (sender, connection) =
-        http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(|_| UpstreamErrorKind::ConnectOther)?;
+    let (sender, connection) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| UpstreamErrorKind::ConnectOther)?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended with an error");

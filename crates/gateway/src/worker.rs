@@ -74,7 +74,8 @@ pub fn run_worker(
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES);
+            .max_buf_size(MAX_HEADER_BYTES)
+            .writev(false);
         builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
         let builder = Arc::new(builder);
         let mut accepting = Vec::new();
