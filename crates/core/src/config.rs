@@ -499,7 +499,7 @@ impl From<Cidr> for String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The TOML did not parse or a value was invalid; the message names key and line.
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] toml::de::Error),
     /// A rule across several keys failed.
     #[error("{0}")]

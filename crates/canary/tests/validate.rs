@@ -1,0 +1,46 @@
+//! `canary validate` says what is wrong, where, once.
+
+use std::process::Command;
+
+fn validate(text: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.toml");
+    std::fs::write(&path, text).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_canary")).args(["validate", "--config"]).arg(&path).output().unwrap()
+}
+
+const GOOD: &str = r#"
+[[service]]
+name = "web"
+listen = "127.0.0.1:8080"
+stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
+"#;
+
+#[test]
+fn a_good_file_is_summarised() {
+    let out = validate(GOOD);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is valid: 1 service(s)"));
+}
+
+#[test]
+fn a_bad_value_names_its_line_once() {
+    let out = validate(&format!("{GOOD}weight = 150\n"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 6") && err.contains("out of range"), "{err}");
+    assert_eq!(err.matches("out of range").count(), 1, "the reason is printed more than once:\n{err}");
+}
+
+#[test]
+fn an_unknown_key_and_a_cross_key_rule_are_named() {
+    let out = validate(&GOOD.replace("listen", "lisen"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("lisen") && err.contains("line 4"), "{err}");
+    let out = validate(&format!("{GOOD}weight = 10\n"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("needs a [service.canary]"), "{err}");
+    let out = validate("[admin]\nlisten = \"0.0.0.0:7070\"\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("token"), "{err}");
+}
