@@ -239,3 +239,27 @@ async fn the_local_breaker_sends_an_erroring_canary_s_users_to_stable() {
         assert_eq!(version_of(&response), "v1", "a tripped canary still got traffic");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_dies_mid_request_costs_a_get_nothing() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&config(&v1, &v2, 100.0, ""));
+    let client = client();
+    let get = client.get(gateway.url("web", "/slow/1500")).header("x-user-id", "mid-flight").send();
+    let post = client.post(gateway.url("web", "/slow/1500")).header("x-user-id", "mid-flight").body("order").send();
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        v2.stop();
+    };
+    let (get, post, ()) = tokio::join!(get, post, crash);
+    let get = get.unwrap();
+    assert_eq!(get.status(), 200, "a GET the canary dropped was not re-sent to stable");
+    assert_eq!(version_of(&get), "v1");
+    let post = post.unwrap();
+    assert_eq!(post.status(), 502, "a POST may have had effects: it must not be sent twice");
+    let metrics = gateway.metrics().await;
+    assert!(
+        metrics.contains(r#"canary_upstream_errors_total{service="web",version="v2",kind="reset"} 2"#),
+        "{metrics}"
+    );
+}

@@ -8,6 +8,41 @@ use http_body::{Body, Frame, SizeHint};
 
 use crate::pool::PooledBody;
 
+/// A request body on its way upstream: the client's, streamed through, or none at all for a
+/// bodiless request the gateway re-sends to stable.
+pub enum UpstreamBody {
+    /// The client's body.
+    Client(hyper::body::Incoming),
+    /// No body.
+    Empty,
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(body) => body.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Client(body) => body.size_hint(),
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
 /// A response body: an upstream's, streamed through, or a small one the gateway wrote.
 pub enum ProxyBody {
     /// Streamed from the upstream; returns the connection to the pool at its end.

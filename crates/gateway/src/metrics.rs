@@ -21,7 +21,8 @@
 //!   and slow requests per user group (`bucket mod 64`), so the judge can see how errors cluster
 //!   by user;
 //! - `canary_retries_total{service,from_version,to_version}`: requests re-sent to stable because
-//!   no canary address took the connection, so nothing had been sent.
+//!   no canary address took the connection (nothing had been sent), or because the canary
+//!   dropped a bodiless idempotent request before answering.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -385,7 +386,7 @@ impl Collector for MetricsRegistry {
         };
         let mut family = encoder.encode_descriptor(
             "canary_retries",
-            "Requests re-sent to stable because no canary address took the connection (nothing had been sent)",
+            "Requests re-sent to stable: no canary address took the connection, or the canary dropped a bodiless GET/HEAD/OPTIONS before answering",
             None,
             MetricType::Counter,
         )?;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+use crate::body::UpstreamBody;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -24,7 +26,7 @@ use crate::upstream::Upstream;
 const MAX_IDLE: usize = 512;
 
 struct IdleConn {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<UpstreamBody>,
     since: Instant,
 }
 
@@ -36,7 +38,7 @@ thread_local! {
 pub struct Conn {
     upstream_id: usize,
     /// Where requests are sent.
-    pub sender: SendRequest<Incoming>,
+    pub sender: SendRequest<UpstreamBody>,
 }
 
 /// Timeouts that govern upstream connections.
@@ -48,7 +50,7 @@ pub struct ConnectSettings {
     pub idle_timeout: Duration,
 }
 
-fn take_idle(upstream_id: usize, idle_timeout: Duration) -> Option<SendRequest<Incoming>> {
+fn take_idle(upstream_id: usize, idle_timeout: Duration) -> Option<SendRequest<UpstreamBody>> {
     IDLE.with_borrow_mut(|pools| {
         let pool = pools.get_mut(upstream_id)?;
         while let Some(conn) = pool.pop() {

@@ -7,7 +7,8 @@
 //! 3. **exchange** — send it over a pooled connection to the next healthy address of the
 //!    version; a request whose bytes never left (connection refused or timed out, dead pooled
 //!    connection) is tried on the version's other addresses, and, if every canary address
-//!    refuses, on stable: a dead canary costs users nothing;
+//!    refuses, on stable; a bodiless GET/HEAD/OPTIONS that the canary drops before answering
+//!    (it crashed mid-request) is sent again to stable: a dead canary costs users nothing;
 //! 4. **response** — strip hop-by-hop headers, add `x-canary-version`, set the session pin for
 //!    the version that actually served and the anonymous id if one was minted;
 //! 5. **record** — count the response and its latency against that version.
@@ -26,7 +27,7 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::headers::{X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1};
 use crate::metrics::{JudgeFacts, UpstreamErrorKind};
 use crate::pool::{Conn, PooledBody, checkout, connect};
@@ -58,7 +59,7 @@ enum Exchange {
     /// A response head, and the connection it came over.
     Response(Response<Incoming>, Conn),
     /// Nothing reached any address; the request is handed back untouched.
-    NotSent(UpstreamErrorKind, Request<Incoming>),
+    NotSent(UpstreamErrorKind, Request<UpstreamBody>),
     /// The request was sent but failed.
     Failed(UpstreamErrorKind),
 }
@@ -110,18 +111,39 @@ pub async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Result
     req.headers_mut().remove(&FORCE_TOKEN);
     to_http1(&mut req);
     req.headers_mut().insert(X_CANARY_VERSION.clone(), route.target(side).header.clone());
+    // A bodiless idempotent request to the canary can be sent again if the canary drops it
+    // before answering (it crashed mid-request); keeping its head costs a copy, so only these.
+    let replay =
+        (side == Side::Canary && !upgrade && is_idempotent(req.method()) && http_body::Body::is_end_stream(req.body()))
+            .then(|| (req.method().clone(), req.uri().clone(), req.headers().clone()));
+    let req = req.map(UpstreamBody::Client);
 
     // Phase 3: exchange, falling back to stable when the canary cannot be reached.
     let mut outcome = exchange(settings, route.target(side), req).await;
-    if side == Side::Canary
-        && let Exchange::NotSent(_, mut unsent) = outcome
-    {
-        let from = route.target(Side::Canary);
-        service.retries(from, &route.stable).fetch_add(1, Relaxed);
-        from.stats.record_moved_away(decision.bucket);
-        side = Side::Stable;
-        unsent.headers_mut().insert(X_CANARY_VERSION.clone(), route.stable.header.clone());
-        outcome = exchange(settings, &route.stable, unsent).await;
+    if side == Side::Canary {
+        let resend = match outcome {
+            Exchange::NotSent(_, unsent) => Ok(unsent),
+            Exchange::Failed(UpstreamErrorKind::Reset) if replay.is_some() => {
+                let (method, uri, headers) = replay.expect("checked by the guard");
+                let mut again = Request::new(UpstreamBody::Empty);
+                *again.method_mut() = method;
+                *again.uri_mut() = uri;
+                *again.headers_mut() = headers;
+                Ok(again)
+            }
+            other => Err(other),
+        };
+        outcome = match resend {
+            Ok(mut again) => {
+                let from = route.target(Side::Canary);
+                service.retries(from, &route.stable).fetch_add(1, Relaxed);
+                from.stats.record_moved_away(decision.bucket);
+                side = Side::Stable;
+                again.headers_mut().insert(X_CANARY_VERSION.clone(), route.stable.header.clone());
+                exchange(settings, &route.stable, again).await
+            }
+            Err(other) => other,
+        };
     }
     let target = route.target(side);
 
@@ -172,7 +194,7 @@ pub async fn handle(ctx: Arc<ConnContext>, mut req: Request<Incoming>) -> Result
 }
 
 /// Sends `req` to the first address of `target` that takes it.
-async fn exchange(settings: &ServiceSettings, target: &VersionTarget, mut req: Request<Incoming>) -> Exchange {
+async fn exchange(settings: &ServiceSettings, target: &VersionTarget, mut req: Request<UpstreamBody>) -> Exchange {
     let mut last = UpstreamErrorKind::ConnectOther;
     for upstream in target.upstreams.candidates() {
         let mut fresh = false;
@@ -343,6 +365,11 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "upgraded connection ended");
     }
+}
+
+/// Methods whose requests may be sent twice without changing what happens (RFC 9110 §9.2.2).
+fn is_idempotent(method: &http::Method) -> bool {
+    matches!(*method, http::Method::GET | http::Method::HEAD | http::Method::OPTIONS)
 }
 
 fn unix_now() -> u64 {
