@@ -299,3 +299,37 @@ async fn the_judge_reads_prometheus_and_rolls_back_an_erroring_canary() {
         t.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_s_dashboard_charts_the_whole_fleet_from_prometheus() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let v1 = Upstream::start("v1").await;
+    let cluster = Cluster::start(&v1, None).await;
+    let traffic: Vec<Traffic> =
+        cluster.gateway_addrs().into_iter().map(|a| Traffic::start(a, 100, 2, Duration::from_millis(10))).collect();
+    let admin = cluster.controllers[0].admin.trim_start_matches("http://").to_owned();
+    let (mut feed, _) = tokio_tungstenite::connect_async(format!("ws://{admin}/api/v1/stream")).await.unwrap();
+    feed.send(Message::text(json!({"type": "hello", "token": null}).to_string())).await.unwrap();
+    // The controller serves no traffic itself: every request it charts came through Prometheus.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut charted = 0.0;
+    while charted == 0.0 {
+        assert!(Instant::now() < deadline, "the controller's feed never showed the gateways' traffic");
+        let Some(Ok(Message::Text(text))) = feed.next().await else { continue };
+        let message: Value = serde_json::from_str(text.as_str()).unwrap();
+        if message["type"] == "metrics" {
+            charted = message["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["version"] == "v1")
+                .map(|p| p["rps"].as_f64().unwrap_or(0.0))
+                .sum();
+        }
+    }
+    assert!(charted > 0.0);
+    for t in traffic {
+        t.stop().await;
+    }
+}

@@ -54,7 +54,7 @@ pub struct Dashboard {
 pub fn routes(app: &AppState) -> Router<AppState> {
     let sampler = Sampler::new();
     if tokio::runtime::Handle::try_current().is_ok() {
-        sampler.spawn(app.gateway.clone());
+        sampler.spawn(app.gateway.clone(), app.controller.metrics().clone());
     }
     let dashboard = Dashboard { app: app.clone(), sampler };
     Router::new()

@@ -1,8 +1,9 @@
 //! Metric ticks for the dashboard's charts: once a second, per service and version, the
 //! requests per second, the error rate and the p50/p99 latency of that second.
 //!
-//! The sampler reads the gateway's cumulative counters and takes differences, so it never
-//! touches the hot path. Errors are counted the way the judge counts them (5xx responses plus
+//! The sampler reads the same cumulative counters the judge reads (this process's gateway, or
+//! Prometheus' sum over every gateway) and takes differences, so it never touches the hot path
+//! and a controller of several gateways draws the whole fleet. Errors are counted the way the judge counts them (5xx responses plus
 //! requests the version took no connection for), so a chart and a verdict never disagree about
 //! what an error is. Quantiles come from the histogram bucket deltas, interpolated linearly
 //! inside the bucket the rank falls in (as Prometheus' `histogram_quantile` does); they are
@@ -18,6 +19,8 @@ use std::time::Duration;
 use canary_core::api::ServiceView;
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_gateway::{Gateway, VersionCounts};
+
+use crate::metrics_source::MetricsSource;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -135,9 +138,15 @@ impl Sampler {
         Arc::new(Sampler { history: Mutex::new(VecDeque::with_capacity(HISTORY)), events })
     }
 
-    /// Starts sampling `gateway` on the current runtime; the task ends once the sampler is dropped.
-    pub fn spawn(self: &Arc<Self>, gateway: Arc<Gateway>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(run(Arc::downgrade(self), gateway))
+    /// Starts sampling `gateway`'s services on the current runtime, reading the counters from
+    /// `metrics` (the gateway's own, or Prometheus' on a controller of several gateways); the
+    /// task ends once the sampler is dropped.
+    pub fn spawn(
+        self: &Arc<Self>,
+        gateway: Arc<Gateway>,
+        metrics: Arc<dyn MetricsSource>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(run(Arc::downgrade(self), gateway, metrics))
     }
 
     /// Ticks and routing changes from now on.
@@ -163,7 +172,7 @@ impl Sampler {
     }
 }
 
-async fn run(sampler: Weak<Sampler>, gateway: Arc<Gateway>) {
+async fn run(sampler: Weak<Sampler>, gateway: Arc<Gateway>, metrics: Arc<dyn MetricsSource>) {
     let mut last: HashMap<(String, String), (VersionCounts, Instant)> = HashMap::new();
     let mut views: HashMap<String, ServiceView> = HashMap::new();
     let mut interval = tokio::time::interval(PERIOD);
@@ -183,7 +192,8 @@ async fn run(sampler: Weak<Sampler>, gateway: Arc<Gateway>) {
                 spec.draining.as_ref().map(|d| (d.version.version.as_str(), "draining")),
             ];
             for (version, role) in versions.into_iter().flatten() {
-                let counts = gateway.metrics().counts(name, version).unwrap_or_default();
+                // A source that does not answer this second leaves a gap, not a false zero.
+                let Ok(counts) = metrics.counts(name, version).await else { continue };
                 let key = (name.to_owned(), version.to_owned());
                 if let Some((before, then)) = last.get(&key) {
                     let seconds = now.duration_since(*then).as_secs_f64();

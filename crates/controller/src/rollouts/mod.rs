@@ -236,6 +236,11 @@ impl Controller {
         }
     }
 
+    /// Where the judge's counters come from (this gateway's, or Prometheus').
+    pub fn metrics(&self) -> &Arc<dyn MetricsSource> {
+        &self.metrics
+    }
+
     /// `canary_controller_leading` for `/metrics`.
     pub fn leadership_gauge(&self) -> LeadingGauge {
         LeadingGauge(self.leading.clone())
