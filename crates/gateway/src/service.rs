@@ -13,8 +13,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use canary_core::api::{ServiceView, VersionView};
 use canary_core::config::{KeySource, ServiceConfig, VersionConfig};
-use canary_core::spec::{DrainingSpec, SpecError, default_rollout_id};
-use canary_core::{RouteSpec, RoutingTable, Side, Weight};
+use canary_core::spec::SpecError;
+use canary_core::{RouteSpec, RoutingTable, Side};
 use http::HeaderValue;
 
 use crate::metrics::{MetricsRegistry, VersionStats};
@@ -248,70 +248,6 @@ impl Service {
         }
         self.swap(spec);
         Ok(())
-    }
-
-    /// Applies `change` to a copy of the current spec, bumps its generation and swaps it in.
-    pub fn update(
-        &self,
-        change: impl FnOnce(&mut RouteSpec) -> Result<(), RouteError>,
-    ) -> Result<RouteSpec, RouteError> {
-        let _guard = self.changes.lock().expect("route change lock");
-        let mut spec = self.route.load().spec.clone();
-        change(&mut spec)?;
-        spec.generation += 1;
-        spec.check()?;
-        self.swap(spec.clone());
-        Ok(spec)
-    }
-
-    /// Sets the canary weight.
-    pub fn set_weight(&self, weight: Weight) -> Result<RouteSpec, RouteError> {
-        self.update(|spec| {
-            if spec.canary.is_none() && weight != Weight::ZERO {
-                return Err(RouteError::NoCanary(self.settings.name.clone()));
-            }
-            spec.weight = weight;
-            Ok(())
-        })
-    }
-
-    /// Deploys (or replaces) the canary. A new version starts a new cohort.
-    pub fn set_canary(&self, canary: VersionConfig, weight: Option<Weight>) -> Result<RouteSpec, RouteError> {
-        self.update(|spec| {
-            let same_version = spec.canary.as_ref().is_some_and(|c| c.version == canary.version);
-            if !same_version {
-                spec.rollout_id = default_rollout_id(&self.settings.name, canary.version.as_str());
-                spec.weight = Weight::ZERO;
-            }
-            if let Some(w) = weight {
-                spec.weight = w;
-            }
-            spec.canary = Some(canary);
-            Ok(())
-        })
-    }
-
-    /// Removes the canary; its sessions go back to stable at once.
-    pub fn remove_canary(&self) -> Result<RouteSpec, RouteError> {
-        self.update(|spec| {
-            if spec.canary.take().is_none() {
-                return Err(RouteError::NoCanary(self.settings.name.clone()));
-            }
-            spec.weight = Weight::ZERO;
-            Ok(())
-        })
-    }
-
-    /// Makes the canary the stable version; the old stable drains for `drain`.
-    pub fn promote(&self, drain: Duration, now_unix: u64) -> Result<RouteSpec, RouteError> {
-        self.update(|spec| {
-            let canary = spec.canary.take().ok_or_else(|| RouteError::NoCanary(self.settings.name.clone()))?;
-            let old = std::mem::replace(&mut spec.stable, canary);
-            spec.weight = Weight::ZERO;
-            spec.draining =
-                (!drain.is_zero()).then(|| DrainingSpec { version: old, until: now_unix + drain.as_secs() });
-            Ok(())
-        })
     }
 
     fn swap(&self, spec: RouteSpec) {
