@@ -87,8 +87,13 @@ impl Cluster {
         }
     }
 
-    fn gateway_addrs(&self) -> Vec<std::net::SocketAddr> {
-        self.gateways.iter().map(|g| g.addr("web")).collect()
+    /// Users sending requests through every gateway, each user to one gateway only.
+    fn traffic(&self, users_per_gateway: usize, lanes: usize, pause: Duration) -> Vec<Traffic> {
+        self.gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| Traffic::start_as(&format!("g{i}-user"), g.addr("web"), users_per_gateway, lanes, pause))
+            .collect()
     }
 }
 
@@ -161,8 +166,7 @@ async fn weight_changes_reach_all_three_gateways() {
 async fn a_rollout_runs_once_and_the_other_controller_finishes_it_when_the_leader_dies() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let mut cluster = Cluster::start(&v1, None).await;
-    let traffic: Vec<Traffic> =
-        cluster.gateway_addrs().into_iter().map(|a| Traffic::start(a, 300, 3, Duration::from_millis(5))).collect();
+    let traffic: Vec<Traffic> = cluster.traffic(1000, 3, Duration::from_millis(5));
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let follower = 1 - leader;
     let body = json!({
@@ -176,8 +180,12 @@ async fn a_rollout_runs_once_and_the_other_controller_finishes_it_when_the_leade
     let (status, answer) = post(&cluster.controllers[leader], "/api/v1/services/web/rollouts", body).await;
     assert_eq!((status, answer["code"].as_str()), (409, Some("ROLLOUT_IN_PROGRESS")), "{answer}");
     let deadline = Instant::now() + Duration::from_secs(60);
-    while rollout(&cluster.controllers[follower]).await["step"].as_u64() < Some(1) {
-        assert!(Instant::now() < deadline, "the rollout never reached its second step");
+    loop {
+        let view = rollout(&cluster.controllers[follower]).await;
+        if view["step"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(phase(&view) == "progressing" && Instant::now() < deadline, "never reached step 2: {view}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let leading = [
@@ -217,8 +225,7 @@ async fn a_rollout_runs_once_and_the_other_controller_finishes_it_when_the_leade
 async fn etcd_down_for_a_minute_fails_no_request_and_advances_no_step() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let mut cluster = Cluster::start(&v1, None).await;
-    let traffic: Vec<Traffic> =
-        cluster.gateway_addrs().into_iter().map(|a| Traffic::start(a, 300, 3, Duration::from_millis(5))).collect();
+    let traffic: Vec<Traffic> = cluster.traffic(1000, 3, Duration::from_millis(5));
     let controller = &cluster.controllers[0];
     let body = json!({
         "version": "v2", "upstreams": [v2.addr.to_string()],
@@ -267,8 +274,7 @@ async fn etcd_down_for_a_minute_fails_no_request_and_advances_no_step() {
 async fn the_judge_reads_prometheus_and_rolls_back_an_erroring_canary() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let cluster = Cluster::start(&v1, None).await;
-    let traffic: Vec<Traffic> =
-        cluster.gateway_addrs().into_iter().map(|a| Traffic::start(a, 300, 3, Duration::from_millis(5))).collect();
+    let traffic: Vec<Traffic> = cluster.traffic(1000, 3, Duration::from_millis(5));
     let body = json!({
         "version": "v2", "upstreams": [v2.addr.to_string()],
         "steps": "30%/1m,100%",
@@ -306,8 +312,7 @@ async fn a_controller_s_dashboard_charts_the_whole_fleet_from_prometheus() {
     use tokio_tungstenite::tungstenite::Message;
     let v1 = Upstream::start("v1").await;
     let cluster = Cluster::start(&v1, None).await;
-    let traffic: Vec<Traffic> =
-        cluster.gateway_addrs().into_iter().map(|a| Traffic::start(a, 100, 2, Duration::from_millis(10))).collect();
+    let traffic: Vec<Traffic> = cluster.traffic(300, 2, Duration::from_millis(10));
     let admin = cluster.controllers[0].admin.trim_start_matches("http://").to_owned();
     let (mut feed, _) = tokio_tungstenite::connect_async(format!("ws://{admin}/api/v1/stream")).await.unwrap();
     feed.send(Message::text(json!({"type": "hello", "token": null}).to_string())).await.unwrap();

@@ -18,6 +18,13 @@ pub struct Traffic {
 impl Traffic {
     /// `lanes` concurrent users cycling through `users` keys, each pausing `pause` between requests.
     pub fn start(target: SocketAddr, users: usize, lanes: usize, pause: Duration) -> Traffic {
+        Traffic::start_as("user", target, users, lanes, pause)
+    }
+
+    /// Like [`Traffic::start`], with keys `<prefix>-<n>`: users of their own, as behind a load
+    /// balancer that sends each user to one gateway.
+    pub fn start_as(prefix: &str, target: SocketAddr, users: usize, lanes: usize, pause: Duration) -> Traffic {
+        let prefix: Arc<str> = Arc::from(prefix);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
         let sent = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -26,13 +33,20 @@ impl Traffic {
         let stop = Arc::new(AtomicBool::new(false));
         let tasks = (0..lanes)
             .map(|lane| {
-                let (client, sent, failed, by_version, target, stop) =
-                    (client.clone(), sent.clone(), failed.clone(), by_version.clone(), target.clone(), stop.clone());
+                let (client, sent, failed, by_version, target, stop, prefix) = (
+                    client.clone(),
+                    sent.clone(),
+                    failed.clone(),
+                    by_version.clone(),
+                    target.clone(),
+                    stop.clone(),
+                    prefix.clone(),
+                );
                 tokio::spawn(async move {
                     let mut i = lane;
                     while !stop.load(Relaxed) {
                         let addr = *target.lock().unwrap();
-                        let key = format!("user-{}", i % users);
+                        let key = format!("{prefix}-{}", i % users);
                         i += lanes;
                         sent.fetch_add(1, Relaxed);
                         match client.get(format!("http://{addr}/")).header("x-user-id", key).send().await {
