@@ -51,10 +51,6 @@ fn since(now: &VersionCounts, start: &VersionCounts) -> VersionCounts {
     }
 }
 
-fn verdicts_say_worse(verdicts: &[MetricVerdict]) -> bool {
-    verdicts.iter().any(|v| v.verdict == Verdict::Worse)
-}
-
 /// A sentence for a person about the metric that failed, with the numbers behind it.
 fn explain(verdicts: &[MetricVerdict], metric: Option<Metric>) -> String {
     let Some(v) =
@@ -152,14 +148,14 @@ pub async fn run(controller: Arc<Controller>, service: String) {
         let mut decision = judge.decision(rollout.hold_passed(now));
         // At a final 100 % step stable only keeps its pinned sessions, so the judge's "enough
         // samples of both versions in this step" may never come. Promotion then needs the hold,
-        // the step's minimum of canary requests and no metric against it; the earlier steps
-        // made the comparison.
+        // the step's minimum of canary requests and no metric against it (a `Hold` means none has
+        // rejected: any rejection makes the decision `Rollback`); the earlier steps made the
+        // comparison.
         let last_full = rollout.step + 1 == rollout.steps.len() && rollout.weight() == canary_core::Weight::FULL;
         if last_full
             && decision == StepDecision::Hold
             && rollout.hold_passed(now)
             && tick.canary.requests.saturating_sub(step_start_canary) >= analysis.min_requests_per_step
-            && !verdicts_say_worse(&judge.verdicts())
         {
             decision = StepDecision::Advance;
         }
