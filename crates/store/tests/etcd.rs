@@ -103,8 +103,7 @@ async fn a_watch_from_compacted_history_asks_for_a_relist() {
         store.put("/compaction/a", vec![i]).await.unwrap();
     }
     let latest = store.list(prefix).await.unwrap().revision;
-    let mut client = store.client().clone();
-    client.compact(i64::try_from(latest).unwrap(), None).await.unwrap();
+    store.client().compact(latest).await.unwrap();
 
     let err = match store.watch(prefix, old + 1).await {
         Err(e) => e,
@@ -151,9 +150,9 @@ async fn leadership_moves_when_the_leader_dies_or_loses_its_lease() {
 
     // Someone revokes the leader's lease: it notices, and a waiting candidate takes over.
     let third = campaign("c");
-    let mut client = server.store().await.client().clone();
-    let lease = client.get(leader_key.as_str(), None).await.unwrap().kvs()[0].lease();
-    client.lease_revoke(lease).await.unwrap();
+    let observer = server.store().await;
+    let lease = observer.client().lease_of(&leader_key).await.unwrap().expect("the leader key has a lease");
+    observer.client().revoke_lease(lease).await.unwrap();
     timeout(ttl, second.lost()).await.expect("the leader notices the revoked lease within the TTL");
     assert!(!second.is_held());
     let mut third = timeout(Duration::from_secs(5), third).await.unwrap().unwrap();

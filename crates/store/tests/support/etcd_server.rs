@@ -55,7 +55,6 @@ impl EtcdServer {
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             keep_alive_interval: Duration::from_secs(1),
-            keep_alive_timeout: Duration::from_secs(1),
             ..EtcdOptions::default()
         };
         EtcdStore::connect(&[self.endpoint()], options).await.expect("connect to test etcd")

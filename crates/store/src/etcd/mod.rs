@@ -1,5 +1,8 @@
 //! The etcd backend, for several gateways and controllers sharing one store.
 //!
+//! It speaks etcd's v3 API through the JSON gateway etcd serves beside gRPC ([`client`]); the
+//! messages are the same, so everything below reads as it would with a gRPC client.
+//!
 //! Revisions are etcd's own: an entry's revision is its `mod_revision`, a listing's is the
 //! response header's. A transaction is one etcd `Txn` whose compares are `mod_revision == R`
 //! (etcd treats an absent key as `mod_revision == 0`, which gives "must not exist" for free),
@@ -16,10 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, LeaseKeepAliveStream,
-    LeaseKeeper, PutOptions, ResponseHeader, Txn as EtcdTxn, TxnOp, TxnOpResponse, WatchOptions,
-};
 use futures_util::{StreamExt, stream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,23 +30,27 @@ use crate::{
     WatchStream, check_key, keys,
 };
 
+mod client;
+mod wire;
+
+pub use client::EtcdClient;
+use client::Lines;
+use wire::{KeyValue, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse, WatchResponse, WriteResponse};
+
 const BACKEND: &str = "etcd";
 
-/// Keys fetched per request when listing, so a large prefix never exceeds the client's
-/// message size limit.
+/// Keys fetched per request when listing, so a large prefix never makes one huge answer.
 const LIST_PAGE: i64 = 500;
 
 /// How to reach etcd.
 #[derive(Debug, Clone)]
 pub struct EtcdOptions {
-    /// Deadline of each unary request (get, put, txn, lease calls).
+    /// Deadline of each unary request (get, put, txn, lease calls), and of a watch's first answer.
     pub request_timeout: Duration,
     /// Deadline for establishing a connection.
     pub connect_timeout: Duration,
-    /// Interval of HTTP/2 pings that detect a dead connection under an idle watch.
+    /// Interval of TCP keep-alive probes, which detect a dead peer under an idle watch.
     pub keep_alive_interval: Duration,
-    /// How long a ping may go unanswered before the connection counts as dead.
-    pub keep_alive_timeout: Duration,
     /// Where leader keys live: `<leader_prefix><election>`.
     pub leader_prefix: String,
 }
@@ -58,50 +61,55 @@ impl Default for EtcdOptions {
             request_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             keep_alive_interval: Duration::from_secs(10),
-            keep_alive_timeout: Duration::from_secs(5),
             leader_prefix: keys::LEADERS.to_owned(),
         }
     }
 }
 
-/// The etcd [`Store`]. Cheap to clone; clones share one connection.
+/// The etcd [`Store`]. Cheap to clone; clones share one connection pool.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    client: EtcdClient,
     options: Arc<EtcdOptions>,
 }
 
 impl EtcdStore {
     /// Connects to the cluster at `endpoints` (`http://host:2379`). Connections are made
     /// lazily and re-made after failures, so this succeeds while etcd is down; the first
-    /// request then fails with [`StoreError::Unavailable`].
+    /// request then fails with [`StoreError::Unavailable`]. A malformed endpoint is an
+    /// [`StoreError::InvalidArgument`].
     pub async fn connect<E: AsRef<str>>(endpoints: &[E], options: EtcdOptions) -> Result<Self> {
-        let connect = ConnectOptions::new()
-            .with_timeout(options.request_timeout)
-            .with_connect_timeout(options.connect_timeout)
-            .with_keep_alive(options.keep_alive_interval, options.keep_alive_timeout)
-            .with_keep_alive_while_idle(true);
-        let client = Client::connect(endpoints, Some(connect)).await.map_err(etcd_error)?;
+        let client = EtcdClient::new(endpoints, &options)?;
         Ok(Self { client, options: Arc::new(options) })
     }
 
-    /// The underlying client, for what the [`Store`] trait does not cover (compaction,
-    /// cluster status).
-    pub fn client(&self) -> &Client {
+    /// The underlying client, for what the [`Store`] trait does not cover (compaction, leases).
+    pub fn client(&self) -> &EtcdClient {
         &self.client
     }
 
+    async fn range(&self, request: &RangeRequest) -> Result<RangeResponse> {
+        self.client.call("/v3/kv/range", request).await
+    }
+
+    async fn txn(&self, request: &TxnRequest) -> Result<TxnResponse> {
+        self.client.call("/v3/kv/txn", request).await
+    }
+
+    async fn open_watch(&self, key: Vec<u8>, range_end: Vec<u8>, start_revision: i64) -> Result<Lines> {
+        let request = wire::WatchRequest { create_request: wire::WatchCreate { key, range_end, start_revision } };
+        self.client.stream("/v3/watch", &request).await
+    }
+
     async fn wait_for_vacancy(&self, key: &str, seen: Revision, patience: Duration) {
-        let mut watcher = self.client.watch_client();
         let start = i64::try_from(seen + 1).unwrap_or(i64::MAX);
-        let options = WatchOptions::new().with_start_revision(start);
         let vacated = async {
-            let mut stream = watcher.watch(key, Some(options)).await.ok()?;
-            while let Ok(Some(response)) = stream.message().await {
-                if response.canceled() {
+            let mut lines = self.open_watch(key.into(), Vec::new(), start).await.ok()?;
+            while let Ok(Some(response)) = lines.next::<WatchResponse>().await {
+                if response.canceled {
                     return None;
                 }
-                if response.events().iter().any(|e| e.event_type() == EventType::Delete) {
+                if response.events.iter().any(|e| e.kind.as_deref() == Some("DELETE")) {
                     return Some(());
                 }
             }
@@ -113,6 +121,55 @@ impl EtcdStore {
             sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Grants a lease and creates the leader key bound to it if the key is absent.
+    async fn try_lead(
+        &self,
+        election: &str,
+        key: &str,
+        candidate: &str,
+        ttl_secs: i64,
+    ) -> Result<(Option<Leadership>, Revision)> {
+        let grant: wire::LeaseResponse =
+            self.client.call("/v3/lease/grant", &wire::LeaseRequest { id: 0, ttl: ttl_secs }).await?;
+        let granted_at = Instant::now();
+        let lease_id = grant.id;
+        let granted = Duration::from_secs(u64::try_from(grant.ttl).unwrap_or(0).max(1));
+        let put = wire::PutRequest { key: key.into(), value: candidate.into(), lease: lease_id };
+        let request = TxnRequest {
+            compare: vec![wire::Compare::create_revision(key, 0)],
+            success: vec![RequestOp::Put(put)],
+            failure: Vec::new(),
+        };
+        let response = match self.txn(&request).await {
+            Ok(response) => response,
+            Err(e) => {
+                let _ = self.client.revoke_lease(lease_id).await;
+                return Err(e);
+            }
+        };
+        let revision = to_revision(header_revision(response.header.as_ref())?)?;
+        if !response.succeeded {
+            // Someone else leads. Our lease is useless until the key is free again.
+            let _ = self.client.revoke_lease(lease_id).await;
+            return Ok((None, revision));
+        }
+        let (held_tx, held_rx) = watch::channel(true);
+        let keeper = LeaseKeeperTask {
+            client: self.client.clone(),
+            lease_id,
+            key: key.to_owned(),
+            revision,
+            ttl: granted,
+            held: held_tx,
+        };
+        let task = tokio::spawn(keeper.run(granted_at + granted));
+        let hold = EtcdHold { client: self.client.clone(), lease_id, task };
+        let fence = Compare { key: key.to_owned(), revision };
+        let holder = Holder::Etcd(Box::new(hold));
+        let leadership = Leadership::new(election.to_owned(), candidate.to_owned(), Some(fence), held_rx, holder);
+        Ok((Some(leadership), revision))
+    }
 }
 
 #[async_trait]
@@ -123,53 +180,54 @@ impl Store for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<Entry>> {
         check_key(key)?;
-        let response = self.client.kv_client().get(key, None).await.map_err(etcd_error)?;
-        response.kvs().first().map(entry).transpose()
+        let response = self.range(&RangeRequest { key: key.into(), ..RangeRequest::default() }).await?;
+        response.kvs.first().map(entry).transpose()
     }
 
     async fn list(&self, prefix: &str) -> Result<Listing> {
         let (mut start, end) = key_range(prefix);
-        let mut kv = self.client.kv_client();
         let mut entries = Vec::new();
         let mut revision: Option<i64> = None;
         loop {
-            let mut options = GetOptions::new().with_range(end.clone()).with_limit(LIST_PAGE);
             // Later pages read at the first page's revision, so the whole listing is one
             // snapshot even if writes land between pages.
-            if let Some(revision) = revision {
-                options = options.with_revision(revision);
-            }
-            let response = kv.get(start.clone(), Some(options)).await.map_err(etcd_error)?;
-            let page_revision = header_revision(response.header())?;
+            let request = RangeRequest {
+                key: start.clone(),
+                range_end: end.clone(),
+                limit: LIST_PAGE,
+                revision: revision.unwrap_or(0),
+            };
+            let response = self.range(&request).await?;
+            let page_revision = header_revision(response.header.as_ref())?;
             let revision = *revision.get_or_insert(page_revision);
-            for kv in response.kvs() {
+            for kv in &response.kvs {
                 entries.push(entry(kv)?);
             }
-            match response.kvs().last() {
-                Some(last) if response.more() => {
-                    start = last.key().to_vec();
+            match response.kvs.last() {
+                Some(last) if response.more => {
+                    start = last.key.clone();
                     start.push(0);
                 }
-                _ => {
-                    return Ok(Listing { entries, revision: to_revision(revision)? });
-                }
+                _ => return Ok(Listing { entries, revision: to_revision(revision)? }),
             }
         }
     }
 
     async fn put(&self, key: &str, value: Vec<u8>) -> Result<Revision> {
         check_key(key)?;
-        let response = self.client.kv_client().put(key, value, None).await.map_err(etcd_error)?;
-        to_revision(header_revision(response.header())?)
+        let request = wire::PutRequest { key: key.into(), value, lease: 0 };
+        let response: WriteResponse = self.client.call("/v3/kv/put", &request).await?;
+        to_revision(header_revision(response.header.as_ref())?)
     }
 
     async fn delete(&self, key: &str) -> Result<Option<Revision>> {
         check_key(key)?;
-        let response = self.client.kv_client().delete(key, None).await.map_err(etcd_error)?;
-        if response.deleted() == 0 {
+        let request = wire::DeleteRequest { key: key.into() };
+        let response: WriteResponse = self.client.call("/v3/kv/deleterange", &request).await?;
+        if response.deleted == 0 {
             return Ok(None);
         }
-        Ok(Some(to_revision(header_revision(response.header())?)?))
+        Ok(Some(to_revision(header_revision(response.header.as_ref())?)?))
     }
 
     async fn commit(&self, txn: Txn) -> Result<TxnOutcome> {
@@ -177,60 +235,54 @@ impl Store for EtcdStore {
         let (compares, ops) = txn.into_parts();
         let mut conditions = Vec::with_capacity(compares.len());
         for compare in &compares {
-            conditions.push(EtcdCompare::mod_revision(
-                compare.key.as_str(),
-                CompareOp::Equal,
-                to_etcd(compare.revision)?,
-            ));
+            conditions.push(wire::Compare::mod_revision(&compare.key, to_etcd(compare.revision)?));
         }
-        let writes: Vec<TxnOp> = ops
+        let writes = ops
             .into_iter()
             .map(|op| match op {
-                Op::Put { key, value } => TxnOp::put(key, value, None),
-                Op::Delete { key } => TxnOp::delete(key, None),
+                Op::Put { key, value } => RequestOp::Put(wire::PutRequest { key: key.into(), value, lease: 0 }),
+                Op::Delete { key } => RequestOp::Delete(wire::DeleteRequest { key: key.into() }),
             })
             .collect();
         let compared: Vec<String> =
             compares.iter().map(|c| c.key.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-        let reads: Vec<TxnOp> = compared.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
-        let request = EtcdTxn::new().when(conditions).and_then(writes).or_else(reads);
-        let response = self.client.kv_client().txn(request).await.map_err(etcd_error)?;
-        if response.succeeded() {
-            let revision = to_revision(header_revision(response.header())?)?;
+        let reads = compared
+            .iter()
+            .map(|k| RequestOp::Range(RangeRequest { key: k.as_str().into(), ..RangeRequest::default() }))
+            .collect();
+        let response = self.txn(&TxnRequest { compare: conditions, success: writes, failure: reads }).await?;
+        if response.succeeded {
+            let revision = to_revision(header_revision(response.header.as_ref())?)?;
             return Ok(TxnOutcome::Committed { revision });
         }
+        if response.responses.len() != compared.len() {
+            return Err(corrupt("transaction read-back has fewer answers than compared keys"));
+        }
         let mut current = BTreeMap::new();
-        for (key, op_response) in compared.into_iter().zip(response.op_responses()) {
-            let TxnOpResponse::Get(got) = op_response else {
-                return Err(corrupt("transaction read-back returned something other than a get"));
+        for (key, op_response) in compared.into_iter().zip(&response.responses) {
+            let Some(got) = &op_response.response_range else {
+                return Err(corrupt("transaction read-back returned something other than a range"));
             };
-            let found = got.kvs().first().map(entry).transpose()?;
-            current.insert(key, found);
+            current.insert(key, got.kvs.first().map(entry).transpose()?);
         }
         Ok(TxnOutcome::Conflict { current })
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         let (start, end) = key_range(prefix);
-        let mut options = WatchOptions::new().with_range(end);
-        if from > 0 {
-            options = options.with_start_revision(to_etcd(from)?);
-        }
-        let mut stream = self.client.watch_client().watch(start, Some(options)).await.map_err(etcd_error)?;
+        let start_revision = if from > 0 { to_etcd(from)? } else { 0 };
+        let mut lines = self.open_watch(start, end, start_revision).await?;
         // Wait for etcd to confirm, so that a change made after `watch` returns is seen.
-        let created = stream
-            .message()
-            .await
-            .map_err(etcd_error)?
-            .ok_or_else(|| unavailable("watch closed before etcd confirmed it"))?;
-        if created.canceled() {
+        let created: WatchResponse =
+            lines.next().await?.ok_or_else(|| unavailable("watch closed before etcd confirmed it"))?;
+        if created.canceled {
             return Err(cancellation(&created, from));
         }
         let mut pending = VecDeque::new();
-        for event in created.events() {
+        for event in &created.events {
             pending.push_back(watch_event(event)?);
         }
-        let state = EtcdWatch { stream, pending, next_revision: from, finished: false };
+        let state = EtcdWatch { lines, pending, next_revision: from, finished: false };
         Ok(Box::pin(stream::unfold(state, EtcdWatch::next).fuse()))
     }
 
@@ -241,53 +293,19 @@ impl Store for EtcdStore {
         let ttl_secs = i64::try_from(ttl_secs.max(1))
             .map_err(|_| StoreError::InvalidArgument(format!("lease TTL {ttl:?} is too long")))?;
         loop {
-            let mut leases = self.client.lease_client();
-            let grant = leases.grant(ttl_secs, None).await.map_err(etcd_error)?;
-            let granted_at = Instant::now();
-            let lease_id = grant.id();
-            let granted = Duration::from_secs(u64::try_from(grant.ttl()).unwrap_or(0).max(1));
-            let request = EtcdTxn::new()
-                .when([EtcdCompare::create_revision(key.as_str(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key.as_str(), candidate, Some(PutOptions::new().with_lease(lease_id)))]);
-            let response = match self.client.kv_client().txn(request).await {
-                Ok(response) => response,
-                Err(e) => {
-                    let _ = leases.revoke(lease_id).await;
-                    return Err(etcd_error(e));
-                }
-            };
-            let revision = to_revision(header_revision(response.header())?)?;
-            if response.succeeded() {
-                let (held_tx, held_rx) = watch::channel(true);
-                let keeper = LeaseKeeperTask {
-                    client: self.client.clone(),
-                    lease_id,
-                    key: key.clone(),
-                    revision,
-                    ttl: granted,
-                    held: held_tx,
-                };
-                let task = tokio::spawn(keeper.run(granted_at + granted));
-                let hold = EtcdHold { client: self.client.clone(), lease_id, task };
-                let fence = Compare { key, revision };
-                return Ok(Leadership::new(
-                    election.to_owned(),
-                    candidate.to_owned(),
-                    Some(fence),
-                    held_rx,
-                    Holder::Etcd(Box::new(hold)),
-                ));
+            let (won, revision) = self.try_lead(election, &key, candidate, ttl_secs).await?;
+            if let Some(leadership) = won {
+                return Ok(leadership);
             }
-            // Someone else leads. Our lease is useless until the key is free again.
-            let _ = leases.revoke(lease_id).await;
-            self.wait_for_vacancy(&key, revision, granted).await;
+            let patience = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(1));
+            self.wait_for_vacancy(&key, revision, patience).await;
         }
     }
 }
 
 /// State of one etcd watch seen as a stream of single events.
 struct EtcdWatch {
-    stream: etcd_client::WatchStream,
+    lines: Lines,
     pending: VecDeque<WatchEvent>,
     /// The first revision not delivered yet, for the error message after a compaction.
     next_revision: Revision,
@@ -304,9 +322,9 @@ impl EtcdWatch {
                 self.next_revision = event.revision + 1;
                 return Some((Ok(event), self));
             }
-            let failure = match self.stream.message().await {
-                Ok(Some(response)) if response.canceled() => cancellation(&response, self.next_revision),
-                Ok(Some(response)) => match response.events().iter().map(watch_event).collect::<Result<Vec<_>>>() {
+            let failure = match self.lines.next::<WatchResponse>().await {
+                Ok(Some(response)) if response.canceled => cancellation(&response, self.next_revision),
+                Ok(Some(response)) => match response.events.iter().map(watch_event).collect::<Result<Vec<_>>>() {
                     Ok(events) => {
                         self.pending.extend(events);
                         continue;
@@ -314,7 +332,7 @@ impl EtcdWatch {
                     Err(e) => e,
                 },
                 Ok(None) => unavailable("etcd closed the watch"),
-                Err(e) => etcd_error(e),
+                Err(e) => e,
             };
             self.finished = true;
             return Some((Err(failure), self));
@@ -324,7 +342,7 @@ impl EtcdWatch {
 
 /// What a [`Leadership`] on etcd owns: the lease and the task renewing it.
 pub(crate) struct EtcdHold {
-    client: Client,
+    client: EtcdClient,
     lease_id: i64,
     task: JoinHandle<()>,
 }
@@ -333,8 +351,7 @@ impl EtcdHold {
     pub(crate) async fn resign(&self) -> Result<()> {
         self.task.abort();
         // Revoking the lease deletes the leader key with it, which wakes the next candidate.
-        self.client.lease_client().revoke(self.lease_id).await.map_err(etcd_error)?;
-        Ok(())
+        self.client.revoke_lease(self.lease_id).await
     }
 }
 
@@ -346,7 +363,7 @@ impl Drop for EtcdHold {
 
 /// Renews the leader's lease and watches over its leader key until either is lost.
 struct LeaseKeeperTask {
-    client: Client,
+    client: EtcdClient,
     lease_id: i64,
     key: String,
     revision: Revision,
@@ -356,7 +373,6 @@ struct LeaseKeeperTask {
 
 impl LeaseKeeperTask {
     async fn run(self, mut expires: Instant) {
-        let mut keeper: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
         let reason = loop {
             tokio::select! {
                 () = sleep(self.ttl / 3) => {}
@@ -367,26 +383,22 @@ impl LeaseKeeperTask {
             // The server renews the lease somewhere after we send, so `sent + ttl` is never
             // later than the server's own expiry: we give up leadership no later than etcd does.
             let sent = Instant::now();
-            match timeout(expires - sent, self.renew(&mut keeper)).await {
+            match timeout(expires - sent, self.renew()).await {
                 Ok(Ok(Some(remaining))) => expires = sent + remaining,
                 Ok(Ok(None)) => break "the lease expired or was revoked".to_owned(),
                 Ok(Err(e)) => {
                     tracing::warn!(key = %self.key, error = %e, "lease renewal failed; retrying");
-                    keeper = None;
                     continue;
                 }
-                Err(_) => {
-                    keeper = None;
-                    continue;
-                }
+                Err(_) => continue,
             }
             // If the key cannot be read, the lease deadline above decides when an unreachable
             // etcd costs us the leadership.
-            let mut kv = self.client.kv_client();
-            let read = timeout(self.ttl / 3, kv.get(self.key.as_str(), None));
+            let request = RangeRequest { key: self.key.as_str().into(), ..RangeRequest::default() };
+            let read = timeout(self.ttl / 3, self.client.call::<_, RangeResponse>("/v3/kv/range", &request));
             if let Ok(Ok(response)) = read.await {
-                let ours = response.kvs().first().is_some_and(|kv| {
-                    to_revision(kv.mod_revision()).ok() == Some(self.revision) && kv.lease() == self.lease_id
+                let ours = response.kvs.first().is_some_and(|kv| {
+                    to_revision(kv.mod_revision).ok() == Some(self.revision) && kv.lease == self.lease_id
                 });
                 if !ours {
                     break "the leader key was removed or taken over".to_owned();
@@ -398,26 +410,12 @@ impl LeaseKeeperTask {
     }
 
     /// Sends one keep-alive; `Some(remaining TTL)` while the lease lives, `None` once it is gone.
-    async fn renew(&self, keeper: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>) -> Result<Option<Duration>> {
-        let (sender, responses) = match keeper {
-            Some(pair) => pair,
-            None => {
-                let pair = match self.client.lease_client().keep_alive(self.lease_id).await {
-                    Ok(pair) => pair,
-                    // etcd-client reports a lease it cannot find this way.
-                    Err(etcd_client::Error::LeaseKeepAliveError(_)) => return Ok(None),
-                    Err(e) => return Err(etcd_error(e)),
-                };
-                keeper.insert(pair)
-            }
-        };
-        sender.keep_alive().await.map_err(etcd_error)?;
-        let response = responses
-            .message()
-            .await
-            .map_err(etcd_error)?
-            .ok_or_else(|| unavailable("lease keep-alive stream closed"))?;
-        Ok(u64::try_from(response.ttl()).ok().filter(|&secs| secs > 0).map(Duration::from_secs))
+    async fn renew(&self) -> Result<Option<Duration>> {
+        let request = wire::LeaseRequest { id: self.lease_id, ttl: 0 };
+        let mut lines = self.client.stream("/v3/lease/keepalive", &request).await?;
+        let response: wire::LeaseResponse =
+            lines.next().await?.ok_or_else(|| unavailable("lease keep-alive answered nothing"))?;
+        Ok(u64::try_from(response.ttl).ok().filter(|&secs| secs > 0).map(Duration::from_secs))
     }
 }
 
@@ -439,33 +437,34 @@ fn key_range(prefix: &str) -> (Vec<u8>, Vec<u8>) {
 }
 
 fn entry(kv: &KeyValue) -> Result<Entry> {
-    let key = std::str::from_utf8(kv.key())
-        .map_err(|_| corrupt(format!("key {:?} is not UTF-8", String::from_utf8_lossy(kv.key()))))?;
-    let revision = to_revision(kv.mod_revision())?;
+    let key = std::str::from_utf8(&kv.key)
+        .map_err(|_| corrupt(format!("key {:?} is not UTF-8", String::from_utf8_lossy(&kv.key))))?;
+    let revision = to_revision(kv.mod_revision)?;
     if revision == 0 {
         return Err(corrupt(format!("{key} has mod_revision 0")));
     }
-    Ok(Entry { key: key.to_owned(), value: kv.value().to_vec(), revision })
+    Ok(Entry { key: key.to_owned(), value: kv.value.clone(), revision })
 }
 
-fn watch_event(event: &etcd_client::Event) -> Result<WatchEvent> {
-    let kv = event.kv().ok_or_else(|| corrupt("watch event without a key"))?;
+fn watch_event(event: &wire::Event) -> Result<WatchEvent> {
+    let kv = event.kv.as_ref().ok_or_else(|| corrupt("watch event without a key"))?;
     let Entry { key, value, revision } = entry(kv)?;
-    Ok(match event.event_type() {
-        EventType::Put => WatchEvent { kind: EventKind::Put, key, value, revision },
-        EventType::Delete => WatchEvent { kind: EventKind::Delete, key, value: Vec::new(), revision },
-    })
-}
-
-fn cancellation(response: &etcd_client::WatchResponse, requested: Revision) -> StoreError {
-    match to_revision(response.compact_revision()) {
-        Ok(earliest) if earliest > 0 => StoreError::Compacted { requested, earliest },
-        _ => unavailable(format!("etcd cancelled the watch: {}", response.cancel_reason())),
+    match event.kind.as_deref() {
+        None | Some("PUT") => Ok(WatchEvent { kind: EventKind::Put, key, value, revision }),
+        Some("DELETE") => Ok(WatchEvent { kind: EventKind::Delete, key, value: Vec::new(), revision }),
+        Some(other) => Err(corrupt(format!("watch event of unknown type {other:?}"))),
     }
 }
 
-fn header_revision(header: Option<&ResponseHeader>) -> Result<i64> {
-    header.map(ResponseHeader::revision).ok_or_else(|| corrupt("response without a header"))
+fn cancellation(response: &WatchResponse, requested: Revision) -> StoreError {
+    match to_revision(response.compact_revision) {
+        Ok(earliest) if earliest > 0 => StoreError::Compacted { requested, earliest },
+        _ => unavailable(format!("etcd cancelled the watch: {}", response.cancel_reason)),
+    }
+}
+
+fn header_revision(header: Option<&wire::Header>) -> Result<i64> {
+    header.map(|h| h.revision).ok_or_else(|| corrupt("response without a header"))
 }
 
 fn to_revision(revision: i64) -> Result<Revision> {
@@ -482,22 +481,6 @@ fn unavailable(detail: impl Into<String>) -> StoreError {
 
 fn corrupt(detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt { backend: BACKEND, detail: detail.into() }
-}
-
-fn etcd_error(e: etcd_client::Error) -> StoreError {
-    use tonic::Code;
-    match e {
-        etcd_client::Error::GRpcStatus(status) => match status.code() {
-            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-                StoreError::Rejected { backend: BACKEND, detail: status.message().to_owned() }
-            }
-            code => unavailable(format!("{code:?}: {}", status.message())),
-        },
-        etcd_client::Error::InvalidArgs(detail) => StoreError::InvalidArgument(detail),
-        etcd_client::Error::InvalidUri(e) => StoreError::InvalidArgument(e.to_string()),
-        etcd_client::Error::Utf8Error(e) => corrupt(e.to_string()),
-        other => unavailable(other.to_string()),
-    }
 }
 
 #[cfg(test)]
