@@ -30,6 +30,10 @@ pub enum ControllerError {
     /// A routing change was refused.
     #[error(transparent)]
     Route(#[from] RouteError),
+    /// A record in the store cannot be read or makes no sense: the server's fault, never the
+    /// caller's.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),

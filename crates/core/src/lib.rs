@@ -12,6 +12,7 @@ pub mod judge;
 pub mod latency;
 pub mod names;
 pub mod pin;
+pub mod policy;
 pub mod rollout;
 pub mod routing;
 pub mod spec;

@@ -1,13 +1,16 @@
 //! The rollout state machine: every phase and every transition of a rollout, in one place.
 //!
 //! ```text
-//!            begin              advance (last step held)
-//! pending ─────────► progressing ─────────────────────────► promoted
-//!    │                 │  ▲   │ promote (by hand) ─────────► promoted
-//!    │           pause │  │ resume
-//!    │                 ▼  │   │ judge says worse / breaker ─► failed
-//!    │                paused ─┘ abort (by hand) ───────────► aborted
-//!    └── abort ─────────────────────────────────────────────► aborted
+//!                  ┌── advance (next step) ──┐
+//!            begin ▼                         │
+//! pending ─────────► progressing ────────────┴── advance (last step held) ──► promoted
+//!                      │   ▲
+//!                pause │   │ resume              judge says worse / breaker ─► failed
+//!                      ▼   │
+//!                     paused ─────────────────── breaker ────────────────────► failed
+//!
+//! from pending, progressing or paused:   promote (by hand) ──► promoted
+//!                                        abort (by hand)   ──► aborted
 //! ```
 //!
 //! [`Rollout::apply`] is a pure function: the current record and a command in, the next record,
@@ -291,6 +294,16 @@ pub struct TransitionError {
 }
 
 impl Rollout {
+    /// Whether a record read back from the store is one this code can act on: a valid plan
+    /// and a current step inside it (every other method may then index the plan).
+    pub fn check(&self) -> Result<(), String> {
+        check_steps(&self.steps).map_err(|e| format!("rollout {}: {e}", self.id))?;
+        if self.step >= self.steps.len() {
+            return Err(format!("rollout {}: step {} of a plan of {}", self.id, self.step + 1, self.steps.len()));
+        }
+        Ok(())
+    }
+
     /// The weight the canary has in this phase and step.
     pub fn weight(&self) -> Weight {
         match self.phase {
@@ -384,37 +397,40 @@ impl Rollout {
     }
 }
 
+/// A pending rollout of `web` from v1 to v2 with the plan `steps`, for tests.
+#[cfg(test)]
+pub(crate) fn fixture(steps: &str) -> Rollout {
+    use crate::config::{Upstreams, VersionName};
+    let version = |name: &str| VersionConfig {
+        version: VersionName::try_from(name.to_owned()).unwrap(),
+        upstreams: Upstreams::try_from(vec!["127.0.0.1:1".to_owned()]).unwrap(),
+    };
+    Rollout {
+        id: "web-1".into(),
+        service: "web".into(),
+        stable: version("v1"),
+        canary: version("v2"),
+        steps: parse_steps(steps).unwrap(),
+        drain: HumanDuration(std::time::Duration::from_secs(60)),
+        max_step_wait: HumanDuration(std::time::Duration::from_secs(600)),
+        analysis: Analysis::default(),
+        phase: Phase::Pending,
+        step: 0,
+        step_started_ms: 0,
+        step_banked_ms: 0,
+        created_ms: 0,
+        updated_ms: 0,
+        transitions: 0,
+        reason: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Upstreams, VersionName};
-
-    fn version(name: &str) -> VersionConfig {
-        VersionConfig {
-            version: VersionName::try_from(name.to_owned()).unwrap(),
-            upstreams: Upstreams::try_from(vec!["127.0.0.1:1".to_owned()]).unwrap(),
-        }
-    }
 
     fn rollout() -> Rollout {
-        Rollout {
-            id: "web-1".into(),
-            service: "web".into(),
-            stable: version("v1"),
-            canary: version("v2"),
-            steps: parse_steps("10%/1s,50%/1s,100%").unwrap(),
-            drain: HumanDuration(std::time::Duration::from_secs(60)),
-            max_step_wait: HumanDuration(std::time::Duration::from_secs(600)),
-            analysis: Analysis::default(),
-            phase: Phase::Pending,
-            step: 0,
-            step_started_ms: 0,
-            step_banked_ms: 0,
-            created_ms: 0,
-            updated_ms: 0,
-            transitions: 0,
-            reason: None,
-        }
+        fixture("10%/1s,50%/1s,100%")
     }
 
     #[test]
@@ -467,6 +483,17 @@ mod tests {
             failed.rollout.apply(&Command::Resume, 2).unwrap_err().to_string(),
             "cannot resume a rollout that is failed"
         );
+    }
+
+    #[test]
+    fn a_record_with_a_step_outside_its_plan_or_a_bad_plan_is_refused() {
+        let mut r = rollout();
+        assert_eq!(r.check(), Ok(()));
+        r.step = 3;
+        assert_eq!(r.check().unwrap_err(), "rollout web-1: step 4 of a plan of 3");
+        r.step = 0;
+        r.steps.clear();
+        assert!(r.check().unwrap_err().contains("at least one step"));
     }
 
     #[test]

@@ -93,6 +93,11 @@ impl From<crate::error::ControllerError> for ApiError {
                 ApiError::new(Code::FailedPrecondition, format!("{system}."), system)
             }
             E::Route(route) => ApiError::invalid(format!("{route}.")),
+            E::Corrupt(_) => ApiError::new(
+                Code::Internal,
+                "A stored record cannot be read; an operator must look at the store (see the controller's log).",
+                system,
+            ),
             E::Store(_) | E::Contended(_) => {
                 ApiError::new(Code::Unavailable, "The store is unavailable or busy; try again.", system)
             }

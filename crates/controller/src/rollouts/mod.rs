@@ -167,7 +167,14 @@ fn now_ms() -> u64 {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ControllerError> {
-    serde_json::from_slice(bytes).map_err(|e| ControllerError::Invalid(format!("stored {what} is unreadable: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| ControllerError::Corrupt(format!("stored {what} is unreadable: {e}")))
+}
+
+/// A stored rollout record, checked before anything indexes its plan.
+fn decode_rollout(bytes: &[u8]) -> Result<Rollout, ControllerError> {
+    let rollout: Rollout = decode(bytes, "rollout")?;
+    rollout.check().map_err(ControllerError::Corrupt)?;
+    Ok(rollout)
 }
 
 impl Controller {
@@ -295,7 +302,7 @@ impl Controller {
         let Some(lock) = store.get(&keys::rollout_lock(service)).await? else { return Ok(None) };
         let id = String::from_utf8_lossy(&lock.value).into_owned();
         let Some(entry) = store.get(&keys::rollout(service, &id)).await? else { return Ok(None) };
-        let rollout: Rollout = decode(&entry.value, "rollout")?;
+        let rollout = decode_rollout(&entry.value)?;
         Ok((!rollout.phase.is_terminal()).then_some((rollout, entry.revision)))
     }
 
@@ -526,7 +533,7 @@ impl Controller {
     pub async fn history(&self, service: &str) -> Result<Vec<Rollout>, ControllerError> {
         self.slot(service)?;
         let listing = self.routing.store().list(&keys::rollouts(service)).await?;
-        listing.entries.iter().map(|e| decode(&e.value, "rollout")).collect()
+        listing.entries.iter().map(|e| decode_rollout(&e.value)).collect()
     }
 
     /// The event log of `service`, oldest first, at most the last `limit`.
@@ -575,5 +582,40 @@ impl RolloutView {
             judge: if rollout.phase.is_terminal() { None } else { judge },
             rollout,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(step: usize) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "id": "web-1", "service": "web",
+            "stable": {"version": "v1", "upstreams": ["127.0.0.1:9001"]},
+            "canary": {"version": "v2", "upstreams": ["127.0.0.1:9002"]},
+            "steps": [{"weight": 10.0, "hold": "1s"}, {"weight": 100.0, "hold": "0s"}],
+            "drain": "10m", "maxStepWait": "10m", "phase": "progressing", "step": step,
+            "stepStartedMs": 0, "stepBankedMs": 0, "createdMs": 0, "updatedMs": 0, "transitions": 1,
+            "reason": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stored_rollout_is_checked_before_its_plan_is_indexed() {
+        let rollout = decode_rollout(&record(1)).unwrap();
+        assert_eq!(rollout.weight(), canary_core::Weight::FULL);
+        let err = decode_rollout(&record(2)).unwrap_err();
+        assert!(matches!(&err, ControllerError::Corrupt(why) if why.contains("step 3 of a plan of 2")), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_record_is_the_servers_fault() {
+        let err = decode_rollout(b"{\"id\": 7").unwrap_err();
+        assert!(matches!(err, ControllerError::Corrupt(_)), "{err}");
+        let api = crate::api::envelope::ApiError::from(err);
+        assert_eq!(api.code, canary_core::api::Code::Internal);
+        assert_eq!(api.code.http_status(), 500);
     }
 }

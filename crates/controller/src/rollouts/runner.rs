@@ -1,12 +1,13 @@
 //! The loop that watches one active rollout: every tick it feeds the judge the counters since
-//! the rollout (re)started, and turns the judge's step decision, the local breakers and the
-//! step clock into commands.
+//! the rollout (re)started and applies what [`canary_core::policy::next_command`] makes of the
+//! judge's decision, the local breakers and the step clock.
 
 use std::sync::Arc;
 
-use canary_core::judge::{Baseline, Judge, Metric, MetricVerdict, StepDecision, TickCounts, Verdict};
+use canary_core::judge::{Baseline, Judge, MetricVerdict, StepDecision, TickCounts};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
-use canary_core::rollout::{Analysis, Command, Phase};
+use canary_core::policy::{Judgement, Signals, next_command};
+use canary_core::rollout::{Analysis, Command, Rollout};
 use canary_gateway::VersionCounts;
 
 use super::{Controller, JudgeView, now_ms};
@@ -51,63 +52,85 @@ fn since(now: &VersionCounts, start: &VersionCounts) -> VersionCounts {
     }
 }
 
-/// A sentence for a person about the metric that failed, with the numbers behind it.
-fn explain(verdicts: &[MetricVerdict], metric: Option<Metric>) -> String {
-    let Some(v) =
-        verdicts.iter().find(|v| Some(v.metric) == metric || (metric.is_none() && v.verdict == Verdict::Worse))
-    else {
-        return "the judge found the canary worse than stable".into();
-    };
-    let what = match v.metric {
-        Metric::Errors => "error rate",
-        Metric::LatencyTail => "share of slow requests",
-        Metric::LatencyP50 => "median latency",
-        Metric::LatencyP90 => "p90 latency",
-        Metric::SampleRatio => "user split",
-    };
-    let rate = |s: &canary_core::judge::Samples| {
-        s.events.map(|e| format!("{:.2}% ({e}/{})", 100.0 * e as f64 / s.requests.max(1) as f64, s.requests))
-    };
-    let mut text = match (rate(&v.canary), rate(&v.stable)) {
-        (Some(c), Some(s)) => format!("canary {what} {c} against stable's {s}"),
-        _ => format!("canary {what} worse than stable's"),
-    };
-    match (v.estimate, v.interval.lower) {
-        (Some(e), Some(l)) => text.push_str(&format!(", {e:.2}× (at least {l:.2}×)")),
-        (None, Some(l)) => text.push_str(&format!(", at least {l:.2}×")),
-        _ => {}
-    }
-    if let Some(e) = v.e_value {
-        text.push_str(&format!("; evidence {e:.0} ≥ {:.0}", v.threshold));
-    }
-    text
+/// The judge of one rollout with where the counters stood when it started.
+struct Judging {
+    judge: Judge,
+    stable_version: String,
+    canary_version: String,
+    stable_start: VersionCounts,
+    canary_start: VersionCounts,
+    /// The step the judge last saw, and the canary's requests when that step began.
+    step: usize,
+    step_start_canary: u64,
 }
 
-/// Watches the active rollout of `service` until it ends.
-pub async fn run(controller: Arc<Controller>, service: String) {
-    let Some(rollout) = controller.active(&service).ok().flatten() else { return };
-    let stable_version = rollout.stable.version.as_str().to_owned();
-    let canary_version = rollout.canary.version.as_str().to_owned();
-    let read = |version: String| {
-        let controller = controller.clone();
-        let service = service.clone();
-        async move { controller.metrics.counts(&service, &version).await }
-    };
-    let (Ok(stable_start), Ok(canary_start)) = (read(stable_version.clone()).await, read(canary_version.clone()).await)
-    else {
-        tracing::error!(service, "cannot read counters; the rollout is held until the controller restarts");
-        return;
-    };
-    let analysis = rollout.analysis;
-    let mut judge = match Judge::new(analysis.judge_config(), baseline(&analysis, &stable_start.latency_buckets)) {
-        Ok(judge) => judge,
-        Err(e) => {
-            let _ = controller.transition(&service, Command::Pause(format!("judge cannot start: {e}")), true).await;
-            return;
+impl Judging {
+    /// Reads the starting counters and builds the judge; `None` when the rollout has ended
+    /// or cannot be judged yet (the leader's adopter starts a new runner on its next tick).
+    async fn start(controller: &Arc<Controller>, service: &str) -> Option<Judging> {
+        let rollout = controller.active(service).ok().flatten()?;
+        let stable_version = rollout.stable.version.as_str().to_owned();
+        let canary_version = rollout.canary.version.as_str().to_owned();
+        let metrics = controller.metrics();
+        let (Ok(stable_start), Ok(canary_start)) =
+            (metrics.counts(service, &stable_version).await, metrics.counts(service, &canary_version).await)
+        else {
+            tracing::warn!(service, "cannot read counters to start the judge; retrying next tick");
+            return None;
+        };
+        let analysis = rollout.analysis;
+        let judge = match Judge::new(analysis.judge_config(), baseline(&analysis, &stable_start.latency_buckets)) {
+            Ok(judge) => judge,
+            Err(e) => {
+                let _ = controller.transition(service, Command::Pause(format!("judge cannot start: {e}")), true).await;
+                return None;
+            }
+        };
+        Some(Judging {
+            judge,
+            stable_version,
+            canary_version,
+            stable_start,
+            canary_start,
+            step: rollout.step,
+            step_start_canary: 0,
+        })
+    }
+
+    /// Feeds the judge this tick's counters; `None` when they could not be read or were refused.
+    async fn observe(&mut self, controller: &Controller, service: &str, rollout: &Rollout) -> Option<TickCounts> {
+        let entered_step = rollout.step != self.step;
+        if entered_step {
+            self.step = rollout.step;
+            self.judge.begin_step();
         }
-    };
-    let mut step = rollout.step;
-    let mut step_start_canary = 0u64;
+        let metrics = controller.metrics();
+        let (Ok(stable), Ok(canary)) =
+            (metrics.counts(service, &self.stable_version).await, metrics.counts(service, &self.canary_version).await)
+        else {
+            tracing::warn!(service, "counters unavailable this tick; holding");
+            return None;
+        };
+        let tick = TickCounts {
+            canary_weight: rollout.weight(),
+            canary: judge_counts(&since(&canary, &self.canary_start)),
+            stable: judge_counts(&since(&stable, &self.stable_start)),
+        };
+        if entered_step {
+            self.step_start_canary = tick.canary.requests;
+        }
+        if let Err(e) = self.judge.observe(&tick) {
+            tracing::warn!(service, error = %e, "judge refused a tick");
+            return None;
+        }
+        Some(tick)
+    }
+}
+
+/// Watches the active rollout of `service` until it ends: each tick reads the counters, asks
+/// the pure policy what to do, and applies its command.
+pub async fn run(controller: Arc<Controller>, service: String) {
+    let Some(mut judging) = Judging::start(&controller, &service).await else { return };
     let mut interval = tokio::time::interval(controller.settings.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -123,87 +146,46 @@ pub async fn run(controller: Arc<Controller>, service: String) {
                 continue;
             }
         };
-        let entered_step = rollout.step != step;
-        if entered_step {
-            step = rollout.step;
-            judge.begin_step();
-        }
-        let (Ok(stable), Ok(canary)) = (read(stable_version.clone()).await, read(canary_version.clone()).await) else {
-            tracing::warn!(service, "counters unavailable this tick; holding");
-            continue;
-        };
-        let tick = TickCounts {
-            canary_weight: rollout.weight(),
-            canary: judge_counts(&since(&canary, &canary_start)),
-            stable: judge_counts(&since(&stable, &stable_start)),
-        };
-        if entered_step {
-            step_start_canary = tick.canary.requests;
-        }
-        if let Err(e) = judge.observe(&tick) {
-            tracing::warn!(service, error = %e, "judge refused a tick");
-            continue;
-        }
+        let Some(tick) = judging.observe(&controller, &service, &rollout).await else { continue };
         let now = now_ms();
-        let mut decision = judge.decision(rollout.hold_passed(now));
-        // At a final 100 % step stable only keeps its pinned sessions, so the judge's "enough
-        // samples of both versions in this step" may never come. Promotion then needs the hold,
-        // the step's minimum of canary requests and no metric against it (a `Hold` means none has
-        // rejected: any rejection makes the decision `Rollback`); the earlier steps made the
-        // comparison.
-        let last_full = rollout.step + 1 == rollout.steps.len() && rollout.weight() == canary_core::Weight::FULL;
-        if last_full
-            && decision == StepDecision::Hold
-            && rollout.hold_passed(now)
-            && tick.canary.requests.saturating_sub(step_start_canary) >= analysis.min_requests_per_step
-        {
-            decision = StepDecision::Advance;
-        }
-        let verdicts = judge.verdicts();
-        let total = tick.canary.requests + tick.stable.requests;
-        controller.set_judge_view(
-            &service,
-            JudgeView {
-                decision,
-                verdicts: verdicts.clone(),
-                observed_canary_share: (total > 0).then(|| 100.0 * tick.canary.requests as f64 / total as f64),
-                tail_threshold_seconds: judge.tail_threshold_seconds(),
-                at_ms: now,
-            },
-        );
-        if rollout.phase != Phase::Progressing {
-            continue;
-        }
-        let command = match controller.metrics.breaker_tripped(&service).await {
-            Ok(Some(why)) => Some(Command::Fail(format!("local breaker tripped: {why}"))),
-            _ => match decision {
-                StepDecision::Rollback => Some(Command::Fail(explain(&verdicts, judge.rollback_reason()))),
-                StepDecision::Advance => Some(Command::Advance),
-                StepDecision::NeedsAttention => {
-                    Some(Command::Pause("users do not split as the weight says (sample-ratio mismatch)".into()))
-                }
-                StepDecision::Hold => {
-                    let hold = rollout.steps[rollout.step].hold.0.as_millis() as u64;
-                    let waited = rollout.held_ms(now).saturating_sub(hold);
-                    (waited > rollout.max_step_wait.0.as_millis() as u64).then(|| {
-                        Command::Pause(format!(
-                            "the judge could not decide within {} after the hold",
-                            humanize(rollout.max_step_wait.0)
-                        ))
-                    })
-                }
-            },
+        let decision = judging.judge.decision(rollout.hold_passed(now));
+        let verdicts = judging.judge.verdicts();
+        publish_view(&controller, &service, &judging.judge, &tick, decision, &verdicts, now);
+        let breaker = controller.metrics().breaker_tripped(&service).await.ok().flatten();
+        let judgement = Judgement { decision, verdicts: &verdicts, rollback_metric: judging.judge.rollback_reason() };
+        let signals = Signals {
+            now_ms: now,
+            breaker_tripped: breaker.as_deref(),
+            canary_requests_in_step: tick.canary.requests.saturating_sub(judging.step_start_canary),
         };
-        if let Some(command) = command {
-            match controller.transition(&service, command, true).await {
-                Ok(view) if view.rollout.phase.is_terminal() => return,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(service, error = %e, "transition failed; retrying next tick"),
-            }
+        let Some(command) = next_command(&rollout, &judgement, &signals) else { continue };
+        match controller.transition(&service, command, true).await {
+            Ok(view) if view.rollout.phase.is_terminal() => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(service, error = %e, "transition failed; retrying next tick"),
         }
     }
 }
 
-fn humanize(d: std::time::Duration) -> String {
-    String::from(canary_core::config::HumanDuration(d))
+/// Shows this tick's verdicts in the API, the CLI and the dashboard.
+fn publish_view(
+    controller: &Controller,
+    service: &str,
+    judge: &Judge,
+    tick: &TickCounts,
+    decision: StepDecision,
+    verdicts: &[MetricVerdict],
+    at_ms: u64,
+) {
+    let total = tick.canary.requests + tick.stable.requests;
+    controller.set_judge_view(
+        service,
+        JudgeView {
+            decision,
+            verdicts: verdicts.to_vec(),
+            observed_canary_share: (total > 0).then(|| 100.0 * tick.canary.requests as f64 / total as f64),
+            tail_threshold_seconds: judge.tail_threshold_seconds(),
+            at_ms,
+        },
+    );
 }
