@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_gateway::VersionCounts;
@@ -80,7 +80,7 @@ impl PrometheusMetrics {
 
     /// The instant to read: the last scrape boundary that is a whole interval old.
     fn aligned_time(&self) -> f64 {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+        let now = canary_core::clock::unix_secs_f64();
         let step = self.interval.as_secs_f64();
         (now / step).floor() * step - step
     }

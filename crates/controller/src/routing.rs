@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use canary_core::RouteSpec;
+use canary_core::clock::unix_ms as now_ms;
 use canary_gateway::{Gateway, RouteError, Service};
 use canary_store::{CasOutcome, Revision, Store, keys};
 use prometheus_client::collector::Collector;
@@ -53,10 +54,6 @@ impl StoreHealth {
             None => "store unreachable since start; serving the configured routing".into(),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Collector for StoreHealth {

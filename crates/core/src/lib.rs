@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod bucket;
+pub mod clock;
 pub mod config;
 pub mod istio;
 pub mod judge;

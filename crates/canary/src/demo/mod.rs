@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use canary_controller::rollouts::{StartRollout, StepsInput};
+use canary_core::clock::unix_ms;
 use canary_core::config::{Config, HumanDuration, Upstreams, VersionName};
 use canary_core::rollout::{Analysis, Command};
 use serde::Serialize;
@@ -293,8 +294,4 @@ fn print_summary(s: &Summary) {
         "retried on stable: {}; pages whose script came from the other version: {}",
         s.retried_on_stable, s.asset_404s
     );
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use canary_core::api::ServiceView;
+use canary_core::clock::unix_ms;
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_gateway::{Gateway, VersionCounts};
 
@@ -209,11 +210,6 @@ async fn run(sampler: Weak<Sampler>, gateway: Arc<Gateway>, metrics: Arc<dyn Met
         }
         sampler.push(Tick { at_ms: unix_ms(), points });
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Dashboard;
-use super::sampler::{SamplerEvent, unix_ms};
+use canary_core::clock::unix_ms;
+
+use super::sampler::SamplerEvent;
 use crate::api::envelope::ApiError;
 use crate::rollouts::Update;
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canary_core::RouteSpec;
+use canary_core::clock::unix_ms as now_ms;
 use canary_core::config::HumanDuration;
 use canary_core::config::{Upstreams, VersionConfig, VersionName};
 use canary_core::judge::{MetricVerdict, StepDecision};
@@ -160,10 +161,6 @@ pub struct Controller {
     updates: broadcast::Sender<Update>,
     leading: Arc<AtomicBool>,
     fence: Mutex<Option<Compare>>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], what: &str) -> Result<T, ControllerError> {
