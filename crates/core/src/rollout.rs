@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::{HumanDuration, VersionConfig};
-use crate::judge::JudgeConfig;
+use crate::judge::{JudgeConfig, Tolerances};
 use crate::weight::Weight;
 
 /// Where a rollout stands.
@@ -127,7 +127,14 @@ pub struct Analysis {
     pub min_requests_per_version: u64,
     /// Requests each version must serve within a step before it can advance.
     pub min_requests_per_step: u64,
-    /// Non-inferiority margin (canary ÷ stable) a metric's interval must fall below to pass.
+    /// Requests each version must serve before a metric can roll back.
+    pub min_requests_for_rollback: u64,
+    /// What worse and safe mean per metric.
+    pub tolerances: Tolerances,
+    /// No request is slow, and no quantile worse, below this many seconds.
+    pub latency_floor_seconds: f64,
+    /// Shorthand: when set, the ratio below which the error rate and the slow share must be
+    /// shown to pass (their `safe_below`).
     pub max_ratio: Option<f64>,
 }
 
@@ -138,7 +145,10 @@ impl Default for Analysis {
             alpha: judge.alpha,
             min_requests_per_version: judge.min_requests_per_version,
             min_requests_per_step: judge.min_requests_per_step,
-            max_ratio: judge.max_ratio,
+            min_requests_for_rollback: judge.min_requests_for_rollback,
+            tolerances: judge.tolerances,
+            latency_floor_seconds: judge.latency_floor_seconds,
+            max_ratio: None,
         }
     }
 }
@@ -146,11 +156,18 @@ impl Default for Analysis {
 impl Analysis {
     /// The judge's full settings.
     pub fn judge_config(&self) -> JudgeConfig {
+        let mut tolerances = self.tolerances;
+        if let Some(ratio) = self.max_ratio {
+            tolerances.errors.safe_below = ratio;
+            tolerances.latency_tail.safe_below = ratio;
+        }
         JudgeConfig {
             alpha: self.alpha,
             min_requests_per_version: self.min_requests_per_version,
             min_requests_per_step: self.min_requests_per_step,
-            max_ratio: self.max_ratio,
+            min_requests_for_rollback: self.min_requests_for_rollback,
+            tolerances,
+            latency_floor_seconds: self.latency_floor_seconds,
             ..JudgeConfig::default()
         }
     }

@@ -89,6 +89,25 @@ fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
     max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
 }
 
+/// Which alternatives a one-sided mixture covers.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Above,
+    Below,
+}
+
+/// The grid offset of `ratio`, rounded up, within the reported range.
+fn grid_offset_ceil(ratio: f64) -> isize {
+    let half = HALF_POINTS as f64;
+    ((ratio.ln() / LOG_RATIO_STEP - 1e-9).ceil()).clamp(-half, half) as isize
+}
+
+/// The grid offset of `ratio`, rounded down, within the reported range.
+fn grid_offset_floor(ratio: f64) -> isize {
+    let half = HALF_POINTS as f64;
+    ((ratio.ln() / LOG_RATIO_STEP + 1e-9).floor()).clamp(-half, half) as isize
+}
+
 /// A two-sided anytime-valid confidence interval for a ratio; `None` means unbounded on that
 /// side (beyond the grid, or no information).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -159,6 +178,58 @@ impl CountEProcess {
         log_sum_exp(
             (1..=HALF_POINTS).map(|k| (2.0 * self.weights[k - 1]).ln() + self.log_likelihood[centre + k] / dispersion),
         )
+    }
+
+    /// `ln` of the one-sided mixture e-value for "canary rate > `margin` × stable rate" (the null
+    /// is `r ≤ margin`), tempered by `dispersion`. The margin is rounded up to the grid, so the
+    /// test is never easier than asked. `margin = 1` is [`CountEProcess::log_e_value`].
+    pub fn log_e_value_above(&self, margin: f64, dispersion: f64) -> f64 {
+        self.one_sided(grid_offset_ceil(margin), Side::Above, dispersion)
+    }
+
+    /// `ln` of the one-sided mixture e-value for "canary rate < `margin` × stable rate" (the null
+    /// is `r ≥ margin`): evidence of safety. The margin is rounded down to the grid.
+    pub fn log_e_value_below(&self, margin: f64, dispersion: f64) -> f64 {
+        self.one_sided(grid_offset_floor(margin), Side::Below, dispersion)
+    }
+
+    /// One-sided mixture against the null `r = r_offset`, over the alternatives on `side`.
+    ///
+    /// For `r` above the null the per-event likelihood ratio has expectation at most 1 under every
+    /// true ratio at or below it (the argument in the module docs with `1` replaced by the null),
+    /// so this tests the composite null `r ≤ r_offset`; symmetrically for `Below`.
+    fn one_sided(&self, offset: isize, side: Side, dispersion: f64) -> f64 {
+        let centre = (TRACKED_POINTS as isize + offset) as usize;
+        let base = self.log_likelihood[centre];
+        log_sum_exp((1..=HALF_POINTS).map(|k| {
+            let index = match side {
+                Side::Above => centre + k,
+                Side::Below => centre - k,
+            };
+            (2.0 * self.weights[k - 1]).ln() + (self.log_likelihood[index] - base) / dispersion
+        }))
+    }
+
+    /// The anytime-valid lower confidence bound at level `1 − alpha`: the largest grid ratio
+    /// whose one-sided null `r ≤ r₀` is rejected (`None` when none is, i.e. below 1/20). A metric
+    /// rejected against a margin therefore always reports a lower bound at or above it.
+    pub fn lower_bound(&self, alpha: f64, dispersion: f64) -> Option<f64> {
+        let threshold = log_threshold(alpha);
+        let half = HALF_POINTS as isize;
+        (-half..=half)
+            .rev()
+            .find(|&offset| self.one_sided(offset, Side::Above, dispersion) >= threshold)
+            .map(|offset| self.ratio_at(offset))
+    }
+
+    /// The anytime-valid upper confidence bound at level `1 − alpha`: the smallest grid ratio
+    /// whose one-sided null `r ≥ r₀` is rejected (`None` when none is, i.e. above 20).
+    pub fn upper_bound(&self, alpha: f64, dispersion: f64) -> Option<f64> {
+        let threshold = log_threshold(alpha);
+        let half = HALF_POINTS as isize;
+        (-half..=half)
+            .find(|&offset| self.one_sided(offset, Side::Below, dispersion) >= threshold)
+            .map(|offset| self.ratio_at(offset))
     }
 
     /// `ln` of the two-sided mixture e-value for "the rates differ", tempered by `dispersion`.
@@ -268,6 +339,41 @@ mod tests {
         let plain = process.log_e_value(1.0);
         let tempered = process.log_e_value(4.0);
         assert!(plain > log_threshold(0.05) && tempered < plain / 2.0, "{plain} {tempered}");
+    }
+
+    #[test]
+    fn a_margin_needs_more_evidence_and_the_bound_agrees_with_the_test() {
+        let mut process = CountEProcess::new(1.5);
+        // 10 % of requests, 20 % of errors: a ratio of about 2.25.
+        for _ in 0..40 {
+            process.observe(2, 8, 0.1);
+        }
+        let threshold = log_threshold(0.05);
+        assert!(process.log_e_value_above(1.0, 1.0) > process.log_e_value_above(1.5, 1.0));
+        assert!(process.log_e_value_above(1.0, 1.0) >= threshold, "clearly above 1");
+        let lower = process.lower_bound(0.05, 1.0).unwrap();
+        assert!(lower > 1.0 && lower < 2.25, "{lower}");
+        for margin in [1.1, 1.25, 1.5, 2.0, 3.0] {
+            let rejected = process.log_e_value_above(margin, 1.0) >= threshold;
+            assert_eq!(rejected, lower >= margin - 1e-9, "margin {margin}, lower bound {lower}");
+        }
+        assert!(process.log_e_value_above(3.0, 1.0) < threshold, "not shown above 3");
+    }
+
+    #[test]
+    fn evidence_of_safety_comes_from_below() {
+        let mut process = CountEProcess::new(1.5);
+        // Events exactly in proportion to requests, many of them.
+        for _ in 0..200 {
+            process.observe(2, 18, 0.1);
+        }
+        let upper = process.upper_bound(0.05, 1.0).unwrap();
+        assert!(upper > 1.0 && upper < 1.5, "{upper}");
+        assert!(process.log_e_value_below(1.5, 1.0) >= log_threshold(0.05));
+        assert!(process.log_e_value_below(1.0, 1.0) < log_threshold(0.05), "not shown better than 1");
+        // No data: no bound either way.
+        let empty = CountEProcess::new(1.5);
+        assert_eq!((empty.lower_bound(0.05, 1.0), empty.upper_bound(0.05, 1.0)), (None, None));
     }
 
     #[test]

@@ -24,6 +24,7 @@
 
 use crate::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 
+use super::Tolerance;
 use super::count::RatioInterval;
 
 /// Radius `ε_n` of the time-uniform DKW band after `samples` (effective) observations; 1 (no
@@ -105,50 +106,89 @@ pub fn interpolated_quantile(histogram: &[u64; LATENCY_BUCKETS], quantile: f64) 
 /// The comparison of one quantile between canary and stable.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct QuantileComparison {
-    /// Both bands agree that the canary's quantile is above stable's.
+    /// The bands show the canary's quantile above `worse_above` × stable's (or the floor).
     pub worse: bool,
+    /// The bands show the canary's quantile below `safe_below` × stable's (or the floor).
+    pub safe: bool,
     /// Canary quantile ÷ stable quantile (interpolated), if both have data.
     pub estimate: Option<f64>,
     /// Bounds on that ratio implied by the two bands.
     pub interval: RatioInterval,
 }
 
+/// The two latency histograms compared.
+#[derive(Debug, Clone, Copy)]
+pub struct Histograms<'a> {
+    /// The canary's.
+    pub canary: &'a [u64; LATENCY_BUCKETS],
+    /// Stable's.
+    pub stable: &'a [u64; LATENCY_BUCKETS],
+}
+
+/// What counts as a difference worth acting on.
+#[derive(Debug, Clone, Copy)]
+pub struct Practical {
+    /// Ratios of the quantiles that are worse and safe.
+    pub tolerance: Tolerance,
+    /// Stable's quantile is taken as at least this, so a few milliseconds never count.
+    pub floor_seconds: f64,
+}
+
 /// Compares quantile `quantile` of two histograms at level `alpha` (split over the two bands),
-/// with effective sample sizes `canary_samples` and `stable_samples`.
+/// with effective sample sizes `samples` (canary, stable).
 pub fn compare_quantile(
-    canary: &[u64; LATENCY_BUCKETS],
-    stable: &[u64; LATENCY_BUCKETS],
+    histograms: &Histograms<'_>,
     quantile: f64,
     alpha: f64,
-    canary_samples: f64,
-    stable_samples: f64,
+    samples: (f64, f64),
+    practical: &Practical,
 ) -> QuantileComparison {
-    let canary_range = quantile_buckets(canary, quantile, dkw_radius(canary_samples, alpha / 2.0));
-    let stable_range = quantile_buckets(stable, quantile, dkw_radius(stable_samples, alpha / 2.0));
+    let (canary, stable) = (histograms.canary, histograms.stable);
+    let canary_range = quantile_buckets(canary, quantile, dkw_radius(samples.0, alpha / 2.0));
+    let stable_range = quantile_buckets(stable, quantile, dkw_radius(samples.1, alpha / 2.0));
     let estimate = match (interpolated_quantile(canary, quantile), interpolated_quantile(stable, quantile)) {
         (Some(c), Some(s)) if s > 0.0 => Some(c / s),
         _ => None,
     };
     let canary_floor = bucket_floor(canary_range.lower);
-    let lower = match bucket_ceiling(stable_range.upper) {
+    let stable_ceiling = bucket_ceiling(stable_range.upper);
+    let lower = match stable_ceiling {
         Some(stable_ceiling) if canary_floor > 0.0 => Some(canary_floor / stable_ceiling),
         _ => None,
     };
     let stable_floor = bucket_floor(stable_range.lower);
-    let upper = match bucket_ceiling(canary_range.upper) {
+    let canary_ceiling = bucket_ceiling(canary_range.upper);
+    let upper = match canary_ceiling {
         Some(canary_ceiling) if stable_floor > 0.0 => Some(canary_ceiling / stable_floor),
         _ => None,
     };
-    QuantileComparison {
-        worse: canary_range.lower > stable_range.upper,
-        estimate,
-        interval: RatioInterval { lower, upper },
-    }
+    // A quantile in bucket i is above the bucket's floor, so a canary floor at or above stable's
+    // ceiling already shows the canary slower; the margin and the floor then ask for more.
+    let floor = practical.floor_seconds;
+    let worse = canary_floor > 0.0
+        && stable_ceiling.is_some_and(|ceiling| canary_floor >= practical.tolerance.worse_above * ceiling.max(floor));
+    let safe =
+        canary_ceiling.is_some_and(|ceiling| ceiling <= practical.tolerance.safe_below * stable_floor.max(floor));
+    QuantileComparison { worse, safe, estimate, interval: RatioInterval { lower, upper } }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any difference counts: no margin, no floor.
+    const STRICT: Practical =
+        Practical { tolerance: Tolerance { worse_above: 1.0, safe_below: 1.5, absolute: 0.0 }, floor_seconds: 0.0 };
+
+    fn compare(
+        canary: &[u64; LATENCY_BUCKETS],
+        stable: &[u64; LATENCY_BUCKETS],
+        quantile: f64,
+        samples: f64,
+        practical: &Practical,
+    ) -> QuantileComparison {
+        compare_quantile(&Histograms { canary, stable }, quantile, 0.01, (samples, samples), practical)
+    }
 
     fn histogram(pairs: &[(usize, u64)]) -> [u64; LATENCY_BUCKETS] {
         let mut out = [0u64; LATENCY_BUCKETS];
@@ -182,18 +222,18 @@ mod tests {
     fn a_doubled_median_with_plenty_of_data_is_worse() {
         let stable = histogram(&[(8, 5_000), (9, 5_000)]);
         let canary = histogram(&[(11, 5_000), (12, 5_000)]);
-        let comparison = compare_quantile(&canary, &stable, 0.5, 0.01, 10_000.0, 10_000.0);
+        let comparison = compare(&canary, &stable, 0.5, 10_000.0, &STRICT);
         assert!(comparison.worse);
         assert!(comparison.interval.lower.unwrap() > 1.0);
         // The reverse is not worse.
-        let reverse = compare_quantile(&stable, &canary, 0.5, 0.01, 10_000.0, 10_000.0);
+        let reverse = compare(&stable, &canary, 0.5, 10_000.0, &STRICT);
         assert!(!reverse.worse);
     }
 
     #[test]
     fn the_same_distribution_is_not_worse_and_the_interval_covers_one() {
         let h = histogram(&[(8, 5_000), (9, 5_000), (12, 100)]);
-        let comparison = compare_quantile(&h, &h, 0.9, 0.01, 10_100.0, 10_100.0);
+        let comparison = compare(&h, &h, 0.9, 10_100.0, &STRICT);
         assert!(!comparison.worse);
         assert_eq!(comparison.estimate, Some(1.0));
         assert!(comparison.interval.lower.unwrap() <= 1.0);
@@ -204,6 +244,23 @@ mod tests {
     fn few_samples_are_never_worse() {
         let stable = histogram(&[(8, 20)]);
         let canary = histogram(&[(12, 20)]);
-        assert!(!compare_quantile(&canary, &stable, 0.5, 0.01, 20.0, 20.0).worse);
+        assert!(!compare(&canary, &stable, 0.5, 20.0, &STRICT).worse);
+    }
+
+    #[test]
+    fn a_doubled_median_of_a_few_milliseconds_is_not_practically_worse() {
+        // 2 ms → 4 ms, plenty of data: worse by any statistical standard, not by the floor.
+        let stable = histogram(&[(3, 10_000)]);
+        let canary = histogram(&[(5, 10_000)]);
+        assert!(compare(&canary, &stable, 0.5, 10_000.0, &STRICT).worse);
+        let practical = Practical { floor_seconds: 0.025, ..STRICT };
+        let comparison = compare(&canary, &stable, 0.5, 10_000.0, &practical);
+        assert!(!comparison.worse && comparison.safe, "{comparison:?}");
+        // 40 → 60 ms is 1.5×: worse than a 1.2 margin, not worse than a 2.0 one.
+        let stable = histogram(&[(12, 10_000)]); // (30, 50] ms
+        let canary = histogram(&[(13, 10_000)]); // (50, 75] ms
+        let margin = |worse_above| Practical { tolerance: Tolerance { worse_above, ..STRICT.tolerance }, ..practical };
+        assert!(compare(&canary, &stable, 0.5, 10_000.0, &margin(1.0)).worse);
+        assert!(!compare(&canary, &stable, 0.5, 10_000.0, &margin(2.0)).worse);
     }
 }

@@ -63,9 +63,11 @@
 //! # Ok::<(), canary_core::judge::JudgeError>(())
 //! ```
 
+mod config;
 pub mod count;
 pub mod dispersion;
 pub mod dkw;
+pub mod rate;
 pub mod srm;
 pub mod tail;
 pub mod verdict;
@@ -80,9 +82,11 @@ use crate::weight::Weight;
 
 use count::{CountEProcess, RatioInterval, log_threshold};
 use dispersion::GroupDispersion;
+use rate::rate_upper_bound;
 use srm::SampleRatioGuard;
-use tail::{TailThreshold, slow_count, tail_threshold};
+use tail::{TailThreshold, floored, slow_count, tail_threshold};
 
+pub use config::{AlphaSplit, JudgeConfig, JudgeError, Tolerance, Tolerances};
 pub use verdict::{Interval, Metric, MetricVerdict, Reason, Samples, StepDecision, Verdict};
 
 /// Counters of one user group of one version.
@@ -160,130 +164,6 @@ pub struct TickCounts {
     pub stable: VersionCounts,
 }
 
-/// How the false-rollback budget α is shared between the rollback metrics (fractions of α;
-/// their sum must not exceed 1).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct AlphaSplit {
-    /// Errors' share.
-    pub errors: f64,
-    /// The latency tail's share.
-    pub latency_tail: f64,
-    /// p50's share.
-    pub latency_p50: f64,
-    /// p90's share.
-    pub latency_p90: f64,
-}
-
-impl Default for AlphaSplit {
-    /// Errors get the largest share: they are the most common regression and the rarest events.
-    fn default() -> AlphaSplit {
-        AlphaSplit { errors: 0.4, latency_tail: 0.3, latency_p50: 0.15, latency_p90: 0.15 }
-    }
-}
-
-/// The judge's settings.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JudgeConfig {
-    /// Probability of rolling back a canary that is not worse, over the whole rollout.
-    pub alpha: f64,
-    /// Shares of `alpha` per metric.
-    pub alpha_split: AlphaSplit,
-    /// Level of the sample-ratio guard (its false alarms pause, they never roll back).
-    pub sample_ratio_alpha: f64,
-    /// Requests each version must have served in the rollout before a metric can pass.
-    pub min_requests_per_version: u64,
-    /// Requests each version must serve within a step before the step can advance.
-    pub min_requests_per_step: u64,
-    /// Scale of the normal prior on `ln(canary rate ÷ stable rate)`.
-    pub prior_scale: f64,
-    /// Stable's quantile that sets the tail threshold `x*` (e.g. 0.99).
-    pub tail_quantile: f64,
-    /// Number of user groups `K` the gateway reports (0 = none, no clustering correction).
-    pub user_groups: usize,
-    /// Divide the count evidence by the measured overdispersion (needs `user_groups > 0`).
-    pub correct_dispersion: bool,
-    /// Non-inferiority margin: when set, a count metric passes only once its interval's upper
-    /// end is below this ratio.
-    pub max_ratio: Option<f64>,
-}
-
-impl Default for JudgeConfig {
-    fn default() -> JudgeConfig {
-        JudgeConfig {
-            alpha: 0.05,
-            alpha_split: AlphaSplit::default(),
-            sample_ratio_alpha: 0.001,
-            min_requests_per_version: 500,
-            min_requests_per_step: 100,
-            prior_scale: 1.5,
-            tail_quantile: 0.99,
-            user_groups: 64,
-            correct_dispersion: true,
-            max_ratio: None,
-        }
-    }
-}
-
-/// Why the judge cannot be built or fed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum JudgeError {
-    /// A setting is out of range.
-    #[error("judge setting `{key}` is invalid: {reason}")]
-    InvalidConfig {
-        /// The setting's name as in the config file.
-        key: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// Stable's baseline histogram is empty or has no tail to put a threshold in.
-    #[error("stable's baseline latency histogram has no tail above any bucket boundary")]
-    NoTailThreshold,
-    /// A tick has a different number of user groups than configured.
-    #[error("tick has {got} user groups for the {version}, the judge expects {expected}")]
-    GroupCount {
-        /// Which version.
-        version: &'static str,
-        /// Configured `K`.
-        expected: usize,
-        /// Received.
-        got: usize,
-    },
-}
-
-impl JudgeConfig {
-    /// Checks every setting's range.
-    pub fn validate(&self) -> Result<(), JudgeError> {
-        let invalid = |key, reason| Err(JudgeError::InvalidConfig { key, reason });
-        let open_unit = |x: f64| x > 0.0 && x < 1.0;
-        if !open_unit(self.alpha) {
-            return invalid("alpha", "must be between 0 and 1");
-        }
-        if !open_unit(self.sample_ratio_alpha) {
-            return invalid("sampleRatioAlpha", "must be between 0 and 1");
-        }
-        let split = self.alpha_split;
-        let shares = [split.errors, split.latency_tail, split.latency_p50, split.latency_p90];
-        if shares.iter().any(|&s| !(s > 0.0 && s <= 1.0)) || shares.iter().sum::<f64>() > 1.0 + 1e-9 {
-            return invalid("alphaSplit", "shares must be in (0, 1] and sum to at most 1");
-        }
-        if !(self.prior_scale > 0.0 && self.prior_scale.is_finite()) {
-            return invalid("priorScale", "must be a positive number");
-        }
-        if !open_unit(self.tail_quantile) {
-            return invalid("tailQuantile", "must be between 0 and 1");
-        }
-        if self.max_ratio.is_some_and(|m| m.is_nan() || m <= 1.0) {
-            return invalid("maxRatio", "must be above 1");
-        }
-        if self.correct_dispersion && self.user_groups == 1 {
-            return invalid("userGroups", "dispersion needs at least 2 groups");
-        }
-        Ok(())
-    }
-}
-
 /// What the judge knows before the rollout: the tail threshold from stable's own latency.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Baseline {
@@ -317,10 +197,8 @@ pub struct Judge {
     config: JudgeConfig,
     tail: TailThreshold,
     last: TickCounts,
-    errors: CountEProcess,
-    errors_dispersion: GroupDispersion,
-    slow: CountEProcess,
-    slow_dispersion: GroupDispersion,
+    errors: CountEvidence,
+    slow: CountEvidence,
     canary_latency: [u64; LATENCY_BUCKETS],
     stable_latency: [u64; LATENCY_BUCKETS],
     sample_ratio: SampleRatioGuard,
@@ -330,6 +208,42 @@ pub struct Judge {
     /// Metrics that have crossed their threshold, in the order they did.
     rejected: Vec<Metric>,
     counter_resets: u64,
+    /// Ticks that carried data, for the burst windows.
+    ticks: u64,
+}
+
+/// One count metric's evidence: the e-process and the two ways its events cluster.
+#[derive(Debug, Clone)]
+struct CountEvidence {
+    process: CountEProcess,
+    /// By user group: heavy or flaky users on one version.
+    by_users: GroupDispersion,
+    /// By time window: bursts, when a stalled process makes many requests fail or slow at once.
+    by_time: GroupDispersion,
+}
+
+impl CountEvidence {
+    fn new(config: &JudgeConfig) -> CountEvidence {
+        let (users, windows) =
+            if config.correct_dispersion { (config.user_groups, config.burst_windows) } else { (0, 0) };
+        CountEvidence {
+            process: CountEProcess::new(config.prior_scale),
+            by_users: GroupDispersion::new(users),
+            by_time: GroupDispersion::new(windows),
+        }
+    }
+
+    /// The factor the evidence is divided by: the worse of the two clusterings.
+    fn dispersion(&self) -> f64 {
+        self.by_users.factor().max(self.by_time.factor())
+    }
+
+    fn observe(&mut self, canary: u64, stable: u64, share: f64, tick: u64) {
+        self.process.observe(canary, stable, share);
+        if !self.by_time.is_empty() {
+            self.by_time.observe((tick % self.by_time.len() as u64) as usize, canary, stable, share);
+        }
+    }
 }
 
 impl Judge {
@@ -337,15 +251,13 @@ impl Judge {
     pub fn new(config: JudgeConfig, baseline: Baseline) -> Result<Judge, JudgeError> {
         config.validate()?;
         let tail = baseline.tail.ok_or(JudgeError::NoTailThreshold)?;
-        let groups = if config.correct_dispersion { config.user_groups } else { 0 };
+        let tail = floored(tail, config.latency_floor_seconds);
         Ok(Judge {
             config,
             tail,
             last: TickCounts::default(),
-            errors: CountEProcess::new(config.prior_scale),
-            errors_dispersion: GroupDispersion::new(groups),
-            slow: CountEProcess::new(config.prior_scale),
-            slow_dispersion: GroupDispersion::new(groups),
+            errors: CountEvidence::new(&config),
+            slow: CountEvidence::new(&config),
             canary_latency: [0; LATENCY_BUCKETS],
             stable_latency: [0; LATENCY_BUCKETS],
             sample_ratio: SampleRatioGuard::new(config.sample_ratio_alpha, config.prior_scale),
@@ -354,6 +266,7 @@ impl Judge {
             step_start: (0, 0),
             rejected: Vec::new(),
             counter_resets: 0,
+            ticks: 0,
         })
     }
 
@@ -410,12 +323,13 @@ impl Judge {
         let share = if requests == 0 { 0.0 } else { canary.requests as f64 / requests as f64 };
         let canary_slow = slow_count(&canary.latency, self.tail.bucket);
         let stable_slow = slow_count(&stable.latency, self.tail.bucket);
-        self.errors.observe(canary.errors, stable.errors, share);
-        self.slow.observe(canary_slow, stable_slow, share);
-        if !self.errors_dispersion.is_empty() {
+        self.ticks += 1;
+        self.errors.observe(canary.errors, stable.errors, share, self.ticks);
+        self.slow.observe(canary_slow, stable_slow, share, self.ticks);
+        if !self.errors.by_users.is_empty() {
             for (group, (c, s)) in canary.groups.iter().zip(&stable.groups).enumerate() {
-                self.errors_dispersion.observe(group, c.errors, s.errors, share);
-                self.slow_dispersion.observe(group, c.slow, s.slow, share);
+                self.errors.by_users.observe(group, c.errors, s.errors, share);
+                self.slow.by_users.observe(group, c.slow, s.slow, share);
             }
         }
         for (total, new) in self.canary_latency.iter_mut().zip(&canary.latency) {
@@ -447,36 +361,47 @@ impl Judge {
             }
     }
 
-    fn errors_dispersion(&self) -> f64 {
-        self.errors_dispersion.factor()
-    }
-
-    fn slow_dispersion(&self) -> f64 {
-        self.slow_dispersion.factor()
-    }
-
     fn quantile_comparison(&self, metric: Metric) -> dkw::QuantileComparison {
         let quantile = if metric == Metric::LatencyP50 { 0.5 } else { 0.9 };
-        let dispersion = self.slow_dispersion();
+        let dispersion = self.slow.dispersion();
         dkw::compare_quantile(
-            &self.canary_latency,
-            &self.stable_latency,
+            &dkw::Histograms { canary: &self.canary_latency, stable: &self.stable_latency },
             quantile,
             self.alpha_of(metric),
-            self.canary.requests as f64 / dispersion,
-            self.stable.requests as f64 / dispersion,
+            (self.canary.requests as f64 / dispersion, self.stable.requests as f64 / dispersion),
+            &dkw::Practical {
+                tolerance: self.config.tolerances.latency_quantiles,
+                floor_seconds: self.config.latency_floor_seconds,
+            },
         )
+    }
+
+    /// The count metric's evidence and tolerance.
+    fn count_parts(&self, metric: Metric) -> (&CountEvidence, Tolerance, (u64, u64)) {
+        let tolerances = self.config.tolerances;
+        match metric {
+            Metric::Errors => (&self.errors, tolerances.errors, (self.canary.errors, self.stable.errors)),
+            _ => (&self.slow, tolerances.latency_tail, (self.canary.slow, self.stable.slow)),
+        }
+    }
+
+    /// Whether both versions have served enough requests for a rollback on statistical grounds.
+    fn may_roll_back(&self) -> bool {
+        let minimum = self.config.min_requests_for_rollback;
+        self.canary.requests >= minimum && self.stable.requests >= minimum
     }
 
     /// Marks metrics whose evidence crossed the threshold on this tick. Rejection is final:
     /// the guarantee is about the first crossing, and a canary once shown worse stays rolled back.
     fn check_rejections(&mut self) {
+        if !self.may_roll_back() {
+            return;
+        }
         let crossed = |judge: &Judge, metric: Metric| match metric {
-            Metric::Errors => {
-                judge.errors.log_e_value(judge.errors_dispersion()) >= log_threshold(judge.alpha_of(metric))
-            }
-            Metric::LatencyTail => {
-                judge.slow.log_e_value(judge.slow_dispersion()) >= log_threshold(judge.alpha_of(metric))
+            Metric::Errors | Metric::LatencyTail => {
+                let (evidence, tolerance, _) = judge.count_parts(metric);
+                let log_e = evidence.process.log_e_value_above(tolerance.worse_above, evidence.dispersion());
+                log_e >= log_threshold(judge.alpha_of(metric))
             }
             Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
             Metric::SampleRatio => false,
@@ -537,40 +462,54 @@ impl Judge {
         if !(hold_elapsed && step_samples && self.enough_data()) {
             return StepDecision::Hold;
         }
-        // Without a margin, "not rejected and enough data" is a pass, so the O(grid²) intervals
-        // are only needed when a margin is configured.
-        let all_pass = self.config.max_ratio.is_none()
-            || self
-                .verdicts()
-                .iter()
-                .filter(|v| Metric::ROLLBACK.contains(&v.metric))
-                .all(|v| v.verdict == Verdict::Pass);
-        if all_pass { StepDecision::Advance } else { StepDecision::Hold }
+        // Promote on evidence of safety, not on the absence of evidence of harm.
+        let all_safe = Metric::ROLLBACK.iter().all(|&metric| self.shown_safe(metric));
+        if all_safe { StepDecision::Advance } else { StepDecision::Hold }
     }
 
-    fn verdict_without_rejection(&self, interval_upper: Option<f64>) -> (Verdict, Reason) {
+    /// Whether `metric` is shown within its tolerance (anytime-valid, at the metric's α).
+    fn shown_safe(&self, metric: Metric) -> bool {
+        match metric {
+            Metric::Errors | Metric::LatencyTail => {
+                let (evidence, tolerance, (canary_events, stable_events)) = self.count_parts(metric);
+                let alpha = self.alpha_of(metric);
+                let dispersion = evidence.dispersion();
+                let by_ratio =
+                    evidence.process.log_e_value_below(tolerance.safe_below, dispersion) >= log_threshold(alpha);
+                let stable_rate = stable_events as f64 / self.stable.requests.max(1) as f64;
+                let by_rate = tolerance.absolute > 0.0
+                    && rate_upper_bound(canary_events, self.canary.requests, alpha, dispersion)
+                        <= stable_rate + tolerance.absolute;
+                by_ratio || by_rate
+            }
+            Metric::LatencyP50 | Metric::LatencyP90 => self.quantile_comparison(metric).safe,
+            Metric::SampleRatio => true,
+        }
+    }
+
+    fn verdict_without_rejection(&self, metric: Metric) -> (Verdict, Reason) {
         if !self.enough_data() {
             return (Verdict::Inconclusive, Reason::NotEnoughData);
         }
-        match self.config.max_ratio {
-            Some(margin) if interval_upper.is_none_or(|upper| upper > margin) => {
-                (Verdict::Inconclusive, Reason::AboveMargin)
-            }
-            _ => (Verdict::Pass, Reason::NoEvidenceOfHarm),
+        if self.shown_safe(metric) {
+            (Verdict::Pass, Reason::ShownSafe)
+        } else {
+            (Verdict::Inconclusive, Reason::NotYetShownSafe)
         }
     }
 
     fn count_verdict(&self, metric: Metric) -> MetricVerdict {
-        let (process, dispersion, canary_events, stable_events) = match metric {
-            Metric::Errors => (&self.errors, self.errors_dispersion(), self.canary.errors, self.stable.errors),
-            _ => (&self.slow, self.slow_dispersion(), self.canary.slow, self.stable.slow),
-        };
+        let (evidence, tolerance, (canary_events, stable_events)) = self.count_parts(metric);
+        let (process, dispersion) = (&evidence.process, evidence.dispersion());
         let alpha = self.alpha_of(metric);
-        let interval = process.confidence_interval(alpha, dispersion);
+        let interval = RatioInterval {
+            lower: process.lower_bound(alpha, dispersion),
+            upper: process.upper_bound(alpha, dispersion),
+        };
         let (verdict, reason) = if self.rejected.contains(&metric) {
             (Verdict::Worse, Reason::EvidenceOfHarm)
         } else {
-            self.verdict_without_rejection(interval.upper)
+            self.verdict_without_rejection(metric)
         };
         let rate = |events: u64, requests: u64| events as f64 / requests as f64;
         let estimate = (self.canary.requests > 0 && stable_events > 0)
@@ -580,10 +519,11 @@ impl Judge {
             verdict,
             reason,
             estimate,
-            interval: to_interval(interval, alpha),
-            e_value: Some(process.log_e_value(dispersion).exp().min(f64::MAX)),
+            interval: to_interval(interval, 1.0 - 2.0 * alpha),
+            e_value: Some(process.log_e_value_above(tolerance.worse_above, dispersion).exp().min(f64::MAX)),
             threshold: 1.0 / alpha,
             alpha,
+            tolerance: Some(tolerance),
             dispersion,
             canary: Samples { requests: self.canary.requests, events: Some(canary_events) },
             stable: Samples { requests: self.stable.requests, events: Some(stable_events) },
@@ -596,18 +536,19 @@ impl Judge {
         let (verdict, reason) = if self.rejected.contains(&metric) {
             (Verdict::Worse, Reason::EvidenceOfHarm)
         } else {
-            self.verdict_without_rejection(comparison.interval.upper)
+            self.verdict_without_rejection(metric)
         };
         MetricVerdict {
             metric,
             verdict,
             reason,
             estimate: comparison.estimate,
-            interval: to_interval(comparison.interval, alpha),
+            interval: to_interval(comparison.interval, 1.0 - alpha),
             e_value: None,
             threshold: 1.0 / alpha,
             alpha,
-            dispersion: self.slow_dispersion(),
+            tolerance: Some(self.config.tolerances.latency_quantiles),
+            dispersion: self.slow.dispersion(),
             canary: Samples { requests: self.canary.requests, events: None },
             stable: Samples { requests: self.stable.requests, events: None },
         }
@@ -626,10 +567,11 @@ impl Judge {
             verdict,
             reason,
             estimate: guard.estimate(),
-            interval: to_interval(guard.interval(), guard.alpha()),
+            interval: to_interval(guard.interval(), 1.0 - guard.alpha()),
             e_value: Some(guard.log_e_value().exp().min(f64::MAX)),
             threshold: 1.0 / guard.alpha(),
             alpha: guard.alpha(),
+            tolerance: None,
             dispersion: 1.0,
             canary: Samples { requests: canary_users, events: None },
             stable: Samples { requests: stable_users, events: None },
@@ -637,6 +579,6 @@ impl Judge {
     }
 }
 
-fn to_interval(interval: RatioInterval, alpha: f64) -> Interval {
-    Interval { lower: interval.lower, upper: interval.upper, level: 1.0 - alpha }
+fn to_interval(interval: RatioInterval, level: f64) -> Interval {
+    Interval { lower: interval.lower, upper: interval.upper, level }
 }

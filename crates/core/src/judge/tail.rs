@@ -47,6 +47,18 @@ pub fn tail_threshold(stable_histogram: &[u64; LATENCY_BUCKETS], quantile: f64) 
     best.map(|(_, threshold)| threshold)
 }
 
+/// `threshold`, raised to the first bucket boundary at or above `floor_seconds` when it lies
+/// below: a request is never "slow" at a latency nobody would notice. A raised threshold's
+/// `stable_share` is the share above the original boundary, an upper bound of the new one.
+pub fn floored(threshold: TailThreshold, floor_seconds: f64) -> TailThreshold {
+    if threshold.bound_seconds >= floor_seconds {
+        return threshold;
+    }
+    let last = LATENCY_BOUNDS_SECONDS.len() - 1;
+    let bucket = LATENCY_BOUNDS_SECONDS.iter().position(|&b| b >= floor_seconds - 1e-12).unwrap_or(last);
+    TailThreshold { bucket, bound_seconds: LATENCY_BOUNDS_SECONDS[bucket], ..threshold }
+}
+
 /// Requests in `histogram` slower than the boundary of bucket `bucket`.
 pub fn slow_count(histogram: &[u64; LATENCY_BUCKETS], bucket: usize) -> u64 {
     histogram[bucket + 1..].iter().sum()
@@ -55,6 +67,16 @@ pub fn slow_count(histogram: &[u64; LATENCY_BUCKETS], bucket: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_threshold_below_the_floor_is_raised_to_the_next_boundary() {
+        let low = TailThreshold { bucket: 2, bound_seconds: 0.0015, stable_share: 0.01 };
+        let raised = floored(low, 0.025);
+        assert_eq!((raised.bucket, raised.bound_seconds), (11, 0.03));
+        let high = TailThreshold { bucket: 14, bound_seconds: 0.1, stable_share: 0.01 };
+        assert_eq!(floored(high, 0.025), high);
+        assert_eq!(floored(low, 0.0), low);
+    }
 
     #[test]
     fn threshold_sits_where_one_percent_of_stable_is_slower() {

@@ -1,10 +1,9 @@
 //! What the judge reports: one verdict per metric, and the step decision built from them.
 //!
-//! The tests only ever reject in one direction ("the canary is worse"), so "not worse" cannot be
-//! a rejection. It is the absence of evidence of harm once enough data has been seen: `Pass`
-//! requires the minimum sample on both versions and an e-value below its threshold (and, when
-//! a non-inferiority margin is configured, a confidence interval whose upper end is below it).
-//! Before that the metric is `Inconclusive`, which holds the step but never rolls back.
+//! Each metric is tested both ways with anytime-valid evidence, against its tolerance
+//! ([`super::Tolerance`]): `Worse` once the canary is shown worse than `worse_above` (after the
+//! minimum sample for a rollback), `Pass` once it is shown within `safe_below` (after the minimum
+//! sample per version), `Inconclusive` in between, which holds the step and never rolls back.
 
 use serde::Serialize;
 
@@ -47,12 +46,13 @@ pub enum Verdict {
 pub enum Reason {
     /// The e-value (or the bands) crossed the threshold.
     EvidenceOfHarm,
-    /// Minimum samples reached, no evidence of harm.
-    NoEvidenceOfHarm,
+    /// Shown within the metric's tolerance: its interval is below `safe_below`, or the canary's
+    /// own rate is below stable's plus the absolute tolerance.
+    ShownSafe,
     /// Fewer requests than the configured minimum on a version.
     NotEnoughData,
-    /// No evidence of harm, but the interval still reaches above the non-inferiority margin.
-    AboveMargin,
+    /// Neither shown worse nor shown safe yet: the judge keeps collecting.
+    NotYetShownSafe,
     /// New users do not split as the weight says.
     SampleRatioMismatch,
     /// New users split as the weight says (so far).
@@ -102,6 +102,8 @@ pub struct MetricVerdict {
     pub threshold: f64,
     /// The metric's share of the false-rollback budget.
     pub alpha: f64,
+    /// What worse and safe mean for it (`None` for the sample-ratio guard).
+    pub tolerance: Option<super::Tolerance>,
     /// Overdispersion factor the evidence was divided by (1 = independent requests).
     pub dispersion: f64,
     /// Canary's samples.

@@ -31,6 +31,7 @@ fn errors_verdict() -> MetricVerdict {
         e_value: Some(61.0),
         threshold: 50.0,
         alpha: 0.02,
+        tolerance: Some(crate::judge::Tolerances::default().errors),
         dispersion: 1.0,
         canary: Samples { requests: 1000, events: Some(32) },
         stable: Samples { requests: 10_000, events: Some(100) },
