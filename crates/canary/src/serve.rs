@@ -15,23 +15,18 @@ use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::{Role, ServeArgs, ValidateArgs};
+use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
+use crate::output::outln;
 
 /// Checks a configuration file; prints what is wrong and fails, or a one-line summary.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
-    println!(
-        "{} is valid: {} service(s), admin on {}",
-        args.config.display(),
-        config.services.len(),
-        config.admin.listen
-    );
-    Ok(())
+    outln!("{} is valid: {} service(s), admin on {}", args.config.display(), config.services.len(), config.admin.listen)
 }
 
 /// Runs the gateway, the controller and the admin listener until SIGTERM or Ctrl-C, then drains.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logs(&args.log);
+    init_logs(&args.log, args.log_format);
     let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
     if config.services.is_empty() {
         bail!("{}: no [[service]] is configured", args.config.display());
@@ -64,10 +59,10 @@ pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()
     let stack = Stack::start_as(&config, base, role).await?;
     for service in stack.gateway.services() {
         if let Some(addr) = service.bound() {
-            println!("listening service {} http://{addr}", service.name());
+            outln!("listening service {} http://{addr}", service.name())?;
         }
     }
-    println!("listening admin http://{}", stack.admin_addr);
+    outln!("listening admin http://{}", stack.admin_addr)?;
     stack.run(stop_signal()).await
 }
 
@@ -216,12 +211,13 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
     Ok(token.map(Arc::from))
 }
 
-/// Logs to stderr, filtered by `filter`.
-pub fn init_logs(filter: &str) {
+/// Logs to stderr, filtered by `filter`, as text for people or as one JSON object a line
+/// (`timestamp`, `level`, `target`, `message` and the event's own fields, all at the top level).
+pub fn init_logs(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }
