@@ -57,6 +57,10 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
 /// Starts everything for `config` and serves until a stop signal.
 pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()> {
     let stack = Stack::start_as(&config, base, role).await?;
+    // Registered before the listeners are announced, so no SIGHUP from then on can stop us.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    tokio::spawn(refuse_reloads(hangups));
     for service in stack.gateway.services() {
         if let Some(addr) = service.bound() {
             outln!("listening service {} http://{addr}", service.name())?;
@@ -156,6 +160,16 @@ impl Stack {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// SIGHUP would end the process by default, and `systemctl reload` sends it: say instead that
+/// this version does not re-read its configuration, and keep serving.
+async fn refuse_reloads(mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        tracing::warn!(
+            "SIGHUP received: this version does not reload its configuration; restart canary to apply a changed file"
+        );
     }
 }
 
