@@ -27,6 +27,16 @@ pub enum Command {
     Rollout(RolloutArgs),
     /// Write configuration for other systems.
     Export(ExportArgs),
+    /// Print a shell completion script: `canary completions bash > /etc/bash_completion.d/canary`.
+    Completions(CompletionsArgs),
+}
+
+/// `canary completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete in.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `canary export`.
@@ -79,6 +89,9 @@ pub struct ServeArgs {
     /// Log filter, e.g. `info` or `canary_gateway=debug`.
     #[arg(long, default_value = "info", env = "CANARY_LOG")]
     pub log: String,
+    /// How log lines on stderr are written: for people (`text`) or one JSON object a line (`json`).
+    #[arg(long, value_enum, default_value = "text", env = "CANARY_LOG_FORMAT")]
+    pub log_format: LogFormat,
     /// What this process does: serve traffic (`gateway`), lead rollouts (`controller`), or both.
     #[arg(long, value_enum, default_value = "all", env = "CANARY_ROLE")]
     pub role: Role,
@@ -93,6 +106,15 @@ pub enum Role {
     Controller,
     /// Both, in one process (the single-machine product).
     All,
+}
+
+/// How `canary serve` writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `2026-01-31T12:00:00.250Z  INFO canary_controller::rollouts: leading the controllers candidate=…`.
+    Text,
+    /// `{"timestamp":"…","level":"INFO","target":"…","message":"…", …fields}`, one object a line.
+    Json,
 }
 
 /// `canary validate`.
@@ -169,6 +191,8 @@ pub enum RolloutCommand {
     Start(StartArgs),
     /// Show the active (or latest) rollout: steps, weight, hold and the judge's verdicts.
     Status(StatusArgs),
+    /// Every service on one line each: its rollout's phase, step, weight and the judge's word.
+    List,
     /// Make the canary the new stable now, skipping the remaining steps.
     Promote(ActionArgs),
     /// Stop the rollout; every user goes back to stable at once.
@@ -216,11 +240,15 @@ pub struct StartArgs {
 
 /// `canary rollout status`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["service", "all"])))]
 pub struct StatusArgs {
-    /// The service.
-    pub service: String,
-    /// Keep redrawing until the rollout ends; exit 0 if it was promoted, 2 if it was rolled
-    /// back, 3 if it was aborted.
+    /// The service (or `--all`).
+    pub service: Option<String>,
+    /// Every service that has had a rollout, instead of one.
+    #[arg(long)]
+    pub all: bool,
+    /// Keep redrawing until the rollout (with `--all`: every one shown) ends; exit 0 if
+    /// promoted, 2 if any was rolled back, else 3 if any was aborted.
     #[arg(long)]
     pub watch: bool,
     /// How often `--watch` polls.

@@ -23,7 +23,7 @@ pub fn run(args: ExportArgs) -> anyhow::Result<()> {
                 Some(path) => {
                     std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?
                 }
-                None => print!("{yaml}"),
+                None => crate::output::out!("{yaml}")?,
             }
             Ok(())
         }

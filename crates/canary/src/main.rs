@@ -1,9 +1,15 @@
 //! `canary`: sticky canary releases with automatic rollback, in one binary.
 
+mod admin_client;
 mod cli;
+mod completions;
 mod demo;
 mod export;
+mod live_view;
+mod output;
 mod rollout_cli;
+mod rollout_list;
+mod rollout_status;
 mod rollout_view;
 mod serve;
 
@@ -19,6 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Demo(args) => demo::run(args),
         cli::Command::Rollout(args) => rollout_cli::run(args),
         cli::Command::Export(args) => export::run(args).map(|()| ExitCode::SUCCESS),
+        cli::Command::Completions(args) => completions::run(args).map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

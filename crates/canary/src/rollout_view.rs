@@ -1,15 +1,12 @@
 //! A rollout as a person reads it: the client's view of `GET /api/v1/services/{name}/rollout`
-//! and its rendering, as text lines and as a live progress display.
+//! and its rendering as text lines, which `status`, `list` and the live display
+//! ([`crate::live_view`]) all draw from.
 //!
-//! `canary rollout status --watch` and `canary demo` draw the same display from the same JSON,
+//! `canary rollout status --watch` and `canary demo` draw the same lines from the same JSON,
 //! so the demo shows exactly what an operator watching a real rollout sees. The types here are
 //! lenient on purpose (no `deny_unknown_fields`): a newer server may add fields without
 //! breaking an older CLI.
 
-use std::io::IsTerminal;
-use std::time::Duration;
-
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Deserialize;
 
 /// One version of a rollout.
@@ -208,6 +205,36 @@ impl RolloutStatus {
         }
     }
 
+    /// The judge's latest word in a few words, or how the rollout ended:
+    /// `advance: every metric ok`, `hold: not yet known: p90 latency`, `roll back: WORSE: error rate`,
+    /// `rolled back: …`.
+    pub fn judge_words(&self) -> String {
+        let Some(judge) = self.judge.as_ref().filter(|_| !self.is_over()) else {
+            return match self.phase.as_str() {
+                "promoted" => "promoted".to_owned(),
+                "failed" => {
+                    format!("rolled back{}", self.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())
+                }
+                _ => self.outcome_line().unwrap_or_else(|| "judge has not looked yet".to_owned()),
+            };
+        };
+        let names = |verdict: &str| {
+            let names: Vec<String> = judge
+                .verdicts
+                .iter()
+                .filter(|v| v.verdict == verdict)
+                .map(|v| v.metric_name(judge.tail_threshold_seconds))
+                .collect();
+            (!names.is_empty()).then(|| names.join(", "))
+        };
+        let detail = match (names("worse"), names("inconclusive")) {
+            (Some(worse), _) => format!("WORSE: {worse}"),
+            (None, Some(unknown)) => format!("not yet known: {unknown}"),
+            (None, None) => "every metric ok".to_owned(),
+        };
+        format!("{}: {detail}", decision_words(&judge.decision))
+    }
+
     /// Everything, as plain lines.
     pub fn lines(&self) -> Vec<String> {
         let mut out = vec![self.headline(), self.plan_line(), self.step_line()];
@@ -218,9 +245,9 @@ impl RolloutStatus {
 }
 
 impl VerdictInfo {
-    /// `error rate      ok             canary 1.05× stable (98% interval 0.42×–2.6×), evidence 0.7 of 50`.
-    pub fn sentence(&self, tail_threshold_seconds: Option<f64>) -> String {
-        let what = match self.metric.as_str() {
+    /// `error rate`, `share > 12.0ms` (or `slow share`), `median latency`, `p90 latency`, `user split`.
+    pub fn metric_name(&self, tail_threshold_seconds: Option<f64>) -> String {
+        match self.metric.as_str() {
             "errors" => "error rate".to_owned(),
             "latencyTail" => match tail_threshold_seconds {
                 Some(t) => format!("share > {}", seconds(t)),
@@ -230,7 +257,12 @@ impl VerdictInfo {
             "latencyP90" => "p90 latency".to_owned(),
             "sampleRatio" => "user split".to_owned(),
             other => other.to_owned(),
-        };
+        }
+    }
+
+    /// `error rate      ok             canary 1.05× stable (98% interval 0.42×–2.6×), evidence 0.7 of 50`.
+    pub fn sentence(&self, tail_threshold_seconds: Option<f64>) -> String {
+        let what = self.metric_name(tail_threshold_seconds);
         let verdict = match self.verdict.as_str() {
             "pass" => "ok",
             "worse" => "WORSE",
@@ -242,8 +274,8 @@ impl VerdictInfo {
                 format!("needs more data (canary {} / stable {} requests)", self.canary.requests, self.stable.requests)
             }
             "evidenceOfHarm" => "evidence the canary is worse".to_owned(),
-            "noEvidenceOfHarm" => "no evidence of harm".to_owned(),
-            "aboveMargin" => "interval still above the margin".to_owned(),
+            "shownSafe" => "shown within its tolerance".to_owned(),
+            "notYetShownSafe" => "not yet shown within its tolerance; collecting".to_owned(),
             "sampleRatioMismatch" => "users do not split as the weight says".to_owned(),
             "sampleRatioConsistent" => "users split as the weight says".to_owned(),
             other => other.to_owned(),
@@ -321,109 +353,6 @@ fn seconds(s: f64) -> String {
     if s < 1.0 { format!("{:.1}ms", s * 1000.0) } else { format!("{s:.2}s") }
 }
 
-/// A live display of one rollout that redraws in place on a terminal and prints a block of
-/// plain lines whenever something a person would notice changes elsewhere (pipes, CI logs).
-pub struct LiveView {
-    display: Display,
-}
-
-enum Display {
-    Terminal { multi: MultiProgress, header: ProgressBar, bar: ProgressBar, lines: Vec<ProgressBar> },
-    Plain { last: String },
-    Silent,
-}
-
-/// Steps are drawn as this many units each, so a step's hold fills its part of the bar.
-const UNITS_PER_STEP: u64 = 1000;
-
-impl LiveView {
-    /// A display on stdout: redrawn in place on a terminal, plain lines otherwise.
-    pub fn stdout() -> LiveView {
-        if !std::io::stdout().is_terminal() {
-            return LiveView { display: Display::Plain { last: String::new() } };
-        }
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10));
-        let text = ProgressStyle::with_template("{wide_msg}").expect("static template");
-        let header = multi.add(ProgressBar::new(1).with_style(text));
-        let style = ProgressStyle::with_template("{prefix:>12} [{bar:36.cyan/blue}] {wide_msg}")
-            .expect("static template")
-            .progress_chars("█▌ ");
-        let bar = multi.add(ProgressBar::new(1).with_style(style));
-        LiveView { display: Display::Terminal { multi, header, bar, lines: Vec::new() } }
-    }
-
-    /// A display that draws nothing (for `--json`).
-    pub fn silent() -> LiveView {
-        LiveView { display: Display::Silent }
-    }
-
-    /// Redraws with the latest status and an optional extra line (the demo's traffic).
-    pub fn update(&mut self, status: &RolloutStatus, footer: Option<&str>) {
-        match &mut self.display {
-            Display::Silent => {}
-            Display::Plain { last } => {
-                // Print again only when the phase, step, judge decision or a verdict's words
-                // change, so a log shows the story without a line every poll.
-                let key = format!(
-                    "{}|{}|{:?}|{:?}",
-                    status.phase,
-                    status.step,
-                    status.judge.as_ref().map(|j| &j.decision),
-                    status.judge.as_ref().map(|j| j.verdicts.iter().map(|v| &v.verdict).collect::<Vec<_>>())
-                );
-                if *last != key {
-                    *last = key;
-                    for line in status.lines() {
-                        println!("{line}");
-                    }
-                    if let Some(footer) = footer {
-                        println!("{footer}");
-                    }
-                    println!();
-                }
-            }
-            Display::Terminal { multi, header, bar, lines } => {
-                header.set_message(format!("{}\n{}", status.headline(), status.plan_line()));
-                let steps = status.steps.len().max(1) as u64;
-                bar.set_length(steps * UNITS_PER_STEP);
-                let within = match (status.held_seconds, status.hold_seconds) {
-                    _ if status.phase == "promoted" => UNITS_PER_STEP,
-                    (Some(held), Some(hold)) if hold > 0.0 => ((held / hold).min(1.0) * UNITS_PER_STEP as f64) as u64,
-                    (Some(_), Some(_)) => UNITS_PER_STEP,
-                    _ => 0,
-                };
-                bar.set_position(status.step as u64 * UNITS_PER_STEP + within);
-                bar.set_prefix(format!("step {}/{}", status.step + 1, status.steps.len()));
-                bar.set_message(status.step_line());
-                let mut texts: Vec<String> = status.verdict_lines().into_iter().map(|l| format!("  {l}")).collect();
-                texts.extend(status.outcome_line());
-                texts.extend(footer.map(str::to_owned));
-                while lines.len() < texts.len() {
-                    let style = ProgressStyle::with_template("{wide_msg}").expect("static template");
-                    lines.push(multi.add(ProgressBar::new(1).with_style(style)));
-                }
-                for (i, line) in lines.iter().enumerate() {
-                    line.set_message(texts.get(i).cloned().unwrap_or_default());
-                }
-            }
-        }
-    }
-
-    /// Leaves the last drawing on screen.
-    pub fn finish(&mut self, status: &RolloutStatus, footer: Option<&str>) {
-        self.update(status, footer);
-        if let Display::Terminal { header, bar, lines, .. } = &self.display {
-            header.finish();
-            bar.finish();
-            for line in lines {
-                line.finish();
-            }
-            // Let the last frame reach the terminal before whatever prints next.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +397,27 @@ mod tests {
              (98% interval 2.30×–15.2×), 24/400 canary vs 40/4000 stable, evidence 230 of 50 to roll back"
         );
         assert_eq!(lines[1], "median latency  not yet known  needs more data (canary 40 / stable 4000 requests)");
+        assert_eq!(v.judge_words(), "roll back: WORSE: error rate");
+    }
+
+    #[test]
+    fn the_judge_in_a_few_words() {
+        let mut v = view();
+        let judge = v.judge.as_mut().unwrap();
+        judge.decision = "hold".into();
+        judge.verdicts[0].verdict = "pass".into();
+        assert_eq!(v.judge_words(), "hold: not yet known: median latency");
+        v.judge.as_mut().unwrap().verdicts[1].verdict = "pass".into();
+        v.judge.as_mut().unwrap().decision = "advance".into();
+        assert_eq!(v.judge_words(), "advance: every metric ok");
+        v.judge = None;
+        assert_eq!(v.judge_words(), "judge has not looked yet");
+        v.phase = "aborted".into();
+        v.reason = Some("wrong build".into());
+        assert_eq!(v.judge_words(), "aborted: wrong build");
+        v.phase = "failed".into();
+        v.reason = Some("canary error rate 6.1× stable's".into());
+        assert_eq!(v.judge_words(), "rolled back: canary error rate 6.1× stable's");
     }
 
     #[test]

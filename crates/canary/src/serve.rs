@@ -15,23 +15,18 @@ use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::cli::{Role, ServeArgs, ValidateArgs};
+use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
+use crate::output::outln;
 
 /// Checks a configuration file; prints what is wrong and fails, or a one-line summary.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
-    println!(
-        "{} is valid: {} service(s), admin on {}",
-        args.config.display(),
-        config.services.len(),
-        config.admin.listen
-    );
-    Ok(())
+    outln!("{} is valid: {} service(s), admin on {}", args.config.display(), config.services.len(), config.admin.listen)
 }
 
 /// Runs the gateway, the controller and the admin listener until SIGTERM or Ctrl-C, then drains.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    init_logs(&args.log);
+    init_logs(&args.log, args.log_format);
     let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
     if config.services.is_empty() {
         bail!("{}: no [[service]] is configured", args.config.display());
@@ -62,12 +57,16 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
 /// Starts everything for `config` and serves until a stop signal.
 pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()> {
     let stack = Stack::start_as(&config, base, role).await?;
+    // Registered before the listeners are announced, so no SIGHUP from then on can stop us.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot install the SIGHUP handler")?;
+    tokio::spawn(refuse_reloads(hangups));
     for service in stack.gateway.services() {
         if let Some(addr) = service.bound() {
-            println!("listening service {} http://{addr}", service.name());
+            outln!("listening service {} http://{addr}", service.name())?;
         }
     }
-    println!("listening admin http://{}", stack.admin_addr);
+    outln!("listening admin http://{}", stack.admin_addr)?;
     stack.run(stop_signal()).await
 }
 
@@ -164,6 +163,16 @@ impl Stack {
     }
 }
 
+/// SIGHUP would end the process by default, and `systemctl reload` sends it: say instead that
+/// this version does not re-read its configuration, and keep serving.
+async fn refuse_reloads(mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        tracing::warn!(
+            "SIGHUP received: this version does not reload its configuration; restart canary to apply a changed file"
+        );
+    }
+}
+
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -216,12 +225,13 @@ fn admin_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
     Ok(token.map(Arc::from))
 }
 
-/// Logs to stderr, filtered by `filter`.
-pub fn init_logs(filter: &str) {
+/// Logs to stderr, filtered by `filter`, as text for people or as one JSON object a line
+/// (`timestamp`, `level`, `target`, `message` and the event's own fields, all at the top level).
+pub fn init_logs(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

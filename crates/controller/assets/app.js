@@ -518,9 +518,9 @@ function headline(r, j) {
       if (r.phase === 'paused') return `Paused${r.reason ? `: ${r.reason}` : ''}. The judge keeps watching.`;
       const waiting = j.verdicts.filter((v) => v.reason === 'notEnoughData');
       if (waiting.length) return 'Holding: waiting for enough requests on both versions.';
-      const margin = j.verdicts.find((v) => v.reason === 'aboveMargin');
-      if (margin) return `Holding: ${METRIC[margin.metric]} may still be above the margin.`;
-      return `Holding: no sign of harm; ${duration(Math.max(0, r.holdSeconds - heldSeconds(r)))} left in this step.`;
+      const unproven = j.verdicts.find((v) => v.reason === 'notYetShownSafe');
+      if (unproven) return `Holding: ${METRIC[unproven.metric]} not yet shown within its tolerance; collecting.`;
+      return `Holding: every metric within its tolerance; ${duration(Math.max(0, r.holdSeconds - heldSeconds(r)))} left in this step.`;
     }
   }
 }
@@ -541,13 +541,13 @@ function sentence(v, j, r) {
   }
   if (v.estimate == null && v.canary.events === 0 && v.stable.events === 0) {
     const none = v.metric === 'errors' ? 'no errors' : 'no slow requests';
-    return `${none} in ${v.canary.requests} canary and ${v.stable.requests} stable requests${v.verdict === 'pass' ? ', no sign of harm' : ''}`;
+    return `${none} in ${v.canary.requests} canary and ${v.stable.requests} stable requests${v.verdict === 'pass' ? ', within tolerance' : ''}`;
   }
   const est = v.estimate == null ? 'not measurable yet' : `${ratio(v.estimate)} stable's`;
   let text = `canary ${what} ${est}${range}`;
   if (v.verdict === 'worse') text += j.decision === 'rollback' ? ', rolling back' : ', worse';
-  else if (v.reason === 'aboveMargin') text += `; can't yet rule out worse than ${ratio(r.analysis.maxRatio)}`;
-  else if (v.verdict === 'pass') text += ', no sign of harm';
+  else if (v.reason === 'notYetShownSafe' && v.tolerance) text += `; not yet shown below ${ratio(v.tolerance.safeBelow)}`;
+  else if (v.verdict === 'pass') text += ', within tolerance';
   return text;
 }
 

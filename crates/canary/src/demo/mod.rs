@@ -25,7 +25,9 @@ use canary_core::rollout::{Analysis, Command};
 use serde::Serialize;
 
 use crate::cli::{DemoArgs, Scenario};
-use crate::rollout_view::{LiveView, RolloutStatus};
+use crate::live_view::LiveView;
+use crate::output::outln;
+use crate::rollout_view::RolloutStatus;
 use crate::serve::Stack;
 use upstream::{Behaviour, DemoUpstream};
 use users::{Population, Tally};
@@ -82,14 +84,14 @@ struct Summary {
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.users > 0, "--users must be at least 1");
     anyhow::ensure!((10..=5000).contains(&args.visits_per_second), "--visits-per-second must be between 10 and 5000");
-    crate::serve::init_logs("error");
+    crate::serve::init_logs("error", crate::cli::LogFormat::Text);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let summary = runtime.block_on(demo(&args))?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
+        outln!("{}", serde_json::to_string(&summary)?)?;
     } else {
-        print_summary(&summary);
+        print_summary(&summary)?;
     }
     Ok(if summary.outcome == "stalled" { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
@@ -137,16 +139,16 @@ breaker = {{ window = "2s" }}
     let service = gateway.service(SERVICE).context("demo service")?.clone();
     let base = format!("http://{}", service.bound().context("demo gateway address")?);
     if !args.json {
-        println!(
+        outln!(
             "scenario {}: gateway {base}, stable v1 at {}, canary v2 at {}, {} users, {} visits/s",
             args.scenario.name(),
             v1.addr,
             v2.addr,
             args.users,
             args.visits_per_second
-        );
-        println!("admin API http://{admin} (try: canary rollout status {SERVICE} --watch --admin http://{admin})");
-        println!();
+        )?;
+        outln!("admin API http://{admin} (try: canary rollout status {SERVICE} --watch --admin http://{admin})")?;
+        outln!()?;
     }
 
     let population = Arc::new(Population {
@@ -198,7 +200,7 @@ breaker = {{ window = "2s" }}
         }
         let footer = traffic_line(&tally, started);
         if status.is_over() {
-            view.finish(&status, Some(&footer));
+            view.finish(&status, Some(&footer))?;
             break status;
         }
         if Instant::now() > deadline {
@@ -207,7 +209,7 @@ breaker = {{ window = "2s" }}
                 .await
                 .context("cannot abort the stalled demo rollout")?;
         }
-        view.update(&status, Some(&footer));
+        view.update(&status, Some(&footer))?;
     };
 
     stop.store(true, Relaxed);
@@ -263,35 +265,39 @@ fn traffic_line(tally: &Tally, started: Instant) -> String {
     )
 }
 
-fn print_summary(s: &Summary) {
-    println!();
+fn print_summary(s: &Summary) -> anyhow::Result<()> {
+    outln!()?;
     let outcome = match s.outcome {
         "promoted" => "promoted: v2 is the new stable".to_owned(),
         "rolled_back" => "rolled back automatically".to_owned(),
         _ => "stalled: the rollout neither finished nor failed in time, and was aborted".to_owned(),
     };
-    println!("outcome: {outcome}");
+    outln!("outcome: {outcome}")?;
     if let Some(reason) = &s.reason {
-        println!("reason: {reason}");
+        outln!("reason: {reason}")?;
     }
     match (s.detect_seconds, s.fault_at_seconds) {
-        (Some(detect), Some(fault)) => println!(
+        (Some(detect), Some(fault)) => outln!(
             "time to detect: {detect:.1}s after v2 crashed ({fault:.1}s into the rollout), {:.1}s after the rollout started",
             s.rollout_seconds
-        ),
-        (Some(detect), None) => println!("time to detect: {detect:.1}s after the rollout started"),
-        _ => println!("rollout took {:.1}s", s.rollout_seconds),
+        )?,
+        (Some(detect), None) => outln!("time to detect: {detect:.1}s after the rollout started")?,
+        _ => outln!("rollout took {:.1}s", s.rollout_seconds)?,
     }
     if s.breaker_tripped {
-        println!("the gateway's local breaker tripped the canary: its traffic went to stable at once");
+        outln!("the gateway's local breaker tripped the canary: its traffic went to stable at once")?;
     }
-    println!("canary share: {:.1}% of the requests sent during the rollout", s.canary_share_pct);
-    println!(
+    outln!("canary share: {:.1}% of the requests sent during the rollout", s.canary_share_pct)?;
+    outln!(
         "requests: {} ({} failed, {} users saw a failure; the app's {} baseline errors not counted)",
-        s.requests, s.failed_requests, s.users_with_failures, s.baseline_errors
-    );
-    println!(
+        s.requests,
+        s.failed_requests,
+        s.users_with_failures,
+        s.baseline_errors
+    )?;
+    outln!(
         "retried on stable: {}; pages whose script came from the other version: {}",
-        s.retried_on_stable, s.asset_404s
-    );
+        s.retried_on_stable,
+        s.asset_404s
+    )
 }
