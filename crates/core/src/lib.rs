@@ -7,8 +7,10 @@
 pub mod api;
 pub mod bucket;
 pub mod config;
+pub mod gateway_api;
 pub mod istio;
 pub mod judge;
+pub mod kubernetes;
 pub mod latency;
 pub mod names;
 pub mod pin;
