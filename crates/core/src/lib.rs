@@ -16,6 +16,7 @@ pub mod names;
 pub mod pin;
 pub mod rollout;
 pub mod routing;
+pub mod schema;
 pub mod spec;
 pub mod weight;
 
