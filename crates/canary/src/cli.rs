@@ -52,6 +52,8 @@ pub struct ExportArgs {
 pub enum ExportTarget {
     /// Istio DestinationRule and VirtualService routing on the gateway's `x-canary-version`.
     Istio(IstioArgs),
+    /// A Gateway API HTTPRoute per service routing on the gateway's `x-canary-version`.
+    GatewayApi(crate::export::GatewayApiArgs),
 }
 
 /// `canary export istio`.

@@ -4,12 +4,13 @@
 //! `{"code", "clientMessage", "systemMessage", "data"}`.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::config::{Upstreams, VersionName};
 use crate::weight::Weight;
 
 /// The outcome class of an API call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {
     /// It worked.
@@ -52,7 +53,7 @@ impl Code {
 }
 
 /// The one response shape of the admin API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope<T> {
     /// Machine-readable outcome.
@@ -62,11 +63,12 @@ pub struct Envelope<T> {
     /// Detail for logs and operators.
     pub system_message: String,
     /// The payload, `null` on errors.
+    #[schema(required = true)]
     pub data: Option<T>,
 }
 
 /// Body of `PUT /api/v1/services/{name}/weight`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetWeight {
     /// Percent of users on the canary.
@@ -74,7 +76,7 @@ pub struct SetWeight {
 }
 
 /// Body of `PUT /api/v1/services/{name}/canary`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCanary {
     /// The canary's version name.
@@ -87,7 +89,7 @@ pub struct SetCanary {
 }
 
 /// One version as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct VersionView {
     /// Version name.
     pub version: String,
@@ -96,7 +98,7 @@ pub struct VersionView {
 }
 
 /// A service's current routing, as `GET /api/v1/services/{name}` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceView {
     /// Service name.

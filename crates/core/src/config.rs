@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::names;
 use crate::weight::Weight;
@@ -241,7 +242,7 @@ fn default_breaker_connect_failures() -> u64 {
 }
 
 /// A version and the addresses that serve it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VersionConfig {
     /// Version name, sent upstream as `x-canary-version`.

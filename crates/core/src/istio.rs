@@ -16,28 +16,25 @@
 //! Subsets are named by role, not by version, so the routes read the same in every rollout and
 //! only the label values and header values change when versions do.
 //!
-//! The output is plain data: every name is checked against Kubernetes' rules here, so a bad
-//! name is an [`ExportError`] and not a rejected `kubectl apply`. The YAML is written by
-//! serde-saphyr (the YAML crate of our stack: serde_yaml is deprecated and serde_yml unsound),
-//! which quotes any string a YAML 1.1 reader such as Kubernetes' would take for a number, a
-//! boolean or null, so a version called `1.10` or `on` stays a string.
+//! Names are checked and the YAML written as [`crate::kubernetes`] describes.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::config::{Config, ServiceConfig};
+pub use crate::kubernetes::{ExportError, VERSION_HEADER, kubernetes_name};
+use crate::kubernetes::{
+    Metadata, Object, check_dns_label, check_dns_subdomain, check_label_key, check_label_value, document,
+    select_services,
+};
 
-/// The request header the gateway sets and the VirtualService matches.
-pub const VERSION_HEADER: &str = "x-canary-version";
 /// The DestinationRule subset of the stable version.
 pub const STABLE_SUBSET: &str = "stable";
 /// The DestinationRule subset of the canary version.
 pub const CANARY_SUBSET: &str = "canary";
 /// The API group and version of the objects written.
 pub const API_VERSION: &str = "networking.istio.io/v1";
-/// The label that marks the objects as written by this export.
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "sticky-canary");
 
 /// Choices of `canary export istio` that the configuration file does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,60 +59,11 @@ impl Default for IstioOptions {
     }
 }
 
-/// Why nothing was exported.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ExportError {
-    /// `--service` named a service the configuration does not have.
-    #[error("no service named {name:?} in the configuration; it has: {known}")]
-    UnknownService {
-        /// The name asked for.
-        name: String,
-        /// The services the configuration has, comma separated.
-        known: String,
-    },
-    /// The configuration has no `[[service]]`.
-    #[error("the configuration has no [[service]] to export")]
-    NoServices,
-    /// A fixed host or public hosts were given while several services are exported: their
-    /// VirtualServices would all claim the same host.
-    #[error(
-        "{what} can belong to one service only, but {count} services are exported: pick one with --service NAME{hint}"
-    )]
-    OneServiceOnly {
-        /// The option at fault.
-        what: &'static str,
-        /// How many services were selected.
-        count: usize,
-        /// A suggestion, or empty.
-        hint: &'static str,
-    },
-    /// A name is not acceptable to Kubernetes or Istio.
-    #[error("{what} {value:?} is not valid: {rule}")]
-    Invalid {
-        /// What the name is for.
-        what: String,
-        /// The name.
-        value: String,
-        /// The rule it breaks.
-        rule: &'static str,
-    },
-}
-
 /// Writes the DestinationRule and VirtualService of every service in `config`, or of `service`
 /// only, as one YAML stream: a comment header that explains the mode, then one `---` document per
 /// object. Nothing is written unless every object is valid.
 pub fn export(config: &Config, service: Option<&str>, options: &IstioOptions) -> Result<String, ExportError> {
-    let services: Vec<&ServiceConfig> = match service {
-        Some(name) => vec![
-            config
-                .service(name)
-                .ok_or_else(|| ExportError::UnknownService { name: name.to_owned(), known: known_services(config) })?,
-        ],
-        None => config.services.iter().collect(),
-    };
-    if services.is_empty() {
-        return Err(ExportError::NoServices);
-    }
+    let services = select_services(config, service)?;
     check_options(options, services.len())?;
 
     let mut out = String::from(HEADER);
@@ -140,11 +88,6 @@ const HEADER: &str = "\
 # with --public-host. The versions below come from the configuration file: export again when
 # they change.
 ";
-
-fn known_services(config: &Config) -> String {
-    let names: Vec<&str> = config.services.iter().map(|s| s.name.as_str()).collect();
-    if names.is_empty() { "no services".into() } else { names.join(", ") }
-}
 
 fn check_options(options: &IstioOptions, count: usize) -> Result<(), ExportError> {
     if let Some(ns) = &options.namespace {
@@ -195,19 +138,19 @@ impl ServiceObjects {
             check_label_value(v)?;
         }
 
-        let metadata = Metadata {
-            name,
-            namespace: options.namespace.clone(),
-            labels: BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())]),
-        };
+        let metadata = Metadata::new(name, options.namespace.clone());
         let subset = |subset: &'static str, version: &str| Subset {
             name: subset,
             labels: BTreeMap::from([(options.version_label.clone(), version.to_owned())]),
         };
         let mut subsets = vec![subset(STABLE_SUBSET, &stable)];
         subsets.extend(canary.as_deref().map(|v| subset(CANARY_SUBSET, v)));
-        let destination_rule =
-            Object::new("DestinationRule", metadata.clone(), DestinationRuleSpec { host: host.clone(), subsets });
+        let destination_rule = Object::new(
+            API_VERSION,
+            "DestinationRule",
+            metadata.clone(),
+            DestinationRuleSpec { host: host.clone(), subsets },
+        );
 
         let to =
             |subset: &'static str| vec![RouteDestination { destination: Destination { host: host.clone(), subset } }];
@@ -223,7 +166,7 @@ impl ServiceObjects {
         http.push(HttpRoute { name: "default", matches: Vec::new(), route: to(STABLE_SUBSET) });
         let mut hosts = vec![host.clone()];
         hosts.extend(options.public_hosts.iter().filter(|h| **h != host).cloned());
-        let virtual_service = Object::new("VirtualService", metadata, VirtualServiceSpec { hosts, http });
+        let virtual_service = Object::new(API_VERSION, "VirtualService", metadata, VirtualServiceSpec { hosts, http });
 
         Ok(ServiceObjects {
             service: s.name.as_str().to_owned(),
@@ -257,112 +200,6 @@ impl ServiceObjects {
         }
         c
     }
-}
-
-fn document<T: Serialize>(object: &T) -> String {
-    // Serializing these plain structs of strings cannot fail; a failure would be a bug here.
-    let yaml = serde_saphyr::to_string(object).expect("Istio objects serialize to YAML");
-    let mut doc = String::with_capacity(yaml.len() + 4);
-    doc.push_str("---\n");
-    doc.push_str(&yaml);
-    if !doc.ends_with('\n') {
-        doc.push('\n');
-    }
-    doc
-}
-
-/// The Kubernetes object name of a service: lower case, `_` written as `-` (an RFC 1123 label).
-pub fn kubernetes_name(service: &str) -> Result<String, ExportError> {
-    let name = service.to_ascii_lowercase().replace('_', "-");
-    check_dns_label("service name (as a Kubernetes name)", &name)?;
-    Ok(name)
-}
-
-fn invalid(what: &str, value: &str, rule: &'static str) -> ExportError {
-    ExportError::Invalid { what: what.to_owned(), value: value.to_owned(), rule }
-}
-
-const DNS_LABEL_RULE: &str = "1 to 63 lower-case letters, digits and '-', starting and ending with a letter or digit";
-
-fn is_dns_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
-}
-
-fn check_dns_label(what: &str, s: &str) -> Result<(), ExportError> {
-    if is_dns_label(s) { Ok(()) } else { Err(invalid(what, s, DNS_LABEL_RULE)) }
-}
-
-fn check_dns_subdomain(what: &str, s: &str) -> Result<(), ExportError> {
-    if s.len() <= 253 && s.split('.').all(is_dns_label) {
-        Ok(())
-    } else {
-        Err(invalid(what, s, "a DNS name: dot-separated labels of lower-case letters, digits and '-'"))
-    }
-}
-
-/// A label name or value: at most 63 of `A-Za-z0-9-_.`, starting and ending alphanumeric.
-fn is_label_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-fn check_label_value(version: &str) -> Result<(), ExportError> {
-    if is_label_name(version) {
-        Ok(())
-    } else {
-        Err(invalid("version (as a pod label value)", version, "it must start and end with a letter or digit"))
-    }
-}
-
-fn check_label_key(key: &str) -> Result<(), ExportError> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    let prefix_ok = prefix.is_none_or(|p| p.len() <= 253 && p.split('.').all(is_dns_label));
-    if prefix_ok && is_label_name(name) {
-        Ok(())
-    } else {
-        Err(invalid(
-            "version label",
-            key,
-            "a label key: an optional DNS prefix and '/', then up to 63 of letters, digits, '-', '_' and '.'",
-        ))
-    }
-}
-
-// The objects, in the field order `kubectl get -o yaml` shows.
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Object<S> {
-    api_version: &'static str,
-    kind: &'static str,
-    metadata: Metadata,
-    spec: S,
-}
-
-impl<S> Object<S> {
-    fn new(kind: &'static str, metadata: Metadata, spec: S) -> Self {
-        Object { api_version: API_VERSION, kind, metadata, spec }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct Metadata {
-    name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    namespace: Option<String>,
-    labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -457,13 +294,10 @@ canary = { version = "v2", upstreams = ["web.shop.svc.cluster.local:80"] }
         let text = WEB.replace("\"v2\"", "\"v2-\"");
         let e = export(&config(&text), None, &IstioOptions::default()).unwrap_err();
         assert!(e.to_string().contains("\"v2-\""), "{e}");
-        assert_eq!(kubernetes_name("Web_Shop").unwrap(), "web-shop");
-        assert!(kubernetes_name("-web").is_err());
         let bad = |o: IstioOptions| export(&config(WEB), None, &o).unwrap_err();
         bad(IstioOptions { namespace: Some("Shop".into()), ..IstioOptions::default() });
         bad(IstioOptions { host: Some("web..svc".into()), ..IstioOptions::default() });
         bad(IstioOptions { version_label: "-version".into(), ..IstioOptions::default() });
         bad(IstioOptions { public_hosts: vec!["Shop.example.com".into()], ..IstioOptions::default() });
-        assert!(check_label_key("app.kubernetes.io/version").is_ok());
     }
 }

@@ -8,14 +8,17 @@ pub mod api;
 pub mod bucket;
 pub mod clock;
 pub mod config;
+pub mod gateway_api;
 pub mod istio;
 pub mod judge;
+pub mod kubernetes;
 pub mod latency;
 pub mod names;
 pub mod pin;
 pub mod policy;
 pub mod rollout;
 pub mod routing;
+pub mod schema;
 pub mod spec;
 pub mod weight;
 

@@ -21,13 +21,14 @@
 //! `transitions` counter names the event and guards the write).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::config::{HumanDuration, VersionConfig};
 use crate::judge::{JudgeConfig, Tolerances};
 use crate::weight::Weight;
 
 /// Where a rollout stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Phase {
     /// Created, no traffic yet.
@@ -64,7 +65,7 @@ impl Phase {
 }
 
 /// One step: hold the canary at `weight` for at least `hold`, judged all along.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     /// Share of users on the canary.
@@ -118,7 +119,7 @@ pub fn check_steps(steps: &[Step]) -> Result<(), String> {
 }
 
 /// The judge's settings a rollout may override; the rest are the judge's defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Analysis {
     /// Probability of rolling back a canary that is not worse, over the whole rollout.
@@ -174,7 +175,7 @@ impl Analysis {
 }
 
 /// One rollout's durable record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rollout {
     /// Unique id; salts the bucket hash and names the pins.
@@ -266,7 +267,7 @@ pub enum RouteChange {
 }
 
 /// One line of a rollout's event log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Event {
     /// The rollout.

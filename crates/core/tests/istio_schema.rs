@@ -1,26 +1,20 @@
 //! `canary export istio` against Istio's own CustomResourceDefinitions.
 //!
 //! The CRDs (`shared/schemas/istio-crds.gen.yaml`, from istio/api) carry an `openAPIV3Schema` per
-//! served version. Each exported document is checked against the served `v1` schema of its kind
-//! with a JSON Schema validator (Draft 4, the dialect OpenAPI 3.0 schemas are based on), tightened
-//! the way the API server reads it with strict field validation (the default of `kubectl apply`):
-//!
-//! - an unknown field is an error: every object schema with `properties` gets
-//!   `additionalProperties: false`, except where `x-kubernetes-preserve-unknown-fields` keeps
-//!   unknown fields and inside `oneOf`/`anyOf`/`not` branches, which only state `required`;
-//! - `nullable: true` admits `null`;
-//! - `apiVersion`, `kind` and `metadata`, which the API server checks itself and the CRD leaves
-//!   out, are added: the exact group/version and kind, and a name that is an RFC 1123 subdomain;
-//! - other `x-kubernetes-*` keywords are dropped (CEL rules cannot be checked here; none of the
-//!   ones in these two schemas concern the fields we write).
+//! served version; each exported document is checked against the served `v1` schema of its kind,
+//! read as `support` describes. None of the CEL rules in these two schemas concern the fields we
+//! write.
+
+mod support;
 
 use std::sync::OnceLock;
 
 use canary_core::config::Config;
 use canary_core::istio::{ExportError, IstioOptions, export};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
+use support::{read_crds, served_v1_schema, shared_schema, strict_validator};
 
-const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/schemas/istio-crds.gen.yaml");
+const CRDS: &str = "istio-crds.gen.yaml";
 
 struct Validators {
     virtual_service: jsonschema::Validator,
@@ -30,80 +24,12 @@ struct Validators {
 fn validators() -> &'static Validators {
     static V: OnceLock<Validators> = OnceLock::new();
     V.get_or_init(|| {
-        let text = std::fs::read_to_string(CRDS).unwrap_or_else(|e| panic!("cannot read {CRDS}: {e}"));
-        let crds: Vec<Value> = serde_saphyr::from_multiple(&text).expect("the Istio CRDs parse as YAML");
+        let crds = read_crds(&shared_schema(CRDS));
         let build = |kind: &str| {
-            let schema = strict_schema(served_v1_schema(&crds, kind), kind);
-            jsonschema::draft4::new(&schema).unwrap_or_else(|e| panic!("the {kind} schema compiles: {e}"))
+            strict_validator(served_v1_schema(&crds, "networking.istio.io", kind), "networking.istio.io/v1", kind)
         };
         Validators { virtual_service: build("VirtualService"), destination_rule: build("DestinationRule") }
     })
-}
-
-/// The `openAPIV3Schema` of the served `v1` version of the networking.istio.io CRD of `kind`.
-fn served_v1_schema(crds: &[Value], kind: &str) -> Value {
-    let crd = crds
-        .iter()
-        .find(|c| c["spec"]["group"] == "networking.istio.io" && c["spec"]["names"]["kind"] == kind)
-        .unwrap_or_else(|| panic!("no CRD for {kind}"));
-    let versions = crd["spec"]["versions"].as_array().expect("spec.versions");
-    let v1 = versions.iter().find(|v| v["name"] == "v1").unwrap_or_else(|| panic!("{kind} has no v1"));
-    assert_eq!(v1["served"], true, "{kind} v1 is served");
-    v1["schema"]["openAPIV3Schema"].clone()
-}
-
-fn strict_schema(mut schema: Value, kind: &str) -> Value {
-    tighten(&mut schema, true);
-    let top = schema.as_object_mut().expect("the schema is an object");
-    let properties = top.entry("properties").or_insert_with(|| json!({}));
-    let properties = properties.as_object_mut().expect("properties");
-    let subdomain = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-    properties.insert("apiVersion".into(), json!({"enum": ["networking.istio.io/v1"]}));
-    properties.insert("kind".into(), json!({"enum": [kind]}));
-    properties.insert(
-        "metadata".into(),
-        json!({
-            "type": "object",
-            "additionalProperties": false,
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "maxLength": 253, "pattern": subdomain},
-                "namespace": {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                "labels": {"type": "object", "additionalProperties": {"type": "string", "maxLength": 63}},
-                "annotations": {"type": "object", "additionalProperties": {"type": "string"}}
-            }
-        }),
-    );
-    top.insert("required".into(), json!(["apiVersion", "kind", "metadata", "spec"]));
-    schema
-}
-
-/// Applies the rules in the module comment to one schema node and everything under it.
-/// `structural` is false inside `oneOf`/`anyOf`/`allOf`/`not`, whose branches must not close
-/// an object (they repeat no `properties` of their own).
-fn tighten(node: &mut Value, structural: bool) {
-    let Some(map) = node.as_object_mut() else { return };
-    let preserve = map.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
-    map.retain(|k, _| !k.starts_with("x-kubernetes-"));
-    if map.remove("nullable") == Some(Value::Bool(true))
-        && let Some(Value::String(t)) = map.get("type").cloned()
-    {
-        map.insert("type".into(), json!([t, "null"]));
-    }
-    if structural && !preserve && map.contains_key("properties") && !map.contains_key("additionalProperties") {
-        map.insert("additionalProperties".into(), Value::Bool(false));
-    }
-    for (key, child) in map.iter_mut() {
-        match key.as_str() {
-            "properties" => child.as_object_mut().into_iter().flat_map(Map::values_mut).for_each(|c| tighten(c, true)),
-            "items" | "additionalProperties" => tighten(child, structural),
-            "oneOf" | "anyOf" | "allOf" => {
-                child.as_array_mut().into_iter().flatten().for_each(|c| tighten(c, false));
-            }
-            "not" => tighten(child, false),
-            _ => {}
-        }
-    }
 }
 
 /// The problems of one document, empty when it is valid.
@@ -153,7 +79,8 @@ fn kinds_and_names(docs: &[Value]) -> Vec<(String, String)> {
 
 #[test]
 fn the_crd_file_is_found_beside_the_repository() {
-    assert!(std::path::Path::new(CRDS).is_file(), "{CRDS} is missing: shared/ must sit beside the checkout");
+    let path = shared_schema(CRDS);
+    assert!(path.is_file(), "{} is missing: shared/ must sit beside the checkout", path.display());
 }
 
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod json;
+pub mod openapi;
 pub mod rollouts;
 pub mod services;
 
@@ -40,21 +41,15 @@ pub struct AppState {
     pub serves_traffic: bool,
 }
 
-/// The admin router.
+/// The admin router. Its `/api/v1` routes are [`openapi::api_routes`], the list the API's
+/// document is made from.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/services", get(services::list))
-        .route("/services/{name}", get(services::get))
-        .route("/services/{name}/weight", axum::routing::put(services::set_weight))
-        .route("/services/{name}/canary", axum::routing::put(services::set_canary).delete(services::remove_canary))
-        .route("/services/{name}/rollouts", get(rollouts::history).post(rollouts::start))
-        .route("/services/{name}/rollout", get(rollouts::current))
-        .route("/services/{name}/rollout/{action}", axum::routing::post(rollouts::act))
-        .route("/services/{name}/events", get(rollouts::events))
+    let (api, _document) = openapi::api_routes().split_for_parts();
+    let api = api
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
-        .nest("/api/v1", api)
+        .nest(openapi::PREFIX, api)
         .merge(crate::dashboard::routes(&state))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))

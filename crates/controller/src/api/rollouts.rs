@@ -1,15 +1,32 @@
 //! `/api/v1/services/{name}/rollout(s)` and `/events`: start, watch and steer rollouts.
 
 use axum::extract::{Path, Query, State};
-use canary_core::rollout::Command;
+use canary_core::api::Envelope;
+use canary_core::rollout::{Command, Event, Rollout};
 use serde::Deserialize;
+use serde::de::IntoDeserializer;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiResult, ok};
 use super::json::{JsonBody, MaybeJson};
-use crate::rollouts::StartRollout;
+use super::openapi::{ErrorEnvelope, ROLLOUTS};
+use crate::rollouts::{RolloutView, StartRollout};
 
 /// `POST /api/v1/services/{name}/rollouts`.
+#[utoipa::path(post, path = "/services/{name}/rollouts", operation_id = "startRollout", tag = ROLLOUTS,
+    summary = "Start a rollout",
+    params(("name" = String, Path, description = "The service's name")),
+    request_body = StartRollout,
+    responses(
+        (status = 200, description = "`OK`: the rollout, started at its first step", body = Envelope<RolloutView>),
+        (status = 400, description = "`INVALID_ARGUMENT`: the body is not JSON, or a version, address, step, duration or analysis setting is not valid", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
+        (status = 409, description = "`ROLLOUT_IN_PROGRESS`: another rollout of the service is active", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable or busy, or this controller is not the leader", body = ErrorEnvelope),
+    ),
+)]
 pub async fn start(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -21,19 +38,37 @@ pub async fn start(
 }
 
 /// `GET /api/v1/services/{name}/rollout`: the active rollout, else the latest one.
+#[utoipa::path(get, path = "/services/{name}/rollout", operation_id = "currentRollout", tag = ROLLOUTS,
+    summary = "The active rollout, else the latest: phase, step, weight, hold and the judge's verdicts",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "`OK`: the rollout", body = Envelope<RolloutView>),
+        (status = 404, description = "`NOT_FOUND`: no such service, or it never had a rollout", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable", body = ErrorEnvelope),
+    ),
+)]
 pub async fn current(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let view = state.controller.current_or_latest(&name).await?;
     Ok(ok(format!("{name}: rollout {} is {}.", view.rollout.id, view.rollout.phase.name()), view))
 }
 
 /// `GET /api/v1/services/{name}/rollouts`: every rollout, oldest first.
+#[utoipa::path(get, path = "/services/{name}/rollouts", operation_id = "rolloutHistory", tag = ROLLOUTS,
+    summary = "Every rollout of the service, oldest first",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "`OK`: the rollouts", body = Envelope<Vec<Rollout>>),
+        (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable", body = ErrorEnvelope),
+    ),
+)]
 pub async fn history(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let rollouts = state.controller.history(&name).await?;
     Ok(ok(format!("{name}: {} rollout(s).", rollouts.len()), rollouts))
 }
 
 /// Optional body of the actions: a reason to log.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActionBody {
     /// Why, in words.
@@ -41,35 +76,81 @@ pub struct ActionBody {
     pub reason: Option<String>,
 }
 
+/// What a person can do to an active rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutAction {
+    /// Skip the remaining steps: the canary becomes stable.
+    Promote,
+    /// Everyone back to stable at once.
+    Abort,
+    /// Hold the current step until resumed.
+    Pause,
+    /// Go on from a pause.
+    Resume,
+}
+
+impl RolloutAction {
+    /// The action named in a path, by the names the document lists.
+    fn parse(name: &str) -> Result<RolloutAction, ApiError> {
+        let text: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = name.into_deserializer();
+        RolloutAction::deserialize(text)
+            .map_err(|_| ApiError::invalid(format!("Unknown action {name:?}: use promote, abort, pause or resume.")))
+    }
+}
+
 /// `POST /api/v1/services/{name}/rollout/{action}` with action `promote|abort|pause|resume`.
+#[utoipa::path(post, path = "/services/{name}/rollout/{action}", operation_id = "actOnRollout", tag = ROLLOUTS,
+    summary = "Promote, abort, pause or resume the active rollout",
+    params(
+        ("name" = String, Path, description = "The service's name"),
+        ("action" = inline(RolloutAction), Path, description = "What to do"),
+    ),
+    request_body(content = Option<ActionBody>, description = "Optional: why, for the event log"),
+    responses(
+        (status = 200, description = "`OK`: the rollout after the action", body = Envelope<RolloutView>),
+        (status = 400, description = "`INVALID_ARGUMENT`: an unknown action, or a body that is not JSON", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such service, or no active rollout", body = ErrorEnvelope),
+        (status = 409, description = "`FAILED_PRECONDITION`: the action does not fit the rollout's phase", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable or busy, or this controller is not the leader", body = ErrorEnvelope),
+    ),
+)]
 pub async fn act(
     State(state): State<AppState>,
     Path((name, action)): Path<(String, String)>,
     MaybeJson(body): MaybeJson<ActionBody>,
 ) -> ApiResult {
     let reason = body.and_then(|b| b.reason).unwrap_or_else(|| "by an operator".to_owned());
-    let command = match action.as_str() {
-        "promote" => Command::Promote(reason),
-        "abort" => Command::Abort(reason),
-        "pause" => Command::Pause(reason),
-        "resume" => Command::Resume,
-        other => {
-            return Err(ApiError::invalid(format!("Unknown action {other:?}: use promote, abort, pause or resume.")));
-        }
+    let command = match RolloutAction::parse(&action)? {
+        RolloutAction::Promote => Command::Promote(reason),
+        RolloutAction::Abort => Command::Abort(reason),
+        RolloutAction::Pause => Command::Pause(reason),
+        RolloutAction::Resume => Command::Resume,
     };
     let view = state.controller.act(&name, command).await?;
     Ok(ok(format!("{name}: rollout {} is {}.", view.rollout.id, view.rollout.phase.name()), view))
 }
 
 /// Query of the event log.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// At most this many, the most recent (default 200, at most 10,000).
     pub limit: Option<usize>,
 }
 
 /// `GET /api/v1/services/{name}/events`.
+#[utoipa::path(get, path = "/services/{name}/events", operation_id = "events", tag = ROLLOUTS,
+    summary = "The service's event log, oldest first",
+    params(("name" = String, Path, description = "The service's name"), EventsQuery),
+    responses(
+        (status = 200, description = "`OK`: the events", body = Envelope<Vec<Event>>),
+        (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable", body = ErrorEnvelope),
+    ),
+)]
 pub async fn events(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use canary_core::Weight;
-use canary_core::api::{SetCanary, SetWeight};
+use canary_core::api::{Envelope, ServiceView, SetCanary, SetWeight};
 use canary_core::config::VersionConfig;
 use canary_core::spec::default_rollout_id;
 use canary_gateway::RouteError;
@@ -11,20 +11,46 @@ use canary_gateway::RouteError;
 use super::AppState;
 use super::envelope::{ApiResult, ok};
 use super::json::JsonBody;
+use super::openapi::{ErrorEnvelope, SERVICES};
 
 /// `GET /api/v1/services`.
+#[utoipa::path(get, path = "/services", operation_id = "listServices", tag = SERVICES,
+    summary = "Every service's routing",
+    responses((status = 200, description = "`OK`: every service", body = Envelope<Vec<ServiceView>>)),
+)]
 pub async fn list(State(state): State<AppState>) -> ApiResult {
     let views: Vec<_> = state.gateway.services().iter().map(|s| s.view()).collect();
     Ok(ok(format!("{} service(s).", views.len()), views))
 }
 
 /// `GET /api/v1/services/{name}`.
+#[utoipa::path(get, path = "/services/{name}", operation_id = "getService", tag = SERVICES,
+    summary = "One service: versions, weight, rollout id, breaker, generation",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "`OK`: the service", body = Envelope<ServiceView>),
+        (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
+    ),
+)]
 pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let view = state.controller.routing().service(&name)?.view();
     Ok(ok(format!("Service {name}."), view))
 }
 
 /// `PUT /api/v1/services/{name}/weight`.
+#[utoipa::path(put, path = "/services/{name}/weight", operation_id = "setWeight", tag = SERVICES,
+    summary = "Set the canary weight",
+    params(("name" = String, Path, description = "The service's name")),
+    request_body = SetWeight,
+    responses(
+        (status = 200, description = "`OK`: the service with its new weight", body = Envelope<ServiceView>),
+        (status = 400, description = "`INVALID_ARGUMENT`: the body is not JSON or the weight is out of range", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
+        (status = 409, description = "`ROLLOUT_IN_PROGRESS`: a rollout owns the routing; `FAILED_PRECONDITION`: a weight above 0 without a canary", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable or busy", body = ErrorEnvelope),
+    ),
+)]
 pub async fn set_weight(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -46,6 +72,20 @@ pub async fn set_weight(
 }
 
 /// `PUT /api/v1/services/{name}/canary`.
+#[utoipa::path(put, path = "/services/{name}/canary", operation_id = "setCanary", tag = SERVICES,
+    summary = "Deploy or replace the canary",
+    description = "A new version starts a new cohort at weight 0 unless `weight` is given.",
+    params(("name" = String, Path, description = "The service's name")),
+    request_body = SetCanary,
+    responses(
+        (status = 200, description = "`OK`: the service with its canary", body = Envelope<ServiceView>),
+        (status = 400, description = "`INVALID_ARGUMENT`: the body is not JSON, or a version, address or weight is not valid", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
+        (status = 409, description = "`ROLLOUT_IN_PROGRESS`: a rollout owns the routing", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: the body is not `application/json`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable or busy", body = ErrorEnvelope),
+    ),
+)]
 pub async fn set_canary(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -74,6 +114,16 @@ pub async fn set_canary(
 }
 
 /// `DELETE /api/v1/services/{name}/canary`.
+#[utoipa::path(delete, path = "/services/{name}/canary", operation_id = "removeCanary", tag = SERVICES,
+    summary = "Remove the canary: everyone goes to stable at once",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "`OK`: the service without a canary", body = Envelope<ServiceView>),
+        (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
+        (status = 409, description = "`ROLLOUT_IN_PROGRESS`: a rollout owns the routing; `FAILED_PRECONDITION`: there is no canary", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store is unreachable or busy", body = ErrorEnvelope),
+    ),
+)]
 pub async fn remove_canary(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
     let routing = state.controller.routing();
     routing.service(&name)?;

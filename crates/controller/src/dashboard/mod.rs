@@ -17,6 +17,8 @@ use axum::Router;
 use axum::routing::get;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::api::AppState;
 use sampler::Sampler;
@@ -57,9 +59,15 @@ pub fn routes(app: &AppState) -> Router<AppState> {
         sampler.spawn(app.gateway.clone(), app.controller.metrics().clone());
     }
     let dashboard = Dashboard { app: app.clone(), sampler };
+    let (feed, _document) = feed_routes().split_for_parts();
     Router::new()
         .route("/", get(assets::index))
         .route("/dashboard/{file}", get(assets::file))
-        .route("/api/v1/stream", get(stream::handler))
+        .merge(feed)
         .with_state(dashboard)
+}
+
+/// The live feed's route with its documentation, for the router and the API's document.
+pub fn feed_routes() -> OpenApiRouter<Dashboard> {
+    OpenApiRouter::new().routes(routes!(stream::handler))
 }

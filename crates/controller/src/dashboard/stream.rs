@@ -29,6 +29,7 @@ use canary_core::clock::unix_ms;
 
 use super::sampler::SamplerEvent;
 use crate::api::envelope::ApiError;
+use crate::api::openapi::{DASHBOARD, ErrorEnvelope};
 use crate::rollouts::Update;
 
 /// How long a client has to say hello.
@@ -54,6 +55,17 @@ enum Hello {
 }
 
 /// Upgrades to the feed after checking the origin.
+#[utoipa::path(get, path = "/api/v1/stream", operation_id = "liveFeed", tag = DASHBOARD,
+    summary = "The dashboard's live feed, over a WebSocket",
+    description = "The client speaks first: `{\"type\":\"hello\",\"token\":…}` (the admin token, or null when none is \
+        configured); a wrong token closes the socket with code 4401. Then the server sends a `snapshot`, and \
+        `rollout`, `judge`, `routing` and `metrics` messages; `docs/dashboard.md` has the format.",
+    responses(
+        (status = 101, description = "Switching Protocols: the feed"),
+        (status = 400, description = "`INVALID_ARGUMENT`: not a WebSocket upgrade", body = ErrorEnvelope),
+        (status = 409, description = "`FAILED_PRECONDITION`: the page's Origin is not this admin listener", body = ErrorEnvelope),
+    ),
+)]
 pub async fn handler(
     State(dashboard): State<Dashboard>,
     headers: HeaderMap,

@@ -24,6 +24,7 @@ use canary_core::rollout::{Analysis, Command, Event, Phase, Rollout, Step, Trans
 use canary_store::{Compare, Revision, Txn, TxnOutcome, keys};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use utoipa::ToSchema;
 
 use crate::error::ControllerError;
 use crate::metrics_source::MetricsSource;
@@ -33,7 +34,7 @@ use crate::routing::Routing;
 const ATTEMPTS: usize = 16;
 
 /// Body of `POST /api/v1/services/{name}/rollouts`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StartRollout {
     /// The canary's version name.
@@ -56,7 +57,7 @@ pub struct StartRollout {
 }
 
 /// Steps as a list or as text.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum StepsInput {
     /// `"1%/30s,5%/1m,100%"`.
@@ -66,7 +67,7 @@ pub enum StepsInput {
 }
 
 /// A rollout as the API shows it: the record plus what the judge sees now.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutView {
     /// The durable record.
@@ -84,7 +85,7 @@ pub struct RolloutView {
 }
 
 /// What the judge says at the latest tick.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JudgeView {
     /// The step decision.

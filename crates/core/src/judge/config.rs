@@ -48,7 +48,7 @@ impl Default for AlphaSplit {
 }
 
 /// What "worse" and "safe" mean for one metric, as ratios canary ÷ stable.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tolerance {
     /// Rolled back only once the ratio is shown above this (at least 1).
@@ -62,7 +62,7 @@ pub struct Tolerance {
 }
 
 /// The tolerances of every rollback metric.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Tolerances {
     /// Error rate.
