@@ -238,6 +238,13 @@ pub struct StartArgs {
     /// Requests each version must serve within a step before it can advance.
     #[arg(long)]
     pub min_step_requests: Option<u64>,
+    /// No latency below this counts as slow or worse (default 25ms).
+    #[arg(long)]
+    pub latency_floor: Option<String>,
+    /// Dry run: the judge's verdicts are shown but never act; steps advance on their hold
+    /// (the local breakers still roll back a canary that fails hard).
+    #[arg(long)]
+    pub observe: bool,
 }
 
 /// `canary rollout status`.

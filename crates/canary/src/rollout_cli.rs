@@ -94,6 +94,13 @@ fn start_body(args: &StartArgs) -> anyhow::Result<Value> {
     if let Some(n) = args.min_step_requests {
         analysis.insert("minRequestsPerStep".into(), json!(n));
     }
+    if let Some(floor) = &args.latency_floor {
+        let floor = HumanDuration::try_from(floor.clone()).map_err(|e| anyhow!("--latency-floor: {e}"))?;
+        analysis.insert("latencyFloorSeconds".into(), json!(floor.0.as_secs_f64()));
+    }
+    if args.observe {
+        analysis.insert("observe".into(), json!(true));
+    }
     if !analysis.is_empty() {
         body["analysis"] = Value::Object(analysis);
     }

@@ -17,6 +17,11 @@
 //!    against it → advance (promote): stable only keeps its pinned sessions there, so the
 //!    judge's "enough samples of both versions in this step" may never come;
 //! 7. the hold passed longer ago than `max_step_wait` and the judge still cannot decide → pause.
+//!
+//! In observe mode (a dry run, [`crate::rollout::Analysis::observe`]) rules 3–7 give way to one:
+//! the hold passed → advance. The judge's verdicts are still computed and shown, so a team sees
+//! what it would have done before letting it act; rule 1 stays, because a breaker trip is a
+//! canary that fails hard, not a statistical judgement.
 
 use crate::config::HumanDuration;
 use crate::judge::{Metric, MetricVerdict, Samples, StepDecision, Verdict};
@@ -54,6 +59,9 @@ pub fn next_command(rollout: &Rollout, judgement: &Judgement<'_>, signals: &Sign
     }
     if rollout.phase != Phase::Progressing {
         return None;
+    }
+    if rollout.analysis.observe {
+        return rollout.hold_passed(signals.now_ms).then_some(Command::Advance);
     }
     match judgement.decision {
         StepDecision::Rollback => Some(Command::Fail(explain(judgement.verdicts, judgement.rollback_metric))),

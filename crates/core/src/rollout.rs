@@ -137,6 +137,9 @@ pub struct Analysis {
     /// Shorthand: when set, the ratio below which the error rate and the slow share must be
     /// shown to pass (their `safe_below`).
     pub max_ratio: Option<f64>,
+    /// Dry run: the judge records its verdicts but never acts; steps advance on their hold
+    /// alone (the local breakers still roll back a canary that fails hard).
+    pub observe: bool,
 }
 
 impl Default for Analysis {
@@ -150,6 +153,7 @@ impl Default for Analysis {
             tolerances: judge.tolerances,
             latency_floor_seconds: judge.latency_floor_seconds,
             max_ratio: None,
+            observe: false,
         }
     }
 }

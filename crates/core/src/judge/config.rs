@@ -59,6 +59,10 @@ pub struct Tolerance {
     /// (a fraction of requests, e.g. 0.005 for half a percentage point); 0 turns it off.
     #[serde(default)]
     pub absolute: f64,
+    /// Dry run for this metric: its verdict is computed and shown but never rolls back and
+    /// never holds a step.
+    #[serde(default)]
+    pub observe: bool,
 }
 
 /// The tolerances of every rollback metric.
@@ -76,9 +80,9 @@ pub struct Tolerances {
 impl Default for Tolerances {
     fn default() -> Tolerances {
         Tolerances {
-            errors: Tolerance { worse_above: 1.25, safe_below: 2.0, absolute: 0.005 },
-            latency_tail: Tolerance { worse_above: 1.5, safe_below: 2.0, absolute: 0.01 },
-            latency_quantiles: Tolerance { worse_above: 1.2, safe_below: 1.5, absolute: 0.0 },
+            errors: Tolerance { worse_above: 1.25, safe_below: 2.0, absolute: 0.005, observe: false },
+            latency_tail: Tolerance { worse_above: 1.5, safe_below: 2.0, absolute: 0.01, observe: false },
+            latency_quantiles: Tolerance { worse_above: 1.2, safe_below: 1.5, absolute: 0.0, observe: false },
         }
     }
 }

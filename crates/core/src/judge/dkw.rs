@@ -177,8 +177,10 @@ mod tests {
     use super::*;
 
     /// Any difference counts: no margin, no floor.
-    const STRICT: Practical =
-        Practical { tolerance: Tolerance { worse_above: 1.0, safe_below: 1.5, absolute: 0.0 }, floor_seconds: 0.0 };
+    const STRICT: Practical = Practical {
+        tolerance: Tolerance { worse_above: 1.0, safe_below: 1.5, absolute: 0.0, observe: false },
+        floor_seconds: 0.0,
+    };
 
     fn compare(
         canary: &[u64; LATENCY_BUCKETS],

@@ -413,9 +413,22 @@ impl Judge {
         }
     }
 
-    /// The first metric that showed the canary worse, if any. Cheap: use it every tick.
+    /// The first metric that showed the canary worse and may act (not in observe mode), if any.
+    /// Cheap: use it every tick.
     pub fn rollback_reason(&self) -> Option<Metric> {
-        self.rejected.first().copied()
+        self.rejected.iter().copied().find(|&metric| self.acts(metric))
+    }
+
+    /// Whether `metric`'s verdict may roll back or hold a step (it is not in observe mode).
+    fn acts(&self, metric: Metric) -> bool {
+        let tolerances = self.config.tolerances;
+        let tolerance = match metric {
+            Metric::Errors => tolerances.errors,
+            Metric::LatencyTail => tolerances.latency_tail,
+            Metric::LatencyP50 | Metric::LatencyP90 => tolerances.latency_quantiles,
+            Metric::SampleRatio => return true,
+        };
+        !tolerance.observe
     }
 
     /// Whether the sample-ratio guard has flagged a mismatch.
@@ -463,7 +476,7 @@ impl Judge {
             return StepDecision::Hold;
         }
         // Promote on evidence of safety, not on the absence of evidence of harm.
-        let all_safe = Metric::ROLLBACK.iter().all(|&metric| self.shown_safe(metric));
+        let all_safe = Metric::ROLLBACK.iter().all(|&metric| !self.acts(metric) || self.shown_safe(metric));
         if all_safe { StepDecision::Advance } else { StepDecision::Hold }
     }
 

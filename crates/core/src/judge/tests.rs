@@ -306,3 +306,19 @@ fn verdicts_serialize_in_camel_case() {
     assert!(errors["canary"]["requests"].is_number());
     assert_eq!(json[4]["metric"], "sampleRatio");
 }
+
+#[test]
+fn a_metric_in_observe_mode_is_judged_but_never_acts() {
+    let tolerances =
+        Tolerances { errors: Tolerance { observe: true, ..Tolerances::default().errors }, ..Tolerances::default() };
+    let mut judge = Judge::new(JudgeConfig { tolerances, ..config() }, baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    judge.begin_step();
+    for second in 0..300 {
+        let errors = u64::from(second % 2 == 0); // 5 % against 1.1 %
+        judge.observe(feed.add((10, errors, 0), (90, 1, 1))).unwrap();
+    }
+    assert_eq!(judge.verdicts()[0].verdict, Verdict::Worse, "the verdict is still recorded");
+    assert_eq!(judge.rollback_reason(), None);
+    assert_eq!(judge.decision(true), StepDecision::Advance, "the other metrics decide");
+}

@@ -113,3 +113,20 @@ fn a_step_undecided_past_max_step_wait_pauses() {
     let pause = next_command(&rollout, &judged(StepDecision::Hold), &at(limit + 1));
     assert_eq!(pause, Some(Command::Pause("the judge could not decide within 10m after the hold".into())));
 }
+
+#[test]
+fn observe_mode_never_acts_on_the_judge_and_advances_on_the_hold() {
+    let mut rollout = progressing("10%/1s,100%", 0);
+    rollout.analysis.observe = true;
+    let verdicts = [errors_verdict()];
+    let rollback =
+        Judgement { decision: StepDecision::Rollback, verdicts: &verdicts, rollback_metric: Some(Metric::Errors) };
+    assert_eq!(next_command(&rollout, &rollback, &at(HOLD_MS - 1)), None, "no rollback, hold not passed");
+    assert_eq!(next_command(&rollout, &rollback, &at(HOLD_MS)), Some(Command::Advance), "the hold alone advances");
+    let attention = judged(StepDecision::NeedsAttention);
+    assert_eq!(next_command(&rollout, &attention, &at(HOLD_MS)), Some(Command::Advance));
+    let late = HOLD_MS + duration_ms(rollout.max_step_wait) + 1;
+    assert_eq!(next_command(&rollout, &judged(StepDecision::Hold), &at(late)), Some(Command::Advance));
+    let signals = Signals { breaker_tripped: Some("refused"), ..at(0) };
+    assert!(matches!(next_command(&rollout, &rollback, &signals), Some(Command::Fail(_))), "the breaker still acts");
+}
