@@ -223,7 +223,14 @@ async fn kill_9_at_random_points_loses_and_repeats_no_transition() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let steps = "5%/600ms,10%/600ms,20%/600ms,30%/600ms,40%/600ms,50%/600ms,60%/600ms,80%/600ms,100%";
     let mut body = start_body(&v2, steps);
-    body["analysis"] = json!({"minRequestsPerVersion": 10, "minRequestsPerStep": 3});
+    // This test is about durability, not statistics: with no errors on either side, a canary
+    // is shown within the error tolerance after ~150 requests at 5 points instead of ~2,000 at
+    // the default half point, so the rollout moves on between kills.
+    body["analysis"] = json!({
+        "minRequestsPerVersion": 10,
+        "minRequestsPerStep": 3,
+        "tolerances": {"errors": {"worseAbove": 1.25, "safeBelow": 2.0, "absolute": 0.05}},
+    });
     let (status, answer) = post(&gateway, "/api/v1/services/web/rollouts", Some(body)).await;
     assert_eq!(status, 200, "{answer}");
     let seed: u64 = std::env::var("KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand_seed);

@@ -60,6 +60,12 @@ pub fn rollout_event(service: &str, rollout_id: &str, seq: u64) -> String {
     format!("/canary/events/{service}/{rollout_id}/{seq:08}")
 }
 
+/// The judge's evidence of rollout `rollout_id` of `service`, saved every tick so that a
+/// restarted or new leader continues with it.
+pub fn judge(service: &str, rollout_id: &str) -> String {
+    format!("/canary/judges/{service}/{rollout_id}")
+}
+
 /// The secret that signs session pins, shared by every gateway of the store.
 pub const PIN_SECRET: &str = "/canary/secrets/pin";
 

@@ -7,6 +7,7 @@
 //! tick, can never both apply a transition: the loser sees a conflict, re-reads and re-decides.
 //! Only after the commit does the local gateway get the new routing.
 
+mod evidence;
 mod route_change;
 mod runner;
 

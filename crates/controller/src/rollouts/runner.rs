@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use canary_core::Weight;
 use canary_core::judge::{Baseline, Judge, MetricVerdict, StepDecision, TickCounts};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_core::policy::{Judgement, Signals, next_command};
 use canary_core::rollout::{Analysis, Command, Rollout};
-use canary_gateway::VersionCounts;
 
 use super::{Controller, JudgeView, now_ms};
 use crate::metrics_source::judge_counts;
@@ -37,93 +37,84 @@ pub fn slow_bucket(analysis: &Analysis, stable_histogram: &[u64; LATENCY_BUCKETS
     }
 }
 
-/// A version's counters minus where they stood when the judge started.
-fn since(now: &VersionCounts, start: &VersionCounts) -> VersionCounts {
-    let sub = |a: u64, b: u64| a.saturating_sub(b);
-    VersionCounts {
-        responses: std::array::from_fn(|i| sub(now.responses[i], start.responses[i])),
-        upstream_errors: std::array::from_fn(|i| sub(now.upstream_errors[i], start.upstream_errors[i])),
-        latency_buckets: std::array::from_fn(|i| sub(now.latency_buckets[i], start.latency_buckets[i])),
-        latency_sum_micros: sub(now.latency_sum_micros, start.latency_sum_micros),
-        judge_errors: sub(now.judge_errors, start.judge_errors),
-        new_sessions: sub(now.new_sessions, start.new_sessions),
-        group_errors: std::array::from_fn(|i| sub(now.group_errors[i], start.group_errors[i])),
-        group_slow: std::array::from_fn(|i| sub(now.group_slow[i], start.group_slow[i])),
+/// The two versions a judge compares, by name.
+struct Versions {
+    stable: String,
+    canary: String,
+}
+
+impl Versions {
+    /// Both versions' cumulative counters, as the judge reads them.
+    async fn read(&self, controller: &Controller, service: &str, weight: Weight) -> Option<TickCounts> {
+        let metrics = controller.metrics();
+        let (Ok(stable), Ok(canary)) =
+            (metrics.counts(service, &self.stable).await, metrics.counts(service, &self.canary).await)
+        else {
+            return None;
+        };
+        Some(TickCounts { canary_weight: weight, canary: judge_counts(&canary), stable: judge_counts(&stable) })
     }
 }
 
-/// The judge of one rollout with where the counters stood when it started.
+/// The judge of one rollout and the versions it reads.
 struct Judging {
     judge: Judge,
-    stable_version: String,
-    canary_version: String,
-    stable_start: VersionCounts,
-    canary_start: VersionCounts,
-    /// The step the judge last saw, and the canary's requests when that step began.
-    step: usize,
-    step_start_canary: u64,
+    rollout_id: String,
+    versions: Versions,
 }
 
 impl Judging {
-    /// Reads the starting counters and builds the judge; `None` when the rollout has ended
-    /// or cannot be judged yet (the leader's adopter starts a new runner on its next tick).
+    /// The rollout's saved judge, or a new one primed with the counters as they stand; `None`
+    /// when the rollout has ended or cannot be judged yet (the leader's adopter starts a new
+    /// runner on its next tick).
     async fn start(controller: &Arc<Controller>, service: &str) -> Option<Judging> {
         let rollout = controller.active(service).ok().flatten()?;
-        let stable_version = rollout.stable.version.as_str().to_owned();
-        let canary_version = rollout.canary.version.as_str().to_owned();
-        let metrics = controller.metrics();
-        let (Ok(stable_start), Ok(canary_start)) =
-            (metrics.counts(service, &stable_version).await, metrics.counts(service, &canary_version).await)
-        else {
-            tracing::warn!(service, "cannot read counters to start the judge; retrying next tick");
-            return None;
+        let versions = Versions {
+            stable: rollout.stable.version.as_str().to_owned(),
+            canary: rollout.canary.version.as_str().to_owned(),
         };
-        let analysis = rollout.analysis;
-        let judge = match Judge::new(analysis.judge_config(), baseline(&analysis, &stable_start.latency_buckets)) {
-            Ok(judge) => judge,
-            Err(e) => {
-                let _ = controller.transition(service, Command::Pause(format!("judge cannot start: {e}")), true).await;
-                return None;
+        let judge = match controller.load_evidence(service, &rollout.id).await {
+            Some(judge) => {
+                tracing::info!(service, rollout = %rollout.id, "continuing with the judge's saved evidence");
+                judge
             }
+            None => fresh_judge(controller, service, &rollout, &versions).await?,
         };
-        Some(Judging {
-            judge,
-            stable_version,
-            canary_version,
-            stable_start,
-            canary_start,
-            step: rollout.step,
-            step_start_canary: 0,
-        })
+        Some(Judging { judge, rollout_id: rollout.id, versions })
     }
 
-    /// Feeds the judge this tick's counters; `None` when they could not be read or were refused.
-    async fn observe(&mut self, controller: &Controller, service: &str, rollout: &Rollout) -> Option<TickCounts> {
-        let entered_step = rollout.step != self.step;
-        if entered_step {
-            self.step = rollout.step;
-            self.judge.begin_step();
-        }
-        let metrics = controller.metrics();
-        let (Ok(stable), Ok(canary)) =
-            (metrics.counts(service, &self.stable_version).await, metrics.counts(service, &self.canary_version).await)
-        else {
+    /// Feeds the judge this tick's counters; `false` when they could not be read or were refused.
+    async fn observe(&mut self, controller: &Controller, service: &str, rollout: &Rollout) -> bool {
+        self.judge.enter_step(rollout.step);
+        let Some(tick) = self.versions.read(controller, service, rollout.weight()).await else {
             tracing::warn!(service, "counters unavailable this tick; holding");
-            return None;
+            return false;
         };
-        let tick = TickCounts {
-            canary_weight: rollout.weight(),
-            canary: judge_counts(&since(&canary, &self.canary_start)),
-            stable: judge_counts(&since(&stable, &self.stable_start)),
-        };
-        if entered_step {
-            self.step_start_canary = tick.canary.requests;
-        }
         if let Err(e) = self.judge.observe(&tick) {
             tracing::warn!(service, error = %e, "judge refused a tick");
-            return None;
+            return false;
         }
-        Some(tick)
+        controller.save_evidence(service, &self.rollout_id, &self.judge).await;
+        true
+    }
+}
+
+/// A judge for a rollout that has none yet, primed with the counters as they stand.
+async fn fresh_judge(controller: &Controller, service: &str, rollout: &Rollout, versions: &Versions) -> Option<Judge> {
+    let Some(start) = versions.read(controller, service, rollout.weight()).await else {
+        tracing::warn!(service, "cannot read counters to start the judge; retrying next tick");
+        return None;
+    };
+    let analysis = rollout.analysis;
+    match Judge::new(analysis.judge_config(), baseline(&analysis, &start.stable.latency)) {
+        Ok(mut judge) => {
+            judge.prime(&start);
+            Some(judge)
+        }
+        Err(e) => {
+            let _ = controller.transition(service, Command::Pause(format!("judge cannot start: {e}")), true).await;
+            None
+        }
     }
 }
 
@@ -146,21 +137,26 @@ pub async fn run(controller: Arc<Controller>, service: String) {
                 continue;
             }
         };
-        let Some(tick) = judging.observe(&controller, &service, &rollout).await else { continue };
+        if !judging.observe(&controller, &service, &rollout).await {
+            continue;
+        }
         let now = now_ms();
         let decision = judging.judge.decision(rollout.hold_passed(now));
         let verdicts = judging.judge.verdicts();
-        publish_view(&controller, &service, &judging.judge, &tick, decision, &verdicts, now);
+        publish_view(&controller, &service, &judging.judge, decision, &verdicts, now);
         let breaker = controller.metrics().breaker_tripped(&service).await.ok().flatten();
         let judgement = Judgement { decision, verdicts: &verdicts, rollback_metric: judging.judge.rollback_reason() };
         let signals = Signals {
             now_ms: now,
             breaker_tripped: breaker.as_deref(),
-            canary_requests_in_step: tick.canary.requests.saturating_sub(judging.step_start_canary),
+            canary_requests_in_step: judging.judge.requests_in_step().0,
         };
         let Some(command) = next_command(&rollout, &judgement, &signals) else { continue };
         match controller.transition(&service, command, true).await {
-            Ok(view) if view.rollout.phase.is_terminal() => return,
+            Ok(view) if view.rollout.phase.is_terminal() => {
+                controller.drop_evidence(&service, &judging.rollout_id).await;
+                return;
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(service, error = %e, "transition failed; retrying next tick"),
         }
@@ -172,18 +168,19 @@ fn publish_view(
     controller: &Controller,
     service: &str,
     judge: &Judge,
-    tick: &TickCounts,
     decision: StepDecision,
     verdicts: &[MetricVerdict],
     at_ms: u64,
 ) {
-    let total = tick.canary.requests + tick.stable.requests;
+    let requests = |v: Option<&MetricVerdict>| v.map_or((0, 0), |v| (v.canary.requests, v.stable.requests));
+    let (canary, stable) = requests(verdicts.first());
+    let total = canary + stable;
     controller.set_judge_view(
         service,
         JudgeView {
             decision,
             verdicts: verdicts.to_vec(),
-            observed_canary_share: (total > 0).then(|| 100.0 * tick.canary.requests as f64 / total as f64),
+            observed_canary_share: (total > 0).then(|| 100.0 * canary as f64 / total as f64),
             tail_threshold_seconds: judge.tail_threshold_seconds(),
             at_ms,
         },

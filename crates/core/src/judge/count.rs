@@ -50,6 +50,8 @@
 //! overdispersed case `ℓ/φ` is the quasi-likelihood, the normal-mixture martingale of a score
 //! whose variance is `φ` times the binomial one.
 
+use serde::{Deserialize, Serialize};
+
 /// Spacing of the `ln r` grid.
 pub const LOG_RATIO_STEP: f64 = 0.05;
 
@@ -118,8 +120,10 @@ pub struct RatioInterval {
     pub upper: Option<f64>,
 }
 
-/// The cumulative log-likelihood ratios of the count model on the `ln r` grid.
-#[derive(Debug, Clone)]
+/// The cumulative log-likelihood ratios of the count model on the `ln r` grid. Serialized as
+/// its state alone (prior scale, log-likelihoods, event counts); the grid is rebuilt on reading.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "CountState", into = "CountState")]
 pub struct CountEProcess {
     /// `ℓ(r_k)` for `k = -TRACKED_POINTS..=TRACKED_POINTS`, stored at `k + TRACKED_POINTS`.
     log_likelihood: Vec<f64>,
@@ -133,6 +137,41 @@ pub struct CountEProcess {
     canary_events: u64,
     /// Stable events seen in informative ticks.
     stable_events: u64,
+    prior_scale: f64,
+}
+
+/// What a [`CountEProcess`] keeps across a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CountState {
+    prior_scale: f64,
+    log_likelihood: Vec<f64>,
+    canary_events: u64,
+    stable_events: u64,
+}
+
+impl From<CountEProcess> for CountState {
+    fn from(process: CountEProcess) -> CountState {
+        CountState {
+            prior_scale: process.prior_scale,
+            log_likelihood: process.log_likelihood,
+            canary_events: process.canary_events,
+            stable_events: process.stable_events,
+        }
+    }
+}
+
+impl From<CountState> for CountEProcess {
+    fn from(state: CountState) -> CountEProcess {
+        let mut process = CountEProcess::new(state.prior_scale);
+        // A state from another grid cannot be read point by point; it starts over.
+        if state.log_likelihood.len() == process.log_likelihood.len() {
+            process.log_likelihood = state.log_likelihood;
+            process.canary_events = state.canary_events;
+            process.stable_events = state.stable_events;
+        }
+        process
+    }
 }
 
 impl CountEProcess {
@@ -147,6 +186,7 @@ impl CountEProcess {
             weights: side_weights(prior_scale),
             canary_events: 0,
             stable_events: 0,
+            prior_scale,
         }
     }
 

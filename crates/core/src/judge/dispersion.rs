@@ -28,13 +28,16 @@
 //! a moment estimate, not part of the e-process guarantee; the simulation checks that the
 //! rollback rate holds with heavy and flaky users.
 
+use serde::{Deserialize, Serialize};
+
 /// Below this many groups with events the factor is not estimated (it is 1).
 const MIN_GROUPS_WITH_EVENTS: usize = 3;
 
 /// One-sided 95 % normal quantile: how far above 1 `φ̂` must be before it is used.
 const NOISE_MARGIN: f64 = 1.64;
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct GroupState {
     canary_events: f64,
     events: f64,
@@ -43,7 +46,7 @@ struct GroupState {
 }
 
 /// Per-group sums for one event type (errors, or slow requests).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupDispersion {
     groups: Vec<GroupState>,
 }

@@ -184,7 +184,8 @@ impl Baseline {
 }
 
 /// Running totals of one version since the rollout started.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Totals {
     requests: u64,
     errors: u64,
@@ -192,7 +193,12 @@ struct Totals {
 }
 
 /// The judge of one rollout. Cheap per tick: `O(grid + groups + buckets)`.
-#[derive(Debug, Clone)]
+///
+/// It serializes whole (settings, threshold, evidence and the last counters seen), so the
+/// controller can keep it with the rollout and a restarted or new leader continues with the
+/// evidence gathered so far instead of starting over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Judge {
     config: JudgeConfig,
     tail: TailThreshold,
@@ -205,6 +211,8 @@ pub struct Judge {
     canary: Totals,
     stable: Totals,
     step_start: (u64, u64),
+    /// The rollout step [`Judge::enter_step`] last saw.
+    step: Option<usize>,
     /// Metrics that have crossed their threshold, in the order they did.
     rejected: Vec<Metric>,
     counter_resets: u64,
@@ -213,7 +221,8 @@ pub struct Judge {
 }
 
 /// One count metric's evidence: the e-process and the two ways its events cluster.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct CountEvidence {
     process: CountEProcess,
     /// By user group: heavy or flaky users on one version.
@@ -264,6 +273,7 @@ impl Judge {
             canary: Totals::default(),
             stable: Totals::default(),
             step_start: (0, 0),
+            step: None,
             rejected: Vec::new(),
             counter_resets: 0,
             ticks: 0,
@@ -441,6 +451,27 @@ impl Judge {
         self.step_start = (self.canary.requests, self.stable.requests);
     }
 
+    /// Tells the judge which rollout step is in force; a different one than last time begins a
+    /// step ([`Judge::begin_step`]). Kept in the judge, so a restored judge knows its step.
+    pub fn enter_step(&mut self, step: usize) {
+        if self.step != Some(step) {
+            self.step = Some(step);
+            self.begin_step();
+        }
+    }
+
+    /// Requests of (canary, stable) since the current step began.
+    pub fn requests_in_step(&self) -> (u64, u64) {
+        (self.canary.requests - self.step_start.0, self.stable.requests - self.step_start.1)
+    }
+
+    /// Takes `tick` as where the counters stand when judging starts, without counting it: the
+    /// next [`Judge::observe`] adds only what came after. Gateways' counters are cumulative since
+    /// they started, not since the rollout did.
+    pub fn prime(&mut self, tick: &TickCounts) {
+        self.last = tick.clone();
+    }
+
     fn enough_data(&self) -> bool {
         let minimum = self.config.min_requests_per_version;
         self.canary.requests >= minimum && self.stable.requests >= minimum
@@ -470,8 +501,8 @@ impl Judge {
             return StepDecision::NeedsAttention;
         }
         let minimum = self.config.min_requests_per_step;
-        let step_samples =
-            self.canary.requests - self.step_start.0 >= minimum && self.stable.requests - self.step_start.1 >= minimum;
+        let (canary_in_step, stable_in_step) = self.requests_in_step();
+        let step_samples = canary_in_step >= minimum && stable_in_step >= minimum;
         if !(hold_elapsed && step_samples && self.enough_data()) {
             return StepDecision::Hold;
         }

@@ -13,10 +13,13 @@
 //! the weight as the expected share, and the guard is its two-sided mixture e-process (no
 //! dispersion correction is needed: users are the independent units).
 
+use serde::{Deserialize, Serialize};
+
 use super::count::{CountEProcess, RatioInterval, log_threshold};
 
 /// The sample-ratio guard's state for one rollout.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SampleRatioGuard {
     process: CountEProcess,
     alpha: f64,

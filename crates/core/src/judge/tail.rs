@@ -13,7 +13,8 @@
 use crate::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 
 /// The chosen threshold.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TailThreshold {
     /// Index of the last "fast" bucket: a request is slow when its bucket index is greater.
     pub bucket: usize,

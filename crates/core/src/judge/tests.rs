@@ -322,3 +322,44 @@ fn a_metric_in_observe_mode_is_judged_but_never_acts() {
     assert_eq!(judge.rollback_reason(), None);
     assert_eq!(judge.decision(true), StepDecision::Advance, "the other metrics decide");
 }
+
+#[test]
+fn a_judge_read_back_from_its_json_continues_with_its_evidence() {
+    let mut judge = Judge::new(JudgeConfig { user_groups: 4, ..config() }, baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    let groups = |errors| vec![GroupCounts { errors, slow: 0 }; 4];
+    judge.enter_step(2);
+    for second in 0..60u64 {
+        let tick = feed.add((10, u64::from(second % 2 == 0), 0), (90, 1, 1)).clone();
+        let tick = TickCounts {
+            canary: VersionCounts { groups: groups(tick.canary.errors), ..tick.canary },
+            stable: VersionCounts { groups: groups(tick.stable.errors), ..tick.stable },
+            ..tick
+        };
+        judge.observe(&tick).unwrap();
+    }
+    let json = serde_json::to_string(&judge).unwrap();
+    let mut restored: Judge = serde_json::from_str(&json).unwrap();
+    assert_eq!(serde_json::to_value(restored.verdicts()).unwrap(), serde_json::to_value(judge.verdicts()).unwrap());
+    assert_eq!(restored.requests_in_step(), judge.requests_in_step());
+    restored.enter_step(2);
+    assert_eq!(restored.requests_in_step(), judge.requests_in_step(), "the same step does not restart");
+    // Both go on from the same counters and stay in step.
+    let next = feed.add((10, 1, 0), (90, 1, 1)).clone();
+    judge.observe(&next).unwrap();
+    restored.observe(&next).unwrap();
+    assert_eq!(serde_json::to_value(restored.verdicts()).unwrap(), serde_json::to_value(judge.verdicts()).unwrap());
+    assert_eq!(restored.rollback_reason(), judge.rollback_reason());
+}
+
+#[test]
+fn priming_takes_the_counters_as_the_start_without_counting_them() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    let history = feed.add((5_000, 2_000, 0), (5_000, 10, 0)).clone();
+    judge.prime(&history);
+    judge.observe(feed.add((10, 0, 0), (90, 1, 0))).unwrap();
+    let errors = &judge.verdicts()[0];
+    assert_eq!((errors.canary.requests, errors.canary.events), (10, Some(0)));
+    assert_eq!(judge.rollback_reason(), None);
+}

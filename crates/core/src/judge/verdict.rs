@@ -5,11 +5,11 @@
 //! minimum sample for a rollback), `Pass` once it is shown within `safe_below` (after the minimum
 //! sample per version), `Inconclusive` in between, which holds the step and never rolls back.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 /// The metrics the judge tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Metric {
     /// 5xx responses and upstream failures, per request.
