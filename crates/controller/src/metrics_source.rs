@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use canary_core::judge::{GroupCounts, VersionCounts as JudgeCounts};
-use canary_gateway::{Gateway, VersionCounts};
+use canary_core::metrics::VersionCounts;
+use canary_gateway::Gateway;
 
 /// Cumulative counters of one version, as the judge wants them.
 pub fn judge_counts(counts: &VersionCounts) -> JudgeCounts {

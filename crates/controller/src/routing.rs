@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use canary_core::RouteSpec;
-use canary_gateway::{Gateway, RouteError, Service};
+use canary_core::{RouteError, RouteSpec};
+use canary_gateway::{Gateway, Service};
 use canary_store::{CasOutcome, Revision, Store, keys};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};

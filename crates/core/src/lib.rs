@@ -10,6 +10,7 @@ pub mod config;
 pub mod istio;
 pub mod judge;
 pub mod latency;
+pub mod metrics;
 pub mod names;
 pub mod pin;
 pub mod rollout;
@@ -18,5 +19,5 @@ pub mod spec;
 pub mod weight;
 
 pub use routing::{Decision, Force, PinAction, Reason, RequestFacts, RoutingTable, Side, decide};
-pub use spec::RouteSpec;
+pub use spec::{RouteError, RouteSpec};
 pub use weight::Weight;

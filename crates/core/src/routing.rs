@@ -36,6 +36,26 @@ pub enum Reason {
     Bucket,
 }
 
+impl Reason {
+    /// Every reason, in the order of [`Reason::index`].
+    pub const ALL: [Reason; 3] = [Reason::Forced, Reason::Pinned, Reason::Bucket];
+
+    /// Its position in [`Reason::ALL`].
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `reason` label value of [`crate::metrics::ROUTING_DECISIONS`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Forced => "forced",
+            Reason::Pinned => "pinned",
+            Reason::Bucket => "bucket",
+        }
+    }
+}
+
 /// What the response should do with the session pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinAction {

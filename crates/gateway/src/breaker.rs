@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use canary_core::config::BreakerConfig;
 
-use crate::metrics::VersionCounts;
 use crate::service::Service;
+use canary_core::metrics::VersionCounts;
 
 const TICK: Duration = Duration::from_millis(250);
 

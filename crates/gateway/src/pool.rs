@@ -19,8 +19,8 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::metrics::UpstreamErrorKind;
 use crate::upstream::Upstream;
+use canary_core::metrics::UpstreamErrorKind;
 
 /// Idle connections kept per upstream per worker.
 const MAX_IDLE: usize = 512;

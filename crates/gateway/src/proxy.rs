@@ -29,10 +29,11 @@ use hyper_util::rt::TokioIo;
 
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::headers::{X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1};
-use crate::metrics::{JudgeFacts, UpstreamErrorKind};
+use crate::metrics::JudgeFacts;
 use crate::pool::{Conn, PooledBody, checkout, connect};
 use crate::request::{FORCE_TOKEN, PIN_COOKIE, UID_COOKIE, cookie, is_navigation, mint_uid, trusted_force, user_key};
 use crate::service::{Service, ServiceSettings, VersionTarget};
+use canary_core::metrics::UpstreamErrorKind;
 
 /// What the gateway knows about the client connection a request came on.
 #[derive(Debug, Clone)]

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use canary_core::api::ServiceView;
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
-use canary_gateway::{Gateway, VersionCounts};
+use canary_core::metrics::VersionCounts;
+use canary_gateway::Gateway;
 
 use crate::metrics_source::MetricsSource;
 use serde::Serialize;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use canary_core::judge::{Baseline, Judge, Metric, MetricVerdict, StepDecision, TickCounts, Verdict};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
+use canary_core::metrics::VersionCounts;
 use canary_core::rollout::{Analysis, Command, Phase};
-use canary_gateway::VersionCounts;
 
 use super::{Controller, JudgeView, now_ms};
 use crate::metrics_source::judge_counts;
