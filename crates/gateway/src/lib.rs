@@ -7,6 +7,8 @@
 
 pub mod body;
 pub mod breaker;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod headers;
 pub mod metrics;
 pub mod pool;

@@ -62,6 +62,20 @@ pub struct JudgeFacts {
     pub new_session: bool,
 }
 
+/// The upstream failures one request met on one version, counted while it runs and added to
+/// the version's counters when it is recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamErrorTally([u16; UpstreamErrorKind::ALL.len()]);
+
+impl UpstreamErrorTally {
+    /// Notes one failure.
+    #[inline]
+    pub fn note(&mut self, kind: UpstreamErrorKind) {
+        let n = &mut self.0[kind.index()];
+        *n = n.saturating_add(1);
+    }
+}
+
 impl VersionStats {
     /// Records one response with its status and time to response head.
     #[inline]
@@ -91,10 +105,14 @@ impl VersionStats {
         self.group_errors[user_group(bucket)].fetch_add(1, Relaxed);
     }
 
-    /// Records a failed upstream exchange.
+    /// Records the upstream failures of one request.
     #[inline]
-    pub fn record_upstream_error(&self, kind: UpstreamErrorKind) {
-        self.upstream_errors[kind.index()].fetch_add(1, Relaxed);
+    pub fn record_upstream_errors(&self, tally: &UpstreamErrorTally) {
+        for (counter, n) in self.upstream_errors.iter().zip(tally.0) {
+            if n != 0 {
+                counter.fetch_add(u64::from(n), Relaxed);
+            }
+        }
     }
 
     /// Records why a request went to this version.
@@ -269,7 +287,9 @@ mod tests {
         let facts = JudgeFacts { bucket: 65, slow_bucket: Some(0), new_session: true };
         v2.record_response(200, 400, facts);
         v2.record_response(503, 2_000, facts);
-        v2.record_upstream_error(UpstreamErrorKind::ConnectRefused);
+        let mut tally = UpstreamErrorTally::default();
+        tally.note(UpstreamErrorKind::ConnectRefused);
+        v2.record_upstream_errors(&tally);
         let text = scrape(&metrics);
         assert!(text.contains(r#"canary_requests_total{service="web",version="v2",code_class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"canary_requests_total{service="web",version="v2",code_class="5xx"} 1"#));
