@@ -33,12 +33,14 @@ struct Sample {
 
 impl Sample {
     fn of(canary: &VersionCounts, stable: &VersionCounts) -> Sample {
-        let moved_away = canary.judge_errors - canary.server_errors();
+        // A copy taken while a 5xx is being recorded can hold it in `responses` but not yet in
+        // `judge_errors`: never fewer than none moved away.
+        let moved_away = canary.judge_errors.saturating_sub(canary.server_errors());
         Sample {
             canary_attempts: canary.requests() + moved_away,
             canary_errors: canary.judge_errors,
             canary_answered: canary.requests(),
-            canary_connect_failures: canary.upstream_errors[..3].iter().sum(),
+            canary_connect_failures: canary.connect_failures(),
             stable_requests: stable.requests(),
             stable_errors: stable.judge_errors,
         }
@@ -152,6 +154,15 @@ mod tests {
         assert!(verdict(&policy, &zero, &zero, &sample(100, 30, 100, 0, (1000, 100))).is_none(), "stable is as bad");
         assert!(verdict(&policy, &zero, &zero, &sample(100, 20, 100, 0, (1000, 0))).is_none(), "below the floor");
         assert!(verdict(&policy, &zero, &zero, &sample(10, 10, 10, 0, (1000, 0))).is_none(), "too few requests");
+    }
+
+    #[test]
+    fn counts_copied_mid_update_do_not_underflow() {
+        // A 5xx already in `responses`, not yet in `judge_errors`.
+        let canary = VersionCounts { responses: [0, 10, 0, 0, 1], judge_errors: 0, ..VersionCounts::default() };
+        let sample = Sample::of(&canary, &VersionCounts::default());
+        assert_eq!(sample.canary_attempts, 11);
+        assert_eq!(sample.canary_answered, 11);
     }
 
     #[test]
