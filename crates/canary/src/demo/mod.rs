@@ -15,13 +15,14 @@ mod users;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use canary_controller::rollouts::{StartRollout, StepsInput};
 use canary_core::config::{Config, HumanDuration, Upstreams, VersionName};
 use canary_core::rollout::{Analysis, Command};
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::cli::{DemoArgs, Scenario};
 use crate::rollout_view::{LiveView, RolloutStatus};
