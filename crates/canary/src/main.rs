@@ -5,13 +5,16 @@ mod cli;
 mod completions;
 mod demo;
 mod export;
+mod follow;
 mod live_view;
+mod local_metrics;
 mod output;
 mod rollout_cli;
 mod rollout_list;
 mod rollout_status;
 mod rollout_view;
 mod serve;
+mod stack;
 
 use std::process::ExitCode;
 

@@ -1,22 +1,16 @@
 //! `canary serve` and `canary validate`.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use canary_controller::metrics_source::{LocalMetrics, MetricsSource};
-use canary_controller::prometheus::PrometheusMetrics;
-use canary_controller::{Controller, ControllerSettings, Routing};
-use canary_core::config::{Config, MetricsConfig, StoreConfig};
+use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinKey;
-use canary_gateway::{Gateway, Running};
 use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
-use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
 use crate::output::outln;
+use crate::stack::Stack;
 
 /// Checks a configuration file; prints what is wrong and fails, or a one-line summary.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
@@ -61,106 +55,13 @@ pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
     tokio::spawn(refuse_reloads(hangups));
-    for service in stack.gateway.services() {
+    for service in stack.gateway.iter().flat_map(|g| g.services()) {
         if let Some(addr) = service.bound() {
             outln!("listening service {} http://{addr}", service.name())?;
         }
     }
     outln!("listening admin http://{}", stack.admin_addr)?;
     stack.run(stop_signal()).await
-}
-
-/// Everything one `canary serve` process runs, built from a configuration: the store, the
-/// gateway with its listeners and local breakers, the routing that follows the store, the
-/// rollout controller and the admin listener. `canary demo` builds the same stack around its
-/// demo upstreams, so what the demo shows is what `serve` does.
-pub struct Stack {
-    /// The data plane.
-    pub gateway: Arc<Gateway>,
-    /// The rollout controller.
-    pub controller: Arc<Controller>,
-    /// Where the admin API listens.
-    pub admin_addr: SocketAddr,
-    admin: TcpListener,
-    state: canary_controller::AppState,
-    running: Option<Running>,
-    breakers: Vec<tokio::task::JoinHandle<()>>,
-    follower: tokio::task::JoinHandle<()>,
-}
-
-impl Stack {
-    /// Opens the store, starts the gateway's listeners and breakers, resumes stored rollouts and
-    /// binds the admin listener (served by [`Stack::run`]).
-    pub async fn start(config: &Config, base: &Path) -> anyhow::Result<Stack> {
-        Stack::start_as(config, base, Role::All).await
-    }
-
-    /// Like [`Stack::start`], for one role: a `gateway` serves traffic and follows the store;
-    /// a `controller` runs no listeners and campaigns to lead the rollouts; `all` does both.
-    pub async fn start_as(config: &Config, base: &Path, role: Role) -> anyhow::Result<Stack> {
-        if role == Role::Controller && matches!(config.metrics, MetricsConfig::Local) {
-            bail!(
-                "--role controller has no gateway of its own to count requests: set [metrics] source = \"prometheus\""
-            );
-        }
-        let store = open_store(&config.store, base).await?;
-        let pins = pin_key(config, store.as_ref()).await?;
-        let token = admin_token(config)?;
-        let gateway = Arc::new(Gateway::new(config, pins)?);
-        let routing = Routing::new(store.clone(), gateway.clone());
-        routing.sync_at_start().await.context("cannot read the stored routing")?;
-        let serves_traffic = role != Role::Controller;
-        let running = if serves_traffic { Some(gateway.start()?) } else { None };
-        let mut breakers = if serves_traffic { gateway.spawn_breakers() } else { Vec::new() };
-        breakers.push(tokio::spawn(routing.clone().probe()));
-        let follower = tokio::spawn(routing.clone().follow());
-        let health = routing.health().clone();
-        let metrics: Arc<dyn MetricsSource> = match &config.metrics {
-            MetricsConfig::Local => Arc::new(LocalMetrics(gateway.clone())),
-            MetricsConfig::Prometheus { url, scrape_interval } => {
-                Arc::new(PrometheusMetrics::new(url, scrape_interval.0))
-            }
-        };
-        let controller = Controller::new(routing, metrics, ControllerSettings { tick: config.controller.tick.0 });
-        if role != Role::Gateway {
-            breakers.push(controller.spawn_leader());
-        }
-        let admin = TcpListener::bind(config.admin.listen)
-            .await
-            .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?;
-        let admin_addr = admin.local_addr()?;
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(gateway.metrics().clone()));
-        registry.register_collector(Box::new(gateway.status()));
-        registry.register_collector(Box::new(health));
-        registry.register_collector(Box::new(controller.leadership_gauge()));
-        canary_controller::dashboard::register_metrics(&mut registry);
-        let state = canary_controller::AppState {
-            gateway: gateway.clone(),
-            controller: controller.clone(),
-            token,
-            registry: Arc::new(registry),
-            serves_traffic,
-        };
-        Ok(Stack { gateway, controller, admin_addr, admin, state, running, breakers, follower })
-    }
-
-    /// Serves the admin API until `stop` completes, then stops the gateway, letting in-flight
-    /// requests finish.
-    pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Stack { admin, state, running, breakers, follower, .. } = self;
-        axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop).await?;
-        tracing::info!("stopping: draining in-flight requests");
-        follower.abort();
-        for breaker in breakers {
-            breaker.abort();
-        }
-        if let Some(running) = running {
-            tokio::task::spawn_blocking(move || running.shutdown()).await?;
-        }
-        tracing::info!("stopped");
-        Ok(())
-    }
 }
 
 /// SIGHUP would end the process by default, and `systemctl reload` sends it: say instead that
@@ -183,7 +84,7 @@ async fn stop_signal() {
 }
 
 /// The pin secret: configured, or else the one stored for every gateway (made on first start).
-async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Result<PinKey> {
+pub(crate) async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Result<PinKey> {
     let secret = match (&config.gateway.pin_secret, &config.gateway.pin_secret_file) {
         (Some(secret), _) => secret.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -208,7 +109,7 @@ async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Result<PinKey> {
     Ok(PinKey::new(secret.as_bytes()))
 }
 
-fn admin_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
+pub(crate) fn admin_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
     let token = match (&config.admin.token, &config.admin.token_file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(path)) => Some(

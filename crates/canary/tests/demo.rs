@@ -5,9 +5,10 @@
 
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+use tokio::time::Instant;
 
 /// Scenarios run one at a time: they measure latency, and two at once on a small machine would
 /// measure each other.

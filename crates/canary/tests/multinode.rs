@@ -6,13 +6,14 @@
 mod etcd_server;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use etcd_server::EtcdServer;
 use serde_json::{Value, json};
 use support::prometheus::Prometheus;
 use support::traffic::Traffic;
 use support::{Gateway, Upstream};
+use tokio::time::Instant;
 
 struct Cluster {
     etcd: EtcdServer,

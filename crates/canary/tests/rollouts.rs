@@ -4,12 +4,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use support::traffic::Traffic;
 use support::{Gateway, Upstream};
+use tokio::time::Instant;
 
 fn rollout_config(stable: &Upstream) -> String {
     support::stable_only_config(stable, "")

@@ -1,7 +1,7 @@
 //! Errors of the control plane, mapped to the API envelope in one place (`api::envelope`).
 
+use canary_core::RouteError;
 use canary_core::rollout::TransitionError;
-use canary_gateway::RouteError;
 use canary_store::StoreError;
 
 /// Why a control-plane operation failed.

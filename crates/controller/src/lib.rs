@@ -8,6 +8,7 @@ pub mod metrics_source;
 pub mod prometheus;
 pub mod rollouts;
 pub mod routing;
+pub mod service_views;
 
 pub use api::{AppState, router};
 pub use error::ControllerError;

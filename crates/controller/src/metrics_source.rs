@@ -1,9 +1,23 @@
-//! Where the judge's counts come from. The default reads the local gateway's counters.
-
-use std::sync::Arc;
+//! Where the judge's counts and the breakers' state come from: the gateway in this process, or
+//! Prometheus for several gateways. Both speak core types, so another source (a vendor's query
+//! API) implements the two traits without knowing the gateway.
 
 use canary_core::judge::{GroupCounts, VersionCounts as JudgeCounts};
-use canary_gateway::{Gateway, VersionCounts};
+use canary_core::metrics::VersionCounts;
+
+/// Why counters or breaker states could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MetricsError {
+    /// The source knows no such service.
+    #[error("no service {0:?}")]
+    NoService(String),
+    /// The source did not answer, or answered with an error; try again next tick.
+    #[error("metrics source unavailable: {0}")]
+    Unavailable(String),
+    /// The source answered something that cannot be read as counters.
+    #[error("metrics source answered something unreadable: {0}")]
+    Unreadable(String),
+}
 
 /// Cumulative counters of one version, as the judge wants them.
 pub fn judge_counts(counts: &VersionCounts) -> JudgeCounts {
@@ -26,23 +40,12 @@ pub fn judge_counts(counts: &VersionCounts) -> JudgeCounts {
 #[async_trait::async_trait]
 pub trait MetricsSource: Send + Sync {
     /// Cumulative counters of `version` of `service`, summed over every gateway.
-    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, String>;
-
-    /// Why the canary's breaker is tripped on some gateway, if it is.
-    async fn breaker_tripped(&self, service: &str) -> Result<Option<String>, String>;
+    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, MetricsError>;
 }
 
-/// The counters of the gateway in this process.
-pub struct LocalMetrics(pub Arc<Gateway>);
-
+/// A source of the gateways' local breaker states.
 #[async_trait::async_trait]
-impl MetricsSource for LocalMetrics {
-    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, String> {
-        Ok(self.0.metrics().counts(service, version).unwrap_or_default())
-    }
-
-    async fn breaker_tripped(&self, service: &str) -> Result<Option<String>, String> {
-        let service = self.0.service(service).ok_or_else(|| format!("no service {service:?}"))?;
-        Ok(if service.canary_open() { None } else { Some(service.trip_reason().unwrap_or_default()) })
-    }
+pub trait BreakerSource: Send + Sync {
+    /// Why the canary's breaker is tripped on some gateway, if it is.
+    async fn tripped(&self, service: &str) -> Result<Option<String>, MetricsError>;
 }

@@ -13,18 +13,27 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
-use canary_gateway::VersionCounts;
-use canary_gateway::metrics::USER_GROUPS;
+use canary_core::metrics::{
+    self as contract, BUCKET, CODE_CLASSES, SUM, UpstreamErrorKind, VersionCounts, group_from_label, label as labels,
+};
 use serde::Deserialize;
 
-use crate::metrics_source::MetricsSource;
+use crate::metrics_source::{BreakerSource, MetricsError, MetricsSource};
 
-const SERIES: &str = "canary_requests_total|canary_upstream_errors_total|canary_judge_errors_total|\
-canary_new_sessions_total|canary_group_errors_total|canary_group_slow_total|\
-canary_request_duration_seconds_bucket|canary_request_duration_seconds_sum";
-
-const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const ERROR_KINDS: [&str; 6] = ["connect_refused", "connect_timeout", "connect_other", "timeout", "reset", "protocol"];
+/// The samples the judge's counts are read from, as a `__name__` pattern.
+fn series_pattern() -> String {
+    let duration = contract::REQUEST_DURATION.name;
+    let names = [
+        contract::REQUESTS.sample_names(),
+        contract::UPSTREAM_ERRORS.sample_names(),
+        contract::JUDGE_ERRORS.sample_names(),
+        contract::NEW_SESSIONS.sample_names(),
+        contract::GROUP_ERRORS.sample_names(),
+        contract::GROUP_SLOW.sample_names(),
+        vec![format!("{duration}{BUCKET}"), format!("{duration}{SUM}")],
+    ];
+    names.concat().join("|")
+}
 
 #[derive(Debug, Deserialize)]
 struct Answer {
@@ -68,6 +77,7 @@ pub struct PrometheusMetrics {
     url: String,
     interval: Duration,
     client: reqwest::Client,
+    pattern: String,
     series: Mutex<HashMap<String, Running>>,
 }
 
@@ -75,7 +85,8 @@ impl PrometheusMetrics {
     /// A source reading `url` (e.g. `http://127.0.0.1:9090`), whose scrape interval is `interval`.
     pub fn new(url: &str, interval: Duration) -> PrometheusMetrics {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("HTTP client");
-        PrometheusMetrics { url: url.trim_end_matches('/').to_owned(), interval, client, series: Mutex::default() }
+        let url = url.trim_end_matches('/').to_owned();
+        PrometheusMetrics { url, interval, client, pattern: series_pattern(), series: Mutex::default() }
     }
 
     /// The instant to read: the last scrape boundary that is a whole interval old.
@@ -85,16 +96,22 @@ impl PrometheusMetrics {
         (now / step).floor() * step - step
     }
 
-    async fn query(&self, query: &str, time: Option<f64>) -> Result<Vec<Sample>, String> {
+    async fn query(&self, query: &str, time: Option<f64>) -> Result<Vec<Sample>, MetricsError> {
         let mut params = vec![("query", query.to_owned())];
         if let Some(time) = time {
             params.push(("time", format!("{time:.3}")));
         }
         let url = format!("{}/api/v1/query", self.url);
-        let response = self.client.get(&url).query(&params).send().await.map_err(|e| format!("{url}: {e}"))?;
-        let answer: Answer = response.json().await.map_err(|e| format!("{url}: unreadable answer: {e}"))?;
+        let response = self
+            .client
+            .get(&url)
+            .query(&params)
+            .send()
+            .await
+            .map_err(|e| MetricsError::Unavailable(format!("{url}: {e}")))?;
+        let answer: Answer = response.json().await.map_err(|e| MetricsError::Unreadable(format!("{url}: {e}")))?;
         if answer.status != "success" {
-            return Err(format!("{url}: {}", answer.error.unwrap_or(answer.status)));
+            return Err(MetricsError::Unavailable(format!("{url}: {}", answer.error.unwrap_or(answer.status))));
         }
         Ok(answer.data.map(|d| d.result).unwrap_or_default())
     }
@@ -113,35 +130,34 @@ fn series_key(sample: &Sample) -> String {
 /// Adds one series' running total to the counts it belongs to.
 fn add(counts: &mut VersionCounts, cumulative_le: &mut HashMap<String, f64>, sample: &Sample, total: f64) {
     let n = total.round() as u64;
-    match label(sample, "__name__") {
-        "canary_requests_total" => {
-            if let Some(i) = CODE_CLASSES.iter().position(|c| *c == label(sample, "code_class")) {
-                counts.responses[i] += n;
-            }
+    let name = label(sample, "__name__");
+    let group = || group_from_label(label(sample, labels::GROUP));
+    if contract::REQUESTS.suffix_of(name).is_some() {
+        if let Some(i) = CODE_CLASSES.iter().position(|c| *c == label(sample, labels::CODE_CLASS)) {
+            counts.responses[i] += n;
         }
-        "canary_upstream_errors_total" => {
-            if let Some(i) = ERROR_KINDS.iter().position(|k| *k == label(sample, "kind")) {
-                counts.upstream_errors[i] += n;
-            }
+    } else if contract::UPSTREAM_ERRORS.suffix_of(name).is_some() {
+        if let Some(kind) = UpstreamErrorKind::from_label(label(sample, labels::KIND)) {
+            counts.upstream_errors[kind.index()] += n;
         }
-        "canary_judge_errors_total" => counts.judge_errors += n,
-        "canary_new_sessions_total" => counts.new_sessions += n,
-        "canary_group_errors_total" | "canary_group_slow_total" => {
-            if let Ok(g) = label(sample, "group").parse::<usize>()
-                && g < USER_GROUPS
-            {
-                if label(sample, "__name__") == "canary_group_errors_total" {
-                    counts.group_errors[g] += n;
-                } else {
-                    counts.group_slow[g] += n;
-                }
-            }
+    } else if contract::JUDGE_ERRORS.suffix_of(name).is_some() {
+        counts.judge_errors += n;
+    } else if contract::NEW_SESSIONS.suffix_of(name).is_some() {
+        counts.new_sessions += n;
+    } else if contract::GROUP_ERRORS.suffix_of(name).is_some() {
+        if let Some(g) = group() {
+            counts.group_errors[g] += n;
         }
-        "canary_request_duration_seconds_sum" => counts.latency_sum_micros += (total * 1e6).round() as u64,
-        "canary_request_duration_seconds_bucket" => {
-            *cumulative_le.entry(label(sample, "le").to_owned()).or_default() += total;
+    } else if contract::GROUP_SLOW.suffix_of(name).is_some() {
+        if let Some(g) = group() {
+            counts.group_slow[g] += n;
         }
-        _ => {}
+    } else {
+        match contract::REQUEST_DURATION.suffix_of(name) {
+            Some(SUM) => counts.latency_sum_micros += (total * 1e6).round() as u64,
+            Some(BUCKET) => *cumulative_le.entry(label(sample, labels::LE).to_owned()).or_default() += total,
+            _ => {}
+        }
     }
 }
 
@@ -166,8 +182,9 @@ fn buckets(cumulative_le: &HashMap<String, f64>) -> [u64; LATENCY_BUCKETS] {
 
 #[async_trait::async_trait]
 impl MetricsSource for PrometheusMetrics {
-    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, String> {
-        let query = format!("{{__name__=~\"{SERIES}\",service=\"{service}\",version=\"{version}\"}}");
+    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, MetricsError> {
+        let (pattern, service_label, version_label) = (&self.pattern, labels::SERVICE, labels::VERSION);
+        let query = format!("{{__name__=~\"{pattern}\",{service_label}=\"{service}\",{version_label}=\"{version}\"}}");
         let samples = self.query(&query, Some(self.aligned_time())).await?;
         let mut counts = VersionCounts::default();
         let mut cumulative_le = HashMap::new();
@@ -178,8 +195,8 @@ impl MetricsSource for PrometheusMetrics {
             add(&mut counts, &mut cumulative_le, sample, total);
         }
         // Series of this version not in this answer (a gateway that went away) keep their total.
-        let prefix_service = format!("service={service},");
-        let prefix_version = format!("version={version},");
+        let prefix_service = format!("{}={service},", labels::SERVICE);
+        let prefix_version = format!("{}={version},", labels::VERSION);
         let seen: std::collections::HashSet<String> = samples.iter().map(series_key).collect();
         for (key, running) in series.iter() {
             if seen.contains(key) || !key.contains(&prefix_service) || !key.contains(&prefix_version) {
@@ -193,9 +210,13 @@ impl MetricsSource for PrometheusMetrics {
         counts.latency_buckets = buckets(&cumulative_le);
         Ok(counts)
     }
+}
 
-    async fn breaker_tripped(&self, service: &str) -> Result<Option<String>, String> {
-        let samples = self.query(&format!("canary_breaker_open{{service=\"{service}\"}} == 1"), None).await?;
+#[async_trait::async_trait]
+impl BreakerSource for PrometheusMetrics {
+    async fn tripped(&self, service: &str) -> Result<Option<String>, MetricsError> {
+        let (breaker, service_label) = (contract::BREAKER_OPEN.name, labels::SERVICE);
+        let samples = self.query(&format!("{breaker}{{{service_label}=\"{service}\"}} == 1"), None).await?;
         if samples.is_empty() {
             return Ok(None);
         }
@@ -215,6 +236,51 @@ mod tests {
         assert_eq!(r.observe(15.0), 15.0);
         assert_eq!(r.observe(3.0), 18.0, "restart: 15 before, 3 since");
         assert_eq!(r.observe(5.0), 20.0);
+    }
+
+    fn sample(name: &str, labels: &[(&str, &str)]) -> Sample {
+        let metric = [("__name__", name)].iter().chain(labels).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Sample { metric, value: (0.0, String::new()) }
+    }
+
+    #[test]
+    fn the_query_asks_for_the_judge_s_samples() {
+        let pattern = series_pattern();
+        let names: Vec<&str> = pattern.split('|').collect();
+        assert_eq!(
+            names,
+            [
+                "canary_requests_total",
+                "canary_upstream_errors_total",
+                "canary_judge_errors_total",
+                "canary_new_sessions_total",
+                "canary_group_errors_total",
+                "canary_group_slow_total",
+                "canary_request_duration_seconds_bucket",
+                "canary_request_duration_seconds_sum",
+            ]
+        );
+    }
+
+    #[test]
+    fn samples_land_in_the_counts_their_labels_name() {
+        let mut counts = VersionCounts::default();
+        let mut le = HashMap::new();
+        add(&mut counts, &mut le, &sample("canary_requests_total", &[("code_class", "5xx")]), 3.0);
+        add(&mut counts, &mut le, &sample("canary_requests_total", &[("code_class", "6xx")]), 1.0);
+        add(&mut counts, &mut le, &sample("canary_upstream_errors_total", &[("kind", "reset")]), 2.0);
+        add(&mut counts, &mut le, &sample("canary_judge_errors_total", &[]), 5.0);
+        add(&mut counts, &mut le, &sample("canary_group_slow_total", &[("group", "7")]), 4.0);
+        add(&mut counts, &mut le, &sample("canary_group_errors_total", &[("group", "64")]), 9.0);
+        add(&mut counts, &mut le, &sample("canary_request_duration_seconds_sum", &[]), 0.5);
+        add(&mut counts, &mut le, &sample("canary_request_duration_seconds_bucket", &[("le", "+Inf")]), 6.0);
+        assert_eq!(counts.responses, [0, 0, 0, 0, 3], "an unknown class is skipped");
+        assert_eq!(counts.upstream_errors, [0, 0, 0, 0, 2, 0]);
+        assert_eq!(counts.judge_errors, 5);
+        assert_eq!(counts.group_slow[7], 4);
+        assert_eq!(counts.group_errors.iter().sum::<u64>(), 0, "group 64 does not exist");
+        assert_eq!(counts.latency_sum_micros, 500_000);
+        assert_eq!(le.get("+Inf"), Some(&6.0));
     }
 
     #[test]

@@ -1,23 +1,27 @@
-//! The routing of every service, kept in the store and applied to the local gateway.
+//! The routing of every service, kept in the store: the one path by which routing reaches
+//! gateways, the one in this process included.
 //!
 //! The store is the source of truth once a service has been seen: the first start writes the
 //! configured routing; later starts adopt what is stored (so a restart, or `kill -9`, resumes
 //! the weights and canaries that were in force). Every change is a compare-and-swap on the
-//! routing key's revision, then applied to the local gateway at once; other gateways follow the
-//! key through a watch.
+//! routing key's revision. Gateways follow the key through a watch; when this process runs one,
+//! a change waits (briefly) until that gateway has applied it, so an API call that returns has
+//! taken effect here.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use canary_core::RouteSpec;
 use canary_core::clock::unix_ms as now_ms;
-use canary_gateway::{Gateway, RouteError, Service};
+use canary_core::config::Config;
+use canary_core::{RouteError, RouteSpec};
 use canary_store::{CasOutcome, Revision, Store, keys};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
+use tokio::sync::watch;
 
 use crate::error::ControllerError;
 
@@ -75,18 +79,69 @@ impl Collector for StoreHealth {
     }
 }
 
+/// How long a change waits for the local gateway to apply it before answering anyway.
+const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(2);
+
+/// A configured service as the control plane knows it.
+#[derive(Debug, Clone)]
+pub struct ServiceEntry {
+    /// Its name.
+    pub name: String,
+    /// Where its gateway listener is (the bound address once known, else the configured one).
+    pub listen: String,
+    /// The routing in the configuration, stored on the first start.
+    pub configured: RouteSpec,
+}
+
+impl ServiceEntry {
+    /// The entries of every service of `config`.
+    pub fn from_config(config: &Config) -> Vec<ServiceEntry> {
+        config
+            .services
+            .iter()
+            .map(|service| ServiceEntry {
+                name: service.name.as_str().to_owned(),
+                listen: service.listen.to_string(),
+                configured: RouteSpec::from_config(service),
+            })
+            .collect()
+    }
+}
+
 /// Reads and writes the services' routing.
 #[derive(Clone)]
 pub struct Routing {
     store: Arc<dyn Store>,
-    gateway: Arc<Gateway>,
+    services: Arc<BTreeMap<String, ServiceEntry>>,
     health: Arc<StoreHealth>,
+    /// The store revision up to which a gateway in this process has applied routing, if one runs.
+    applied: Option<watch::Receiver<Revision>>,
 }
 
 impl Routing {
-    /// Routing over `store`, applied to `gateway`.
-    pub fn new(store: Arc<dyn Store>, gateway: Arc<Gateway>) -> Routing {
-        Routing { store, gateway, health: Arc::default() }
+    /// Routing of `services` over `store`.
+    pub fn new(store: Arc<dyn Store>, services: Vec<ServiceEntry>) -> Routing {
+        let services = services.into_iter().map(|s| (s.name.clone(), s)).collect();
+        Routing { store, services: Arc::new(services), health: Arc::default(), applied: None }
+    }
+
+    /// The same, with the listen addresses the gateway actually bound (port 0 in tests).
+    pub fn with_listeners(mut self, bound: &BTreeMap<String, String>) -> Routing {
+        let mut services = (*self.services).clone();
+        for (name, addr) in bound {
+            if let Some(entry) = services.get_mut(name) {
+                entry.listen.clone_from(addr);
+            }
+        }
+        self.services = Arc::new(services);
+        self
+    }
+
+    /// The same, waiting after each change until the local gateway reports (through `applied`)
+    /// that it has applied the change's revision.
+    pub fn with_local_gateway(mut self, applied: watch::Receiver<Revision>) -> Routing {
+        self.applied = Some(applied);
+        self
     }
 
     /// The store's health as the probe sees it.
@@ -119,113 +174,70 @@ impl Routing {
         &self.store
     }
 
-    /// The local gateway.
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
+    /// Every configured service, by name.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
+        self.services.values()
     }
 
-    /// A service of the local gateway.
-    pub fn service(&self, name: &str) -> Result<&Arc<Service>, ControllerError> {
-        self.gateway.service(name).ok_or_else(|| ControllerError::NoService(name.to_owned()))
+    /// A configured service.
+    pub fn service(&self, name: &str) -> Result<&ServiceEntry, ControllerError> {
+        self.services.get(name).ok_or_else(|| ControllerError::NoService(name.to_owned()))
     }
 
-    /// Adopts every stored routing, or stores the configured one where none is stored yet.
+    /// Stores the configured routing of every service that has none stored yet.
     pub async fn sync_at_start(&self) -> Result<(), ControllerError> {
-        for service in self.gateway.services() {
-            let key = keys::routing(service.name());
-            match self.store.get(&key).await? {
-                Some(entry) => match serde_json::from_slice::<RouteSpec>(&entry.value) {
-                    Ok(spec) => {
-                        if let Err(e) = service.apply(spec) {
-                            tracing::error!(service = service.name(), error = %e, "stored routing refused; keeping the configured one");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(service = service.name(), error = %e, "stored routing unreadable; keeping the configured one")
-                    }
-                },
-                None => {
-                    let spec = service.route().spec.clone();
-                    let value = serde_json::to_vec(&spec).expect("route specs serialize");
-                    if let CasOutcome::Lost { current: Some(entry) } =
-                        self.store.compare_and_swap(&key, 0, value).await?
-                        && let Ok(spec) = serde_json::from_slice::<RouteSpec>(&entry.value)
-                    {
-                        let _ = service.apply(spec);
-                    }
-                }
-            }
+        for entry in self.services.values() {
+            let value = serde_json::to_vec(&entry.configured).expect("route specs serialize");
+            self.store.compare_and_swap(&keys::routing(&entry.name), 0, value).await?;
         }
         Ok(())
     }
 
-    /// The stored routing of `service` and its revision (0 when none is stored).
+    /// The stored routing of `service` and its revision (the configured one and 0 when none is
+    /// stored).
     pub async fn current(&self, service: &str) -> Result<(RouteSpec, Revision), ControllerError> {
-        let local = self.service(service)?;
+        let entry = self.service(service)?;
         match self.store.get(&keys::routing(service)).await? {
-            Some(entry) => {
-                let spec = serde_json::from_slice(&entry.value).map_err(|e| {
-                    ControllerError::Invalid(format!("stored routing of {service:?} is unreadable: {e}"))
+            Some(stored) => {
+                let spec = serde_json::from_slice(&stored.value).map_err(|e| {
+                    ControllerError::Corrupt(format!("stored routing of {service:?} is unreadable: {e}"))
                 })?;
-                Ok((spec, entry.revision))
+                Ok((spec, stored.revision))
             }
-            None => Ok((local.route().spec.clone(), 0)),
+            None => Ok((entry.configured.clone(), 0)),
         }
     }
 
-    /// Changes `service`'s routing with `change`, durably, then applies it locally.
+    /// Changes `service`'s routing with `change`, durably; returns the new routing once the local
+    /// gateway (if any) applies it.
     pub async fn change(
         &self,
         service: &str,
         change: impl Fn(&mut RouteSpec) -> Result<(), RouteError>,
     ) -> Result<RouteSpec, ControllerError> {
-        let local = self.service(service)?.clone();
         for _ in 0..CAS_ATTEMPTS {
             let (mut spec, revision) = self.current(service).await?;
             change(&mut spec)?;
             spec.generation += 1;
             spec.check().map_err(RouteError::from)?;
             let value = serde_json::to_vec(&spec).expect("route specs serialize");
-            if self.store.compare_and_swap(&keys::routing(service), revision, value).await?.won() {
-                local.apply(spec.clone())?;
+            if let CasOutcome::Won { revision } =
+                self.store.compare_and_swap(&keys::routing(service), revision, value).await?
+            {
+                self.wait_applied(revision).await;
                 return Ok(spec);
             }
         }
         Err(ControllerError::Contended(keys::routing(service)))
     }
 
-    /// Applies a spec that was just committed by a transaction.
-    pub fn apply_local(&self, service: &str, spec: RouteSpec) -> Result<(), ControllerError> {
-        self.service(service)?.apply(spec)?;
-        Ok(())
-    }
-
-    /// Follows every stored routing change until the task is dropped: how a gateway picks up
-    /// what another process wrote. Keeps the last good routing while the store is away.
-    pub async fn follow(self) {
-        let mut follower = canary_store::PrefixFollower::new(self.store.clone(), keys::SERVICES);
-        loop {
-            match follower.next().await {
-                Ok(events) => {
-                    for event in events {
-                        let Some(name) =
-                            event.key.strip_prefix(keys::SERVICES).and_then(|k| k.strip_suffix("/routing"))
-                        else {
-                            continue;
-                        };
-                        let Some(service) = self.gateway.service(name) else { continue };
-                        match serde_json::from_slice::<RouteSpec>(&event.value) {
-                            Ok(spec) => {
-                                if let Err(e) = service.apply(spec) {
-                                    tracing::error!(service = name, error = %e, "refused a stored routing");
-                                }
-                            }
-                            Err(e) => tracing::error!(service = name, error = %e, "unreadable stored routing"),
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "routing watch interrupted; serving the last routing"),
-            }
+    /// Waits until the local gateway has applied routing up to `revision` (a bounded wait: the
+    /// store is the truth, and the gateway catches up on its own).
+    pub async fn wait_applied(&self, revision: Revision) {
+        let Some(mut applied) = self.applied.clone() else { return };
+        let caught_up = tokio::time::timeout(LOCAL_APPLY_WAIT, applied.wait_for(|&seen| seen >= revision)).await;
+        if !matches!(caught_up, Ok(Ok(_))) {
+            tracing::warn!(revision, "the local gateway has not applied the routing yet; answering anyway");
         }
     }
 }

@@ -2,75 +2,25 @@
 //! document is valid OpenAPI 3.1 by an independent validator, and it lists exactly the routes
 //! the router serves under `/api/v1`, method by method.
 //!
-//! The state is the real one `canary serve` builds, on an embedded store in a temporary folder:
-//! a gateway (its listeners not started), the routing, the rollout controller.
+//! The state is the real one `canary serve` builds, on an embedded store in a temporary folder
+//! (see `support`).
+
+mod support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
-use canary_controller::metrics_source::LocalMetrics;
-use canary_controller::{AppState, Controller, ControllerSettings, Routing, router};
-use canary_core::config::Config;
-use canary_core::pin::PinKey;
-use canary_gateway::Gateway;
-use canary_store::RedbStore;
-use prometheus_client::registry::Registry;
+use axum::http::{Method, StatusCode};
+use canary_controller::router;
 use serde_json::Value;
-use tower::ServiceExt;
-
-const CONFIG: &str = r#"
-[[service]]
-name = "web"
-listen = "127.0.0.1:0"
-stable = { version = "v1", upstreams = ["127.0.0.1:9"] }
-canary = { version = "v2", upstreams = ["127.0.0.1:9"] }
-"#;
+use support::{call, state};
 
 /// The pinned version `.ci/run` installs.
 const VALIDATOR: &str = "openapi-spec-validator==0.9.0";
 
-async fn state(dir: &Path, token: Option<&str>) -> AppState {
-    let config = Config::from_toml(CONFIG).unwrap();
-    let gateway = Arc::new(Gateway::new(&config, PinKey::new(b"a pin secret for the tests")).unwrap());
-    let store = Arc::new(RedbStore::open(dir.join("canary.redb")).unwrap());
-    let routing = Routing::new(store, gateway.clone());
-    routing.sync_at_start().await.unwrap();
-    let metrics = Arc::new(LocalMetrics(gateway.clone()));
-    let controller = Controller::new(routing, metrics, ControllerSettings { tick: Duration::from_secs(1) });
-    AppState {
-        gateway,
-        controller,
-        token: token.map(Arc::from),
-        registry: Arc::new(Registry::default()),
-        serves_traffic: false,
-    }
-}
-
-async fn call(
-    router: &Router,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-) -> (StatusCode, Option<String>, Vec<u8>) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let response = router.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
-    let status = response.status();
-    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
-    (status, content_type, body.to_vec())
-}
-
 async fn served_document(router: &Router) -> Value {
-    let (status, content_type, body) = call(router, Method::GET, "/api/v1/openapi.json", None).await;
+    let (status, content_type, body) = call(router, Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type.as_deref(), Some("application/json"));
     serde_json::from_slice(&body).expect("the document is JSON")
@@ -102,10 +52,10 @@ async fn the_admin_router_serves_the_document() {
 async fn the_document_is_behind_the_token_like_the_rest_of_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let router = router(state(dir.path(), Some("s3cret")).await);
-    let (status, _, body) = call(&router, Method::GET, "/api/v1/openapi.json", None).await;
+    let (status, _, body) = call(&router, Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["code"], "UNAUTHENTICATED");
-    let (status, _, body) = call(&router, Method::GET, "/api/v1/openapi.json", Some("s3cret")).await;
+    let (status, _, body) = call(&router, Method::GET, "/api/v1/openapi.json", Some("s3cret"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["openapi"], "3.1.0");
 }
@@ -194,7 +144,7 @@ async fn served(router: &Router) -> BTreeSet<(String, String)> {
         assert!(!concrete(&path).contains('{'), "no test value for a parameter of {path}");
         for method in METHODS {
             let http_method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
-            let (status, _, body) = call(router, http_method, &concrete(&path), None).await;
+            let (status, _, body) = call(router, http_method, &concrete(&path), None, None).await;
             let no_route =
                 status == StatusCode::NOT_FOUND && String::from_utf8_lossy(&body).contains("matches no route");
             if status != StatusCode::METHOD_NOT_ALLOWED && !no_route {

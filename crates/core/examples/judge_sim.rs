@@ -23,6 +23,7 @@
 //! 5 min), as if their pin to stable expired: the observed request share lags the weight.
 //! Each run draws a new population and a new baseline (10 minutes of stable-only traffic).
 
+#[allow(clippy::disallowed_types, reason = "a synchronous simulation timing itself; core has no async runtime")]
 use std::time::Instant;
 
 use canary_core::judge::{Baseline, GroupCounts, Judge, JudgeConfig, Metric, TickCounts};
@@ -432,6 +433,7 @@ fn main() {
     println!("|---|---|---|---|---|");
     let mut detection_rows = Vec::new();
     for (index, scenario) in scenarios.iter().enumerate() {
+        #[allow(clippy::disallowed_types, reason = "wall time of a synchronous simulation run")]
         let started = Instant::now();
         let results = run_all(scenario, index as u64, runs, threads);
         let corrected: Vec<_> = results.iter().map(|r| r.corrected).collect();

@@ -13,6 +13,7 @@ pub mod istio;
 pub mod judge;
 pub mod kubernetes;
 pub mod latency;
+pub mod metrics;
 pub mod names;
 pub mod pin;
 pub mod policy;
@@ -23,5 +24,5 @@ pub mod spec;
 pub mod weight;
 
 pub use routing::{Decision, Force, PinAction, Reason, RequestFacts, RoutingTable, Side, decide};
-pub use spec::RouteSpec;
+pub use spec::{RouteError, RouteSpec};
 pub use weight::Weight;

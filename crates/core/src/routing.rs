@@ -36,6 +36,26 @@ pub enum Reason {
     Bucket,
 }
 
+impl Reason {
+    /// Every reason, in the order of [`Reason::index`].
+    pub const ALL: [Reason; 3] = [Reason::Forced, Reason::Pinned, Reason::Bucket];
+
+    /// Its position in [`Reason::ALL`].
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The `reason` label value of [`crate::metrics::ROUTING_DECISIONS`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Forced => "forced",
+            Reason::Pinned => "pinned",
+            Reason::Bucket => "bucket",
+        }
+    }
+}
+
 /// What the response should do with the session pin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PinAction {
@@ -110,8 +130,11 @@ pub struct Decision {
     pub bucket: u16,
     /// The full 64-bit hash the bucket came from, for counting distinct users.
     pub key_hash: u64,
-    /// Whether this request starts the user's session in this rollout: no pin of this
-    /// rollout decided it. The judge compares these against the weight.
+    /// Whether this request is the user's first assignment *by the bucket rule* in this
+    /// rollout: decided by the bucket, with no pin of this rollout. The sample-ratio guard
+    /// compares these against the weight, so only they may count: a session pinned before the
+    /// rollout (a busy site always has some) follows its pin to stable, which says nothing about
+    /// whether the rule splits users as the weight says.
     pub new_session: bool,
 }
 
@@ -178,7 +201,7 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
         && let Some(side) = table.routable(pin.version, weighted, facts.now)
     {
         let action = if this_rollout && fresh(&pin) { PinAction::Keep } else { PinAction::Issue };
-        return Decision { side, reason: Reason::Pinned, pin: action, bucket, key_hash, new_session: !this_rollout };
+        return Decision { side, reason: Reason::Pinned, pin: action, bucket, key_hash, new_session: false };
     }
     let side = if weighted && bucket < table.weight.basis_points() { Side::Canary } else { Side::Stable };
     let unchanged = pin
@@ -253,6 +276,25 @@ mod tests {
         assert_eq!((d.side, d.reason), (Side::Stable, Reason::Bucket));
         let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", Some(pin.as_bytes())) };
         assert_eq!(decide(&table(100.0), &key, TTL, &tripped).side, Side::Stable);
+    }
+
+    #[test]
+    fn only_a_first_assignment_by_the_bucket_counts_as_a_new_session() {
+        let key = PinKey::new(b"k");
+        let t = table(50.0);
+        // No pin: the rule assigns the user, a new session of this rollout.
+        assert!(decide(&t, &key, TTL, &facts(b"u", None)).new_session);
+        // A pin of this rollout: a returning session.
+        let ours = key.sign("web-1", "v1", NOW + TTL);
+        assert!(!decide(&t, &key, TTL, &facts(b"u", Some(ours.as_bytes()))).new_session);
+        // A stable pin from before the rollout: the session follows it, which says nothing
+        // about the split the rule makes, so it does not count either.
+        let earlier = key.sign("web-0", "v1", NOW + TTL);
+        let d = decide(&t, &key, TTL, &facts(b"u", Some(earlier.as_bytes())));
+        assert_eq!((d.side, d.reason, d.new_session), (Side::Stable, Reason::Pinned, false));
+        // Forced requests never count.
+        let forced = RequestFacts { force: Some(Force::Canary), ..facts(b"u", None) };
+        assert!(!decide(&t, &key, TTL, &forced).new_session);
     }
 
     #[test]

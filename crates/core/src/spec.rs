@@ -63,6 +63,17 @@ pub enum SpecError {
     BadId(String),
 }
 
+/// Why a routing change was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The resulting spec breaks a rule.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// The change needs a canary and there is none.
+    #[error("service {0:?} has no canary")]
+    NoCanary(String),
+}
+
 impl RouteSpec {
     /// The spec a service starts with, from its configuration.
     pub fn from_config(service: &ServiceConfig) -> RouteSpec {

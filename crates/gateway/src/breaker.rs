@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use canary_core::config::BreakerConfig;
 
-use crate::metrics::VersionCounts;
 use crate::service::Service;
+use canary_core::metrics::VersionCounts;
 
 const TICK: Duration = Duration::from_millis(250);
 
@@ -33,12 +33,14 @@ struct Sample {
 
 impl Sample {
     fn of(canary: &VersionCounts, stable: &VersionCounts) -> Sample {
-        let moved_away = canary.judge_errors - canary.server_errors();
+        // A copy taken while a 5xx is being recorded can hold it in `responses` but not yet in
+        // `judge_errors`: never fewer than none moved away.
+        let moved_away = canary.judge_errors.saturating_sub(canary.server_errors());
         Sample {
             canary_attempts: canary.requests() + moved_away,
             canary_errors: canary.judge_errors,
             canary_answered: canary.requests(),
-            canary_connect_failures: canary.upstream_errors[..3].iter().sum(),
+            canary_connect_failures: canary.connect_failures(),
             stable_requests: stable.requests(),
             stable_errors: stable.judge_errors,
         }
@@ -119,6 +121,9 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Shared;
+    use crate::metrics::JudgeFacts;
+    use canary_core::config::Config;
 
     fn sample(attempts: u64, errors: u64, answered: u64, refused: u64, stable: (u64, u64)) -> Sample {
         Sample {
@@ -155,9 +160,73 @@ mod tests {
     }
 
     #[test]
+    fn counts_copied_mid_update_do_not_underflow() {
+        // A 5xx already in `responses`, not yet in `judge_errors`.
+        let canary = VersionCounts { responses: [0, 10, 0, 0, 1], judge_errors: 0, ..VersionCounts::default() };
+        let sample = Sample::of(&canary, &VersionCounts::default());
+        assert_eq!(sample.canary_attempts, 11);
+        assert_eq!(sample.canary_answered, 11);
+    }
+
+    #[test]
     fn only_the_window_counts() {
         let policy = BreakerConfig::default();
         let before = sample(1000, 900, 1000, 0, (1000, 0));
         assert!(verdict(&policy, &before, &before, &sample(1100, 900, 1100, 0, (2000, 0))).is_none());
+    }
+
+    fn service_with_canary() -> Arc<Service> {
+        let config = Config::from_toml(
+            r#"
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
+canary = { version = "v2", upstreams = ["127.0.0.1:9002"] }
+weight = 50
+breaker = { window = "10s", min_requests = 20, error_ratio = 0.25 }
+"#,
+        )
+        .unwrap();
+        Arc::new(Service::new(&config.services[0], true, Arc::new(Shared::default())))
+    }
+
+    fn canary_fails(service: &Service, requests: usize) {
+        let route = service.route();
+        let canary = route.canary.as_ref().unwrap();
+        for _ in 0..requests {
+            canary.stats.record_response(503, 1_000, JudgeFacts { bucket: 0, slow_bucket: None, new_session: false });
+        }
+    }
+
+    /// Lets `time` pass on the paused clock one breaker tick at a time, letting the breaker
+    /// look after each.
+    async fn pass(time: Duration) {
+        let mut left = time;
+        while !left.is_zero() {
+            let step = left.min(TICK);
+            tokio::time::advance(step).await;
+            tokio::task::yield_now().await;
+            left -= step;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_count_only_while_they_are_in_the_window() {
+        let service = service_with_canary();
+        let breaker = tokio::spawn(watch(service.clone(), service.breaker().clone()));
+        pass(TICK).await;
+        canary_fails(&service, 15);
+        pass(Duration::from_secs(1)).await;
+        assert!(service.canary_open(), "15 requests are fewer than min_requests");
+        pass(Duration::from_secs(10)).await;
+        canary_fails(&service, 15);
+        pass(Duration::from_secs(1)).await;
+        assert!(service.canary_open(), "the first 15 failures have left the 10 s window");
+        canary_fails(&service, 10);
+        pass(TICK).await;
+        assert!(!service.canary_open(), "25 failures within the window trip the breaker");
+        assert!(service.trip_reason().unwrap().contains("over 25 requests"), "{:?}", service.trip_reason());
+        breaker.abort();
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod body;
 pub mod breaker;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod headers;
 pub mod metrics;
 pub mod pool;
@@ -27,8 +29,9 @@ use canary_core::config::Config;
 use canary_core::pin::PinKey;
 use tokio::sync::watch;
 
-pub use metrics::{MetricsRegistry, VersionCounts};
-pub use service::{RouteError, Service, Shared};
+pub use canary_core::RouteError;
+pub use metrics::MetricsRegistry;
+pub use service::{Service, Shared};
 
 use worker::{WorkerListener, bind_reuseport, run_worker};
 

@@ -2,27 +2,9 @@
 //!
 //! The hot path only increments relaxed atomics that the routing snapshot already points at:
 //! no label lookup, no lock, no allocation. A [`Collector`] turns them into the Prometheus
-//! text format at scrape time. Counters never reset, so the judge and Prometheus can both take
-//! differences.
-//!
-//! Names:
-//! - `canary_requests_total{service,version,code_class}`: responses sent, by status class;
-//!   gateway-made 502/504 count against the version that failed;
-//! - `canary_upstream_errors_total{service,version,kind}`: failed upstream exchanges, `kind` one
-//!   of [`UpstreamErrorKind`];
-//! - `canary_request_duration_seconds{service,version}`: time to the response head, a histogram
-//!   with the fixed bounds of `canary_core::latency`;
-//! - `canary_routing_decisions_total{service,version,reason}`: why requests went where they went;
-//! - `canary_judge_errors_total{service,version}`: what the judge counts as errors: 5xx
-//!   responses plus requests re-sent elsewhere because this version took no connection;
-//! - `canary_new_sessions_total{service,version}`: sessions that started on this version in the
-//!   current rollout (the judge's sample-ratio guard);
-//! - `canary_group_errors_total` / `canary_group_slow_total{service,version,group}`: judge errors
-//!   and slow requests per user group (`bucket mod 64`), so the judge can see how errors cluster
-//!   by user;
-//! - `canary_retries_total{service,from_version,to_version}`: requests re-sent to stable because
-//!   no canary address took the connection (nothing had been sent), or because the canary
-//!   dropped a bodiless idempotent request before answering.
+//! text format at scrape time, with the names, labels and label values of the contract in
+//! [`canary_core::metrics`], which the controller reads them back with. Counters never reset,
+//! so the judge and Prometheus can both take differences.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -30,132 +12,27 @@ use std::sync::{Arc, Mutex};
 
 use canary_core::Reason;
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS, bucket_index};
+use canary_core::metrics::{
+    self as contract, CODE_CLASSES, Family, MetricKind, USER_GROUPS, UpstreamErrorKind, VersionCounts, code_class,
+    group_label, user_group,
+};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
-
-/// Why an exchange with an upstream failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
-    /// The upstream refused the connection.
-    ConnectRefused,
-    /// Connecting took longer than `connect_timeout`.
-    ConnectTimeout,
-    /// Connecting failed otherwise (unreachable, DNS).
-    ConnectOther,
-    /// No response head within `request_timeout`.
-    Timeout,
-    /// The connection was reset or closed mid-exchange.
-    Reset,
-    /// Any other protocol failure.
-    Protocol,
-}
-
-impl UpstreamErrorKind {
-    const ALL: [UpstreamErrorKind; 6] = [
-        UpstreamErrorKind::ConnectRefused,
-        UpstreamErrorKind::ConnectTimeout,
-        UpstreamErrorKind::ConnectOther,
-        UpstreamErrorKind::Timeout,
-        UpstreamErrorKind::Reset,
-        UpstreamErrorKind::Protocol,
-    ];
-
-    /// The `kind` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            UpstreamErrorKind::ConnectRefused => "connect_refused",
-            UpstreamErrorKind::ConnectTimeout => "connect_timeout",
-            UpstreamErrorKind::ConnectOther => "connect_other",
-            UpstreamErrorKind::Timeout => "timeout",
-            UpstreamErrorKind::Reset => "reset",
-            UpstreamErrorKind::Protocol => "protocol",
-        }
-    }
-
-    /// Whether the request never reached the upstream, so re-sending it elsewhere is safe.
-    pub fn before_request_sent(self) -> bool {
-        matches!(
-            self,
-            UpstreamErrorKind::ConnectRefused | UpstreamErrorKind::ConnectTimeout | UpstreamErrorKind::ConnectOther
-        )
-    }
-}
-
-/// User groups (`bucket mod USER_GROUPS`) the judge's counters are split into.
-pub const USER_GROUPS: usize = 64;
-
-const GROUP_LABELS: [&str; USER_GROUPS] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20",
-    "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36", "37", "38", "39",
-    "40", "41", "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58",
-    "59", "60", "61", "62", "63",
-];
-
-const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const REASONS: [&str; 3] = ["forced", "pinned", "bucket"];
 
 /// Counters of one version of one service.
 #[derive(Debug)]
 pub struct VersionStats {
-    responses: [AtomicU64; 5],
-    upstream_errors: [AtomicU64; 6],
-    decisions: [AtomicU64; 3],
+    responses: [AtomicU64; CODE_CLASSES.len()],
+    upstream_errors: [AtomicU64; UpstreamErrorKind::ALL.len()],
+    decisions: [AtomicU64; Reason::ALL.len()],
     latency_buckets: [AtomicU64; LATENCY_BUCKETS],
     latency_sum_micros: AtomicU64,
     judge_errors: AtomicU64,
     new_sessions: AtomicU64,
     group_errors: [AtomicU64; USER_GROUPS],
     group_slow: [AtomicU64; USER_GROUPS],
-}
-
-/// A point-in-time copy of a version's counters, for the judge and the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VersionCounts {
-    /// Responses by status class 1xx..5xx.
-    pub responses: [u64; 5],
-    /// Upstream failures by [`UpstreamErrorKind`] order.
-    pub upstream_errors: [u64; 6],
-    /// Latency histogram counts (not cumulative), last is `+Inf`.
-    pub latency_buckets: [u64; LATENCY_BUCKETS],
-    /// Sum of latencies in microseconds.
-    pub latency_sum_micros: u64,
-    /// 5xx responses plus requests re-sent elsewhere after this version took no connection.
-    pub judge_errors: u64,
-    /// Sessions that started on this version in the current rollout.
-    pub new_sessions: u64,
-    /// Judge errors per user group.
-    pub group_errors: [u64; USER_GROUPS],
-    /// Slow requests per user group.
-    pub group_slow: [u64; USER_GROUPS],
-}
-
-impl Default for VersionCounts {
-    fn default() -> VersionCounts {
-        VersionCounts {
-            responses: [0; 5],
-            upstream_errors: [0; 6],
-            latency_buckets: [0; LATENCY_BUCKETS],
-            latency_sum_micros: 0,
-            judge_errors: 0,
-            new_sessions: 0,
-            group_errors: [0; USER_GROUPS],
-            group_slow: [0; USER_GROUPS],
-        }
-    }
-}
-
-impl VersionCounts {
-    /// All responses sent.
-    pub fn requests(&self) -> u64 {
-        self.responses.iter().sum()
-    }
-
-    /// 5xx responses (gateway-made ones included).
-    pub fn server_errors(&self) -> u64 {
-        self.responses[4]
-    }
 }
 
 impl Default for VersionStats {
@@ -185,16 +62,29 @@ pub struct JudgeFacts {
     pub new_session: bool,
 }
 
+/// The upstream failures one request met on one version, counted while it runs and added to
+/// the version's counters when it is recorded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamErrorTally([u16; UpstreamErrorKind::ALL.len()]);
+
+impl UpstreamErrorTally {
+    /// Notes one failure.
+    #[inline]
+    pub fn note(&mut self, kind: UpstreamErrorKind) {
+        let n = &mut self.0[kind.index()];
+        *n = n.saturating_add(1);
+    }
+}
+
 impl VersionStats {
     /// Records one response with its status and time to response head.
     #[inline]
     pub fn record_response(&self, status: u16, micros: u64, judge: JudgeFacts) {
-        let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.responses[class].fetch_add(1, Relaxed);
+        self.responses[code_class(status)].fetch_add(1, Relaxed);
         let latency_bucket = bucket_index(micros);
         self.latency_buckets[latency_bucket].fetch_add(1, Relaxed);
         self.latency_sum_micros.fetch_add(micros, Relaxed);
-        let group = usize::from(judge.bucket) % USER_GROUPS;
+        let group = user_group(judge.bucket);
         if status >= 500 {
             self.judge_errors.fetch_add(1, Relaxed);
             self.group_errors[group].fetch_add(1, Relaxed);
@@ -207,41 +97,42 @@ impl VersionStats {
         }
     }
 
-    /// Records a request this version took no connection for, re-sent to another version.
+    /// Records a request this version lost to another: the judge counts it as this
+    /// version's error.
     #[inline]
     pub fn record_moved_away(&self, bucket: u16) {
         self.judge_errors.fetch_add(1, Relaxed);
-        self.group_errors[usize::from(bucket) % USER_GROUPS].fetch_add(1, Relaxed);
+        self.group_errors[user_group(bucket)].fetch_add(1, Relaxed);
     }
 
-    /// Records a failed upstream exchange.
+    /// Records the upstream failures of one request.
     #[inline]
-    pub fn record_upstream_error(&self, kind: UpstreamErrorKind) {
-        self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
+    pub fn record_upstream_errors(&self, tally: &UpstreamErrorTally) {
+        for (counter, n) in self.upstream_errors.iter().zip(tally.0) {
+            if n != 0 {
+                counter.fetch_add(u64::from(n), Relaxed);
+            }
+        }
     }
 
     /// Records why a request went to this version.
     #[inline]
     pub fn record_decision(&self, reason: Reason) {
-        let i = match reason {
-            Reason::Forced => 0,
-            Reason::Pinned => 1,
-            Reason::Bucket => 2,
-        };
-        self.decisions[i].fetch_add(1, Relaxed);
+        self.decisions[reason.index()].fetch_add(1, Relaxed);
     }
 
     /// A copy of the counters.
     pub fn counts(&self) -> VersionCounts {
+        let load = |counters: &[AtomicU64], i: usize| counters[i].load(Relaxed);
         VersionCounts {
-            responses: std::array::from_fn(|i| self.responses[i].load(Relaxed)),
-            upstream_errors: std::array::from_fn(|i| self.upstream_errors[i].load(Relaxed)),
-            latency_buckets: std::array::from_fn(|i| self.latency_buckets[i].load(Relaxed)),
+            responses: std::array::from_fn(|i| load(&self.responses, i)),
+            upstream_errors: std::array::from_fn(|i| load(&self.upstream_errors, i)),
+            latency_buckets: std::array::from_fn(|i| load(&self.latency_buckets, i)),
             latency_sum_micros: self.latency_sum_micros.load(Relaxed),
             judge_errors: self.judge_errors.load(Relaxed),
             new_sessions: self.new_sessions.load(Relaxed),
-            group_errors: std::array::from_fn(|i| self.group_errors[i].load(Relaxed)),
-            group_slow: std::array::from_fn(|i| self.group_slow[i].load(Relaxed)),
+            group_errors: std::array::from_fn(|i| load(&self.group_errors, i)),
+            group_slow: std::array::from_fn(|i| load(&self.group_slow, i)),
         }
     }
 }
@@ -275,126 +166,104 @@ impl MetricsRegistry {
     }
 }
 
+/// Encodes one family of the contract: its descriptor, then one sample per row, each row's
+/// label values in the order of the family's label names.
+pub(crate) fn encode_family<'v, const N: usize, V>(
+    encoder: &mut DescriptorEncoder,
+    family: &Family<N>,
+    rows: impl IntoIterator<Item = ([&'v str; N], V)>,
+    mut sample: impl FnMut(MetricEncoder<'_>, V) -> Result<(), std::fmt::Error>,
+) -> Result<(), std::fmt::Error> {
+    let kind = match family.kind {
+        MetricKind::Counter => MetricType::Counter,
+        MetricKind::Gauge => MetricType::Gauge,
+        MetricKind::Histogram => MetricType::Histogram,
+    };
+    let mut descriptor = encoder.encode_descriptor(family.name, family.help, None, kind)?;
+    for (values, value) in rows {
+        let labels: [(&str, &str); N] = std::array::from_fn(|i| (family.labels[i], values[i]));
+        sample(descriptor.encode_family(&labels)?, value)?;
+    }
+    Ok(())
+}
+
+fn counter(encoder: MetricEncoder<'_>, n: u64) -> Result<(), std::fmt::Error> {
+    ConstCounter::new(n).encode(encoder)
+}
+
+/// One version's counters with its labels, copied out of the registry's lock for a scrape.
+struct Scraped {
+    service: String,
+    version: String,
+    stats: Arc<VersionStats>,
+}
+
+impl Scraped {
+    /// Rows of `[service, version, extra]`, one per counter of `counters`, labelled in order.
+    fn split<'s>(
+        &'s self,
+        counters: &'s [AtomicU64],
+        extra: impl Fn(usize) -> &'s str + 's,
+    ) -> impl Iterator<Item = ([&'s str; 3], u64)> + 's {
+        counters.iter().enumerate().map(move |(i, n)| ([&*self.service, &*self.version, extra(i)], n.load(Relaxed)))
+    }
+
+    fn pair(&self) -> [&str; 2] {
+        [&self.service, &self.version]
+    }
+
+    /// The latency histogram as the encoder wants it: per-bucket counts with upper bounds
+    /// (it accumulates them itself), the sum in seconds and the count.
+    fn histogram(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let buckets: Vec<(f64, u64)> = (self.stats.latency_buckets.iter().enumerate())
+            .map(|(i, n)| (LATENCY_BOUNDS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), n.load(Relaxed)))
+            .collect();
+        let total = buckets.iter().map(|(_, n)| n).sum();
+        (buckets, self.stats.latency_sum_micros.load(Relaxed) as f64 / 1e6, total)
+    }
+}
+
+impl MetricsRegistry {
+    fn scraped(&self) -> Vec<Scraped> {
+        let map = self.versions.lock().expect("metrics lock");
+        map.iter()
+            .map(|((service, version), stats)| Scraped {
+                service: service.clone(),
+                version: version.clone(),
+                stats: stats.clone(),
+            })
+            .collect()
+    }
+}
+
 impl Collector for MetricsRegistry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let versions: Vec<_> = {
-            let map = self.versions.lock().expect("metrics lock");
-            map.iter().map(|((s, v), stats)| (s.clone(), v.clone(), stats.clone())).collect()
+        let versions = self.scraped();
+        let e = &mut encoder;
+        let each = |pick: fn(&VersionStats) -> &[AtomicU64], extra: fn(usize) -> &'static str| {
+            versions.iter().flat_map(move |v| v.split(pick(&v.stats), extra))
         };
-        {
-            let mut family = encoder.encode_descriptor(
-                "canary_requests",
-                "Responses sent to clients, by service, version and status class",
-                None,
-                MetricType::Counter,
-            )?;
-            for (service, version, stats) in &versions {
-                for (class, n) in CODE_CLASSES.iter().zip(&stats.responses) {
-                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("code_class", class)];
-                    ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "canary_upstream_errors",
-                "Failed upstream exchanges, by service, version and kind",
-                None,
-                MetricType::Counter,
-            )?;
-            for (service, version, stats) in &versions {
-                for kind in UpstreamErrorKind::ALL {
-                    let n = stats.upstream_errors[kind as usize].load(Relaxed);
-                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("kind", kind.label())];
-                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "canary_routing_decisions",
-                "Requests routed, by service, version and what decided (forced, pinned, bucket)",
-                None,
-                MetricType::Counter,
-            )?;
-            for (service, version, stats) in &versions {
-                for (reason, n) in REASONS.iter().zip(&stats.decisions) {
-                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("reason", reason)];
-                    ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        {
-            let mut family = encoder.encode_descriptor(
-                "canary_request_duration_seconds",
-                "Time from receiving a request to sending its response head",
-                None,
-                MetricType::Histogram,
-            )?;
-            for (service, version, stats) in &versions {
-                let counts: Vec<u64> = stats.latency_buckets.iter().map(|b| b.load(Relaxed)).collect();
-                // The encoder accumulates the per-bucket counts itself.
-                let buckets: Vec<(f64, u64)> = counts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| (LATENCY_BOUNDS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), *n))
-                    .collect();
-                let total: u64 = counts.iter().sum();
-                let sum = stats.latency_sum_micros.load(Relaxed) as f64 / 1e6;
-                let labels = [("service", service.as_str()), ("version", version.as_str())];
-                family
-                    .encode_family(&labels)?
-                    .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, total, &buckets, None)?;
-            }
-        }
-        for (name, help, pick) in [
-            (
-                "canary_judge_errors",
-                "5xx responses plus requests re-sent elsewhere because the version took no connection",
-                0,
-            ),
-            ("canary_new_sessions", "Sessions that started on the version in the current rollout", 1),
-        ] {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (service, version, stats) in &versions {
-                let n = if pick == 0 { &stats.judge_errors } else { &stats.new_sessions };
-                let labels = [("service", service.as_str()), ("version", version.as_str())];
-                ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
-            }
-        }
-        for (name, help, slow) in [
-            ("canary_group_errors", "Judge errors per user group (bucket mod 64)", false),
-            (
-                "canary_group_slow",
-                "Requests slower than the rollout's tail threshold, per user group (bucket mod 64)",
-                true,
-            ),
-        ] {
-            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (service, version, stats) in &versions {
-                let counters = if slow { &stats.group_slow } else { &stats.group_errors };
-                for (group, n) in counters.iter().enumerate() {
-                    let group = GROUP_LABELS[group];
-                    let labels = [("service", service.as_str()), ("version", version.as_str()), ("group", group)];
-                    ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        let retries: Vec<_> = {
+        encode_family(e, &contract::REQUESTS, each(|s| &s.responses, |i| CODE_CLASSES[i]), counter)?;
+        let kind = |i: usize| UpstreamErrorKind::ALL[i].as_str();
+        encode_family(e, &contract::UPSTREAM_ERRORS, each(|s| &s.upstream_errors, kind), counter)?;
+        let reason = |i: usize| Reason::ALL[i].as_str();
+        encode_family(e, &contract::ROUTING_DECISIONS, each(|s| &s.decisions, reason), counter)?;
+        let histograms = versions.iter().map(|v| (v.pair(), v.histogram()));
+        encode_family(e, &contract::REQUEST_DURATION, histograms, |mut sample, (buckets, sum, count)| {
+            sample.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+        })?;
+        let judge_errors = versions.iter().map(|v| (v.pair(), v.stats.judge_errors.load(Relaxed)));
+        encode_family(e, &contract::JUDGE_ERRORS, judge_errors, counter)?;
+        let new_sessions = versions.iter().map(|v| (v.pair(), v.stats.new_sessions.load(Relaxed)));
+        encode_family(e, &contract::NEW_SESSIONS, new_sessions, counter)?;
+        encode_family(e, &contract::GROUP_ERRORS, each(|s| &s.group_errors, group_label), counter)?;
+        encode_family(e, &contract::GROUP_SLOW, each(|s| &s.group_slow, group_label), counter)?;
+        let retries: Vec<(RetryKey, u64)> = {
             let map = self.retries.lock().expect("metrics lock");
             map.iter().map(|(k, v)| (k.clone(), v.load(Relaxed))).collect()
         };
-        let mut family = encoder.encode_descriptor(
-            "canary_retries",
-            "Requests re-sent to stable: no canary address took the connection, or the canary dropped a bodiless GET/HEAD/OPTIONS before answering",
-            None,
-            MetricType::Counter,
-        )?;
-        for ((service, from, to), n) in &retries {
-            let labels = [("service", service.as_str()), ("from_version", from.as_str()), ("to_version", to.as_str())];
-            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
+        let rows = retries.iter().map(|((service, from, to), n)| ([&**service, &**from, &**to], *n));
+        encode_family(e, &contract::RETRIES, rows, counter)
     }
 }
 
@@ -403,6 +272,14 @@ mod tests {
     use super::*;
     use prometheus_client::registry::Registry;
 
+    fn scrape(metrics: &Arc<MetricsRegistry>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(metrics.clone()));
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
     #[test]
     fn scrape_shows_counts_and_cumulative_buckets() {
         let metrics = Arc::new(MetricsRegistry::default());
@@ -410,11 +287,10 @@ mod tests {
         let facts = JudgeFacts { bucket: 65, slow_bucket: Some(0), new_session: true };
         v2.record_response(200, 400, facts);
         v2.record_response(503, 2_000, facts);
-        v2.record_upstream_error(UpstreamErrorKind::ConnectRefused);
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(metrics.clone()));
-        let mut text = String::new();
-        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
+        let mut tally = UpstreamErrorTally::default();
+        tally.note(UpstreamErrorKind::ConnectRefused);
+        v2.record_upstream_errors(&tally);
+        let text = scrape(&metrics);
         assert!(text.contains(r#"canary_requests_total{service="web",version="v2",code_class="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"canary_requests_total{service="web",version="v2",code_class="5xx"} 1"#));
         assert!(text.contains(r#"canary_upstream_errors_total{service="web",version="v2",kind="connect_refused"} 1"#));
@@ -424,5 +300,36 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"canary_request_duration_seconds_count{service="web",version="v2"} 2"#));
+    }
+
+    #[test]
+    fn every_family_of_the_contract_is_scraped_with_its_labels() {
+        let metrics = Arc::new(MetricsRegistry::default());
+        let v1 = metrics.version("web", "v1");
+        let facts = JudgeFacts { bucket: 130, slow_bucket: Some(0), new_session: true };
+        v1.record_decision(Reason::Pinned);
+        v1.record_response(502, 5_000, facts);
+        v1.record_moved_away(130);
+        metrics.retries("web", "v2", "v1").fetch_add(1, Relaxed);
+        let text = scrape(&metrics);
+        for line in [
+            r#"canary_routing_decisions_total{service="web",version="v1",reason="pinned"} 1"#,
+            r#"canary_routing_decisions_total{service="web",version="v1",reason="bucket"} 0"#,
+            r#"canary_judge_errors_total{service="web",version="v1"} 2"#,
+            r#"canary_new_sessions_total{service="web",version="v1"} 1"#,
+            r#"canary_group_errors_total{service="web",version="v1",group="2"} 2"#,
+            r#"canary_group_slow_total{service="web",version="v1",group="2"} 1"#,
+            r#"canary_group_slow_total{service="web",version="v1",group="63"} 0"#,
+            r#"canary_retries_total{service="web",from_version="v2",to_version="v1"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        for (name, help) in [
+            ("canary_requests_total", contract::REQUESTS.help),
+            ("canary_retries_total", contract::RETRIES.help),
+            ("canary_request_duration_seconds", contract::REQUEST_DURATION.help),
+        ] {
+            assert!(text.contains(&format!("# HELP {name} {help}\n")), "no help for {name}");
+        }
     }
 }

@@ -8,7 +8,7 @@
 use std::cell::RefCell;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -18,9 +18,10 @@ use crate::body::UpstreamBody;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::metrics::UpstreamErrorKind;
 use crate::upstream::Upstream;
+use canary_core::metrics::UpstreamErrorKind;
 
 /// Idle connections kept per upstream per worker.
 const MAX_IDLE: usize = 512;

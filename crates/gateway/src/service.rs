@@ -13,8 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use canary_core::api::{ServiceView, VersionView};
 use canary_core::config::{KeySource, ServiceConfig, VersionConfig};
-use canary_core::spec::SpecError;
-use canary_core::{RouteSpec, RoutingTable, Side};
+use canary_core::{RouteError, RouteSpec, RoutingTable, Side};
 use http::HeaderValue;
 
 use crate::metrics::{MetricsRegistry, VersionStats};
@@ -140,17 +139,6 @@ pub struct Service {
     breaker: canary_core::config::BreakerConfig,
     bound: OnceLock<SocketAddr>,
     shared: Arc<Shared>,
-}
-
-/// Why a routing change was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RouteError {
-    /// The resulting spec breaks a rule.
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    /// The change needs a canary and there is none.
-    #[error("service {0:?} has no canary")]
-    NoCanary(String),
 }
 
 impl Service {

@@ -9,13 +9,28 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Milliseconds since the process started, for ejection deadlines stored in atomics.
-pub fn now_millis() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+use tokio::time::Instant;
+
+/// The time base of ejection deadlines, which are kept in atomics as milliseconds since the
+/// registry was made. It reads tokio's clock, so paused-time tests drive ejections.
+#[derive(Debug, Clone, Copy)]
+pub struct EjectClock {
+    start: Instant,
+}
+
+impl EjectClock {
+    fn new() -> EjectClock {
+        EjectClock { start: Instant::now() }
+    }
+
+    /// Milliseconds since the clock started.
+    #[inline]
+    pub fn now_millis(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
 }
 
 /// Passive ejection settings of a service.
@@ -38,6 +53,7 @@ pub struct Upstream {
     pub addr: Option<SocketAddr>,
     consecutive_failures: AtomicU32,
     ejected_until: AtomicU64,
+    clock: EjectClock,
 }
 
 impl Upstream {
@@ -46,7 +62,7 @@ impl Upstream {
         let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
         if n >= policy.failures {
             self.consecutive_failures.store(0, Relaxed);
-            let until = now_millis() + policy.duration.as_millis() as u64;
+            let until = self.clock.now_millis() + policy.duration.as_millis() as u64;
             self.ejected_until.store(until, Relaxed);
             tracing::warn!(upstream = %self.authority, ?policy.duration, "ejecting upstream after {n} consecutive failures");
         }
@@ -73,6 +89,7 @@ impl Upstream {
 pub struct UpstreamSet {
     members: Vec<Arc<Upstream>>,
     next: AtomicUsize,
+    clock: EjectClock,
 }
 
 impl UpstreamSet {
@@ -81,11 +98,16 @@ impl UpstreamSet {
         &self.members
     }
 
+    /// The clock its members' ejections run on.
+    pub fn clock(&self) -> EjectClock {
+        self.clock
+    }
+
     /// The addresses to try for one request, best first: the next healthy one in rotation,
     /// then the other healthy ones; ejected ones only when none is healthy.
     pub fn candidates(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         let n = self.members.len();
-        let now = now_millis();
+        let now = self.clock.now_millis();
         let healthy = self.members.iter().filter(|u| !u.is_ejected(now)).count();
         // Rotate over the healthy addresses only, so an ejected one does not hand its turn
         // to its neighbour.
@@ -97,9 +119,16 @@ impl UpstreamSet {
 }
 
 /// Gives every address one [`Upstream`], shared by every snapshot that names it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct UpstreamRegistry {
     by_authority: Mutex<HashMap<String, Arc<Upstream>>>,
+    clock: EjectClock,
+}
+
+impl Default for UpstreamRegistry {
+    fn default() -> UpstreamRegistry {
+        UpstreamRegistry { by_authority: Mutex::default(), clock: EjectClock::new() }
+    }
 }
 
 impl UpstreamRegistry {
@@ -118,12 +147,13 @@ impl UpstreamRegistry {
                             addr: a.parse().ok(),
                             consecutive_failures: AtomicU32::new(0),
                             ejected_until: AtomicU64::new(0),
+                            clock: self.clock,
                         })
                     })
                     .clone()
             })
             .collect();
-        Arc::new(UpstreamSet { members, next: AtomicUsize::new(0) })
+        Arc::new(UpstreamSet { members, next: AtomicUsize::new(0), clock: self.clock })
     }
 }
 
@@ -142,10 +172,11 @@ mod tests {
         let firsts: Vec<_> = (0..3).map(|_| set.candidates().next().unwrap().id).collect();
         assert_eq!(firsts, vec![0, 1, 2]);
         let bad = &set.members()[1];
+        let now = || set.clock().now_millis();
         bad.record_failure(&policy());
-        assert!(!bad.is_ejected(now_millis()));
+        assert!(!bad.is_ejected(now()));
         bad.record_failure(&policy());
-        assert!(bad.is_ejected(now_millis()));
+        assert!(bad.is_ejected(now()));
         for _ in 0..6 {
             assert!(set.candidates().all(|u| u.id != 1));
         }
@@ -160,6 +191,28 @@ mod tests {
             u.record_failure(&policy());
         }
         assert_eq!(set.candidates().count(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejected_address_comes_back_after_the_ejection_duration() {
+        let registry = UpstreamRegistry::default();
+        let set = registry.set(&["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
+        let policy = EjectPolicy { failures: 3, duration: Duration::from_secs(10) };
+        let bad = set.members()[0].clone();
+        let tried = |set: &UpstreamSet| (0..4).any(|_| set.candidates().any(|u| u.id == bad.id));
+        for _ in 0..3 {
+            bad.record_failure(&policy);
+        }
+        assert!(!tried(&set), "ejected after three failures in a row");
+        tokio::time::advance(Duration::from_millis(9_999)).await;
+        assert!(!tried(&set), "still ejected a millisecond before the duration ends");
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(tried(&set), "back once the duration has passed");
+        bad.record_failure(&policy);
+        bad.record_failure(&policy);
+        bad.record_success();
+        bad.record_failure(&policy);
+        assert!(tried(&set), "a success in between resets the count");
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod users;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use canary_controller::rollouts::{StartRollout, StepsInput};
@@ -24,12 +24,13 @@ use canary_core::config::{Config, HumanDuration, Upstreams, VersionName};
 use canary_core::judge::{Tolerance, Tolerances};
 use canary_core::rollout::{Analysis, Command};
 use serde::Serialize;
+use tokio::time::Instant;
 
 use crate::cli::{DemoArgs, Scenario};
 use crate::live_view::LiveView;
 use crate::output::outln;
 use crate::rollout_view::RolloutStatus;
-use crate::serve::Stack;
+use crate::stack::Stack;
 use upstream::{Behaviour, DemoUpstream};
 use users::{Population, Tally};
 
@@ -157,7 +158,8 @@ breaker = {{ window = "2s" }}
     ))
     .context("demo configuration")?;
     let stack = Stack::start(&config, dir.path()).await?;
-    let (gateway, controller, admin) = (stack.gateway.clone(), stack.controller.clone(), stack.admin_addr);
+    let gateway = stack.gateway.clone().context("the demo runs a gateway")?;
+    let (controller, admin) = (stack.controller.clone(), stack.admin_addr);
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(stack.run(async {
         let _ = admin_stopped.await;

@@ -2,7 +2,9 @@
 //! and a free loopback port, killed by PID when dropped.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 pub struct Prometheus {
     child: Option<Child>,

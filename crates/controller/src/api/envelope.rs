@@ -89,7 +89,7 @@ impl From<crate::error::ControllerError> for ApiError {
                 system,
             ),
             E::Invalid(message) => ApiError::invalid(message),
-            E::Route(canary_gateway::RouteError::NoCanary(_)) => {
+            E::Route(canary_core::RouteError::NoCanary(_)) => {
                 ApiError::new(Code::FailedPrecondition, format!("{system}."), system)
             }
             E::Route(route) => ApiError::invalid(format!("{route}.")),

@@ -21,24 +21,27 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use canary_core::api::Code;
-use canary_gateway::Gateway;
 use prometheus_client::registry::Registry;
 
 use envelope::ApiError;
 
+/// Whether this process's gateway listeners are up, for `/readyz`.
+pub trait Listeners: Send + Sync {
+    /// The services whose listener is not bound (yet); empty when this process serves none.
+    fn not_listening(&self) -> Vec<String>;
+}
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    /// The data plane whose services the API controls.
-    pub gateway: Arc<Gateway>,
     /// The rollout controller.
     pub controller: Arc<crate::Controller>,
     /// Bearer token required for `/api/v1`, if any.
     pub token: Option<Arc<str>>,
     /// Everything `/metrics` exposes.
     pub registry: Arc<Registry>,
-    /// Whether this process serves traffic (its listeners must be bound to be ready).
-    pub serves_traffic: bool,
+    /// This process's gateway listeners (none on a controller alone).
+    pub listeners: Arc<dyn Listeners>,
 }
 
 /// The admin router. Its `/api/v1` routes are [`openapi::api_routes`], the list the API's
@@ -88,13 +91,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let unbound: Vec<&str> = state
-        .gateway
-        .services()
-        .iter()
-        .filter(|s| state.serves_traffic && s.bound().is_none())
-        .map(|s| s.name())
-        .collect();
+    let unbound = state.listeners.not_listening();
     if unbound.is_empty() {
         format!("ready: {}\n", state.controller.routing().health().describe()).into_response()
     } else {

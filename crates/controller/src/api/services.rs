@@ -2,11 +2,11 @@
 //! rollout owns it.
 
 use axum::extract::{Path, State};
+use canary_core::RouteError;
 use canary_core::Weight;
 use canary_core::api::{Envelope, ServiceView, SetCanary, SetWeight};
 use canary_core::config::VersionConfig;
 use canary_core::spec::default_rollout_id;
-use canary_gateway::RouteError;
 
 use super::AppState;
 use super::envelope::{ApiResult, ok};
@@ -19,7 +19,7 @@ use super::openapi::{ErrorEnvelope, SERVICES};
     responses((status = 200, description = "`OK`: every service", body = Envelope<Vec<ServiceView>>)),
 )]
 pub async fn list(State(state): State<AppState>) -> ApiResult {
-    let views: Vec<_> = state.gateway.services().iter().map(|s| s.view()).collect();
+    let views = state.controller.service_views().await?;
     Ok(ok(format!("{} service(s).", views.len()), views))
 }
 
@@ -33,7 +33,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult {
     ),
 )]
 pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
-    let view = state.controller.routing().service(&name)?.view();
+    let view = state.controller.service_view(&name).await?;
     Ok(ok(format!("Service {name}."), view))
 }
 
@@ -68,7 +68,7 @@ pub async fn set_weight(
             Ok(())
         })
         .await?;
-    Ok(ok(format!("{name}: canary weight set to {}.", body.weight), routing.service(&name)?.view()))
+    Ok(ok(format!("{name}: canary weight set to {}.", body.weight), state.controller.service_view(&name).await?))
 }
 
 /// `PUT /api/v1/services/{name}/canary`.
@@ -110,7 +110,7 @@ pub async fn set_canary(
             Ok(())
         })
         .await?;
-    Ok(ok(format!("{name}: canary {version} deployed."), routing.service(&name)?.view()))
+    Ok(ok(format!("{name}: canary {version} deployed."), state.controller.service_view(&name).await?))
 }
 
 /// `DELETE /api/v1/services/{name}/canary`.
@@ -137,5 +137,5 @@ pub async fn remove_canary(State(state): State<AppState>, Path(name): Path<Strin
             Ok(())
         })
         .await?;
-    Ok(ok(format!("{name}: canary removed; all users on stable."), routing.service(&name)?.view()))
+    Ok(ok(format!("{name}: canary removed; all users on stable."), state.controller.service_view(&name).await?))
 }

@@ -56,7 +56,7 @@ pub struct Dashboard {
 pub fn routes(app: &AppState) -> Router<AppState> {
     let sampler = Sampler::new();
     if tokio::runtime::Handle::try_current().is_ok() {
-        sampler.spawn(app.gateway.clone(), app.controller.metrics().clone());
+        sampler.spawn(app.controller.clone());
     }
     let dashboard = Dashboard { app: app.clone(), sampler };
     let (feed, _document) = feed_routes().split_for_parts();

@@ -16,12 +16,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use crate::Controller;
+use crate::service_views::service_view;
 use canary_core::api::ServiceView;
 use canary_core::clock::unix_ms;
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
-use canary_gateway::{Gateway, VersionCounts};
+use canary_core::metrics::VersionCounts;
 
-use crate::metrics_source::MetricsSource;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -142,12 +143,8 @@ impl Sampler {
     /// Starts sampling `gateway`'s services on the current runtime, reading the counters from
     /// `metrics` (the gateway's own, or Prometheus' on a controller of several gateways); the
     /// task ends once the sampler is dropped.
-    pub fn spawn(
-        self: &Arc<Self>,
-        gateway: Arc<Gateway>,
-        metrics: Arc<dyn MetricsSource>,
-    ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(run(Arc::downgrade(self), gateway, metrics))
+    pub fn spawn(self: &Arc<Self>, controller: Arc<Controller>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(run(Arc::downgrade(self), controller))
     }
 
     /// Ticks and routing changes from now on.
@@ -173,7 +170,8 @@ impl Sampler {
     }
 }
 
-async fn run(sampler: Weak<Sampler>, gateway: Arc<Gateway>, metrics: Arc<dyn MetricsSource>) {
+async fn run(sampler: Weak<Sampler>, controller: Arc<Controller>) {
+    let metrics = controller.metrics().clone();
     let mut last: HashMap<(String, String), (VersionCounts, Instant)> = HashMap::new();
     let mut views: HashMap<String, ServiceView> = HashMap::new();
     let mut interval = tokio::time::interval(PERIOD);
@@ -183,10 +181,10 @@ async fn run(sampler: Weak<Sampler>, gateway: Arc<Gateway>, metrics: Arc<dyn Met
         let Some(sampler) = sampler.upgrade() else { return };
         let now = Instant::now();
         let mut points = Vec::new();
-        for service in gateway.services() {
-            let name = service.name();
-            let route = service.route();
-            let spec = &route.spec;
+        for entry in controller.routing().services() {
+            let name = entry.name.as_str();
+            // A store that does not answer this second leaves a gap too.
+            let Ok((spec, _)) = controller.routing().current(name).await else { continue };
             let versions = [
                 Some((spec.stable.version.as_str(), "stable")),
                 spec.canary.as_ref().map(|c| (c.version.as_str(), "canary")),
@@ -202,7 +200,7 @@ async fn run(sampler: Weak<Sampler>, gateway: Arc<Gateway>, metrics: Arc<dyn Met
                 }
                 last.insert(key, (counts, now));
             }
-            let view = service.view();
+            let view = service_view(entry, &spec, controller.tripped(name).await);
             // The first look only records; a change after it is news.
             if views.get(name) != Some(&view) && views.insert(name.to_owned(), view.clone()).is_some() {
                 let _ = sampler.events.send(SamplerEvent::Routing(Box::new(view)));

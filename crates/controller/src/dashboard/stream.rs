@@ -124,7 +124,7 @@ async fn serve(mut socket: WebSocket, dashboard: Dashboard) {
     loop {
         let message = tokio::select! {
             update = updates.recv() => match update {
-                Ok(update) => delta(&dashboard, update),
+                Ok(update) => delta(&dashboard, update).await,
                 Err(RecvError::Lagged(_)) => snapshot(&dashboard).await,
                 Err(RecvError::Closed) => return,
             },
@@ -176,8 +176,8 @@ async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error
 }
 
 /// A controller update as a feed message.
-fn delta(dashboard: &Dashboard, update: Update) -> Value {
-    let routing = dashboard.app.gateway.service(&update.service).map(|s| s.view());
+async fn delta(dashboard: &Dashboard, update: Update) -> Value {
+    let routing = dashboard.app.controller.service_view(&update.service).await.ok();
     match update.kind {
         "tick" => json!({"type": "judge", "service": update.service, "rollout": update.rollout}),
         "rollout" => {
@@ -200,16 +200,16 @@ fn delta(dashboard: &Dashboard, update: Update) -> Value {
 async fn snapshot(dashboard: &Dashboard) -> Value {
     let app = &dashboard.app;
     let mut services = Vec::new();
-    for service in app.gateway.services() {
-        let name = service.name();
-        let controller = &app.controller;
+    let controller = &app.controller;
+    for entry in controller.routing().services() {
+        let name = entry.name.as_str();
         let rollout = controller.current_or_latest(name).await.ok();
         let mut history = controller.history(name).await.unwrap_or_default();
         history.drain(..history.len().saturating_sub(HISTORY_ROLLOUTS));
         let events = controller.events(name, SNAPSHOT_EVENTS).await.unwrap_or_default();
         services.push(json!({
             "name": name,
-            "routing": service.view(),
+            "routing": controller.service_view(name).await.ok(),
             "rollout": rollout,
             "history": history,
             "events": events,

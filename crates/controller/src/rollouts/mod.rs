@@ -28,7 +28,7 @@ use tokio::sync::broadcast;
 use utoipa::ToSchema;
 
 use crate::error::ControllerError;
-use crate::metrics_source::MetricsSource;
+use crate::metrics_source::{BreakerSource, MetricsSource};
 use crate::routing::Routing;
 
 /// Attempts at a transition before giving up on a contended record.
@@ -158,6 +158,7 @@ impl prometheus_client::collector::Collector for LeadingGauge {
 pub struct Controller {
     routing: Routing,
     metrics: Arc<dyn MetricsSource>,
+    breakers: Arc<dyn BreakerSource>,
     settings: ControllerSettings,
     slots: HashMap<String, Arc<Slot>>,
     updates: broadcast::Sender<Update>,
@@ -177,13 +178,20 @@ fn decode_rollout(bytes: &[u8]) -> Result<Rollout, ControllerError> {
 }
 
 impl Controller {
-    /// A controller for every service of `routing`'s gateway.
-    pub fn new(routing: Routing, metrics: Arc<dyn MetricsSource>, settings: ControllerSettings) -> Arc<Controller> {
-        let slots = routing.gateway().services().iter().map(|s| (s.name().to_owned(), Arc::default())).collect();
+    /// A controller for every service of `routing`, judging with `metrics` and the gateways'
+    /// `breakers`.
+    pub fn new(
+        routing: Routing,
+        metrics: Arc<dyn MetricsSource>,
+        breakers: Arc<dyn BreakerSource>,
+        settings: ControllerSettings,
+    ) -> Arc<Controller> {
+        let slots = routing.services().map(|s| (s.name.clone(), Arc::default())).collect();
         let (updates, _) = broadcast::channel(1024);
         Arc::new(Controller {
             routing,
             metrics,
+            breakers,
             settings,
             slots,
             updates,
@@ -245,6 +253,11 @@ impl Controller {
     /// Where the judge's counters come from (this gateway's, or Prometheus').
     pub fn metrics(&self) -> &Arc<dyn MetricsSource> {
         &self.metrics
+    }
+
+    /// Where the gateways' breaker states come from.
+    pub fn breakers(&self) -> &Arc<dyn BreakerSource> {
+        &self.breakers
     }
 
     /// `canary_controller_leading` for `/metrics`.
@@ -492,7 +505,7 @@ impl Controller {
             TxnOutcome::Conflict { .. } => Ok(None),
             TxnOutcome::Committed { revision } => {
                 if routing_changed {
-                    self.routing.apply_local(service, spec)?;
+                    self.routing.wait_applied(revision).await;
                 }
                 tracing::info!(service, rollout = %rollout.id, phase = rollout.phase.name(), "{}", event.message);
                 let view = RolloutView::new(rollout.clone(), None);

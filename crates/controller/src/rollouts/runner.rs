@@ -144,7 +144,7 @@ pub async fn run(controller: Arc<Controller>, service: String) {
         let decision = judging.judge.decision(rollout.hold_passed(now));
         let verdicts = judging.judge.verdicts();
         publish_view(&controller, &service, &judging.judge, decision, &verdicts, now);
-        let breaker = controller.metrics().breaker_tripped(&service).await.ok().flatten();
+        let breaker = controller.tripped(&service).await;
         let judgement = Judgement { decision, verdicts: &verdicts, rollback_metric: judging.judge.rollback_reason() };
         let signals = Signals {
             now_ms: now,

@@ -205,7 +205,7 @@ async fn a_writer_killed_mid_stream_never_splits_a_transition_from_its_event() {
         .spawn()
         .unwrap();
     let ready = dir.path().join("ready");
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     while !ready.exists() {
         assert!(started.elapsed() < Duration::from_secs(30), "writer child never got going");
         if let Some(status) = child.try_wait().unwrap() {

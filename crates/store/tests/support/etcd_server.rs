@@ -4,9 +4,10 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use canary_store::{EtcdOptions, EtcdStore, Store};
+use tokio::time::Instant;
 
 /// How long etcd may take to answer after it was started.
 const STARTUP: Duration = Duration::from_secs(30);

@@ -1,0 +1,101 @@
+//! The admin router's real state for tests without a socket: an embedded store in a temporary
+//! folder, the routing of one configured service, the rollout controller. No gateway runs, so
+//! counters come from a source that reports what the test sets (the judge's input port) and no
+//! breaker is ever tripped.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use canary_controller::api::Listeners;
+use canary_controller::metrics_source::{BreakerSource, MetricsError, MetricsSource};
+use canary_controller::routing::ServiceEntry;
+use canary_controller::{AppState, Controller, ControllerSettings, Routing};
+use canary_core::config::Config;
+use canary_core::metrics::VersionCounts;
+use canary_store::RedbStore;
+use prometheus_client::registry::Registry;
+use tower::ServiceExt;
+
+/// One service, `web`, with a canary configured.
+pub const CONFIG: &str = r#"
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = { version = "v1", upstreams = ["127.0.0.1:9"] }
+canary = { version = "v2", upstreams = ["127.0.0.1:9"] }
+"#;
+
+/// Counters the test sets, per version; zero until set.
+#[derive(Default)]
+pub struct SetCounts(Mutex<Vec<(String, VersionCounts)>>);
+
+#[async_trait::async_trait]
+impl MetricsSource for SetCounts {
+    async fn counts(&self, _service: &str, version: &str) -> Result<VersionCounts, MetricsError> {
+        let counts = self.0.lock().unwrap();
+        Ok(counts.iter().find(|(v, _)| v == version).map(|(_, c)| c.clone()).unwrap_or_default())
+    }
+}
+
+#[async_trait::async_trait]
+impl BreakerSource for SetCounts {
+    async fn tripped(&self, _service: &str) -> Result<Option<String>, MetricsError> {
+        Ok(None)
+    }
+}
+
+/// No gateway in this process: nothing to listen on.
+struct NoListeners;
+
+impl Listeners for NoListeners {
+    fn not_listening(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// The state over a store in `dir`, with an admin `token` if given.
+pub async fn state(dir: &Path, token: Option<&str>) -> AppState {
+    let config = Config::from_toml(CONFIG).unwrap();
+    let store = Arc::new(RedbStore::open(dir.join("canary.redb")).unwrap());
+    let routing = Routing::new(store, ServiceEntry::from_config(&config));
+    routing.sync_at_start().await.unwrap();
+    let source = Arc::new(SetCounts::default());
+    let controller =
+        Controller::new(routing, source.clone(), source, ControllerSettings { tick: Duration::from_secs(1) });
+    AppState {
+        controller,
+        token: token.map(Arc::from),
+        registry: Arc::new(Registry::default()),
+        listeners: Arc::new(NoListeners),
+    }
+}
+
+/// Sends one request through the router; returns the status, content type and body.
+pub async fn call(
+    router: &Router,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    json: Option<serde_json::Value>,
+) -> (StatusCode, Option<String>, Vec<u8>) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = match json {
+        Some(json) => {
+            request = request.header("content-type", "application/json");
+            Body::from(json.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = router.clone().oneshot(request.body(body).unwrap()).await.unwrap();
+    let status = response.status();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, content_type, body.to_vec())
+}

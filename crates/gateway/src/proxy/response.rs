@@ -1,0 +1,104 @@
+//! Phase 4, **response**: what the client gets back.
+
+use canary_core::PinAction;
+use canary_core::metrics::UpstreamErrorKind;
+use http::header::{CONTENT_TYPE, SET_COOKIE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::RequestCtx;
+use super::cookies::{pin_cookie, set_cookie};
+use super::exchange::Exchanged;
+use crate::body::ProxyBody;
+use crate::headers::{X_CANARY_VERSION, strip_hop_by_hop};
+use crate::pool::{Conn, PooledBody};
+use crate::request::UID_COOKIE;
+
+/// The response to send: the upstream's, or a 502/504 saying which version failed how; with
+/// `x-canary-version`, the session pin for the version that served, and a minted anonymous id.
+pub(super) fn response(
+    ctx: &mut RequestCtx<'_>,
+    exchanged: Exchanged,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let mut response = match exchanged {
+        Ok((upstream, conn)) => from_upstream(upstream, conn, client_upgrade),
+        Err(error) => error_response(error.kind(), &ctx.target().header),
+    };
+    add_session_headers(ctx, response.headers_mut());
+    ctx.outcome.status = Some(response.status());
+    response
+}
+
+/// The upstream's response for the client; a `101 Switching Protocols` also starts the tunnel
+/// between the two upgraded connections.
+fn from_upstream(
+    mut upstream: Response<Incoming>,
+    conn: Conn,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    if upstream.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut upstream);
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+        drop(conn);
+        let (mut parts, _) = upstream.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        return Response::from_parts(parts, ProxyBody::empty());
+    }
+    let (mut parts, body) = upstream.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, ProxyBody::Upstream(PooledBody::new(body, conn)))
+}
+
+fn add_session_headers(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
+    let settings = ctx.settings();
+    if settings.version_header_in_response {
+        headers.insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
+    }
+    // A request sent to stable after all pins its session there.
+    let pin_moved = ctx.side != ctx.decision.side;
+    if (ctx.decision.pin == PinAction::Issue || pin_moved)
+        && let Some(version) = ctx.route.table.version(ctx.side)
+    {
+        let expires = ctx.now + settings.pin_ttl_secs;
+        headers.append(SET_COOKIE, pin_cookie(&ctx.conn.pins, &ctx.route.table.rollout_id, version, expires, settings));
+    }
+    if let Some(uid) = &ctx.minted {
+        headers.append(SET_COOKIE, set_cookie(UID_COOKIE, uid, 365 * 24 * 3600, settings.tls));
+    }
+}
+
+fn error_response(kind: UpstreamErrorKind, version: &HeaderValue) -> Response<ProxyBody> {
+    let (status, text) = match kind {
+        UpstreamErrorKind::Timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream timed out"),
+        UpstreamErrorKind::ConnectTimeout => (StatusCode::BAD_GATEWAY, "upstream connect timed out"),
+        UpstreamErrorKind::ConnectRefused => (StatusCode::BAD_GATEWAY, "upstream refused the connection"),
+        UpstreamErrorKind::ConnectOther => (StatusCode::BAD_GATEWAY, "upstream unreachable"),
+        UpstreamErrorKind::Reset => (StatusCode::BAD_GATEWAY, "upstream closed the connection"),
+        UpstreamErrorKind::Protocol => (StatusCode::BAD_GATEWAY, "upstream sent an invalid response"),
+    };
+    let body = format!("{text} (version {})\n", version.to_str().unwrap_or("?"));
+    let mut response = Response::new(ProxyBody::text(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}

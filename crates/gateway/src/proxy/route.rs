@@ -1,0 +1,46 @@
+//! Phase 1, **route**: which version serves a request.
+
+use canary_core::{Decision, RequestFacts, decide};
+use http::HeaderMap;
+
+use super::ConnContext;
+use crate::request::{PIN_COOKIE, cookie, is_navigation, mint_uid, trusted_force, user_key};
+use crate::service::Route;
+
+/// What the route phase decided for one request.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    /// The version, why, and what to do with the pin.
+    pub decision: Decision,
+    /// The anonymous id minted for a request that carried no key; the response sets it as the
+    /// `canary_uid` cookie.
+    pub minted: Option<String>,
+}
+
+/// Decides the version of a request with `headers` on `conn`, under the routing snapshot
+/// `snapshot`, at `now` (Unix seconds; pins expire by it).
+///
+/// Reads the user key (the configured sources, else a `canary_uid` the gateway minted, else a
+/// new one), the session pin, a trusted override and whether the request is a top-level
+/// navigation, then applies [`decide`]. Everything borrows from the headers: nothing is
+/// allocated unless an anonymous id has to be minted. This is the function the gateway runs
+/// for every request; its benchmark and its zero-allocation test call it too.
+pub fn route(conn: &ConnContext, snapshot: &Route, headers: &HeaderMap, now: u64) -> Routed {
+    let ConnContext { service, pins, client } = conn;
+    let settings = &service.settings;
+    let mut minted = None;
+    let key = match user_key(settings, headers) {
+        Some(key) => key,
+        None => minted.insert(mint_uid()).as_bytes(),
+    };
+    let facts = RequestFacts {
+        key,
+        pin: cookie(headers, PIN_COOKIE),
+        force: trusted_force(settings, headers, client.peer.ip()),
+        boundary: is_navigation(headers),
+        canary_healthy: service.canary_open(),
+        now,
+    };
+    let decision = decide(&snapshot.table, pins, settings.pin_ttl_secs, &facts);
+    Routed { decision, minted }
+}

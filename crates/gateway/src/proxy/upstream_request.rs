@@ -1,0 +1,63 @@
+//! Phase 2, **upstream request**: the client's request made fit to send upstream.
+
+use canary_core::Side;
+use http::{HeaderMap, Method, Request, Uri};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+
+use super::RequestCtx;
+use crate::body::UpstreamBody;
+use crate::headers::{X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1};
+use crate::request::FORCE_TOKEN;
+
+/// The request as it goes upstream, and what the later phases need of the client's.
+pub(super) struct UpstreamRequest {
+    /// The request to send.
+    pub(super) request: Request<UpstreamBody>,
+    /// The client's half of a protocol upgrade (WebSocket), when it asked for one.
+    pub(super) client_upgrade: Option<OnUpgrade>,
+    /// The head of a request that may be sent a second time if the canary drops it.
+    pub(super) replay: Option<Replay>,
+}
+
+/// The head of a bodiless idempotent request, kept so that it can be sent again.
+pub(super) struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    /// The same request again, without a body.
+    pub(super) fn into_request(self) -> Request<UpstreamBody> {
+        let mut again = Request::new(UpstreamBody::Empty);
+        *again.method_mut() = self.method;
+        *again.uri_mut() = self.uri;
+        *again.headers_mut() = self.headers;
+        again
+    }
+}
+
+/// Strips hop-by-hop headers and the override token, adds `x-forwarded-*` and
+/// `x-canary-version`, and makes the request HTTP/1.1-shaped.
+pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>) -> UpstreamRequest {
+    let upgrade = is_upgrade_request(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client = &ctx.conn.client;
+    strip_hop_by_hop(req.headers_mut(), upgrade);
+    add_forwarded(req.headers_mut(), &client.peer_header, client.tls);
+    req.headers_mut().remove(&FORCE_TOKEN);
+    to_http1(&mut req);
+    req.headers_mut().insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
+    // A bodiless idempotent request to the canary can be sent again if the canary drops it
+    // before answering (it crashed mid-request); keeping its head costs a copy, so only these.
+    let replay = (ctx.side == Side::Canary && !upgrade && is_idempotent(req.method()) && req.body().is_end_stream())
+        .then(|| Replay { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
+    UpstreamRequest { request: req.map(UpstreamBody::Client), client_upgrade, replay }
+}
+
+/// Methods whose requests may be sent twice without changing what happens (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
