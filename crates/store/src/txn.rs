@@ -78,8 +78,14 @@ impl Txn {
 
     /// Requires the caller to still hold `leadership` (a no-op on the embedded store, where
     /// leadership cannot be lost to another process).
-    pub fn fenced_by(mut self, leadership: &Leadership) -> Self {
-        if let Some(fence) = leadership.fence() {
+    pub fn fenced_by(self, leadership: &Leadership) -> Self {
+        self.fenced(leadership.fence())
+    }
+
+    /// Requires `fence` to still hold, when there is one: [`Txn::fenced_by`] for a caller that
+    /// keeps the leadership's fence rather than the leadership itself.
+    pub fn fenced(mut self, fence: Option<&Compare>) -> Self {
+        if let Some(fence) = fence {
             self.compares.push(fence.clone());
         }
         self

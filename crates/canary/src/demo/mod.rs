@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::Context;
-use canary_controller::rollouts::{StartRollout, StepsInput};
+use canary_core::api::{StartRollout, StepsInput};
 use canary_core::clock::unix_ms;
 use canary_core::config::{Config, HumanDuration, Upstreams, VersionName};
 use canary_core::judge::{Tolerance, Tolerances};

@@ -11,7 +11,7 @@ use super::AppState;
 use super::envelope::{ApiError, ApiResult, ok};
 use super::json::{JsonBody, MaybeJson};
 use super::openapi::{ErrorEnvelope, ROLLOUTS};
-use crate::rollouts::{RolloutView, StartRollout};
+use canary_core::api::{RolloutView, StartRollout};
 
 /// `POST /api/v1/services/{name}/rollouts`.
 #[utoipa::path(post, path = "/services/{name}/rollouts", operation_id = "startRollout", tag = ROLLOUTS,

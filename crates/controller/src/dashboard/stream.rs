@@ -30,7 +30,7 @@ use canary_core::clock::unix_ms;
 use super::sampler::SamplerEvent;
 use crate::api::envelope::ApiError;
 use crate::api::openapi::{DASHBOARD, ErrorEnvelope};
-use crate::rollouts::Update;
+use canary_core::api::{Update, UpdateKind};
 
 /// How long a client has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -179,8 +179,8 @@ async fn send(socket: &mut WebSocket, message: &Value) -> Result<(), axum::Error
 async fn delta(dashboard: &Dashboard, update: Update) -> Value {
     let routing = dashboard.app.controller.service_view(&update.service).await.ok();
     match update.kind {
-        "tick" => json!({"type": "judge", "service": update.service, "rollout": update.rollout}),
-        "rollout" => {
+        UpdateKind::Tick => json!({"type": "judge", "service": update.service, "rollout": update.rollout}),
+        UpdateKind::Rollout => {
             let mut rollout = update.rollout;
             // A transition's view carries no judge; keep the judge's latest look while the
             // rollout goes on, so the page does not blank its verdicts at every step.
@@ -192,7 +192,7 @@ async fn delta(dashboard: &Dashboard, update: Update) -> Value {
             }
             json!({"type": "rollout", "service": update.service, "rollout": rollout, "event": update.event, "routing": routing})
         }
-        _ => json!({"type": "routing", "service": update.service, "routing": routing}),
+        UpdateKind::Routing => json!({"type": "routing", "service": update.service, "routing": routing}),
     }
 }
 

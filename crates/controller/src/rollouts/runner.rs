@@ -10,7 +10,9 @@ use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_core::policy::{Judgement, Signals, next_command};
 use canary_core::rollout::{Analysis, Command, Rollout};
 
-use super::{Controller, JudgeView, now_ms};
+use canary_core::api::JudgeView;
+
+use super::{Controller, now_ms};
 use crate::metrics_source::judge_counts;
 
 /// The tail threshold used when stable has no latency history yet: 250 ms.

@@ -30,7 +30,7 @@ impl Metric {
 }
 
 /// The verdict on one metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Verdict {
     /// Enough data and no evidence that the canary is worse.
@@ -42,7 +42,7 @@ pub enum Verdict {
 }
 
 /// Why a metric has its verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Reason {
     /// The e-value (or the bands) crossed the threshold.
@@ -61,7 +61,7 @@ pub enum Reason {
 }
 
 /// An anytime-valid confidence interval for the metric's ratio (canary ÷ stable).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Interval {
     /// Lower end; `None` when unbounded (no information, or below the grid).
@@ -73,7 +73,7 @@ pub struct Interval {
 }
 
 /// What one version contributed to a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Samples {
     /// Requests since the rollout started (new users for the sample-ratio guard).
@@ -83,7 +83,7 @@ pub struct Samples {
 }
 
 /// The verdict on one metric with the numbers behind it, for the API, CLI and dashboard.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricVerdict {
     /// Which metric.
@@ -114,7 +114,7 @@ pub struct MetricVerdict {
 }
 
 /// What the controller should do with the current step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StepDecision {
     /// A metric says worse: roll back.

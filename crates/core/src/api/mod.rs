@@ -3,6 +3,10 @@
 //! Every response, success or error, is one [`Envelope`]:
 //! `{"code", "clientMessage", "systemMessage", "data"}`.
 
+mod rollouts;
+
+pub use rollouts::{JudgeView, RolloutView, StartRollout, StepsInput, Update, UpdateKind};
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
