@@ -64,6 +64,9 @@ pub struct JudgeView {
     /// Share of the rollout's requests the canary served, in percent.
     #[serde(default)]
     pub observed_canary_share: Option<f64>,
+    /// The latency that counts as slow, in seconds.
+    #[serde(default)]
+    pub tail_threshold_seconds: Option<f64>,
 }
 
 /// One metric's verdict (the fields used here).

@@ -84,6 +84,9 @@ pub struct Record {
     pub stable_new_users: Option<u64>,
     /// The canary's share of the rollout's requests at that look, in percent.
     pub observed_canary_share: Option<f64>,
+    /// The latency the judge counted as slow, in seconds.
+    #[serde(default)]
+    pub tail_threshold_seconds: Option<f64>,
     /// The metric that rolled it back (`errors`, `latencyTail`, …, or `breaker`).
     pub failing_metric: Option<String>,
     /// The plan.
@@ -219,7 +222,7 @@ mod tests {
             stable: SamplesView { requests: 2300, events: Some(30) },
         };
         let verdicts = vec![verdict("errors"), verdict("latencyTail"), verdict("sampleRatio")];
-        JudgeView { verdicts, observed_canary_share: Some(5.0) }
+        JudgeView { verdicts, observed_canary_share: Some(5.0), tail_threshold_seconds: Some(0.01) }
     }
 
     #[test]

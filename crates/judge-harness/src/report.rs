@@ -160,6 +160,7 @@ mod tests {
             canary_new_users: Some(5),
             stable_new_users: Some(95),
             observed_canary_share: Some(9.0),
+            tail_threshold_seconds: Some(0.01),
             failing_metric: metric.map(str::to_owned),
             plan: "5%/10s,100%".into(),
             rps: 50.0,
