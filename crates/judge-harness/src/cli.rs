@@ -29,6 +29,8 @@ pub enum Command {
     Spin(SpinArgs),
     /// Print the summary table of a results file written by `run --out`.
     Report(ReportArgs),
+    /// Compare each canary's first seconds with stable in a trace written by `run --trace`.
+    Trace(TraceArgs),
 }
 
 /// How the test app behaves; the same for every version unless a scenario degrades one.
@@ -101,6 +103,9 @@ pub struct RunArgs {
     /// Append one JSON line per rollout to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Write one line per answered request to this file (see `judge-harness trace`).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
     /// Exponent of the users' Zipf activity: user of rank k sends a share ∝ 1/k^s.
     #[arg(long, default_value_t = 1.0)]
     pub zipf: f64,
@@ -152,4 +157,15 @@ pub struct SpinArgs {
 pub struct ReportArgs {
     /// A file written by `run --out` (JSON lines).
     pub results: PathBuf,
+}
+
+/// `judge-harness trace`.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// A file written by `run --trace`.
+    pub trace: PathBuf,
+    /// Requests slower than this count as slow, in ms (the judge's threshold is in each
+    /// result's `tailThresholdSeconds`).
+    #[arg(long, default_value_t = 7.5)]
+    pub slow_ms: f64,
 }

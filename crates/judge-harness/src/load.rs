@@ -16,6 +16,7 @@ use std::time::Duration;
 use rand_distr::{Distribution, Zipf};
 use tokio::sync::Semaphore;
 
+use crate::trace::{Trace, TracedRequest};
 use crate::users::user_id;
 
 /// Requests in flight per service at most; beyond that the generator waits (saturated).
@@ -73,18 +74,21 @@ pub struct ServiceLoad {
     base: String,
     settings: LoadSettings,
     cohort: Mutex<Arc<Cohort>>,
+    trace: Option<Trace>,
     /// What the users saw.
     pub tally: Tally,
 }
 
 impl ServiceLoad {
-    /// Users of `service`, whose gateway is at `base` (`http://ADDR`).
-    pub fn new(service: &str, base: String, settings: LoadSettings) -> ServiceLoad {
+    /// Users of `service`, whose gateway is at `base` (`http://ADDR`); every answer goes to
+    /// `trace` if there is one.
+    pub fn new(service: &str, base: String, settings: LoadSettings, trace: Option<Trace>) -> ServiceLoad {
         ServiceLoad {
             service: service.to_owned(),
             base,
             settings,
             cohort: Mutex::new(Arc::new(Cohort::new(1, settings.users))),
+            trace,
             tally: Tally::default(),
         }
     }
@@ -144,10 +148,21 @@ impl ServiceLoad {
             request = request.header("cookie", format!("canary_pin={pin}"));
         }
         self.tally.requests.fetch_add(1, Relaxed);
+        let sent = tokio::time::Instant::now();
         let Ok(response) = request.send().await else {
             self.tally.unanswered.fetch_add(1, Relaxed);
             return;
         };
+        if let Some(trace) = &self.trace {
+            let version = response.headers().get("x-canary-version").and_then(|v| v.to_str().ok()).unwrap_or("?");
+            trace.request(&TracedRequest {
+                service: &self.service,
+                version,
+                latency_ms: sent.elapsed().as_secs_f64() * 1000.0,
+                navigation,
+                status: response.status().as_u16(),
+            });
+        }
         if let Some(pin) = new_pin(&response) {
             *browser.pin.lock().expect("pin") = Some(pin);
         }

@@ -14,6 +14,7 @@ mod scenario;
 mod serve;
 mod spin;
 mod system;
+mod trace;
 mod upstream;
 mod users;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(&args),
         cli::Command::Spin(args) => spin::spin(&args).map(|()| ExitCode::SUCCESS),
         cli::Command::Report(args) => report::print_file(&args.results).map(|()| ExitCode::SUCCESS),
+        cli::Command::Trace(args) => trace::print_file(&args.trace, args.slow_ms).map(|()| ExitCode::SUCCESS),
     };
     outcome.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -19,6 +19,7 @@ use crate::load::{LoadSettings, ServiceLoad};
 use crate::record::Sink;
 use crate::rollouts::{Budget, RolloutSettings, ServiceRollouts};
 use crate::system::System;
+use crate::trace::Trace;
 use crate::{report, serve};
 
 /// Runs the experiment `args` describe and prints its summary.
@@ -106,10 +107,11 @@ fn start_traffic(args: &RunArgs, system: &System) -> anyhow::Result<(Vec<Arc<Ser
         .build()?;
     let settings =
         LoadSettings { users: args.users, rps: args.rps, zipf: args.zipf, navigation_share: args.navigation_share };
+    let trace = args.trace.as_deref().map(Trace::create).transpose()?;
     let loads: Vec<Arc<ServiceLoad>> = system
         .services
         .iter()
-        .map(|s| Arc::new(ServiceLoad::new(&s.name, format!("http://{}", s.gateway), settings)))
+        .map(|s| Arc::new(ServiceLoad::new(&s.name, format!("http://{}", s.gateway), settings, trace.clone())))
         .collect();
     let mut traffic = JoinSet::new();
     for load in &loads {
