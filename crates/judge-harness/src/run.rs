@@ -58,6 +58,7 @@ fn check(args: &RunArgs) -> anyhow::Result<serde_json::Value> {
         min_requests_per_version: args.min_requests,
         min_requests_per_step: args.min_step_requests,
         max_ratio: args.max_ratio,
+        ..Analysis::default()
     };
     analysis.judge_config().validate().map_err(|e| anyhow::anyhow!("--alpha / --min-requests / --max-ratio: {e}"))?;
     Ok(serde_json::to_value(analysis)?)
