@@ -161,7 +161,7 @@ fn controller(config: &Config, routing: Routing, gateway: Option<&Arc<Gateway>>)
 }
 
 /// Everything `/metrics` exposes.
-fn registry(gateway: Option<&Arc<Gateway>>, health: Arc<StoreHealth>, controller: &Controller) -> Registry {
+fn registry(gateway: Option<&Arc<Gateway>>, health: Arc<StoreHealth>, controller: &Arc<Controller>) -> Registry {
     let mut registry = Registry::default();
     if let Some(gateway) = gateway {
         registry.register_collector(Box::new(gateway.metrics().clone()));
@@ -169,6 +169,7 @@ fn registry(gateway: Option<&Arc<Gateway>>, health: Arc<StoreHealth>, controller
     }
     registry.register_collector(Box::new(health));
     registry.register_collector(Box::new(controller.leadership_gauge()));
+    registry.register_collector(Box::new(controller.verdict_metrics()));
     canary_controller::dashboard::register_metrics(&mut registry);
     registry
 }

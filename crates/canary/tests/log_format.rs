@@ -121,7 +121,7 @@ async fn the_environment_chooses_json_and_text_stays_the_default() {
     let text = tokio::task::spawn_blocking(move || serve_and_stop(&config, &[], &[])).await.unwrap();
     let stopped = text.lines().find(|l| l.ends_with("stopped")).unwrap_or_else(|| panic!("{text}"));
     assert!(serde_json::from_str::<Value>(stopped).is_err(), "text by default: {stopped}");
-    assert!(stopped.contains("INFO") && stopped.contains("canary::serve"), "{stopped}");
+    assert!(stopped.contains("INFO") && stopped.contains("canary::stack"), "{stopped}");
 }
 
 #[test]

@@ -89,6 +89,19 @@ async fn an_erroring_canary_is_rolled_back_automatically() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // A quarter of the canary's answers fail: too few for the breaker's floor, plenty for the judge.
     v2.fail_every(4);
+    // While it runs, /metrics shows the rollout's phase and the judge's evidence per metric.
+    let judged = wait_for(&gateway, Duration::from_secs(30), |v| v["judge"].is_object() || terminal(v)).await;
+    if !terminal(&judged) {
+        let id = judged["id"].as_str().unwrap();
+        let text = gateway.metrics().await;
+        let phase_line = format!("canary_rollout_phase{{service=\"web\",rollout=\"{id}\",phase=\"progressing\"}} 1");
+        assert!(text.contains(&phase_line), "{text}");
+        assert!(
+            text.contains(&format!("canary_judge_e_value{{service=\"web\",rollout=\"{id}\",metric=\"errors\"}}")),
+            "{text}"
+        );
+        assert!(text.contains("canary_judge_decision{"), "{text}");
+    }
     let view = wait_for(&gateway, Duration::from_secs(60), terminal).await;
     assert_eq!(phase(&view), "failed", "{view}");
     let reason = view["reason"].as_str().unwrap();

@@ -112,7 +112,8 @@ impl ServiceEntry {
 #[derive(Clone)]
 pub struct Routing {
     store: Arc<dyn Store>,
-    services: Arc<BTreeMap<String, ServiceEntry>>,
+    /// In configuration order, which is the order people see them in.
+    services: Arc<Vec<ServiceEntry>>,
     health: Arc<StoreHealth>,
     /// The store revision up to which a gateway in this process has applied routing, if one runs.
     applied: Option<watch::Receiver<Revision>>,
@@ -121,15 +122,14 @@ pub struct Routing {
 impl Routing {
     /// Routing of `services` over `store`.
     pub fn new(store: Arc<dyn Store>, services: Vec<ServiceEntry>) -> Routing {
-        let services = services.into_iter().map(|s| (s.name.clone(), s)).collect();
         Routing { store, services: Arc::new(services), health: Arc::default(), applied: None }
     }
 
     /// The same, with the listen addresses the gateway actually bound (port 0 in tests).
     pub fn with_listeners(mut self, bound: &BTreeMap<String, String>) -> Routing {
         let mut services = (*self.services).clone();
-        for (name, addr) in bound {
-            if let Some(entry) = services.get_mut(name) {
+        for entry in &mut services {
+            if let Some(addr) = bound.get(&entry.name) {
                 entry.listen.clone_from(addr);
             }
         }
@@ -174,19 +174,19 @@ impl Routing {
         &self.store
     }
 
-    /// Every configured service, by name.
+    /// Every configured service, in configuration order.
     pub fn services(&self) -> impl Iterator<Item = &ServiceEntry> {
-        self.services.values()
+        self.services.iter()
     }
 
     /// A configured service.
     pub fn service(&self, name: &str) -> Result<&ServiceEntry, ControllerError> {
-        self.services.get(name).ok_or_else(|| ControllerError::NoService(name.to_owned()))
+        self.services.iter().find(|s| s.name == name).ok_or_else(|| ControllerError::NoService(name.to_owned()))
     }
 
     /// Stores the configured routing of every service that has none stored yet.
     pub async fn sync_at_start(&self) -> Result<(), ControllerError> {
-        for entry in self.services.values() {
+        for entry in self.services.iter() {
             let value = serde_json::to_vec(&entry.configured).expect("route specs serialize");
             self.store.compare_and_swap(&keys::routing(&entry.name), 0, value).await?;
         }

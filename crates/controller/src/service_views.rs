@@ -37,7 +37,7 @@ impl Controller {
         Ok(service_view(entry, &spec, self.tripped(name).await))
     }
 
-    /// Every service, in name order.
+    /// Every service, in configuration order.
     pub async fn service_views(&self) -> Result<Vec<ServiceView>, ControllerError> {
         let mut views = Vec::new();
         for entry in self.routing().services() {

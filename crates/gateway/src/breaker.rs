@@ -195,7 +195,7 @@ breaker = { window = "10s", min_requests = 20, error_ratio = 0.25 }
         let route = service.route();
         let canary = route.canary.as_ref().unwrap();
         for _ in 0..requests {
-            canary.stats.record_response(503, 1_000, JudgeFacts { bucket: 0, slow_bucket: None, new_session: false });
+            canary.stats.record_response(503, 1_000, JudgeFacts { bucket: 0, slow_bucket: None });
         }
     }
 

@@ -58,8 +58,6 @@ pub struct JudgeFacts {
     pub bucket: u16,
     /// Latency bucket index above which the request is slow, if a rollout set one.
     pub slow_bucket: Option<u8>,
-    /// Whether the request started the user's session in this rollout.
-    pub new_session: bool,
 }
 
 /// The upstream failures one request met on one version, counted while it runs and added to
@@ -92,9 +90,12 @@ impl VersionStats {
         if judge.slow_bucket.is_some_and(|slow| latency_bucket > usize::from(slow)) {
             self.group_slow[group].fetch_add(1, Relaxed);
         }
-        if judge.new_session {
-            self.new_sessions.fetch_add(1, Relaxed);
-        }
+    }
+
+    /// Records a user's first assignment to this version by the bucket rule in this rollout.
+    #[inline]
+    pub fn record_new_session(&self) {
+        self.new_sessions.fetch_add(1, Relaxed);
     }
 
     /// Records a request this version lost to another: the judge counts it as this
@@ -284,7 +285,7 @@ mod tests {
     fn scrape_shows_counts_and_cumulative_buckets() {
         let metrics = Arc::new(MetricsRegistry::default());
         let v2 = metrics.version("web", "v2");
-        let facts = JudgeFacts { bucket: 65, slow_bucket: Some(0), new_session: true };
+        let facts = JudgeFacts { bucket: 65, slow_bucket: Some(0) };
         v2.record_response(200, 400, facts);
         v2.record_response(503, 2_000, facts);
         let mut tally = UpstreamErrorTally::default();
@@ -306,8 +307,9 @@ mod tests {
     fn every_family_of_the_contract_is_scraped_with_its_labels() {
         let metrics = Arc::new(MetricsRegistry::default());
         let v1 = metrics.version("web", "v1");
-        let facts = JudgeFacts { bucket: 130, slow_bucket: Some(0), new_session: true };
+        let facts = JudgeFacts { bucket: 130, slow_bucket: Some(0) };
         v1.record_decision(Reason::Pinned);
+        v1.record_new_session();
         v1.record_response(502, 5_000, facts);
         v1.record_moved_away(130);
         metrics.retries("web", "v2", "v1").fetch_add(1, Relaxed);

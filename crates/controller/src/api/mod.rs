@@ -5,6 +5,7 @@
 //! configured every `/api/v1` call needs `Authorization: Bearer <token>`; the probes and
 //! `/metrics` stay open for load balancers and Prometheus.
 
+pub mod alerts;
 pub mod envelope;
 pub mod json;
 pub mod openapi;

@@ -23,7 +23,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, rollouts, services};
+use super::{AppState, alerts, rollouts, services};
 
 /// Tag of the routing endpoints.
 pub const SERVICES: &str = "services";
@@ -99,6 +99,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rollouts::current))
         .routes(routes!(rollouts::act))
         .routes(routes!(rollouts::events))
+        .routes(routes!(alerts::receive))
         .routes(routes!(openapi_json))
 }
 

@@ -12,7 +12,10 @@ mod leadership;
 mod route_change;
 mod runner;
 mod transitions;
+mod verdict_metrics;
 mod views;
+
+pub use verdict_metrics::VerdictMetrics;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -322,6 +322,10 @@ impl Judge {
         self.last = tick.clone();
         let Some((canary, stable)) = deltas else {
             self.counter_resets += 1;
+            // A restarted gateway forgets which users it has seen and counts them all as new
+            // again, in a burst whose split depends on which ticks it straddles: the guard's
+            // evidence about the split starts over rather than take it in.
+            self.sample_ratio = SampleRatioGuard::new(self.config.sample_ratio_alpha, self.config.prior_scale);
             return Ok(());
         };
         self.add(&canary, &stable, tick.canary_weight);

@@ -363,3 +363,26 @@ fn priming_takes_the_counters_as_the_start_without_counting_them() {
     assert_eq!((errors.canary.requests, errors.canary.events), (10, Some(0)));
     assert_eq!(judge.rollback_reason(), None);
 }
+
+#[test]
+fn a_counter_reset_starts_the_split_guard_over() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let canary_weight = Weight::from_basis_points(5_000).unwrap();
+    let mut tick = TickCounts { canary_weight, ..TickCounts::default() };
+    for _ in 0..100 {
+        tick.canary.requests += 50;
+        tick.canary.latency[8] += 50;
+        tick.canary.new_users += 4;
+        tick.stable.requests += 50;
+        tick.stable.latency[8] += 50;
+        tick.stable.new_users += 6;
+        judge.observe(&tick).unwrap();
+    }
+    let users = |judge: &Judge| judge.verdicts().pop().unwrap().canary.requests;
+    assert!(users(&judge) > 0);
+    let mut restarted = TickCounts { canary_weight, ..TickCounts::default() };
+    restarted.stable.requests = 1;
+    judge.observe(&restarted).unwrap();
+    assert_eq!(users(&judge), 0, "the guard forgot the split it had seen");
+    assert!(judge.verdicts()[0].canary.requests > 0, "the metrics keep their evidence");
+}

@@ -27,6 +27,17 @@ pub enum Metric {
 impl Metric {
     /// The metrics that can roll a canary back.
     pub const ROLLBACK: [Metric; 4] = [Metric::Errors, Metric::LatencyTail, Metric::LatencyP50, Metric::LatencyP90];
+
+    /// The metric's name as the API spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Errors => "errors",
+            Metric::LatencyTail => "latencyTail",
+            Metric::LatencyP50 => "latencyP50",
+            Metric::LatencyP90 => "latencyP90",
+            Metric::SampleRatio => "sampleRatio",
+        }
+    }
 }
 
 /// The verdict on one metric.

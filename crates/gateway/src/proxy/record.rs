@@ -14,6 +14,11 @@ pub(super) fn record(ctx: &RequestCtx<'_>) {
     let (route, decision, outcome) = (&ctx.route, &ctx.decision, &ctx.outcome);
     let decided = route.target(decision.side);
     decided.stats.record_decision(decision.reason);
+    // A new session counts for the version the rule assigned it to, even when a retry served
+    // it elsewhere: the sample-ratio guard checks the rule's split, not where requests ended.
+    if decision.new_session && route.users.first_sight(decision.key_hash) {
+        decided.stats.record_new_session();
+    }
     decided.stats.record_upstream_errors(&outcome.errors);
     if let Some(stable_errors) = &outcome.retry {
         let metrics = &ctx.conn.service.shared().metrics;
@@ -25,11 +30,7 @@ pub(super) fn record(ctx: &RequestCtx<'_>) {
     }
     let Some(status) = outcome.status else { return };
     let micros = ctx.started.elapsed().as_micros() as u64;
-    let judge = JudgeFacts {
-        bucket: decision.bucket,
-        slow_bucket: route.spec.slow_bucket,
-        new_session: decision.new_session && route.users.first_sight(decision.key_hash),
-    };
+    let judge = JudgeFacts { bucket: decision.bucket, slow_bucket: route.spec.slow_bucket };
     route.target(ctx.side).stats.record_response(status.as_u16(), micros, judge);
 }
 
