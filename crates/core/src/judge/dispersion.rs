@@ -81,6 +81,11 @@ impl GroupDispersion {
         state.expected_canary_squared_share += events * share * share;
     }
 
+    /// Groups in which the canary had at least one event.
+    pub fn groups_with_canary_events(&self) -> usize {
+        self.groups.iter().filter(|g| g.canary_events > 0.0).count()
+    }
+
     /// The dispersion factor the evidence is divided by, at least 1.
     pub fn factor(&self) -> f64 {
         let active = self.groups.iter().filter(|g| g.events > 0.0).count();

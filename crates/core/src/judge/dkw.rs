@@ -167,8 +167,12 @@ pub fn compare_quantile(
     let floor = practical.floor_seconds;
     let worse = canary_floor > 0.0
         && stable_ceiling.is_some_and(|ceiling| canary_floor >= practical.tolerance.worse_above * ceiling.max(floor));
-    let safe =
-        canary_ceiling.is_some_and(|ceiling| ceiling <= practical.tolerance.safe_below * stable_floor.max(floor));
+    // Inside one bucket the histograms cannot tell two quantiles apart, so stable's side of the
+    // safety check is the top of the bucket its lower band lies in: a canary band that stays
+    // within that bucket is safe whatever the bucket's width (a bucket like 30–50 ms is wider
+    // than the 1.5× tolerance, and comparing against its floor could never pass).
+    let stable_reference = bucket_ceiling(stable_range.lower).unwrap_or(stable_floor).max(floor);
+    let safe = canary_ceiling.is_some_and(|ceiling| ceiling <= practical.tolerance.safe_below * stable_reference);
     QuantileComparison { worse, safe, estimate, interval: RatioInterval { lower, upper } }
 }
 
@@ -264,5 +268,17 @@ mod tests {
         let margin = |worse_above| Practical { tolerance: Tolerance { worse_above, ..STRICT.tolerance }, ..practical };
         assert!(compare(&canary, &stable, 0.5, 10_000.0, &margin(1.0)).worse);
         assert!(!compare(&canary, &stable, 0.5, 10_000.0, &margin(2.0)).worse);
+    }
+
+    #[test]
+    fn quantiles_in_one_wide_bucket_are_shown_safe() {
+        // Both medians inside (30, 50] ms, a bucket 1.67× wide: within the 1.5× tolerance.
+        let h = histogram(&[(11, 2_000), (12, 6_000), (13, 2_000)]);
+        let practical = Practical { floor_seconds: 0.025, ..STRICT };
+        let comparison = compare(&h, &h, 0.5, 10_000.0, &practical);
+        assert!(comparison.safe && !comparison.worse, "{comparison:?}");
+        // Two buckets up is not safe.
+        let slower = histogram(&[(13, 2_000), (14, 6_000), (15, 2_000)]);
+        assert!(!compare(&slower, &h, 0.5, 10_000.0, &practical).safe);
     }
 }

@@ -87,6 +87,10 @@ use srm::SampleRatioGuard;
 use tail::{TailThreshold, floored, slow_count, tail_threshold};
 
 pub use config::{AlphaSplit, JudgeConfig, JudgeError, Tolerance, Tolerances};
+
+/// Distinct burst windows the canary's events of a count metric must fall in before that
+/// metric may roll back.
+pub const MIN_EVENT_WINDOWS: usize = 5;
 pub use verdict::{Interval, Metric, MetricVerdict, Reason, Samples, StepDecision, Verdict};
 
 /// Counters of one user group of one version.
@@ -399,6 +403,13 @@ impl Judge {
         }
     }
 
+    /// Whether the canary's events of a count metric are spread over enough ticks to say how
+    /// they cluster in time: until then one stall (every request in flight slow at once) would
+    /// be read as many independent slow requests. Off with the burst windows.
+    fn spread_in_time(evidence: &CountEvidence) -> bool {
+        evidence.by_time.is_empty() || evidence.by_time.groups_with_canary_events() >= MIN_EVENT_WINDOWS
+    }
+
     /// Whether both versions have served enough requests for a rollback on statistical grounds.
     fn may_roll_back(&self) -> bool {
         let minimum = self.config.min_requests_for_rollback;
@@ -415,7 +426,7 @@ impl Judge {
             Metric::Errors | Metric::LatencyTail => {
                 let (evidence, tolerance, _) = judge.count_parts(metric);
                 let log_e = evidence.process.log_e_value_above(tolerance.worse_above, evidence.dispersion());
-                log_e >= log_threshold(judge.alpha_of(metric))
+                Judge::spread_in_time(evidence) && log_e >= log_threshold(judge.alpha_of(metric))
             }
             Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
             Metric::SampleRatio => false,

@@ -386,3 +386,24 @@ fn a_counter_reset_starts_the_split_guard_over() {
     assert_eq!(users(&judge), 0, "the guard forgot the split it had seen");
     assert!(judge.verdicts()[0].canary.requests > 0, "the metrics keep their evidence");
 }
+
+#[test]
+fn one_stall_is_not_taken_for_many_slow_requests() {
+    let tolerances = Tolerances {
+        latency_tail: Tolerance { worse_above: 1.0, ..Tolerances::default().latency_tail },
+        ..Tolerances::default()
+    };
+    let stall = |burst_windows| {
+        let mut judge = Judge::new(JudgeConfig { burst_windows, tolerances, ..config() }, baseline()).unwrap();
+        let mut feed = Feed::new(1_000);
+        for second in 0..120 {
+            // One tick in which a stall made all 60 queued canary requests slow at once, against
+            // stable's steady 1 %.
+            let canary = if second == 60 { (60, 0, 60) } else { (10, 0, 0) };
+            judge.observe(feed.add(canary, (90, 0, u64::from(second % 10 < 9)))).unwrap();
+        }
+        judge.rollback_reason()
+    };
+    assert_eq!(stall(0), Some(Metric::LatencyTail), "read as independent slow requests, it rolls back");
+    assert_eq!(stall(32), None, "events in one window cannot show how they cluster: no rollback");
+}
