@@ -29,6 +29,7 @@ use canary_core::config::Config;
 use canary_core::pin::PinKey;
 use tokio::sync::watch;
 
+// Routing errors live in core; the admin API still names them through the gateway.
 pub use canary_core::RouteError;
 pub use metrics::MetricsRegistry;
 pub use service::{Service, Shared};

@@ -48,6 +48,7 @@ pub(super) struct Outcome {
 impl<'c> RequestCtx<'c> {
     /// Starts a request on `conn`: takes the time, loads the routing snapshot once and runs the
     /// route phase on `headers`.
+    #[inline]
     pub(super) fn new(conn: &'c ConnContext, headers: &HeaderMap) -> RequestCtx<'c> {
         let started = Instant::now();
         let snapshot = conn.service.route();

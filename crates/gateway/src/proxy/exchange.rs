@@ -5,7 +5,8 @@
 //! left: a refused or timed-out connection, or a pooled connection found dead, moves it on to
 //! the next address (a dead pooled connection first gets one new connection to the same
 //! address). Whether a failure may be sent again elsewhere is decided where it happens and
-//! carried on the [`ExchangeError`]; the phase only asks [`ExchangeError::retry_safe`].
+//! carried on the [`ExchangeError`] ([`ExchangeError::retry_safe`]); the phase only asks it
+//! for the request to send again ([`ExchangeError::into_retry`]).
 
 use canary_core::Side;
 use canary_core::metrics::UpstreamErrorKind;
@@ -92,91 +93,81 @@ pub(super) type Exchanged = Result<(Response<Incoming>, Conn), ExchangeError>;
 pub(super) async fn exchange(
     ctx: &mut RequestCtx<'_>,
     req: Request<UpstreamBody>,
-    replay: Option<Replay>,
+    replay: &mut Option<Replay>,
 ) -> Exchanged {
     let settings = ctx.settings();
     let decided = ctx.route.target(ctx.side);
-    let error = match send(settings, decided, &mut ctx.outcome.errors, req, replay).await {
-        Err(error) if ctx.side == Side::Canary && error.retry_safe() => error,
-        answered_or_final => return answered_or_final,
+    let mut again = match send(settings, decided, &mut ctx.outcome.errors, req, replay).await {
+        Err(error) if ctx.side == Side::Canary => error.into_retry()?,
+        answered_or_stable => return answered_or_stable,
     };
-    let mut again = error.into_retry()?;
     let stable = &ctx.route.stable;
     again.headers_mut().insert(X_CANARY_VERSION.clone(), stable.header.clone());
     ctx.side = Side::Stable;
     let errors = ctx.outcome.retry.insert(UpstreamErrorTally::default());
-    send(settings, stable, errors, again, None).await
+    send(settings, stable, errors, again, &mut None).await
 }
 
-/// Sends `req` to the first address of `target` that takes it, noting each failure in
-/// `errors` and in the address's passive health.
+/// Sends `req` to the first address of `target` that takes it, over a pooled connection if
+/// one is alive, noting each failure in `errors` and in the address's passive health. A
+/// pooled connection that died before the request left gets one new connection to the same
+/// address. `replay` is taken when the request was sent and dropped before an answer.
 async fn send(
     settings: &ServiceSettings,
     target: &VersionTarget,
     errors: &mut UpstreamErrorTally,
     mut req: Request<UpstreamBody>,
-    replay: Option<Replay>,
+    replay: &mut Option<Replay>,
 ) -> Exchanged {
     let mut last = UpstreamErrorKind::ConnectOther;
     for upstream in target.upstreams.candidates() {
-        match attempt(settings, upstream, req).await {
-            Attempt::Answered(response, conn) => {
-                upstream.record_success();
-                return Ok((response, conn));
+        let mut fresh = false;
+        let unsent = loop {
+            let conn = if fresh {
+                connect(upstream, &settings.connect).await
+            } else {
+                checkout(upstream, &settings.connect).await
+            };
+            let mut conn = match conn {
+                Ok(conn) => conn,
+                Err(kind) => break kind,
+            };
+            let sending = tokio::time::timeout(settings.request_timeout, conn.sender.try_send_request(req));
+            let mut failed = match sending.await {
+                Ok(Ok(response)) => {
+                    upstream.record_success();
+                    return Ok((response, conn));
+                }
+                Ok(Err(failed)) => failed,
+                Err(_elapsed) => return Err(failure(settings, upstream, errors, UpstreamErrorKind::Timeout, replay)),
+            };
+            match failed.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(failure(settings, upstream, errors, classify(failed.error()), replay)),
             }
-            Attempt::Unsent(kind, unsent) => {
-                upstream.record_failure(&settings.eject);
-                errors.note(kind);
-                last = kind;
-                req = unsent;
+            if fresh {
+                break UpstreamErrorKind::Reset;
             }
-            Attempt::Failed(kind) => {
-                upstream.record_failure(&settings.eject);
-                errors.note(kind);
-                return Err(ExchangeError::failed(kind, replay));
-            }
-        }
+            fresh = true;
+        };
+        upstream.record_failure(&settings.eject);
+        errors.note(unsent);
+        last = unsent;
     }
     Err(ExchangeError::NotSent { kind: last, request: req })
 }
 
-/// What one address did with a request.
-enum Attempt {
-    /// It answered.
-    Answered(Response<Incoming>, Conn),
-    /// It took none of the request, which comes back for the next address.
-    Unsent(UpstreamErrorKind, Request<UpstreamBody>),
-    /// It took the request and failed.
-    Failed(UpstreamErrorKind),
-}
-
-/// Sends `req` to one address, over a pooled connection if one is alive. A pooled connection
-/// that died before the request left gets one new connection to the same address.
-async fn attempt(settings: &ServiceSettings, upstream: &Upstream, mut req: Request<UpstreamBody>) -> Attempt {
-    let mut fresh = false;
-    loop {
-        let conn = if fresh {
-            connect(upstream, &settings.connect).await
-        } else {
-            checkout(upstream, &settings.connect).await
-        };
-        let mut conn = match conn {
-            Ok(conn) => conn,
-            Err(kind) => return Attempt::Unsent(kind, req),
-        };
-        match tokio::time::timeout(settings.request_timeout, conn.sender.try_send_request(req)).await {
-            Ok(Ok(response)) => return Attempt::Answered(response, conn),
-            Ok(Err(mut failed)) => match failed.take_message() {
-                Some(unsent) if !fresh => {
-                    req = unsent;
-                    fresh = true;
-                }
-                Some(unsent) => return Attempt::Unsent(UpstreamErrorKind::Reset, unsent),
-                None => return Attempt::Failed(classify(failed.error())),
-            },
-            Err(_elapsed) => return Attempt::Failed(UpstreamErrorKind::Timeout),
-        }
-    }
+/// Notes a failure of a request that was sent, and says whether it may be sent again.
+fn failure(
+    settings: &ServiceSettings,
+    upstream: &Upstream,
+    errors: &mut UpstreamErrorTally,
+    kind: UpstreamErrorKind,
+    replay: &mut Option<Replay>,
+) -> ExchangeError {
+    upstream.record_failure(&settings.eject);
+    errors.note(kind);
+    ExchangeError::failed(kind, replay.take())
 }
 
 fn classify(error: &hyper::Error) -> UpstreamErrorKind {
@@ -194,4 +185,34 @@ fn classify(error: &hyper::Error) -> UpstreamErrorKind {
         source = e.source();
     }
     UpstreamErrorKind::Protocol
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Body;
+
+    fn page() -> Request<UpstreamBody> {
+        Request::get("/page").header("accept", "text/html").body(UpstreamBody::Empty).unwrap()
+    }
+
+    #[test]
+    fn the_error_says_whether_the_request_may_be_sent_again() {
+        let not_sent = ExchangeError::NotSent { kind: UpstreamErrorKind::ConnectRefused, request: page() };
+        assert!(not_sent.retry_safe(), "nothing left the gateway");
+        assert_eq!(not_sent.into_retry().unwrap().uri(), "/page");
+
+        let dropped = ExchangeError::failed(UpstreamErrorKind::Reset, Some(Replay::of(&page())));
+        assert!(dropped.retry_safe(), "a bodiless GET dropped before its answer");
+        let again = dropped.into_retry().unwrap();
+        assert_eq!(again.headers()["accept"], "text/html");
+        assert!(again.body().is_end_stream());
+
+        let timed_out = ExchangeError::failed(UpstreamErrorKind::Timeout, Some(Replay::of(&page())));
+        assert!(!timed_out.retry_safe(), "the upstream may still be working on it");
+        assert_eq!(timed_out.into_retry().err().unwrap().kind(), UpstreamErrorKind::Timeout);
+
+        let no_replay = ExchangeError::failed(UpstreamErrorKind::Reset, None);
+        assert!(!no_replay.retry_safe(), "a POST, or a request with a body, is never sent twice");
+    }
 }

@@ -42,7 +42,7 @@ pub use route::{Routed, route};
 
 use exchange::exchange;
 use response::response;
-use upstream_request::upstream_request;
+use upstream_request::{UpstreamRequest, upstream_request};
 
 /// What the gateway knows about the client connection a request came on.
 #[derive(Debug, Clone)]
@@ -80,8 +80,8 @@ pub struct ConnContext {
 /// 502 or 504.
 pub async fn handle(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let mut ctx = RequestCtx::new(&conn, req.headers()); // 1. route
-    let upstream = upstream_request(&ctx, req); // 2. upstream request
-    let outcome = exchange(&mut ctx, upstream.request, upstream.replay).await; // 3. exchange
-    Ok(response(&mut ctx, outcome, upstream.client_upgrade)) // 4. response
+    let UpstreamRequest { request, mut replay, client_upgrade } = upstream_request(&ctx, req); // 2. upstream request
+    let outcome = exchange(&mut ctx, request, &mut replay).await; // 3. exchange
+    Ok(response(&mut ctx, outcome, client_upgrade)) // 4. response
     // 5. record: `ctx` is dropped here.
 }

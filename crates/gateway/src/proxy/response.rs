@@ -18,6 +18,7 @@ use crate::request::UID_COOKIE;
 
 /// The response to send: the upstream's, or a 502/504 saying which version failed how; with
 /// `x-canary-version`, the session pin for the version that served, and a minted anonymous id.
+#[inline]
 pub(super) fn response(
     ctx: &mut RequestCtx<'_>,
     exchanged: Exchanged,

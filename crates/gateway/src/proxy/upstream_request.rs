@@ -29,6 +29,11 @@ pub(super) struct Replay {
 }
 
 impl Replay {
+    /// A copy of the head of `req`.
+    pub(super) fn of<B>(req: &Request<B>) -> Replay {
+        Replay { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() }
+    }
+
     /// The same request again, without a body.
     pub(super) fn into_request(self) -> Request<UpstreamBody> {
         let mut again = Request::new(UpstreamBody::Empty);
@@ -41,6 +46,7 @@ impl Replay {
 
 /// Strips hop-by-hop headers and the override token, adds `x-forwarded-*` and
 /// `x-canary-version`, and makes the request HTTP/1.1-shaped.
+#[inline]
 pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>) -> UpstreamRequest {
     let upgrade = is_upgrade_request(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -53,7 +59,7 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>)
     // A bodiless idempotent request to the canary can be sent again if the canary drops it
     // before answering (it crashed mid-request); keeping its head costs a copy, so only these.
     let replay = (ctx.side == Side::Canary && !upgrade && is_idempotent(req.method()) && req.body().is_end_stream())
-        .then(|| Replay { method: req.method().clone(), uri: req.uri().clone(), headers: req.headers().clone() });
+        .then(|| Replay::of(&req));
     UpstreamRequest { request: req.map(UpstreamBody::Client), client_upgrade, replay }
 }
 
