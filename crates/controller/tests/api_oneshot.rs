@@ -70,3 +70,45 @@ async fn a_rollout_holds_the_lock_until_it_is_aborted() {
     let (_, service) = api(&router, Method::GET, "/api/v1/services/web", None).await;
     assert_eq!(service["data"]["weight"], 0.0, "aborted: everyone on stable");
 }
+
+#[tokio::test]
+async fn a_firing_alert_for_the_service_rolls_its_rollout_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(state(dir.path(), None).await);
+    let start = json!({"version": "v3", "upstreams": ["127.0.0.1:9"], "steps": "10%/1m,100%"});
+    let (status, _) = api(&router, Method::POST, "/api/v1/services/web/rollouts", Some(start)).await;
+    assert_eq!(status, StatusCode::OK);
+    // Alertmanager's webhook payload, version 4, as it sends it.
+    let notification = |status: &str, service: &str| {
+        json!({
+            "version": "4", "groupKey": "{}:{alertname=\"CheckoutErrors\"}", "status": status,
+            "receiver": "canary", "groupLabels": {"alertname": "CheckoutErrors"},
+            "commonLabels": {"alertname": "CheckoutErrors", "service": service},
+            "commonAnnotations": {}, "externalURL": "http://alertmanager:9093", "truncatedAlerts": 0,
+            "alerts": [{
+                "status": status,
+                "labels": {"alertname": "CheckoutErrors", "service": service, "severity": "page"},
+                "annotations": {"summary": "checkout success below 99 %"},
+                "startsAt": "2026-12-01T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph", "fingerprint": "c0ffee"
+            }]
+        })
+    };
+    let (status, other) = api(&router, Method::POST, "/api/v1/alerts", Some(notification("firing", "api"))).await;
+    assert_eq!(status, StatusCode::OK, "{other}");
+    assert_eq!(other["data"]["unmatched"], 1, "another service's alert stops nothing");
+    let (status, resolved) = api(&router, Method::POST, "/api/v1/alerts", Some(notification("resolved", "web"))).await;
+    assert_eq!((status, resolved["data"]["rolledBack"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)));
+    let (_, still) = api(&router, Method::GET, "/api/v1/services/web/rollout", None).await;
+    assert_eq!(still["data"]["phase"], "progressing");
+
+    let (status, fired) = api(&router, Method::POST, "/api/v1/alerts", Some(notification("firing", "web"))).await;
+    assert_eq!(status, StatusCode::OK, "{fired}");
+    assert_eq!(fired["data"]["rolledBack"].as_array().unwrap().len(), 1, "{fired}");
+    let (_, rollout) = api(&router, Method::GET, "/api/v1/services/web/rollout", None).await;
+    assert_eq!(rollout["data"]["phase"], "failed");
+    let reason = rollout["data"]["reason"].as_str().unwrap();
+    assert_eq!(reason, "alert CheckoutErrors firing: checkout success below 99 %");
+    let (status, bad) = api(&router, Method::POST, "/api/v1/alerts", Some(json!({"nope": 1}))).await;
+    assert_eq!((status, bad["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")));
+}

@@ -176,5 +176,5 @@ async fn every_route_served_is_documented_and_every_documented_route_served() {
         assert!(served.contains(&(route.0.to_owned(), route.1.to_owned())), "{route:?} missing from {served:?}");
     }
     assert!(served.contains(&("get".to_owned(), "/api/v1/stream".to_owned())), "{served:?}");
-    assert_eq!(served.len(), 12, "{served:#?}");
+    assert_eq!(served.len(), 13, "{served:#?}");
 }
