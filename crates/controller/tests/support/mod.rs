@@ -29,14 +29,40 @@ stable = { version = "v1", upstreams = ["127.0.0.1:9"] }
 canary = { version = "v2", upstreams = ["127.0.0.1:9"] }
 "#;
 
-/// Counters the test sets, per version; zero until set.
+/// Counters the test sets, per version (zero until set), and a breaker the test can trip.
 #[derive(Default)]
-pub struct SetCounts(Mutex<Vec<(String, VersionCounts)>>);
+pub struct SetCounts {
+    counts: Mutex<Vec<(String, VersionCounts)>>,
+    tripped: Mutex<Option<String>>,
+}
+
+impl SetCounts {
+    /// Adds to `version`'s cumulative counters: `requests` answered 200 or 500 (`errors` of them).
+    #[allow(dead_code, reason = "each test binary uses its own part of the support")]
+    pub fn add(&self, version: &str, requests: u64, errors: u64) {
+        let mut all = self.counts.lock().unwrap();
+        if !all.iter().any(|(v, _)| v == version) {
+            all.push((version.to_owned(), VersionCounts::default()));
+        }
+        let counts = &mut all.iter_mut().find(|(v, _)| v == version).unwrap().1;
+        counts.responses[1] += requests - errors;
+        counts.responses[4] += errors;
+        counts.judge_errors += errors;
+        counts.latency_buckets[3] += requests;
+        counts.new_sessions += requests / 10;
+    }
+
+    /// Trips the breaker of every service with `why`.
+    #[allow(dead_code, reason = "each test binary uses its own part of the support")]
+    pub fn trip(&self, why: &str) {
+        *self.tripped.lock().unwrap() = Some(why.to_owned());
+    }
+}
 
 #[async_trait::async_trait]
 impl MetricsSource for SetCounts {
     async fn counts(&self, _service: &str, version: &str) -> Result<VersionCounts, MetricsError> {
-        let counts = self.0.lock().unwrap();
+        let counts = self.counts.lock().unwrap();
         Ok(counts.iter().find(|(v, _)| v == version).map(|(_, c)| c.clone()).unwrap_or_default())
     }
 }
@@ -44,7 +70,7 @@ impl MetricsSource for SetCounts {
 #[async_trait::async_trait]
 impl BreakerSource for SetCounts {
     async fn tripped(&self, _service: &str) -> Result<Option<String>, MetricsError> {
-        Ok(None)
+        Ok(self.tripped.lock().unwrap().clone())
     }
 }
 
@@ -58,12 +84,17 @@ impl Listeners for NoListeners {
 }
 
 /// The state over a store in `dir`, with an admin `token` if given.
+#[allow(dead_code, reason = "each test binary uses its own part of the support")]
 pub async fn state(dir: &Path, token: Option<&str>) -> AppState {
+    state_with(dir, token, Arc::new(SetCounts::default())).await
+}
+
+/// The same, reading counters and breakers from `source`.
+pub async fn state_with(dir: &Path, token: Option<&str>, source: Arc<SetCounts>) -> AppState {
     let config = Config::from_toml(CONFIG).unwrap();
     let store = Arc::new(RedbStore::open(dir.join("canary.redb")).unwrap());
     let routing = Routing::new(store, ServiceEntry::from_config(&config));
     routing.sync_at_start().await.unwrap();
-    let source = Arc::new(SetCounts::default());
     let controller =
         Controller::new(routing, source.clone(), source, ControllerSettings { tick: Duration::from_secs(1) });
     AppState {
@@ -75,6 +106,7 @@ pub async fn state(dir: &Path, token: Option<&str>) -> AppState {
 }
 
 /// Sends one request through the router; returns the status, content type and body.
+#[allow(dead_code, reason = "each test binary uses its own part of the support")]
 pub async fn call(
     router: &Router,
     method: Method,
