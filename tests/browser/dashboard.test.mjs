@@ -83,13 +83,9 @@ async function startRollout(steps) {
     version: 'v2',
     upstreams: [CANARY_UPSTREAM],
     steps,
-    // This test is about the page, not the judge: a loose error tolerance lets a canary without
-    // errors be shown safe after a few hundred requests, so the first step ends on time.
-    analysis: {
-      minRequestsPerVersion: 20,
-      minRequestsPerStep: 5,
-      tolerances: { errors: { worseAbove: 1.25, safeBelow: 2.0, absolute: 0.05 } },
-    },
+    // This test is about the page, not the judge: in observe mode the steps advance on their
+    // hold while the judge's verdicts are still computed and shown.
+    analysis: { minRequestsPerVersion: 20, minRequestsPerStep: 5, observe: true },
   });
   assert.equal(res.code, 'OK', `start: ${JSON.stringify(res)}`);
   return res.data.id;
