@@ -207,7 +207,9 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
     let unchanged = pin
         .is_some_and(|p| table.version(side).is_some_and(|v| v.as_bytes() == p.version) && this_rollout && fresh(&p));
     let action = if unchanged { PinAction::Keep } else { PinAction::Issue };
-    Decision { side, reason: Reason::Bucket, pin: action, bucket, key_hash, new_session: !this_rollout }
+    // While a breaker holds traffic off the canary the rule does not decide, so nobody counts.
+    let by_the_rule = !this_rollout && (facts.canary_healthy || table.canary.is_none());
+    Decision { side, reason: Reason::Bucket, pin: action, bucket, key_hash, new_session: by_the_rule }
 }
 
 #[cfg(test)]
@@ -292,9 +294,11 @@ mod tests {
         let earlier = key.sign("web-0", "v1", NOW + TTL);
         let d = decide(&t, &key, TTL, &facts(b"u", Some(earlier.as_bytes())));
         assert_eq!((d.side, d.reason, d.new_session), (Side::Stable, Reason::Pinned, false));
-        // Forced requests never count.
+        // Forced requests never count, nor users sent to stable because a breaker tripped.
         let forced = RequestFacts { force: Some(Force::Canary), ..facts(b"u", None) };
         assert!(!decide(&t, &key, TTL, &forced).new_session);
+        let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", None) };
+        assert!(!decide(&t, &key, TTL, &tripped).new_session);
     }
 
     #[test]

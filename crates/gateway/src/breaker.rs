@@ -91,10 +91,15 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
         };
         let identity = (route.spec.rollout_id.clone(), route.table.canary.clone().unwrap_or_default());
         if watched.as_ref() != Some(&identity) {
-            // A new canary starts with a closed breaker and an empty window.
+            // A new canary starts with a closed breaker and a window that begins when it got
+            // its routing, so requests it failed before this first look still count.
             watched = Some(identity);
             samples.clear();
-            last_answer = Sample::of(&canary.stats.counts(), &route.stable.stats.counts());
+            last_answer = match &route.canary_since {
+                Some(since) => Sample::of(&since.0, &since.1),
+                None => Sample::of(&canary.stats.counts(), &route.stable.stats.counts()),
+            };
+            samples.push_back(last_answer);
             service.set_canary_open(true);
         }
         if !service.canary_open() {

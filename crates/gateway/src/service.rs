@@ -13,6 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use canary_core::api::{ServiceView, VersionView};
 use canary_core::config::{KeySource, ServiceConfig, VersionConfig};
+use canary_core::metrics::VersionCounts;
 use canary_core::{RouteError, RouteSpec, RoutingTable, Side};
 use http::HeaderValue;
 
@@ -46,6 +47,9 @@ pub struct Route {
     pub draining: Option<VersionTarget>,
     /// The users seen in this rollout, shared by every snapshot of the same rollout id.
     pub users: Arc<crate::sketch::UserSketch>,
+    /// The canary's and stable's counters when this canary first got routing in this rollout:
+    /// the breaker's baseline, so failures before its first look still count.
+    pub canary_since: Option<Arc<(VersionCounts, VersionCounts)>>,
 }
 
 impl Route {
@@ -284,12 +288,21 @@ fn build_route(service: &str, spec: RouteSpec, shared: &Shared, previous: Option
         upstreams: shared.upstreams.set(v.upstreams.as_slice()),
         stats: shared.metrics.version(service, v.version.as_str()),
     };
+    let stable = target(&spec.stable);
+    let canary = spec.canary.as_ref().map(target);
+    let same_canary = |p: &&Route| p.spec.rollout_id == spec.rollout_id && p.table.canary == spec.table().canary;
+    let canary_since = match (previous.filter(same_canary), &canary) {
+        (Some(p), Some(_)) => p.canary_since.clone(),
+        (None, Some(c)) => Some(Arc::new((c.stats.counts(), stable.stats.counts()))),
+        (_, None) => None,
+    };
     Route {
         table: spec.table(),
-        stable: target(&spec.stable),
-        canary: spec.canary.as_ref().map(target),
+        stable,
+        canary,
         draining: spec.draining.as_ref().map(|d| target(&d.version)),
         users,
+        canary_since,
         spec,
     }
 }
