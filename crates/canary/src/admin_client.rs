@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use serde::Deserialize;
+use canary_core::api::{Code, Envelope};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// `GET` it for every service's routing.
@@ -36,11 +37,13 @@ pub fn segment(name: &str) -> String {
 }
 
 /// A successful answer.
-pub struct Answer {
+pub struct Answer<T> {
     /// The envelope's `clientMessage`.
     pub client_message: String,
-    /// The envelope's `data`.
-    pub data: Value,
+    /// The envelope's `data`, read.
+    pub data: T,
+    /// The envelope's `data` as sent, for `--json`.
+    pub sent: Value,
 }
 
 /// Why a call failed: the API said no, or it could not be reached at all.
@@ -61,16 +64,39 @@ impl From<CallError> for anyhow::Error {
     }
 }
 
-/// The envelope as the CLI reads it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Envelope {
-    code: String,
-    client_message: String,
-    #[serde(default)]
-    system_message: String,
-    #[serde(default)]
-    data: Value,
+/// Reads the text of an answer from `url`: an envelope whose code is `OK` and whose data is a
+/// `T`, else the refusal in the envelope's words.
+fn read_answer<T: DeserializeOwned>(
+    url: &str,
+    status: reqwest::StatusCode,
+    text: &str,
+) -> Result<Answer<T>, CallError> {
+    let envelope: Envelope<Value> = serde_json::from_str(text).map_err(|_| {
+        CallError::Refused(anyhow!(
+            "{url} did not answer with an admin API envelope (HTTP {status}); is --admin the admin listener?"
+        ))
+    })?;
+    if envelope.code != Code::Ok {
+        tracing::debug!(code = ?envelope.code, system_message = envelope.system_message, "refused");
+        let error = anyhow!("{} [{}]", envelope.client_message, code_name(envelope.code));
+        return Err(if envelope.code == Code::NotFound {
+            CallError::NotFound(error)
+        } else {
+            CallError::Refused(error)
+        });
+    }
+    let sent = envelope.data.unwrap_or(Value::Null);
+    let data = T::deserialize(&sent)
+        .map_err(|e| CallError::Refused(anyhow!("{url} sent data this canary cannot read: {e}")))?;
+    Ok(Answer { client_message: envelope.client_message, data, sent })
+}
+
+/// `NOT_FOUND`: the code as the API spells it.
+fn code_name(code: Code) -> String {
+    match serde_json::to_value(code) {
+        Ok(Value::String(name)) => name,
+        _ => format!("{code:?}"),
+    }
 }
 
 /// A client of one admin API.
@@ -101,8 +127,13 @@ impl Admin {
     }
 
     /// Calls `path` and unwraps the envelope; anything but `OK` is an error naming the
-    /// envelope's `clientMessage`.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Answer, CallError> {
+    /// envelope's `clientMessage`, and data that is not a `T` is an error too.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Answer<T>, CallError> {
         let url = format!("{}{path}", self.base_text());
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
@@ -126,21 +157,7 @@ impl Admin {
                 root_cause(&e)
             ))
         })?;
-        let envelope: Envelope = serde_json::from_str(&text).map_err(|_| {
-            CallError::Refused(anyhow!(
-                "{url} did not answer with an admin API envelope (HTTP {status}); is --admin the admin listener?"
-            ))
-        })?;
-        if envelope.code != "OK" {
-            tracing::debug!(code = envelope.code, system_message = envelope.system_message, "refused");
-            let error = anyhow!("{} [{}]", envelope.client_message, envelope.code);
-            return Err(if envelope.code == "NOT_FOUND" {
-                CallError::NotFound(error)
-            } else {
-                CallError::Refused(error)
-            });
-        }
-        Ok(Answer { client_message: envelope.client_message, data: envelope.data })
+        read_answer(&url, status, &text)
     }
 }
 
@@ -170,5 +187,41 @@ mod tests {
             let e = Admin::new(bad, None).err().unwrap().to_string();
             assert!(e.contains("is not a URL"), "{bad}: {e}");
         }
+    }
+
+    fn read(text: &str) -> Result<Answer<Vec<String>>, CallError> {
+        read_answer("http://127.0.0.1:7070/api/v1/x", reqwest::StatusCode::OK, text)
+    }
+
+    fn message(result: Result<Answer<Vec<String>>, CallError>) -> (&'static str, String) {
+        match result {
+            Ok(_) => ("ok", String::new()),
+            Err(CallError::NotFound(e)) => ("not found", e.to_string()),
+            Err(CallError::Refused(e)) => ("refused", e.to_string()),
+            Err(CallError::Unreachable(e)) => ("unreachable", e.to_string()),
+        }
+    }
+
+    #[test]
+    fn an_answer_is_read_as_its_type_and_kept_as_sent() {
+        let answer = read(r#"{"code":"OK","clientMessage":"Here.","systemMessage":"","data":["a","b"]}"#).ok().unwrap();
+        assert_eq!(answer.client_message, "Here.");
+        assert_eq!(answer.data, ["a", "b"]);
+        assert_eq!(answer.sent, serde_json::json!(["a", "b"]));
+    }
+
+    #[test]
+    fn a_refusal_names_the_code_as_the_api_spells_it() {
+        let not_found =
+            r#"{"code":"NOT_FOUND","clientMessage":"No service named \"shop\".","systemMessage":"","data":null}"#;
+        assert_eq!(message(read(not_found)), ("not found", "No service named \"shop\". [NOT_FOUND]".to_owned()));
+        let busy = r#"{"code":"ROLLOUT_IN_PROGRESS","clientMessage":"Busy.","systemMessage":"web-1","data":null}"#;
+        assert_eq!(message(read(busy)), ("refused", "Busy. [ROLLOUT_IN_PROGRESS]".to_owned()));
+        let (kind, text) = message(read("<html>hello</html>"));
+        assert_eq!(kind, "refused");
+        assert!(text.contains("did not answer with an admin API envelope (HTTP 200 OK)"), "{text}");
+        let (kind, text) = message(read(r#"{"code":"OK","clientMessage":"","systemMessage":"","data":{"a":1}}"#));
+        assert_eq!(kind, "refused");
+        assert!(text.contains("sent data this canary cannot read"), "{text}");
     }
 }

@@ -15,6 +15,7 @@ mod rollout_status;
 mod rollout_view;
 mod serve;
 mod stack;
+mod verdict_text;
 
 use std::process::ExitCode;
 

@@ -1,23 +1,25 @@
 //! `canary rollout …`: start, watch and steer rollouts through the admin API.
 //!
 //! A refused call prints the API's `clientMessage` (and code) and exits 1; `--json` prints the
-//! answer's `data` as one line of JSON. Input that can be checked here (steps, durations, the
-//! admin URL) is checked before anything is sent, with the same rules the server applies, so a
-//! typo never reaches the controller. `status` lives in [`crate::rollout_status`], `list` in
+//! answer's `data` as one line of JSON. Input that can be checked here (the version name, the
+//! addresses, steps, durations, alpha, the admin URL) is checked before anything is sent, with the
+//! same types the server reads (`canary_core::api::StartRollout`), so a typo never reaches the
+//! controller. `status` lives in [`crate::rollout_status`], `list` in
 //! [`crate::rollout_list`].
 
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow, bail};
-use canary_core::config::HumanDuration;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use anyhow::{anyhow, bail};
+use canary_core::api::{RolloutView, StartRollout, StepsInput};
+use canary_core::config::{HumanDuration, Upstreams, VersionName};
+use canary_core::rollout::{Analysis, Event, Rollout, parse_steps};
+use serde_json::json;
 
 use crate::admin_client::{Admin, Answer, rollout_path, rollouts_path, segment};
 use crate::cli::{ActionArgs, EventsArgs, RolloutArgs, RolloutCommand, StartArgs};
 use crate::output::outln;
 use crate::rollout_status::status_command;
-use crate::rollout_view::{RolloutStatus, percent};
+use crate::rollout_view::{percent, phase_words, plan_line, step_of, versions};
 
 /// Runs one `canary rollout` command.
 pub fn run(args: RolloutArgs) -> anyhow::Result<ExitCode> {
@@ -30,7 +32,7 @@ async fn dispatch(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     let json = args.json;
     match args.command {
         RolloutCommand::Start(start) => {
-            let body = start_body(&start)?;
+            let body = serde_json::to_value(start_request(&start)?)?;
             let answer = admin.call(reqwest::Method::POST, &rollouts_path(&start.service), Some(body)).await?;
             print_rollout_answer(&answer, json)?;
         }
@@ -45,13 +47,12 @@ async fn dispatch(args: RolloutArgs) -> anyhow::Result<ExitCode> {
             print_rollout_answer(&answer, json)?;
         }
         RolloutCommand::History(s) => {
-            let answer = admin.call(reqwest::Method::GET, &rollouts_path(&s.service), None).await?;
+            let answer: Answer<Vec<Rollout>> =
+                admin.call(reqwest::Method::GET, &rollouts_path(&s.service), None).await?;
             if json {
-                outln!("{}", answer.data)?;
+                outln!("{}", answer.sent)?;
             } else {
-                let rollouts: Vec<RolloutStatus> =
-                    serde_json::from_value(answer.data).context("the admin API sent an unreadable rollout list")?;
-                print_history(&s.service, &rollouts)?;
+                print_history(&s.service, &answer.data)?;
             }
         }
         RolloutCommand::Events(e) => events(&admin, e, json).await?,
@@ -59,52 +60,51 @@ async fn dispatch(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The JSON body of `POST …/rollouts`, after checking what can be checked here.
-fn start_body(args: &StartArgs) -> anyhow::Result<Value> {
-    if let Some(steps) = &args.steps {
-        canary_core::rollout::parse_steps(steps).map_err(|e| anyhow!("--steps: {e}"))?;
-    }
-    for (flag, value) in [("--drain", &args.drain), ("--max-step-wait", &args.max_step_wait)] {
-        if let Some(value) = value {
-            HumanDuration::try_from(value.clone()).map_err(|e| anyhow!("{flag}: {e}"))?;
-        }
-    }
+/// The body of `POST …/rollouts`, after checking what can be checked here.
+fn start_request(args: &StartArgs) -> anyhow::Result<StartRollout> {
+    let version = VersionName::try_from(args.version.clone()).map_err(|e| anyhow!("--version: {e}"))?;
+    let upstreams = Upstreams::try_from(args.upstreams.clone()).map_err(|e| anyhow!("--upstream: {e}"))?;
+    let steps = args.steps.as_deref().map(parse_steps).transpose().map_err(|e| anyhow!("--steps: {e}"))?;
+    Ok(StartRollout {
+        version,
+        upstreams,
+        steps: steps.map(StepsInput::List),
+        drain: duration("--drain", &args.drain)?,
+        max_step_wait: duration("--max-step-wait", &args.max_step_wait)?,
+        analysis: analysis(args)?,
+    })
+}
+
+/// The judge's settings the flags change, the defaults for the rest; `None` without such flags.
+fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
     if let Some(alpha) = args.alpha
         && !(alpha > 0.0 && alpha < 1.0)
     {
         bail!("--alpha must be between 0 and 1 (exclusive), not {alpha}");
     }
-    let mut body = json!({ "version": args.version, "upstreams": args.upstreams });
-    if let Some(steps) = &args.steps {
-        body["steps"] = json!(steps);
+    let floor = duration("--latency-floor", &args.latency_floor)?;
+    let any = args.alpha.is_some()
+        || args.min_requests.is_some()
+        || args.min_step_requests.is_some()
+        || floor.is_some()
+        || args.observe;
+    if !any {
+        return Ok(None);
     }
-    if let Some(drain) = &args.drain {
-        body["drain"] = json!(drain);
-    }
-    if let Some(wait) = &args.max_step_wait {
-        body["maxStepWait"] = json!(wait);
-    }
-    let mut analysis = serde_json::Map::new();
-    if let Some(alpha) = args.alpha {
-        analysis.insert("alpha".into(), json!(alpha));
-    }
-    if let Some(n) = args.min_requests {
-        analysis.insert("minRequestsPerVersion".into(), json!(n));
-    }
-    if let Some(n) = args.min_step_requests {
-        analysis.insert("minRequestsPerStep".into(), json!(n));
-    }
-    if let Some(floor) = &args.latency_floor {
-        let floor = HumanDuration::try_from(floor.clone()).map_err(|e| anyhow!("--latency-floor: {e}"))?;
-        analysis.insert("latencyFloorSeconds".into(), json!(floor.0.as_secs_f64()));
-    }
-    if args.observe {
-        analysis.insert("observe".into(), json!(true));
-    }
-    if !analysis.is_empty() {
-        body["analysis"] = Value::Object(analysis);
-    }
-    Ok(body)
+    let defaults = Analysis::default();
+    Ok(Some(Analysis {
+        alpha: args.alpha.unwrap_or(defaults.alpha),
+        min_requests_per_version: args.min_requests.unwrap_or(defaults.min_requests_per_version),
+        min_requests_per_step: args.min_step_requests.unwrap_or(defaults.min_requests_per_step),
+        latency_floor_seconds: floor.map_or(defaults.latency_floor_seconds, |f| f.0.as_secs_f64()),
+        observe: args.observe,
+        ..defaults
+    }))
+}
+
+/// The duration a flag was given, checked.
+fn duration(flag: &str, value: &Option<String>) -> anyhow::Result<Option<HumanDuration>> {
+    value.clone().map(HumanDuration::try_from).transpose().map_err(|e| anyhow!("{flag}: {e}"))
 }
 
 async fn act(admin: &Admin, action: &str, args: ActionArgs, json: bool) -> anyhow::Result<()> {
@@ -114,18 +114,15 @@ async fn act(admin: &Admin, action: &str, args: ActionArgs, json: bool) -> anyho
     print_rollout_answer(&answer, json)
 }
 
-fn print_rollout_answer(answer: &Answer, json: bool) -> anyhow::Result<()> {
+fn print_rollout_answer(answer: &Answer<RolloutView>, json: bool) -> anyhow::Result<()> {
     if json {
-        return outln!("{}", answer.data);
+        return outln!("{}", answer.sent);
     }
     outln!("{}", answer.client_message)?;
-    let status: RolloutStatus =
-        serde_json::from_value(answer.data.clone()).context("the admin API sent an unreadable rollout")?;
-    outln!("{}", status.plan_line())?;
-    Ok(())
+    outln!("{}", plan_line(&answer.data.rollout))
 }
 
-fn print_history(service: &str, rollouts: &[RolloutStatus]) -> anyhow::Result<()> {
+fn print_history(service: &str, rollouts: &[Rollout]) -> anyhow::Result<()> {
     if rollouts.is_empty() {
         outln!("{service} has had no rollouts.")?;
         return Ok(());
@@ -140,33 +137,18 @@ fn print_history(service: &str, rollouts: &[RolloutStatus]) -> anyhow::Result<()
         "steps"
     )?;
     for r in rollouts {
-        let phase = if r.phase == "failed" { "rolled back" } else { r.phase.as_str() };
         outln!(
             "{:<22}  {:<19}  {:<19}  {:<16}  {:<12}  {:>6}  {}",
             r.id,
             utc(r.created_ms),
             utc(r.updated_ms),
-            format!("{} → {}", r.stable.version, r.canary.version),
-            phase,
-            format!("{}/{}", (r.step + 1).min(r.steps.len()), r.steps.len()),
+            versions(r),
+            phase_words(r.phase),
+            step_of(r),
             r.reason.as_deref().unwrap_or("")
         )?;
     }
     Ok(())
-}
-
-/// One line of the event log, as the API sends it.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EventInfo {
-    rollout_id: String,
-    seq: u64,
-    at_ms: u64,
-    action: String,
-    from: String,
-    to: String,
-    weight: f64,
-    message: String,
 }
 
 async fn events(admin: &Admin, args: EventsArgs, json: bool) -> anyhow::Result<()> {
@@ -174,13 +156,11 @@ async fn events(admin: &Admin, args: EventsArgs, json: bool) -> anyhow::Result<(
         bail!("--limit must be at least 1");
     }
     let path = format!("/api/v1/services/{}/events?limit={}", segment(&args.service), args.limit);
-    let answer = admin.call(reqwest::Method::GET, &path, None).await?;
+    let answer: Answer<Vec<Event>> = admin.call(reqwest::Method::GET, &path, None).await?;
     if json {
-        outln!("{}", answer.data)?;
-        return Ok(());
+        return outln!("{}", answer.sent);
     }
-    let events: Vec<EventInfo> =
-        serde_json::from_value(answer.data).context("the admin API sent an unreadable event list")?;
+    let events = answer.data;
     if events.is_empty() {
         outln!("{} has no rollout events.", args.service)?;
         return Ok(());
@@ -201,7 +181,7 @@ async fn events(admin: &Admin, args: EventsArgs, json: bool) -> anyhow::Result<(
             e.rollout_id,
             e.seq,
             e.action,
-            format!("{} → {}", e.from, e.to),
+            format!("{} → {}", e.from.name(), e.to.name()),
             percent(e.weight),
             e.message
         )?;
@@ -245,5 +225,55 @@ mod tests {
         assert_eq!(utc_ms(0), "1970-01-01 00:00:00.000");
         assert_eq!(utc_ms(951_782_400_123), "2000-02-29 00:00:00.123");
         assert_eq!(utc_ms(1_767_225_599_999), "2025-12-31 23:59:59.999");
+    }
+
+    /// `start_request` of `canary rollout start web FLAGS`, with `--version v2` and one
+    /// `--upstream` unless the flags give them.
+    fn start(flags: &[&str]) -> anyhow::Result<StartRollout> {
+        use clap::Parser;
+        let mut args = vec!["canary", "rollout", "start", "web"];
+        for (flag, default) in [("--version", "v2"), ("--upstream", "127.0.0.1:9002")] {
+            if !flags.contains(&flag) {
+                args.extend([flag, default]);
+            }
+        }
+        args.extend_from_slice(flags);
+        let crate::cli::Command::Rollout(RolloutArgs { command: RolloutCommand::Start(start), .. }) =
+            crate::cli::Cli::parse_from(args).command
+        else {
+            unreachable!("a start command")
+        };
+        start_request(&start)
+    }
+
+    #[test]
+    fn a_start_sends_what_the_server_reads_and_only_the_settings_given() {
+        let request = start(&["--steps", "10%/1m,100%", "--drain", "90s"]).unwrap();
+        let body = serde_json::to_value(&request).unwrap();
+        assert_eq!(body["version"], "v2");
+        assert_eq!(body["steps"], serde_json::json!([{"weight": 10.0, "hold": "1m"}, {"weight": 100.0, "hold": "0s"}]));
+        assert_eq!(body["drain"], "1m 30s");
+        assert_eq!(body["analysis"], serde_json::Value::Null, "the server's defaults rule without judge flags");
+        // The server reads bodies strictly (`deny_unknown_fields`): the CLI's must read back.
+        let _: StartRollout = serde_json::from_value(body).unwrap();
+
+        let analysis = start(&["--alpha", "0.01", "--latency-floor", "5ms", "--observe"]).unwrap().analysis.unwrap();
+        assert_eq!((analysis.alpha, analysis.latency_floor_seconds, analysis.observe), (0.01, 0.005, true));
+        assert_eq!(analysis.min_requests_per_version, Analysis::default().min_requests_per_version);
+    }
+
+    #[test]
+    fn bad_start_flags_are_named_before_anything_is_sent() {
+        for (extra, expected) in [
+            (&["--version", "v 2"][..], "--version: version name \"v 2\" may only contain"),
+            (&["--upstream", "nowhere"], "--upstream: upstream \"nowhere\" is not a \"host:port\" address"),
+            (&["--steps", "5%,5%"], "--steps: step weights must rise strictly"),
+            (&["--max-step-wait", "soon"], "--max-step-wait: \"soon\" is not a duration"),
+            (&["--latency-floor", "x"], "--latency-floor"),
+            (&["--alpha", "1"], "--alpha must be between 0 and 1"),
+        ] {
+            let error = start(extra).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(error.contains(expected), "{extra:?}: {error}");
+        }
     }
 }

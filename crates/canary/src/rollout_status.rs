@@ -10,7 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use canary_core::api::RolloutView;
 use canary_core::config::HumanDuration;
+use canary_core::rollout::Phase;
 use serde_json::Value;
 
 use crate::admin_client::{Admin, CallError};
@@ -18,7 +20,7 @@ use crate::cli::StatusArgs;
 use crate::live_view::LiveView;
 use crate::output::outln;
 use crate::rollout_list::{rollout_of, service_names};
-use crate::rollout_view::RolloutStatus;
+use crate::rollout_view;
 
 /// Exit code of `status --watch` when a rollout was rolled back by the judge or a breaker.
 pub const EXIT_ROLLED_BACK: u8 = 2;
@@ -39,7 +41,7 @@ enum Scope {
 /// an array for `--all`) and the rollouts in it.
 struct Look {
     data: Value,
-    rollouts: Vec<RolloutStatus>,
+    rollouts: Vec<RolloutView>,
 }
 
 /// Runs `status`; the exit code is [`watch_exit_code`]'s with `--watch`, else success.
@@ -63,7 +65,7 @@ pub async fn status_command(admin: &Admin, args: StatusArgs, json: bool) -> anyh
             if i > 0 {
                 outln!()?;
             }
-            for line in rollout.lines() {
+            for line in rollout_view::lines(rollout) {
                 outln!("{line}")?;
             }
         }
@@ -75,16 +77,14 @@ async fn look(admin: &Admin, scope: &Scope) -> Result<Look, CallError> {
     match scope {
         Scope::One(service) => {
             let answer = admin.call(reqwest::Method::GET, &crate::admin_client::rollout_path(service), None).await?;
-            let status = serde_json::from_value(answer.data.clone())
-                .map_err(|e| CallError::Refused(anyhow!("the admin API sent an unreadable rollout: {e}")))?;
-            Ok(Look { data: answer.data, rollouts: vec![status] })
+            Ok(Look { data: answer.sent, rollouts: vec![answer.data] })
         }
         Scope::All(services) => {
             let (mut data, mut rollouts) = (Vec::new(), Vec::new());
             for service in services {
-                if let Some(fetched) = rollout_of(admin, service).await? {
-                    data.push(fetched.data);
-                    rollouts.push(fetched.status);
+                if let Some(answer) = rollout_of(admin, service).await? {
+                    data.push(answer.sent);
+                    rollouts.push(answer.data);
                 }
             }
             if rollouts.is_empty() {
@@ -106,7 +106,7 @@ async fn watch(admin: &Admin, scope: &Scope, interval: Duration, json: bool) -> 
                 if json {
                     outln!("{}", look.data)?;
                 }
-                if look.rollouts.iter().all(RolloutStatus::is_over) {
+                if look.rollouts.iter().all(|r| r.rollout.phase.is_terminal()) {
                     view.finish_all(&look.rollouts, None)?;
                     return Ok(watch_exit_code(&look.rollouts));
                 }
@@ -127,14 +127,15 @@ async fn watch(admin: &Admin, scope: &Scope, interval: Duration, json: bool) -> 
 
 /// The exit code `status --watch` ends with once `rollouts` are all over: a rollback wins over
 /// an abort, an abort over promotions.
-pub fn watch_exit_code(rollouts: &[RolloutStatus]) -> ExitCode {
+pub fn watch_exit_code(rollouts: &[RolloutView]) -> ExitCode {
     ExitCode::from(worst_outcome(rollouts))
 }
 
-fn worst_outcome(rollouts: &[RolloutStatus]) -> u8 {
-    if rollouts.iter().any(|r| r.phase == "failed") {
+fn worst_outcome(rollouts: &[RolloutView]) -> u8 {
+    let any = |phase: Phase| rollouts.iter().any(|r| r.rollout.phase == phase);
+    if any(Phase::Failed) {
         EXIT_ROLLED_BACK
-    } else if rollouts.iter().any(|r| r.phase == "aborted") {
+    } else if any(Phase::Aborted) {
         EXIT_ABORTED
     } else {
         0
@@ -145,19 +146,15 @@ fn worst_outcome(rollouts: &[RolloutStatus]) -> u8 {
 mod tests {
     use super::*;
 
-    fn ended(phase: &str) -> RolloutStatus {
-        serde_json::from_value(serde_json::json!({
-            "id": format!("web-{phase}"), "service": "web",
-            "stable": {"version": "v1"}, "canary": {"version": "v2"},
-            "steps": [{"weight": 100.0, "hold": "0s"}],
-            "phase": phase, "step": 0, "createdMs": 0, "updatedMs": 0
-        }))
-        .unwrap()
+    fn ended(phase: Phase) -> RolloutView {
+        let mut view = rollout_view::tests::view();
+        (view.rollout.phase, view.judge) = (phase, None);
+        view
     }
 
     #[test]
     fn the_worst_ending_wins() {
-        let [promoted, aborted, failed] = ["promoted", "aborted", "failed"].map(ended);
+        let [promoted, aborted, failed] = [Phase::Promoted, Phase::Aborted, Phase::Failed].map(ended);
         assert_eq!(worst_outcome(std::slice::from_ref(&promoted)), 0);
         assert_eq!(worst_outcome(&[promoted.clone(), aborted.clone()]), EXIT_ABORTED);
         assert_eq!(worst_outcome(&[aborted.clone(), promoted.clone(), failed.clone()]), EXIT_ROLLED_BACK);

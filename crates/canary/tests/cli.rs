@@ -173,7 +173,7 @@ async fn bad_input_is_refused_clearly_and_changes_nothing() {
         ),
         (
             vec!["start", "web", "--version", "v 2", "--upstream", &canary].into_iter().map(str::to_owned).collect(),
-            "INVALID_ARGUMENT",
+            "--version: version name \"v 2\" may only contain letters, digits",
         ),
         (vec!["start".into(), "web".into(), "--version".into(), "v2".into()], "--upstream"),
         (vec!["status".into(), "shop".into()], "No service named \"shop\""),

@@ -12,24 +12,27 @@
 mod upstream;
 mod users;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
 use anyhow::Context;
-use canary_core::api::{StartRollout, StepsInput};
+use canary_controller::Controller;
+use canary_core::api::{RolloutView, StartRollout, StepsInput};
 use canary_core::clock::unix_ms;
 use canary_core::config::{Config, HumanDuration, Upstreams, VersionName};
 use canary_core::judge::{Tolerance, Tolerances};
-use canary_core::rollout::{Analysis, Command};
+use canary_core::rollout::{Analysis, Command, Phase, Rollout};
+use canary_gateway::Service;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::cli::{DemoArgs, Scenario};
 use crate::live_view::LiveView;
 use crate::output::outln;
-use crate::rollout_view::RolloutStatus;
 use crate::stack::Stack;
 use upstream::{Behaviour, DemoUpstream};
 use users::{Population, Tally};
@@ -136,27 +139,7 @@ async fn demo(args: &DemoArgs) -> anyhow::Result<Summary> {
     let v1 = DemoUpstream::start("v1", Behaviour::BASELINE).await.context("demo upstream v1")?;
     let v2 = DemoUpstream::start("v2", canary_behaviour(args.scenario)).await.context("demo upstream v2")?;
     let dir = tempfile::tempdir().context("cannot create a temporary directory for the demo's store")?;
-    let store = dir.path().join("canary.redb");
-    let config = Config::from_toml(&format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[gateway]
-workers = 1
-[store]
-kind = "embedded"
-path = {store:?}
-[controller]
-tick = "250ms"
-[[service]]
-name = "{SERVICE}"
-listen = "127.0.0.1:0"
-stable = {{ version = "v1", upstreams = ["{}"] }}
-breaker = {{ window = "2s" }}
-"#,
-        v1.addr
-    ))
-    .context("demo configuration")?;
+    let config = demo_config(&dir.path().join("canary.redb"), v1.addr)?;
     let stack = Stack::start(&config, dir.path()).await?;
     let gateway = stack.gateway.clone().context("the demo runs a gateway")?;
     let (controller, admin) = (stack.controller.clone(), stack.admin_addr);
@@ -189,47 +172,92 @@ breaker = {{ window = "2s" }}
     let stop = Arc::new(AtomicBool::new(false));
     let traffic = tokio::spawn(users::run(population, tally.clone(), stop.clone()));
     tokio::time::sleep(WARMUP).await;
+    wait_for_lead(&controller).await?;
+    let watched = run_rollout(args, &controller, &service, &v2, &tally, started).await?;
 
-    // Only the leading controller runs judges; the demo's is the only candidate, so it leads
-    // as soon as its campaign has written the lease.
+    stop.store(true, Relaxed);
+    let _ = traffic.await;
+    let _ = stop_admin.send(());
+    serving.await??;
+    let retried_on_stable = gateway.metrics().retries(SERVICE, "v2", "v1").load(Relaxed);
+    Ok(summarize(args, &watched, &tally, retried_on_stable, started.elapsed().as_secs_f64()))
+}
+
+/// The demo's configuration: one service whose stable is `v1`, an embedded store at `store`,
+/// everything on free loopback ports, and the controller and breaker on short clocks.
+fn demo_config(store: &Path, v1: SocketAddr) -> anyhow::Result<Config> {
+    Config::from_toml(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:0"
+[gateway]
+workers = 1
+[store]
+kind = "embedded"
+path = {store:?}
+[controller]
+tick = "250ms"
+[[service]]
+name = "{SERVICE}"
+listen = "127.0.0.1:0"
+stable = {{ version = "v1", upstreams = ["{v1}"] }}
+breaker = {{ window = "2s" }}
+"#
+    ))
+    .context("demo configuration")
+}
+
+/// Only the leading controller runs judges; the demo's is the only candidate, so it leads as
+/// soon as its campaign has written the lease.
+async fn wait_for_lead(controller: &Controller) -> anyhow::Result<()> {
     let campaign = Instant::now();
     while !controller.is_leading() {
         anyhow::ensure!(campaign.elapsed() < Duration::from_secs(10), "the demo's controller never took the lead");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    Ok(())
+}
+
+/// What the demo saw of its rollout.
+struct Watched {
+    /// The traffic counts (all requests, canary requests) when the rollout started.
+    before: (u64, u64),
+    /// The rollout as it ended.
+    last: Rollout,
+    /// Unix ms when v2 crashed, in the crash scenario.
+    crashed_at_ms: Option<u64>,
+    /// Whether the gateway's breaker kept traffic off the canary while the rollout ran.
+    breaker_tripped: bool,
+}
+
+/// Starts the rollout of v2 and draws it until it ends, crashing v2 on cue in the crash
+/// scenario and aborting a rollout still running after [`DEADLINE`].
+async fn run_rollout(
+    args: &DemoArgs,
+    controller: &Arc<Controller>,
+    service: &Service,
+    v2: &DemoUpstream,
+    tally: &Tally,
+    started: Instant,
+) -> anyhow::Result<Watched> {
     let before = (tally.requests.load(Relaxed), tally.canary_requests.load(Relaxed));
-    let request = StartRollout {
-        version: VersionName::try_from("v2".to_owned()).map_err(anyhow::Error::msg)?,
-        upstreams: Upstreams::try_from(vec![v2.addr.to_string()]).map_err(anyhow::Error::msg)?,
-        steps: Some(StepsInput::Text(STEPS.into())),
-        drain: Some(HumanDuration(Duration::from_secs(60))),
-        max_step_wait: Some(HumanDuration(Duration::from_secs(60))),
-        analysis: Some(demo_analysis()),
-    };
-    let first = controller.start(SERVICE, request).await.context("cannot start the demo rollout")?;
-    let rollout_start_ms = first.rollout.created_ms;
+    controller.start(SERVICE, demo_request(v2.addr)?).await.context("cannot start the demo rollout")?;
     let mut view = if args.json { LiveView::silent() } else { LiveView::stdout() };
-    let mut crashed_at_ms: Option<u64> = None;
-    let mut breaker_tripped = false;
+    let (mut crashed_at_ms, mut breaker_tripped) = (None, false);
     let deadline = Instant::now() + DEADLINE;
-    let last = loop {
+    loop {
         tokio::time::sleep(POLL).await;
-        let current = controller.current_or_latest(SERVICE).await?;
-        let status: RolloutStatus = serde_json::from_value(serde_json::to_value(&current)?)?;
-        breaker_tripped |= !service.canary_open() && !status.is_over();
-        if args.scenario == Scenario::Crash
-            && crashed_at_ms.is_none()
-            && !status.is_over()
-            && status.step >= 1
-            && status.held_seconds.unwrap_or(0.0) >= CRASH_INTO_STEP
-        {
+        let status = controller.current_or_latest(SERVICE).await?;
+        let over = status.rollout.phase.is_terminal();
+        breaker_tripped |= !service.canary_open() && !over;
+        if crashed_at_ms.is_none() && crash_due(args.scenario, &status) {
             v2.crash();
             crashed_at_ms = Some(unix_ms());
         }
-        let footer = traffic_line(&tally, started);
-        if status.is_over() {
+        let footer = traffic_line(tally, started);
+        if over {
             view.finish(&status, Some(&footer))?;
-            break status;
+            return Ok(Watched { before, last: status.rollout, crashed_at_ms, breaker_tripped });
         }
         if Instant::now() > deadline {
             controller
@@ -238,47 +266,66 @@ breaker = {{ window = "2s" }}
                 .context("cannot abort the stalled demo rollout")?;
         }
         view.update(&status, Some(&footer))?;
-    };
+    }
+}
 
-    stop.store(true, Relaxed);
-    let _ = traffic.await;
-    let _ = stop_admin.send(());
-    serving.await??;
+/// The rollout the demo starts: v2 through [`STEPS`], judged by [`demo_analysis`].
+fn demo_request(v2: SocketAddr) -> anyhow::Result<StartRollout> {
+    Ok(StartRollout {
+        version: VersionName::try_from("v2".to_owned()).map_err(anyhow::Error::msg)?,
+        upstreams: Upstreams::try_from(vec![v2.to_string()]).map_err(anyhow::Error::msg)?,
+        steps: Some(StepsInput::Text(STEPS.into())),
+        drain: Some(HumanDuration(Duration::from_secs(60))),
+        max_step_wait: Some(HumanDuration(Duration::from_secs(60))),
+        analysis: Some(demo_analysis()),
+    })
+}
 
+/// The crash scenario kills v2 [`CRASH_INTO_STEP`] seconds into the 25 % step.
+fn crash_due(scenario: Scenario, status: &RolloutView) -> bool {
+    scenario == Scenario::Crash
+        && !status.rollout.phase.is_terminal()
+        && status.rollout.step >= 1
+        && status.held_seconds >= CRASH_INTO_STEP
+}
+
+/// The summary of a finished demo.
+fn summarize(args: &DemoArgs, watched: &Watched, tally: &Tally, retried_on_stable: u64, seconds: f64) -> Summary {
+    let last = &watched.last;
     let requests = tally.requests.load(Relaxed);
-    let during = requests.saturating_sub(before.0);
-    let canary_during = tally.canary_requests.load(Relaxed).saturating_sub(before.1);
-    let ended_ms = last.updated_ms;
-    let outcome = match last.phase.as_str() {
-        "promoted" => "promoted",
-        "failed" => "rolled_back",
+    let during = requests.saturating_sub(watched.before.0);
+    let canary_during = tally.canary_requests.load(Relaxed).saturating_sub(watched.before.1);
+    let outcome = match last.phase {
+        Phase::Promoted => "promoted",
+        Phase::Failed => "rolled_back",
         _ => "stalled",
     };
+    let (started_ms, ended_ms) = (last.created_ms, last.updated_ms);
     let fault_ms = match args.scenario {
         Scenario::Healthy => None,
-        Scenario::Errors | Scenario::Latency => Some(rollout_start_ms),
-        Scenario::Crash => crashed_at_ms,
+        Scenario::Errors | Scenario::Latency => Some(started_ms),
+        Scenario::Crash => watched.crashed_at_ms,
     };
-    breaker_tripped |= last.phase == "failed" && last.reason.as_deref().is_some_and(|r| r.contains("breaker"));
-    let seconds = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
-    Ok(Summary {
+    let by_breaker = last.phase == Phase::Failed && last.reason.as_deref().is_some_and(|r| r.contains("breaker"));
+    let between = |from: u64, to: u64| to.saturating_sub(from) as f64 / 1000.0;
+    Summary {
         scenario: args.scenario.name(),
         outcome,
         reason: last.reason.clone(),
-        detect_seconds: (outcome == "rolled_back").then(|| seconds(fault_ms.unwrap_or(rollout_start_ms), ended_ms)),
-        rollout_seconds: seconds(rollout_start_ms, ended_ms),
-        fault_at_seconds: crashed_at_ms.map(|at| seconds(rollout_start_ms, at)),
-        breaker_tripped,
+        detect_seconds: (outcome == "rolled_back").then(|| between(fault_ms.unwrap_or(started_ms), ended_ms)),
+        rollout_seconds: between(started_ms, ended_ms),
+        fault_at_seconds: watched.crashed_at_ms.map(|at| between(started_ms, at)),
+        breaker_tripped: watched.breaker_tripped || by_breaker,
         users: args.users,
         requests,
         failed_requests: tally.failed_requests.load(Relaxed),
         users_with_failures: tally.failed_users.lock().expect("tally").len(),
         baseline_errors: tally.baseline_errors.load(Relaxed),
         asset_404s: tally.asset_404s.load(Relaxed),
-        retried_on_stable: gateway.metrics().retries(SERVICE, "v2", "v1").load(Relaxed),
+        retried_on_stable,
         canary_share_pct: if during == 0 { 0.0 } else { 100.0 * canary_during as f64 / during as f64 },
-        seconds: started.elapsed().as_secs_f64(),
-    })
+        seconds,
+    }
 }
 
 /// `traffic: 498 req/s, 12345 requests, 0 failed (0 users), 61 baseline errors`.
