@@ -39,16 +39,7 @@ impl Controller {
     /// Starts a rollout; refused while another one of the service is active.
     pub async fn start(self: &Arc<Self>, service: &str, request: StartRollout) -> Result<RolloutView, ControllerError> {
         let slot = self.slot(service)?.clone();
-        let steps = match request.steps {
-            None => default_steps(),
-            Some(StepsInput::Text(text)) => {
-                canary_core::rollout::parse_steps(&text).map_err(ControllerError::Invalid)?
-            }
-            Some(StepsInput::List(steps)) => {
-                check_steps(&steps).map_err(ControllerError::Invalid)?;
-                steps
-            }
-        };
+        let steps = plan(request.steps.clone())?;
         let analysis = request.analysis.unwrap_or_default();
         analysis.judge_config().validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
         let _serial = slot.transitions.lock().await;
@@ -61,30 +52,12 @@ impl Controller {
                 )));
             }
             let now = now_ms();
-            let id = format!("{service}-{now:x}");
-            let pending = Rollout {
-                id: id.clone(),
-                service: service.to_owned(),
-                stable: spec.stable.clone(),
-                canary: VersionConfig { version: request.version.clone(), upstreams: request.upstreams.clone() },
-                steps: steps.clone(),
-                drain: request.drain.unwrap_or(HumanDuration(Duration::from_secs(600))),
-                max_step_wait: request.max_step_wait.unwrap_or(HumanDuration(Duration::from_secs(600))),
-                analysis,
-                phase: Phase::Pending,
-                step: 0,
-                step_started_ms: now,
-                step_banked_ms: 0,
-                created_ms: now,
-                updated_ms: now,
-                transitions: 0,
-                reason: None,
-            };
+            let pending = pending_rollout(service, &request, &spec, steps.clone(), now);
             let baseline = self.stable_baseline(service, &spec).await;
-            let slow_bucket = runner::slow_bucket(&analysis, &baseline);
-            let transition = pending.apply(&Command::Begin, now)?;
+            let slow_bucket = runner::slow_bucket(&pending.analysis, &baseline);
             let lock = keys::rollout_lock(service);
-            let txn = Txn::new().require_absent(lock.clone()).put(lock.clone(), id.clone().into_bytes());
+            let txn = Txn::new().require_absent(lock.clone()).put(lock.clone(), pending.id.clone().into_bytes());
+            let transition = pending.apply(&Command::Begin, now)?;
             let commit = Commit {
                 transition,
                 spec,
@@ -231,5 +204,46 @@ impl Controller {
                 Ok(Some((rollout, revision)))
             }
         }
+    }
+}
+
+/// The plan a start request asks for, checked; the default plan when it names none.
+fn plan(steps: Option<StepsInput>) -> Result<Vec<canary_core::rollout::Step>, ControllerError> {
+    match steps {
+        None => Ok(default_steps()),
+        Some(StepsInput::Text(text)) => canary_core::rollout::parse_steps(&text).map_err(ControllerError::Invalid),
+        Some(StepsInput::List(steps)) => {
+            check_steps(&steps).map_err(ControllerError::Invalid)?;
+            Ok(steps)
+        }
+    }
+}
+
+/// The record of a rollout of `request` from `spec`'s stable, before it begins.
+fn pending_rollout(
+    service: &str,
+    request: &StartRollout,
+    spec: &RouteSpec,
+    steps: Vec<canary_core::rollout::Step>,
+    now: u64,
+) -> Rollout {
+    const TEN_MINUTES: HumanDuration = HumanDuration(Duration::from_secs(600));
+    Rollout {
+        id: format!("{service}-{now:x}"),
+        service: service.to_owned(),
+        stable: spec.stable.clone(),
+        canary: VersionConfig { version: request.version.clone(), upstreams: request.upstreams.clone() },
+        steps,
+        drain: request.drain.unwrap_or(TEN_MINUTES),
+        max_step_wait: request.max_step_wait.unwrap_or(TEN_MINUTES),
+        analysis: request.analysis.unwrap_or_default(),
+        phase: Phase::Pending,
+        step: 0,
+        step_started_ms: now,
+        step_banked_ms: 0,
+        created_ms: now,
+        updated_ms: now,
+        transitions: 0,
+        reason: None,
     }
 }
