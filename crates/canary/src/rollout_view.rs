@@ -198,7 +198,7 @@ pub(crate) mod tests {
         assert_eq!(
             lines[0],
             "error rate      WORSE          evidence the canary is worse; canary 6.10× stable \
-             (98% interval 2.30×–15.2×), 24/400 canary vs 40/4000 stable, evidence 230 of 50 to roll back"
+             (98% interval 2.30×–15.2×), 24/400 canary vs 40/4000 stable, evidence 230 of 50 to roll back (α 0.02)"
         );
         assert_eq!(lines[1], "median latency  not yet known  needs more data (canary 40 / stable 4000 requests)");
         assert_eq!(judge_words(&v), "roll back: WORSE: error rate");

@@ -105,11 +105,14 @@ fn counts_words(v: &MetricVerdict) -> Option<String> {
     Some(format!("{c}/{} canary vs {s}/{} stable", v.canary.requests, v.stable.requests))
 }
 
-/// `evidence 230 of 50 to roll back`.
+/// `evidence 230 of 50 to roll back (α 0.02)`: the metric's share of the false-rollback budget
+/// is what sets the threshold.
 fn evidence_words(v: &MetricVerdict) -> Option<String> {
     // The user split only pauses a rollout for a person; it never rolls back.
     let action = if v.metric == Metric::SampleRatio { "pause" } else { "roll back" };
-    v.e_value.map(|e| format!("evidence {} of {} to {action}", evidence(e), evidence(v.threshold)))
+    let alpha = format!("{:.4}", v.alpha);
+    let alpha = alpha.trim_end_matches('0');
+    v.e_value.map(|e| format!("evidence {} of {} to {action} (α {alpha})", evidence(e), evidence(v.threshold)))
 }
 
 /// `12.25`, `0.5`, `2`: two decimals at most, without trailing zeros.
@@ -171,7 +174,7 @@ mod tests {
             sentence(&errors(Verdict::Inconclusive, Reason::NotYetShownSafe), 0.01),
             "error rate      not yet known  not yet shown within 2× (or +0.5 points); collecting; \
              canary 1.05× stable (98% interval 0.42×–2.60×), 3/400 canary vs 30/4000 stable, \
-             evidence 0.70 of 50 to roll back"
+             evidence 0.70 of 50 to roll back (α 0.02)"
         );
         let mut p90 = errors(Verdict::Pass, Reason::ShownSafe);
         p90.metric = Metric::LatencyP90;
@@ -192,7 +195,7 @@ mod tests {
         v.tolerance = v.tolerance.map(|t| Tolerance { observe: true, ..t });
         let text = sentence(&v, 0.01);
         assert!(text.starts_with("error rate      WORSE          evidence the canary is worse; "), "{text}");
-        assert!(text.ends_with("to roll back; dry run: it never acts"), "{text}");
+        assert!(text.ends_with("to roll back (α 0.02); dry run: it never acts"), "{text}");
     }
 
     #[test]
@@ -214,7 +217,7 @@ mod tests {
         assert_eq!(
             sentence(&v, 0.01),
             "user split      WORSE          users do not split as the weight says; canary users 0.50× the weight \
-             predicts (99% interval at most 0.80×), evidence 2.5e6 of 1000 to pause"
+             predicts (99% interval at most 0.80×), evidence 2.5e6 of 1000 to pause (α 0.001)"
         );
         assert_eq!(decision_words(StepDecision::NeedsAttention), "needs a person");
     }
