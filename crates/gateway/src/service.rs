@@ -290,7 +290,9 @@ fn build_route(service: &str, spec: RouteSpec, shared: &Shared, previous: Option
     };
     let stable = target(&spec.stable);
     let canary = spec.canary.as_ref().map(target);
-    let same_canary = |p: &&Route| p.spec.rollout_id == spec.rollout_id && p.table.canary == spec.table().canary;
+    let canary_version = |s: &RouteSpec| s.canary.as_ref().map(|c| c.version.clone());
+    let same_canary =
+        |p: &&Route| p.spec.rollout_id == spec.rollout_id && canary_version(&p.spec) == canary_version(&spec);
     let canary_since = match (previous.filter(same_canary), &canary) {
         (Some(p), Some(_)) => p.canary_since.clone(),
         (None, Some(c)) => Some(Arc::new((c.stats.counts(), stable.stats.counts()))),
