@@ -7,7 +7,7 @@ use std::time::Duration;
 use canary_core::RouteSpec;
 use canary_core::api::{RolloutView, StartRollout, StepsInput, Update, UpdateKind};
 use canary_core::config::{HumanDuration, VersionConfig};
-use canary_core::rollout::{Command, Phase, Rollout, Transition, check_steps, default_steps};
+use canary_core::rollout::{Analysis, Command, Phase, Rollout, Transition, check_steps, default_steps};
 use canary_store::{Revision, Txn, TxnOutcome, keys};
 
 use super::{ATTEMPTS, Controller, now_ms, route_change, runner};
@@ -52,7 +52,7 @@ impl Controller {
                 )));
             }
             let now = now_ms();
-            let pending = pending_rollout(service, &request, &spec, steps.clone(), now);
+            let pending = pending_rollout(service, &request, &spec, steps.clone(), analysis, now);
             let baseline = self.stable_baseline(service, &spec).await;
             let slow_bucket = runner::slow_bucket(&pending.analysis, &baseline);
             let lock = keys::rollout_lock(service);
@@ -225,6 +225,7 @@ fn pending_rollout(
     request: &StartRollout,
     spec: &RouteSpec,
     steps: Vec<canary_core::rollout::Step>,
+    analysis: Analysis,
     now: u64,
 ) -> Rollout {
     const TEN_MINUTES: HumanDuration = HumanDuration(Duration::from_secs(600));
@@ -236,7 +237,7 @@ fn pending_rollout(
         steps,
         drain: request.drain.unwrap_or(TEN_MINUTES),
         max_step_wait: request.max_step_wait.unwrap_or(TEN_MINUTES),
-        analysis: request.analysis.unwrap_or_default(),
+        analysis,
         phase: Phase::Pending,
         step: 0,
         step_started_ms: now,
