@@ -119,7 +119,7 @@ pub fn check_steps(steps: &[Step]) -> Result<(), String> {
 }
 
 /// The judge's settings a rollout may override; the rest are the judge's defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Analysis {
     /// Probability of rolling back a canary that is not worse, over the whole rollout.

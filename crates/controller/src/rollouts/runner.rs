@@ -107,8 +107,8 @@ async fn fresh_judge(controller: &Controller, service: &str, rollout: &Rollout, 
         tracing::warn!(service, "cannot read counters to start the judge; retrying next tick");
         return None;
     };
-    let analysis = rollout.analysis;
-    match Judge::new(analysis.judge_config(), baseline(&analysis, &start.stable.latency)) {
+    let analysis = &rollout.analysis;
+    match Judge::new(analysis.judge_config(), baseline(analysis, &start.stable.latency)) {
         Ok(mut judge) => {
             judge.prime(&start);
             Some(judge)

@@ -40,7 +40,7 @@ impl Controller {
     pub async fn start(self: &Arc<Self>, service: &str, request: StartRollout) -> Result<RolloutView, ControllerError> {
         let slot = self.slot(service)?.clone();
         let steps = plan(request.steps.clone())?;
-        let analysis = request.analysis.unwrap_or_default();
+        let analysis = request.analysis.clone().unwrap_or_default();
         analysis.judge_config().validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
         let _serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {
@@ -52,7 +52,7 @@ impl Controller {
                 )));
             }
             let now = now_ms();
-            let pending = pending_rollout(service, &request, &spec, steps.clone(), analysis, now);
+            let pending = pending_rollout(service, &request, &spec, steps.clone(), analysis.clone(), now);
             let baseline = self.stable_baseline(service, &spec).await;
             let slow_bucket = runner::slow_bucket(&pending.analysis, &baseline);
             let lock = keys::rollout_lock(service);
