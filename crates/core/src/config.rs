@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::names;
+use crate::team::{TeamMetric, check_team_metrics};
 use crate::weight::Weight;
 
 /// The whole file.
@@ -183,6 +184,10 @@ pub struct ServiceConfig {
     /// The local breaker that stops traffic to a failing canary at once.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// The team's own metrics, judged in every rollout of the service unless the rollout
+    /// names its own (`[[service.metric]]`, see [`crate::team`]).
+    #[serde(default, rename = "metric")]
+    pub metrics: Vec<TeamMetric>,
 }
 
 /// `breaker = { window = "10s", min_requests = 20, error_ratio = 0.25, stable_factor = 5,
@@ -564,6 +569,8 @@ impl Config {
             if s.eject.failures == 0 {
                 return invalid(format!("service {name:?}: eject.failures must be at least 1"));
             }
+            check_team_metrics(&s.metrics, self.prometheus_url().is_some())
+                .map_err(|e| ConfigError::Invalid(format!("service {name:?}: {e}")))?;
         }
         if self.admin.token.is_some() && self.admin.token_file.is_some() {
             return invalid("[admin]: set token or token_file, not both".into());
@@ -598,6 +605,15 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The Prometheus of `[metrics] source = "prometheus"`, which team metrics ask unless
+    /// they name their own.
+    pub fn prometheus_url(&self) -> Option<&str> {
+        match &self.metrics {
+            MetricsConfig::Prometheus { url, .. } => Some(url),
+            MetricsConfig::Local => None,
+        }
     }
 
     /// The service called `name`.
@@ -655,6 +671,61 @@ weight = 12.5
         assert!(e.contains("nowhere") && e.contains("line 11"), "{e}");
         let e = error(&GOOD.replace("header:x-user-id", "query:u"));
         assert!(e.contains("query:u") && e.contains("line 8"), "{e}");
+    }
+
+    const TEAM_METRICS: &str = r#"
+[[service.metric]]
+name = "checkout_success"
+kind = "ratio"
+direction = "higher-is-better"
+events = 'sum(shop_checkouts_total{service="{service}",version="{version}",outcome="ok"})'
+trials = 'sum(shop_checkouts_total{service="{service}",version="{version}"})'
+worse_above = 1.5
+prometheus = "http://127.0.0.1:9090"
+
+[[service.metric]]
+name = "checkout_p99"
+kind = "value"
+direction = "lower-is-better"
+query = 'histogram_quantile(0.99, sum by (le) (rate(shop_checkout_seconds_bucket{version="{version}"}[5m])))'
+margin = 0.2
+observe = true
+prometheus = "http://127.0.0.1:9090"
+"#;
+
+    #[test]
+    fn team_metrics_are_read_per_service() {
+        let c = Config::from_toml(&format!("{GOOD}{TEAM_METRICS}")).unwrap();
+        let metrics = &c.services[0].metrics;
+        assert_eq!(metrics.len(), 2);
+        assert_eq!((metrics[0].name(), metrics[0].worse_above), ("checkout_success", Some(1.5)));
+        assert_eq!((metrics[1].margin, metrics[1].observe), (Some(0.2), true));
+        assert_eq!(c.prometheus_url(), None);
+    }
+
+    #[test]
+    fn team_metric_values_name_the_key_and_line() {
+        let text = format!("{GOOD}{TEAM_METRICS}");
+        let e = error(&text.replace("worse_above = 1.5", "worse_above = 0.5"));
+        assert!(e.contains("worse_above must be between 1 and 20") && e.contains("line 21"), "{e}");
+        let e = error(&text.replace("version=\"{version}\",outcome", "version=\"{verison}\",outcome"));
+        assert!(e.contains("unknown placeholder {verison}") && e.contains("line 19"), "{e}");
+        let e = error(&text.replace("margin = 0.2", "margn = 0.2"));
+        assert!(e.contains("margn") && e.contains("line 29"), "{e}");
+    }
+
+    #[test]
+    fn team_metric_rules_across_keys_name_the_service_and_metric() {
+        let text = format!("{GOOD}{TEAM_METRICS}");
+        let e = error(&text.replace("margin = 0.2\n", ""));
+        assert_eq!(e, "service \"web\": metric \"checkout_p99\": kind = \"value\" needs `margin`");
+        let e = error(&text.replace("prometheus = \"http://127.0.0.1:9090\"\n", ""));
+        assert!(e.contains("service \"web\": metric \"checkout_success\": no Prometheus to ask"), "{e}");
+        let shared = format!(
+            "{}\n[metrics]\nsource = \"prometheus\"\nurl = \"http://127.0.0.1:9090\"\n",
+            text.replace("prometheus = \"http://127.0.0.1:9090\"\n", "")
+        );
+        assert!(Config::from_toml(&shared).is_ok(), "the [metrics] Prometheus is the default");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod rollout;
 pub mod routing;
 pub mod schema;
 pub mod spec;
+pub mod team;
 pub mod weight;
 
 pub use routing::{Decision, Force, PinAction, Reason, RequestFacts, RoutingTable, Side, decide};
