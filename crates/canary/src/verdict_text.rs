@@ -56,6 +56,10 @@ fn reason_words(v: &MetricVerdict) -> String {
         Reason::NotYetShownSafe => format!("not yet shown within {within}; collecting"),
         Reason::SampleRatioMismatch => "users do not split as the weight says".to_owned(),
         Reason::SampleRatioConsistent => "users split as the weight says".to_owned(),
+        Reason::NoData => "no data from its query; holding".to_owned(),
+        Reason::AfterHold => "judged once the step's hold has passed".to_owned(),
+        Reason::WithinMargin => "within its margin of stable's".to_owned(),
+        Reason::BeyondMargin => "worse than stable's by more than its margin".to_owned(),
     }
 }
 
@@ -165,6 +169,7 @@ mod tests {
             dispersion: 1.0,
             canary: Samples { requests: 400, events: Some(3) },
             stable: Samples { requests: 4000, events: Some(30) },
+            team: None,
         }
     }
 
@@ -213,6 +218,7 @@ mod tests {
             dispersion: 1.0,
             canary: Samples { requests: 50, events: None },
             stable: Samples { requests: 950, events: None },
+            team: None,
         };
         assert_eq!(
             sentence(&v, 0.01),

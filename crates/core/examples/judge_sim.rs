@@ -608,6 +608,7 @@ fn metric_name(metric: Metric) -> &'static str {
         Metric::LatencyP50 => "p50",
         Metric::LatencyP90 => "p90",
         Metric::SampleRatio => "srm",
+        Metric::Team => "team",
     }
 }
 

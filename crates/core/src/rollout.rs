@@ -25,6 +25,7 @@ use utoipa::ToSchema;
 
 use crate::config::{HumanDuration, VersionConfig};
 use crate::judge::{JudgeConfig, Tolerances};
+use crate::team::{TeamMetric, TeamMetricKind, split_alpha};
 use crate::weight::Weight;
 
 /// Where a rollout stands.
@@ -140,6 +141,11 @@ pub struct Analysis {
     /// Dry run: the judge records its verdicts but never acts; steps advance on their hold
     /// alone (the local breakers still roll back a canary that fails hard).
     pub observe: bool,
+    /// The team's own metrics for this rollout ([`crate::team`]). In a request, absent means
+    /// the service's configured `[[service.metric]]`s and `[]` means none; the controller writes
+    /// the list it judges with into the rollout's record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_metrics: Option<Vec<TeamMetric>>,
 }
 
 impl Default for Analysis {
@@ -154,20 +160,28 @@ impl Default for Analysis {
             latency_floor_seconds: judge.latency_floor_seconds,
             max_ratio: None,
             observe: false,
+            team_metrics: None,
         }
     }
 }
 
 impl Analysis {
-    /// The judge's full settings.
+    /// The team metrics this analysis judges (none when unset).
+    pub fn team(&self) -> &[TeamMetric] {
+        self.team_metrics.as_deref().unwrap_or_default()
+    }
+
+    /// The built-in judge's full settings. Its `alpha` is what the team's ratio metrics leave
+    /// of the rollout's ([`crate::team::split_alpha`]).
     pub fn judge_config(&self) -> JudgeConfig {
         let mut tolerances = self.tolerances;
         if let Some(ratio) = self.max_ratio {
             tolerances.errors.safe_below = ratio;
             tolerances.latency_tail.safe_below = ratio;
         }
+        let ratios = self.team().iter().filter(|m| m.kind == TeamMetricKind::Ratio).count();
         JudgeConfig {
-            alpha: self.alpha,
+            alpha: split_alpha(self.alpha, ratios).0,
             min_requests_per_version: self.min_requests_per_version,
             min_requests_per_step: self.min_requests_per_step,
             min_requests_for_rollback: self.min_requests_for_rollback,

@@ -376,6 +376,8 @@ impl Judge {
                 Metric::LatencyP50 => split.latency_p50,
                 Metric::LatencyP90 => split.latency_p90,
                 Metric::SampleRatio => return self.config.sample_ratio_alpha,
+                // Team metrics are judged by `crate::team`, with α of their own.
+                Metric::Team => return 0.0,
             }
     }
 
@@ -429,7 +431,7 @@ impl Judge {
                 Judge::spread_in_time(evidence) && log_e >= log_threshold(judge.alpha_of(metric))
             }
             Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
-            Metric::SampleRatio => false,
+            Metric::SampleRatio | Metric::Team => false,
         };
         for metric in Metric::ROLLBACK {
             if !self.rejected.contains(&metric) && crossed(self, metric) {
@@ -451,7 +453,7 @@ impl Judge {
             Metric::Errors => tolerances.errors,
             Metric::LatencyTail => tolerances.latency_tail,
             Metric::LatencyP50 | Metric::LatencyP90 => tolerances.latency_quantiles,
-            Metric::SampleRatio => return true,
+            Metric::SampleRatio | Metric::Team => return true,
         };
         !tolerance.observe
     }
@@ -542,7 +544,7 @@ impl Judge {
                 by_ratio || by_rate
             }
             Metric::LatencyP50 | Metric::LatencyP90 => self.quantile_comparison(metric).safe,
-            Metric::SampleRatio => true,
+            Metric::SampleRatio | Metric::Team => true,
         }
     }
 
@@ -586,6 +588,7 @@ impl Judge {
             dispersion,
             canary: Samples { requests: self.canary.requests, events: Some(canary_events) },
             stable: Samples { requests: self.stable.requests, events: Some(stable_events) },
+            team: None,
         }
     }
 
@@ -610,6 +613,7 @@ impl Judge {
             dispersion: self.slow.dispersion(),
             canary: Samples { requests: self.canary.requests, events: None },
             stable: Samples { requests: self.stable.requests, events: None },
+            team: None,
         }
     }
 
@@ -634,6 +638,7 @@ impl Judge {
             dispersion: 1.0,
             canary: Samples { requests: canary_users, events: None },
             stable: Samples { requests: stable_users, events: None },
+            team: None,
         }
     }
 }
