@@ -144,7 +144,10 @@ impl Stack {
 
 /// The controller, reading counters and breakers from this process's gateway or Prometheus.
 fn controller(config: &Config, routing: Routing, gateway: Option<&Arc<Gateway>>) -> anyhow::Result<Arc<Controller>> {
-    let settings = ControllerSettings { tick: config.controller.tick.0 };
+    let settings = ControllerSettings {
+        tick: config.controller.tick.0,
+        prometheus_url: config.prometheus_url().map(str::to_owned),
+    };
     Ok(match (&config.metrics, gateway) {
         (MetricsConfig::Prometheus { url, scrape_interval }, _) => {
             let source = Arc::new(PrometheusMetrics::new(url, scrape_interval.0));

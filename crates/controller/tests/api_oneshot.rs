@@ -112,3 +112,38 @@ async fn a_firing_alert_for_the_service_rolls_its_rollout_back() {
     let (status, bad) = api(&router, Method::POST, "/api/v1/alerts", Some(json!({"nope": 1}))).await;
     assert_eq!((status, bad["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")));
 }
+
+#[tokio::test]
+async fn a_rollout_takes_its_team_metrics_from_the_request_checked_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(state(dir.path(), None).await);
+    let start = |metric: Value| json!({"version": "v3", "upstreams": ["127.0.0.1:9"], "steps": "10%/1m,100%", "analysis": {"teamMetrics": [metric]}});
+    let failures = json!({
+        "name": "checkout_failures", "kind": "ratio", "direction": "lower-is-better",
+        "events": "sum(checkouts_total{version=\"{version}\",outcome=\"failed\"})",
+        "trials": "sum(checkouts_total{version=\"{version}\"})",
+    });
+    let path = "/api/v1/services/web/rollouts";
+    // This controller has no [metrics] Prometheus, so the metric must name its own.
+    let (status, refused) = api(&router, Method::POST, path, Some(start(failures.clone()))).await;
+    assert_eq!((status, refused["code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_ARGUMENT")));
+    assert!(refused["clientMessage"].as_str().unwrap().contains("no Prometheus to ask"), "{refused}");
+    let mut typo = failures.clone();
+    typo["events"] = json!("sum(checkouts_total{version=\"{verison}\"})");
+    let (status, refused) = api(&router, Method::POST, path, Some(start(typo))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    assert!(refused.to_string().contains("unknown placeholder {verison}"), "{refused}");
+    let (_, none) = api(&router, Method::GET, "/api/v1/services/web/rollout", None).await;
+    assert_eq!(none["code"], "NOT_FOUND", "a refused start leaves nothing behind: {none}");
+
+    let mut own = failures;
+    own["prometheus"] = json!("http://127.0.0.1:9");
+    let (status, started) = api(&router, Method::POST, path, Some(start(own))).await;
+    assert_eq!(status, StatusCode::OK, "{started}");
+    let (_, current) = api(&router, Method::GET, "/api/v1/services/web/rollout", None).await;
+    let kept = &current["data"]["analysis"]["teamMetrics"];
+    assert_eq!(
+        (kept[0]["name"].as_str(), kept[0]["prometheus"].as_str()),
+        (Some("checkout_failures"), Some("http://127.0.0.1:9"))
+    );
+}

@@ -12,6 +12,7 @@ use canary_core::rollout::{Analysis, Command, Rollout};
 
 use canary_core::api::JudgeView;
 
+use super::team::TeamJudging;
 use super::{Controller, now_ms};
 use crate::metrics_source::judge_counts;
 
@@ -63,6 +64,7 @@ struct Judging {
     judge: Judge,
     rollout_id: String,
     versions: Versions,
+    team: TeamJudging,
 }
 
 impl Judging {
@@ -82,7 +84,8 @@ impl Judging {
             }
             None => fresh_judge(controller, service, &rollout, &versions).await?,
         };
-        Some(Judging { judge, rollout_id: rollout.id, versions })
+        let team = TeamJudging::start(controller, service, &rollout).await?;
+        Some(Judging { judge, rollout_id: rollout.id, versions, team })
     }
 
     /// Feeds the judge this tick's counters; `false` when they could not be read or were refused.
@@ -143,11 +146,14 @@ pub async fn run(controller: Arc<Controller>, service: String) {
             continue;
         }
         let now = now_ms();
-        let decision = judging.judge.decision(rollout.hold_passed(now));
-        let verdicts = judging.judge.verdicts();
+        let hold_passed = rollout.hold_passed(now);
+        judging.team.observe(&controller, &rollout, hold_passed).await;
+        let decision = judging.team.decide(judging.judge.decision(hold_passed));
+        let verdicts = [judging.judge.verdicts(), judging.team.verdicts()].concat();
         publish_view(&controller, &service, &judging.judge, decision, &verdicts, now);
         let breaker = controller.tripped(&service).await;
-        let judgement = Judgement { decision, verdicts: &verdicts, rollback_metric: judging.judge.rollback_reason() };
+        let rollback_metric = judging.judge.rollback_reason().or(judging.team.rollback_metric());
+        let judgement = Judgement { decision, verdicts: &verdicts, rollback_metric };
         let signals = Signals {
             now_ms: now,
             breaker_tripped: breaker.as_deref(),

@@ -40,7 +40,8 @@ impl Controller {
     pub async fn start(self: &Arc<Self>, service: &str, request: StartRollout) -> Result<RolloutView, ControllerError> {
         let slot = self.slot(service)?.clone();
         let steps = plan(request.steps.clone())?;
-        let analysis = request.analysis.clone().unwrap_or_default();
+        let mut analysis = request.analysis.clone().unwrap_or_default();
+        self.resolve_team_metrics(service, &mut analysis)?;
         analysis.judge_config().validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
         let _serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {

@@ -95,8 +95,12 @@ pub async fn state_with(dir: &Path, token: Option<&str>, source: Arc<SetCounts>)
     let store = Arc::new(RedbStore::open(dir.join("canary.redb")).unwrap());
     let routing = Routing::new(store, ServiceEntry::from_config(&config));
     routing.sync_at_start().await.unwrap();
-    let controller =
-        Controller::new(routing, source.clone(), source, ControllerSettings { tick: Duration::from_secs(1) });
+    let controller = Controller::new(
+        routing,
+        source.clone(),
+        source,
+        ControllerSettings { tick: Duration::from_secs(1), prometheus_url: None },
+    );
     AppState {
         controller,
         token: token.map(Arc::from),
