@@ -245,6 +245,13 @@ pub struct StartArgs {
     /// (the local breakers still roll back a canary that fails hard).
     #[arg(long)]
     pub observe: bool,
+    /// The team's own metrics for this rollout instead of the service's configured ones: a TOML
+    /// file of `[[metric]]` tables with the keys of `[[service.metric]]`.
+    #[arg(long, value_name = "FILE")]
+    pub team_metrics: Option<PathBuf>,
+    /// Judge this rollout without the service's configured team metrics.
+    #[arg(long, conflicts_with = "team_metrics")]
+    pub no_team_metrics: bool,
 }
 
 /// `canary rollout status`.

@@ -9,7 +9,7 @@ use canary_core::api::RolloutView;
 use canary_core::judge::Verdict;
 use canary_core::rollout::{Phase, Rollout};
 
-use crate::verdict_text::{decision_words, metric_name, sentence, trimmed};
+use crate::verdict_text::{decision_words, sentence, trimmed, verdict_name};
 
 /// A phase as the CLI names it: `failed` reads `rolled back`.
 pub fn phase_words(phase: Phase) -> &'static str {
@@ -120,7 +120,7 @@ pub fn judge_words(view: &RolloutView) -> String {
             .verdicts
             .iter()
             .filter(|v| v.verdict == verdict)
-            .map(|v| metric_name(v.metric, judge.tail_threshold_seconds))
+            .map(|v| verdict_name(v, judge.tail_threshold_seconds))
             .collect();
         (!names.is_empty()).then(|| names.join(", "))
     };

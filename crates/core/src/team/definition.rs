@@ -206,6 +206,22 @@ pub fn check_team_metrics(metrics: &[TeamMetric], has_default_prometheus: bool) 
     Ok(())
 }
 
+/// A file of team metrics for one rollout (`canary rollout start --team-metrics FILE`): the
+/// `[[metric]]` tables of a `[[service.metric]]` list, with the same keys. Errors name the key
+/// and the line; the list is checked as [`check_team_metrics`] does, except for the Prometheus
+/// the server would ask by default.
+pub fn team_metrics_from_toml(text: &str) -> Result<Vec<TeamMetric>, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        metric: Vec<TeamMetric>,
+    }
+    let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
+    check_team_metrics(&file.metric, true)?;
+    Ok(file.metric)
+}
+
 fn bounded<'de, D: Deserializer<'de>>(
     deserializer: D,
     ok: impl Fn(f64) -> bool,
@@ -313,6 +329,26 @@ mod tests {
         let own = TeamMetric { prometheus: Some("http://127.0.0.1:9090".into()), ..m.clone() };
         assert_eq!(check_team_metrics(std::slice::from_ref(&own), false), Ok(()));
         assert!(check_team_metrics(&[m.clone(), m], true).unwrap_err().contains("defined twice"));
+    }
+
+    #[test]
+    fn a_file_of_metrics_reads_like_the_config() {
+        let text = r#"
+[[metric]]
+name = "checkout_success"
+kind = "ratio"
+direction = "higher-is-better"
+events = 'sum(checkouts_total{version="{version}",outcome="ok"})'
+trials = 'sum(checkouts_total{version="{version}"})'
+safe_below = 1.5
+"#;
+        let metrics = team_metrics_from_toml(text).unwrap();
+        assert_eq!((metrics[0].name(), metrics[0].safe_below), ("checkout_success", Some(1.5)));
+        let e = team_metrics_from_toml(&text.replace("safe_below = 1.5", "safe_below = 0.5")).unwrap_err();
+        assert!(e.contains("line 8") && e.contains("safe_below must be above 1"), "{e}");
+        let e = team_metrics_from_toml(&text.replace("events", "evnts")).unwrap_err();
+        assert!(e.contains("evnts"), "{e}");
+        assert_eq!(team_metrics_from_toml(""), Ok(Vec::new()), "an empty file means no team metrics");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod words;
 
 pub use definition::{
     DEFAULT_TOLERANCE, Direction, Plan, TeamMetric, TeamMetricKind, TeamMetricName, check_team_metrics,
+    team_metrics_from_toml,
 };
 pub use judge::{TeamJudge, TeamSettings};
 pub use query::{MAX_QUERY, PLACEHOLDERS, Placeholders, PromQuery, escape_label_value};
