@@ -107,13 +107,25 @@ impl TeamQueries {
             .query(&[("query", query), ("time", format!("{time:.3}"))])
             .send()
             .await
-            .map_err(|e| format!("Prometheus at {base} is unreachable: {e}"))?;
+            .map_err(|e| format!("Prometheus at {base} is unreachable: {}", unreachable_words(e)))?;
         let status = response.status();
         let answer: QueryAnswer = response
             .json()
             .await
             .map_err(|e| format!("Prometheus at {base} answered something unreadable (HTTP {status}): {e}"))?;
         interpret(answer, series)
+    }
+}
+
+/// Why a request got no answer, without the URL: its query and time change every tick, and
+/// the reason is logged each time it changes.
+fn unreachable_words(error: reqwest::Error) -> String {
+    if error.is_timeout() {
+        format!("no answer within {}s", QUERY_TIMEOUT.as_secs())
+    } else if error.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        error.without_url().to_string()
     }
 }
 
@@ -193,6 +205,6 @@ mod tests {
         let queries = TeamQueries::new(None);
         let base = format!("http://127.0.0.1:{port}");
         let why = queries.number(&base, "up".into(), Series::One, 0.0).await.unwrap_err();
-        assert!(why.starts_with(&format!("Prometheus at {base} is unreachable")), "{why}");
+        assert_eq!(why, format!("Prometheus at {base} is unreachable: cannot connect"));
     }
 }

@@ -35,7 +35,7 @@ pub fn explain(v: &MetricVerdict) -> Option<String> {
         _ => {}
     }
     if let Some(e) = v.e_value {
-        text.push_str(&format!("; evidence {e:.0} ≥ {:.0}", v.threshold));
+        text.push_str(&format!("; evidence {} ≥ {:.0}", evidence(e), v.threshold));
     }
     Some(text)
 }
@@ -53,6 +53,11 @@ pub fn no_data(verdicts: &[MetricVerdict]) -> Option<String> {
         })
         .collect();
     (!missing.is_empty()).then(|| missing.join("; "))
+}
+
+/// `230`, or `2.6e24` for evidence far past any threshold.
+fn evidence(e: f64) -> String {
+    if e >= 1e6 { format!("{e:.1e}") } else { format!("{e:.0}") }
 }
 
 fn direction_words(direction: Direction) -> &'static str {
