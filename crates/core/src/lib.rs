@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bucket;
 pub mod clock;
+pub mod cohort;
 pub mod config;
 pub mod gateway_api;
 pub mod istio;

@@ -12,12 +12,7 @@ fn baseline() -> Baseline {
 
 /// The mechanics without the latency floor, which would hide the millisecond tails used here.
 fn config() -> JudgeConfig {
-    JudgeConfig {
-        user_groups: 0,
-        min_requests_per_version: 1_000,
-        latency_floor_seconds: 0.0,
-        ..JudgeConfig::default()
-    }
+    JudgeConfig { ranges: 0, min_requests_per_version: 1_000, latency_floor_seconds: 0.0, ..JudgeConfig::default() }
 }
 
 /// Accumulates per-tick increments into the cumulative counters the judge expects.
@@ -183,12 +178,12 @@ fn reset_forgets_the_previous_rollout() {
 }
 
 #[test]
-fn wrong_group_counts_and_bad_settings_are_refused() {
-    let mut judge = Judge::new(JudgeConfig { user_groups: 4, ..JudgeConfig::default() }, baseline()).unwrap();
+fn wrong_range_counts_and_bad_settings_are_refused() {
+    let mut judge = Judge::new(JudgeConfig { ranges: 4, ..JudgeConfig::default() }, baseline()).unwrap();
     let mut tick = TickCounts::default();
-    tick.canary.groups = vec![GroupCounts::default(); 3];
+    tick.canary.ranges = vec![RangeCounts::default(); 3];
     let err = judge.observe(&tick).unwrap_err();
-    assert_eq!(err, JudgeError::GroupCount { version: "canary", expected: 4, got: 3 });
+    assert_eq!(err, JudgeError::RangeCount { version: "canary", expected: 4, got: 3 });
 
     let bad = JudgeConfig { alpha: 1.5, ..JudgeConfig::default() };
     assert!(matches!(Judge::new(bad, baseline()), Err(JudgeError::InvalidConfig { key: "alpha", .. })));
@@ -198,7 +193,7 @@ fn wrong_group_counts_and_bad_settings_are_refused() {
 
 #[test]
 fn a_doubled_median_of_a_few_milliseconds_is_not_a_regression() {
-    let mut judge = Judge::new(JudgeConfig { user_groups: 0, ..JudgeConfig::default() }, baseline()).unwrap();
+    let mut judge = Judge::new(JudgeConfig { ranges: 0, ..JudgeConfig::default() }, baseline()).unwrap();
     let canary_weight = Weight::from_basis_points(5_000).unwrap();
     let mut tick = TickCounts { canary_weight, ..TickCounts::default() };
     for _ in 0..100 {
@@ -325,15 +320,15 @@ fn a_metric_in_observe_mode_is_judged_but_never_acts() {
 
 #[test]
 fn a_judge_read_back_from_its_json_continues_with_its_evidence() {
-    let mut judge = Judge::new(JudgeConfig { user_groups: 4, ..config() }, baseline()).unwrap();
+    let mut judge = Judge::new(JudgeConfig { ranges: 4, ..config() }, baseline()).unwrap();
     let mut feed = Feed::new(1_000);
-    let groups = |errors| vec![GroupCounts { errors, slow: 0 }; 4];
+    let ranges = |requests, errors| vec![RangeCounts { requests: requests / 4, errors, slow: 0 }; 4];
     judge.enter_step(2);
     for second in 0..60u64 {
         let tick = feed.add((10, u64::from(second % 2 == 0), 0), (90, 1, 1)).clone();
         let tick = TickCounts {
-            canary: VersionCounts { groups: groups(tick.canary.errors), ..tick.canary },
-            stable: VersionCounts { groups: groups(tick.stable.errors), ..tick.stable },
+            canary: VersionCounts { ranges: ranges(tick.canary.requests, tick.canary.errors), ..tick.canary },
+            stable: VersionCounts { ranges: ranges(tick.stable.requests, tick.stable.errors), ..tick.stable },
             ..tick
         };
         judge.observe(&tick).unwrap();
