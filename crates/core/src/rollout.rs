@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::{HumanDuration, VersionConfig};
-use crate::judge::{JudgeConfig, Tolerances};
+use crate::judge::{JudgeConfig, JudgeError, Tolerances};
 use crate::weight::Weight;
 
 /// Where a rollout stands.
@@ -140,6 +140,9 @@ pub struct Analysis {
     /// Dry run: the judge records its verdicts but never acts; steps advance on their hold
     /// alone (the local breakers still roll back a canary that fails hard).
     pub observe: bool,
+    /// Seconds after each step begins during which the canary's latencies are not judged (its
+    /// errors are): a process that just got traffic is slower for its first seconds.
+    pub warmup_seconds: f64,
 }
 
 impl Default for Analysis {
@@ -154,11 +157,28 @@ impl Default for Analysis {
             latency_floor_seconds: judge.latency_floor_seconds,
             max_ratio: None,
             observe: false,
+            warmup_seconds: 10.0,
         }
     }
 }
 
 impl Analysis {
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), JudgeError> {
+        if !(0.0..=600.0).contains(&self.warmup_seconds) {
+            return Err(JudgeError::InvalidConfig {
+                key: "warmupSeconds",
+                reason: "must be between 0 and 600 seconds",
+            });
+        }
+        self.judge_config().validate()
+    }
+
+    /// Whether a step that began at `step_started_ms` is still warming up at `now_ms`.
+    pub fn warming_up(&self, step_started_ms: u64, now_ms: u64) -> bool {
+        (now_ms.saturating_sub(step_started_ms) as f64) < self.warmup_seconds * 1000.0
+    }
+
     /// The judge's full settings.
     pub fn judge_config(&self) -> JudgeConfig {
         let mut tolerances = self.tolerances;

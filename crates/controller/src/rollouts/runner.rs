@@ -96,7 +96,9 @@ impl Judging {
             tracing::warn!(service, "counters unavailable this tick; holding");
             return false;
         };
-        if let Err(e) = self.judge.observe(&tick) {
+        let warming = rollout.analysis.warming_up(rollout.step_started_ms, now_ms());
+        let observed = if warming { self.judge.observe_warming_up(&tick) } else { self.judge.observe(&tick) };
+        if let Err(e) = observed {
             tracing::warn!(service, error = %e, "judge refused a tick");
             return false;
         }

@@ -41,7 +41,7 @@ impl Controller {
         let slot = self.slot(service)?.clone();
         let steps = plan(request.steps.clone())?;
         let analysis = request.analysis.unwrap_or_default();
-        analysis.judge_config().validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        analysis.validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
         let _serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {
             let (spec, spec_revision) = self.routing.current(service).await?;

@@ -203,6 +203,9 @@ struct Totals {
     requests: u64,
     errors: u64,
     slow: u64,
+    /// Requests whose latency counted (all but those of warm-up ticks).
+    #[serde(default)]
+    timed: u64,
 }
 
 /// The judge of one rollout. Cheap per tick: `O(grid + ranges + buckets)`.
@@ -257,6 +260,16 @@ impl CohortState {
     fn adjustment(&self) -> Adjustment {
         self.rates.adjustment(&self.canary_requests, &self.stable_requests)
     }
+}
+
+/// What a count metric's verdict is computed from.
+struct CountParts<'a> {
+    evidence: &'a CountEvidence,
+    tolerance: Tolerance,
+    /// Canary's and stable's events.
+    events: (u64, u64),
+    /// The requests those events are out of.
+    trials: (u64, u64),
 }
 
 /// One count metric's evidence: the e-process and the two ways its events cluster.
@@ -355,6 +368,19 @@ impl Judge {
 
     /// Adds one tick of cumulative counters.
     pub fn observe(&mut self, tick: &TickCounts) -> Result<(), JudgeError> {
+        self.observe_tick(tick, true)
+    }
+
+    /// Adds one tick of a canary that is warming up: its requests and errors count, their
+    /// latencies do not. A process that just got traffic (new, or idle until a weight step) is
+    /// slower for its first seconds — cold caches, new connections, a runtime waking up — and a
+    /// handful of slow requests at a small weight carries a lot of evidence. Which ticks are
+    /// warm-up depends only on the clock, never on the data, so the tests stay valid.
+    pub fn observe_warming_up(&mut self, tick: &TickCounts) -> Result<(), JudgeError> {
+        self.observe_tick(tick, false)
+    }
+
+    fn observe_tick(&mut self, tick: &TickCounts, timed: bool) -> Result<(), JudgeError> {
         for (version, counts) in [("canary", &tick.canary), ("stable", &tick.stable)] {
             if counts.ranges.len() != self.config.ranges && !counts.ranges.is_empty() {
                 return Err(JudgeError::RangeCount { version, expected: self.config.ranges, got: counts.ranges.len() });
@@ -370,24 +396,21 @@ impl Judge {
             self.sample_ratio = SampleRatioGuard::new(self.config.sample_ratio_alpha, self.config.prior_scale);
             return Ok(());
         };
-        self.add(&canary, &stable, tick.canary_weight);
+        self.add(&canary, &stable, tick.canary_weight, timed);
         Ok(())
     }
 
-    fn add(&mut self, canary: &VersionCounts, stable: &VersionCounts, weight: Weight) {
+    fn add(&mut self, canary: &VersionCounts, stable: &VersionCounts, weight: Weight, timed: bool) {
         let requests = canary.requests + stable.requests;
         let share = if requests == 0 { 0.0 } else { canary.requests as f64 / requests as f64 };
-        let canary_slow = slow_count(&canary.latency, self.tail.bucket);
-        let stable_slow = slow_count(&stable.latency, self.tail.bucket);
+        let canary_slow = if timed { slow_count(&canary.latency, self.tail.bucket) } else { 0 };
+        let stable_slow = if timed { slow_count(&stable.latency, self.tail.bucket) } else { 0 };
         self.ticks += 1;
-        let error_share = self.add_ranges(canary, stable).unwrap_or(share);
+        let error_share = self.add_ranges(canary, stable, timed).unwrap_or(share);
         self.errors.observe(canary.errors, stable.errors, error_share, self.ticks);
-        self.slow.observe(canary_slow, stable_slow, share, self.ticks);
-        for (total, new) in self.canary_latency.iter_mut().zip(&canary.latency) {
-            *total += new;
-        }
-        for (total, new) in self.stable_latency.iter_mut().zip(&stable.latency) {
-            *total += new;
+        if timed {
+            self.slow.observe(canary_slow, stable_slow, share, self.ticks);
+            self.add_latency(canary, stable);
         }
         self.sample_ratio.observe(canary.new_users, stable.new_users, weight.percent() / 100.0);
         for (totals, counts, slow) in [(&mut self.canary, canary, canary_slow), (&mut self.stable, stable, stable_slow)]
@@ -395,13 +418,25 @@ impl Judge {
             totals.requests += counts.requests;
             totals.errors += counts.errors;
             totals.slow += slow;
+            if timed {
+                totals.timed += counts.requests;
+            }
         }
         self.check_rejections();
     }
 
+    fn add_latency(&mut self, canary: &VersionCounts, stable: &VersionCounts) {
+        for (total, new) in self.canary_latency.iter_mut().zip(&canary.latency) {
+            *total += new;
+        }
+        for (total, new) in self.stable_latency.iter_mut().zip(&stable.latency) {
+            *total += new;
+        }
+    }
+
     /// Adds one tick's per-range counts to the dispersion sums (and the cohort's request mix);
     /// with a cohort baseline, returns the canary's share of the tick's expected errors.
-    fn add_ranges(&mut self, canary: &VersionCounts, stable: &VersionCounts) -> Option<f64> {
+    fn add_ranges(&mut self, canary: &VersionCounts, stable: &VersionCounts, timed: bool) -> Option<f64> {
         let ranges = canary.ranges.iter().zip(&stable.ranges).enumerate();
         let (mut canary_expected, mut stable_expected) = (0.0, 0.0);
         for (range, (c, s)) in ranges {
@@ -414,7 +449,9 @@ impl Judge {
             stable_expected += s_expected;
             if !self.errors.by_users.is_empty() {
                 self.errors.by_users.observe(range, (c.errors, c_expected), (s.errors, s_expected));
-                self.slow.by_users.observe(range, (c.slow, c.requests as f64), (s.slow, s.requests as f64));
+                if timed {
+                    self.slow.by_users.observe(range, (c.slow, c.requests as f64), (s.slow, s.requests as f64));
+                }
             }
             if let Some(cohort) = &mut self.cohort {
                 cohort.canary_requests[range] += c.requests;
@@ -453,7 +490,7 @@ impl Judge {
             &dkw::Histograms { canary: &self.canary_latency, stable: &self.stable_latency },
             quantile,
             self.alpha_of(metric),
-            (self.canary.requests as f64 / dispersion, self.stable.requests as f64 / dispersion),
+            (self.canary.timed as f64 / dispersion, self.stable.timed as f64 / dispersion),
             &dkw::Practical {
                 tolerance: self.config.tolerances.latency_quantiles,
                 floor_seconds: self.config.latency_floor_seconds,
@@ -461,12 +498,23 @@ impl Judge {
         )
     }
 
-    /// The count metric's evidence and tolerance.
-    fn count_parts(&self, metric: Metric) -> (&CountEvidence, Tolerance, (u64, u64)) {
+    /// The count metric's evidence, tolerance, events and the trials they are out of.
+    fn count_parts(&self, metric: Metric) -> CountParts<'_> {
         let tolerances = self.config.tolerances;
+        let (canary, stable) = (&self.canary, &self.stable);
         match metric {
-            Metric::Errors => (&self.errors, tolerances.errors, (self.canary.errors, self.stable.errors)),
-            _ => (&self.slow, tolerances.latency_tail, (self.canary.slow, self.stable.slow)),
+            Metric::Errors => CountParts {
+                evidence: &self.errors,
+                tolerance: tolerances.errors,
+                events: (canary.errors, stable.errors),
+                trials: (canary.requests, stable.requests),
+            },
+            _ => CountParts {
+                evidence: &self.slow,
+                tolerance: tolerances.latency_tail,
+                events: (canary.slow, stable.slow),
+                trials: (canary.timed, stable.timed),
+            },
         }
     }
 
@@ -491,7 +539,7 @@ impl Judge {
         }
         let crossed = |judge: &Judge, metric: Metric| match metric {
             Metric::Errors | Metric::LatencyTail => {
-                let (evidence, tolerance, _) = judge.count_parts(metric);
+                let CountParts { evidence, tolerance, .. } = judge.count_parts(metric);
                 let worse_above = tolerance.worse_above * judge.adjustment(metric).margin;
                 let log_e = evidence.process.log_e_value_above(worse_above, evidence.dispersion());
                 Judge::spread_in_time(evidence) && log_e >= log_threshold(judge.alpha_of(metric))
@@ -598,16 +646,17 @@ impl Judge {
     fn shown_safe(&self, metric: Metric) -> bool {
         match metric {
             Metric::Errors | Metric::LatencyTail => {
-                let (evidence, tolerance, (canary_events, stable_events)) = self.count_parts(metric);
+                let CountParts { evidence, tolerance, events: (canary_events, stable_events), trials } =
+                    self.count_parts(metric);
                 let alpha = self.alpha_of(metric);
                 let dispersion = evidence.dispersion();
                 let adjustment = self.adjustment(metric);
                 let safe_below = tolerance.safe_below / adjustment.margin;
                 let by_ratio = evidence.process.log_e_value_below(safe_below, dispersion) >= log_threshold(alpha);
-                let stable_rate = stable_events as f64 / self.stable.requests.max(1) as f64;
+                let stable_rate = stable_events as f64 / trials.1.max(1) as f64;
                 // The canary's own rate, as if its users were as error-prone as stable's (with the
                 // baseline's doubt counted against it).
-                let canary_bound = rate_upper_bound(canary_events, self.canary.requests, alpha, dispersion)
+                let canary_bound = rate_upper_bound(canary_events, trials.0, alpha, dispersion)
                     / (adjustment.ratio / adjustment.margin);
                 let by_rate = tolerance.absolute > 0.0 && canary_bound <= stable_rate + tolerance.absolute;
                 by_ratio || by_rate
@@ -629,7 +678,8 @@ impl Judge {
     }
 
     fn count_verdict(&self, metric: Metric) -> MetricVerdict {
-        let (evidence, tolerance, (canary_events, stable_events)) = self.count_parts(metric);
+        let CountParts { evidence, tolerance, events: (canary_events, stable_events), trials } =
+            self.count_parts(metric);
         let (process, dispersion) = (&evidence.process, evidence.dispersion());
         let alpha = self.alpha_of(metric);
         let adjustment = self.adjustment(metric);
@@ -643,9 +693,8 @@ impl Judge {
             self.verdict_without_rejection(metric)
         };
         let rate = |events: u64, requests: u64| events as f64 / requests as f64;
-        let estimate = (self.canary.requests > 0 && stable_events > 0).then(|| {
-            rate(canary_events, self.canary.requests) / rate(stable_events, self.stable.requests) / adjustment.ratio
-        });
+        let estimate = (trials.0 > 0 && stable_events > 0)
+            .then(|| rate(canary_events, trials.0) / rate(stable_events, trials.1) / adjustment.ratio);
         MetricVerdict {
             metric,
             verdict,
@@ -659,8 +708,8 @@ impl Judge {
             alpha,
             tolerance: Some(tolerance),
             dispersion,
-            canary: Samples { requests: self.canary.requests, events: Some(canary_events) },
-            stable: Samples { requests: self.stable.requests, events: Some(stable_events) },
+            canary: Samples { requests: trials.0, events: Some(canary_events) },
+            stable: Samples { requests: trials.1, events: Some(stable_events) },
         }
     }
 
@@ -683,8 +732,8 @@ impl Judge {
             alpha,
             tolerance: Some(self.config.tolerances.latency_quantiles),
             dispersion: self.slow.dispersion(),
-            canary: Samples { requests: self.canary.requests, events: None },
-            stable: Samples { requests: self.stable.requests, events: None },
+            canary: Samples { requests: self.canary.timed, events: None },
+            stable: Samples { requests: self.stable.timed, events: None },
         }
     }
 

@@ -402,3 +402,28 @@ fn one_stall_is_not_taken_for_many_slow_requests() {
     assert_eq!(stall(0), Some(Metric::LatencyTail), "read as independent slow requests, it rolls back");
     assert_eq!(stall(32), None, "events in one window cannot show how they cluster: no rollback");
 }
+
+#[test]
+fn a_warming_canary_s_slow_requests_do_not_count_but_its_errors_do() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..30 {
+        // A cold canary: every request slow, and errors.
+        judge.observe_warming_up(feed.add((10, 1, 10), (90, 1, 1))).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), Some(Metric::Errors), "errors of a warming canary count");
+    let tail = judge.verdicts().into_iter().find(|v| v.metric == Metric::LatencyTail).unwrap();
+    assert_eq!((tail.canary.requests, tail.canary.events), (0, Some(0)), "{tail:?}");
+
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..30 {
+        judge.observe_warming_up(feed.add((10, 0, 10), (90, 1, 1))).unwrap();
+    }
+    for _ in 0..30 {
+        judge.observe(feed.add((10, 0, 0), (90, 1, 1))).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), None, "the slow start is forgotten, the warm canary is fine");
+    let tail = judge.verdicts().into_iter().find(|v| v.metric == Metric::LatencyTail).unwrap();
+    assert_eq!((tail.canary.requests, tail.canary.events), (300, Some(0)), "{tail:?}");
+}
