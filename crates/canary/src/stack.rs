@@ -10,6 +10,7 @@ use canary_controller::api::Listeners;
 use canary_controller::prometheus::PrometheusMetrics;
 use canary_controller::routing::{ServiceEntry, StoreHealth};
 use canary_controller::{Controller, ControllerSettings, Routing};
+use canary_core::admin::Access;
 use canary_core::config::{Config, MetricsConfig};
 use canary_core::pin::PinKey;
 use canary_gateway::{Gateway, Running};
@@ -21,7 +22,7 @@ use tokio::sync::watch;
 use crate::cli::Role;
 use crate::follow::RoutingFollower;
 use crate::local_metrics::LocalMetrics;
-use crate::serve::{admin_token, open_store, pin_key};
+use crate::serve::{admin_tokens, open_store, pin_key};
 
 /// Everything one `canary serve` process runs, built from a configuration: the store, the
 /// gateway with its listeners and local breakers (unless the role is `controller`), its routing
@@ -90,7 +91,7 @@ impl Stack {
     pub async fn start_as(config: &Config, base: &Path, role: Role) -> anyhow::Result<Stack> {
         let store = open_store(&config.store, base).await?;
         let pins = pin_key(config, store.as_ref()).await?;
-        let token = admin_token(config)?;
+        let access = Access::new(&config.admin, admin_tokens(config)?);
         let mut routing = Routing::new(store.clone(), ServiceEntry::from_config(config));
         routing.sync_at_start().await.context("cannot read the stored routing")?;
         let local = match role {
@@ -114,7 +115,7 @@ impl Stack {
         let registry = registry(gateway.as_ref(), health, &controller);
         let state = canary_controller::AppState {
             controller: controller.clone(),
-            token,
+            access: Arc::new(access),
             registry: Arc::new(registry),
             listeners: Arc::new(GatewayListeners(gateway.clone())),
         };

@@ -26,7 +26,9 @@ fn start_body(canary: &Upstream, steps: &str) -> Value {
 }
 
 async fn post(gateway: &Gateway, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new().post(format!("{}{path}", gateway.admin));
+    // A change says JSON even without a body, as the admin API requires.
+    let mut request =
+        reqwest::Client::new().post(format!("{}{path}", gateway.admin)).header("content-type", "application/json");
     if let Some(body) = body {
         request = request.json(&body);
     }
