@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use canary_controller::api::Listeners;
@@ -19,6 +20,7 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin_listener::{self, Timeouts};
 use crate::cli::Role;
 use crate::follow::RoutingFollower;
 use crate::local_metrics::LocalMetrics;
@@ -36,6 +38,8 @@ pub struct Stack {
     /// Where the admin API listens.
     pub admin_addr: SocketAddr,
     admin: TcpListener,
+    admin_timeouts: Timeouts,
+    drain: Duration,
     state: canary_controller::AppState,
     running: Option<Running>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -123,14 +127,17 @@ impl Stack {
             tasks.extend(local.tasks);
             local.running
         });
-        Ok(Stack { gateway, controller, admin_addr, admin, state, running, tasks })
+        let admin_timeouts =
+            Timeouts { header_read: config.admin.header_read_timeout.0, idle: config.admin.idle_timeout.0 };
+        let drain = config.gateway.shutdown_timeout.0;
+        Ok(Stack { gateway, controller, admin_addr, admin, admin_timeouts, drain, state, running, tasks })
     }
 
     /// Serves the admin API until `stop` completes, then stops the gateway, letting in-flight
     /// requests finish.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Stack { admin, state, running, tasks, .. } = self;
-        axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop).await?;
+        let Stack { admin, admin_timeouts, drain, state, running, tasks, .. } = self;
+        admin_listener::serve(admin, canary_controller::router(state), admin_timeouts, stop, drain).await;
         tracing::info!("stopping: draining in-flight requests");
         for task in tasks {
             task.abort();

@@ -93,7 +93,7 @@ fn check_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
     Err(ApiError::new(
         Code::UnsupportedMediaType,
-        "Send changes with Content-Type: application/json, even without a body.",
+        "Send changes as JSON, with Content-Type: application/json, even without a body.",
         "a state change without Content-Type: application/json",
     ))
 }
