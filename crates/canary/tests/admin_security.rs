@@ -185,6 +185,18 @@ async fn half_sent_requests_and_idle_connections_are_closed() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "closed after {took:?}");
 
+    // A body sent a byte at a time gets as long as a head, then a refusal.
+    let mut slow_body = TcpStream::connect(&addr).await.unwrap();
+    let head = "PUT /api/v1/services/web/weight HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+                Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"weight\"";
+    slow_body.write_all(head.as_bytes()).await.unwrap();
+    let sent = Instant::now();
+    let mut answer = vec![0u8; 2048];
+    let read = tokio::time::timeout(Duration::from_secs(4), slow_body.read(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer[..read.expect("no answer to a stalled body").unwrap()]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 400") && answer.contains("did not arrive within 1s"), "{answer}");
+    assert!(sent.elapsed() >= Duration::from_millis(900), "answered after {:?}", sent.elapsed());
+
     // A kept-alive connection outlives the header timeout between requests, then idles out.
     let mut kept = TcpStream::connect(&addr).await.unwrap();
     let request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";

@@ -26,13 +26,22 @@ use super::envelope::ApiError;
 /// Paths any `Host` may ask for: they say whether the process is up and nothing else.
 const PROBES: [&str; 2] = ["/healthz", "/readyz"];
 
-/// The middleware: answers a refused request itself, passes the others on.
-pub async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The middleware: answers a refused request itself, passes the others on with their
+/// [`BodyTimeout`].
+pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     match check(&state.access.hosts, &req) {
-        Ok(()) => next.run(req).await,
+        Ok(()) => {
+            req.extensions_mut().insert(BodyTimeout(state.access.body_timeout));
+            next.run(req).await
+        }
         Err(refusal) => refusal.into_response(),
     }
 }
+
+/// How long the request's body may take to arrive (`[admin] header_read_timeout`), so a body
+/// sent a byte at a time cannot hold a connection and its handler open.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
 
 /// Whether a request with this method asks for a change.
 pub fn changes_state(method: &Method) -> bool {

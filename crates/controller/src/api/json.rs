@@ -2,11 +2,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
+use canary_core::admin::DEFAULT_HEADER_READ_TIMEOUT;
 use canary_core::api::Code;
 use serde::de::DeserializeOwned;
 
 use super::envelope::ApiError;
-use super::guard::is_json;
+use super::guard::{BodyTimeout, is_json};
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -40,7 +41,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The body of a request that says it is JSON, up to [`MAX_BODY`].
+/// The body of a request that says it is JSON, up to [`MAX_BODY`], within its
+/// [`BodyTimeout`] (10 s where the router's guard set none).
 async fn json_bytes(req: Request) -> Result<Bytes, ApiError> {
     if !is_json(req.headers()) {
         return Err(ApiError::new(
@@ -49,9 +51,11 @@ async fn json_bytes(req: Request) -> Result<Bytes, ApiError> {
             "missing or wrong content type",
         ));
     }
-    axum::body::to_bytes(req.into_body(), MAX_BODY)
-        .await
-        .map_err(|e| ApiError::invalid(format!("Could not read the request body: {e}")))
+    let BodyTimeout(limit) = req.extensions().get().copied().unwrap_or(BodyTimeout(DEFAULT_HEADER_READ_TIMEOUT));
+    match tokio::time::timeout(limit, axum::body::to_bytes(req.into_body(), MAX_BODY)).await {
+        Ok(read) => read.map_err(|e| ApiError::invalid(format!("Could not read the request body: {e}"))),
+        Err(_) => Err(ApiError::invalid(format!("The request body did not arrive within {limit:?}."))),
+    }
 }
 
 fn parse<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {

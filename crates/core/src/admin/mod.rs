@@ -44,7 +44,8 @@ pub struct AdminConfig {
     /// Host names the listener answers to besides the loopback names and its own address.
     #[serde(default)]
     pub allowed_hosts: Vec<HostName>,
-    /// Time a client has to send a request head, from its connection or its first byte.
+    /// Time a client has to send a request head, from its connection or its first byte; a
+    /// request body gets as long again, from the end of its head.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: HumanDuration,
     /// Time a keep-alive connection may wait for its next request.
@@ -132,6 +133,8 @@ pub struct Access {
     pub hosts: AllowedHosts,
     /// Live-feed sockets open at once.
     pub max_feed_connections: usize,
+    /// Time a request body has to arrive.
+    pub body_timeout: Duration,
 }
 
 impl Default for Access {
@@ -141,6 +144,7 @@ impl Default for Access {
             tokens: Tokens::default(),
             hosts: AllowedHosts::default(),
             max_feed_connections: DEFAULT_MAX_FEED_CONNECTIONS,
+            body_timeout: DEFAULT_HEADER_READ_TIMEOUT,
         }
     }
 }
@@ -152,6 +156,7 @@ impl Access {
             tokens,
             hosts: AllowedHosts::new(config.listen, &config.allowed_hosts),
             max_feed_connections: config.max_feed_connections,
+            body_timeout: config.header_read_timeout.0,
         }
     }
 }
