@@ -9,7 +9,7 @@
 //! Users are modelled one by one, because routing is sticky per user: each user has a bucket
 //! (uniform in 0..10,000, canary when below the weight), a request rate, an error probability
 //! and a latency scale. Requests of a user are a Poisson process, and errors and slow requests
-//! are independent thinnings of it, so the counts of a (version, user group) cell in one tick
+//! are independent thinnings of it, so the counts of a (version, cohort range) cell in one tick
 //! are exactly Poisson with the summed rates of its users. The simulation therefore draws four
 //! Poisson counts per cell and tick (error/ok × slow/fast) instead of one event per request,
 //! and updates a cell's rates only when a user changes version. Latency is log-normal (median
@@ -25,6 +25,10 @@
 //! After a weight step, users who moved to the canary follow after an exponential delay (mean
 //! 5 min), as if their pin to stable expired: the observed request share lags the weight.
 //! Each run draws a new population and a new baseline (10 minutes of stable-only traffic).
+//!
+//! Three judges see every run: the production one, the same with the cohort baseline (what the
+//! gateways count per cohort range in the hour before the rollout, every user on stable, drawn
+//! from the same users' rates), and the plain count test without dispersion correction.
 //!
 //! # Stalls
 //!
