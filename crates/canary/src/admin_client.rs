@@ -116,6 +116,9 @@ impl Admin {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
+            // Below the admin listener's idle timeout (60 s by default), so a pooled connection
+            // is never reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .context("cannot build an HTTP client")?;
         Ok(Admin { base: parsed, token: token.map(str::to_owned), http })
