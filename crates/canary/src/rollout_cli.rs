@@ -85,10 +85,12 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
     }
     let floor = duration("--latency-floor", &args.latency_floor)?;
     let team_metrics = team_metrics(args)?;
+    let warmup = duration("--warmup", &args.warmup)?;
     let any = args.alpha.is_some()
         || args.min_requests.is_some()
         || args.min_step_requests.is_some()
         || floor.is_some()
+        || warmup.is_some()
         || args.observe
         || team_metrics.is_some();
     if !any {
@@ -102,6 +104,7 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
         latency_floor_seconds: floor.map_or(defaults.latency_floor_seconds, |f| f.0.as_secs_f64()),
         observe: args.observe,
         team_metrics,
+        warmup_seconds: warmup.map_or(defaults.warmup_seconds, |w| w.0.as_secs_f64()),
         ..defaults
     }))
 }
@@ -274,8 +277,12 @@ mod tests {
         // The server reads bodies strictly (`deny_unknown_fields`): the CLI's must read back.
         let _: StartRollout = serde_json::from_value(body).unwrap();
 
-        let analysis = start(&["--alpha", "0.01", "--latency-floor", "5ms", "--observe"]).unwrap().analysis.unwrap();
+        let analysis = start(&["--alpha", "0.01", "--latency-floor", "5ms", "--observe", "--warmup", "30s"])
+            .unwrap()
+            .analysis
+            .unwrap();
         assert_eq!((analysis.alpha, analysis.latency_floor_seconds, analysis.observe), (0.01, 0.005, true));
+        assert_eq!(analysis.warmup_seconds, 30.0);
         assert_eq!(analysis.min_requests_per_version, Analysis::default().min_requests_per_version);
     }
 

@@ -107,6 +107,8 @@ function askForToken() {
 
 /** Calls the admin API; shows the envelope's clientMessage either way. Returns the envelope or null. */
 async function call(method, path, body) {
+  // Every call says JSON, even without a body: the admin API refuses changes that do not,
+  // which is what keeps another site's HTML form from steering a rollout.
   const headers = { 'content-type': 'application/json' };
   const t = token();
   if (t) headers.authorization = `Bearer ${t}`;
@@ -209,7 +211,7 @@ function renderStatus() {
     ? `${feed.tabs} ${feed.tabs === 1 ? 'tab shares' : 'tabs share'} this browser's connection`
     : 'This tab has its own connection (no SharedWorker here)';
   if (state?.authRequired || token()) tokenButton.hidden = false;
-  tokenButton.textContent = token() ? 'Admin token ✓' : 'Admin token';
+  tokenButton.textContent = !token() ? 'Admin token' : state?.role === 'read' ? 'Read token ✓' : 'Admin token ✓';
   document.body.classList.toggle('stale', feed.status !== 'live');
 }
 
@@ -374,11 +376,13 @@ function fillCard(card, svc) {
   const draining = routing.draining ? ` · ${routing.draining} draining` : '';
   const tripped = routing.canaryTripped ? ' · canary breaker tripped' : '';
   card.versions.textContent = `stable ${routing.stable.version}${canary}${draining}${tripped} · gateway ${routing.listen}`;
-  card.buttons.pause.hidden = !(active && r.phase !== 'paused');
-  card.buttons.resume.hidden = !(active && r.phase === 'paused');
-  card.buttons.promote.hidden = !active;
-  card.buttons.abort.hidden = !active;
-  card.buttons.start.hidden = active;
+  // A read token sees everything and changes nothing: the server would refuse the actions.
+  const canAct = state.role !== 'read';
+  card.buttons.pause.hidden = !(canAct && active && r.phase !== 'paused');
+  card.buttons.resume.hidden = !(canAct && active && r.phase === 'paused');
+  card.buttons.promote.hidden = !(canAct && active);
+  card.buttons.abort.hidden = !(canAct && active);
+  card.buttons.start.hidden = !canAct || active;
   if (active) card.form.hidden = true;
   card.summary.replaceChildren(...summary(svc));
   card.judge.replaceChildren(...judgePanel(r));

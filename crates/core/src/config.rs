@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use crate::admin::AdminConfig;
 use crate::names;
 use crate::team::{TeamMetric, check_team_metrics};
 use crate::weight::Weight;
@@ -106,19 +107,6 @@ impl Default for ControllerConfig {
 
 fn default_tick() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
-}
-
-/// `[admin]`: the API, `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address of the admin listener.
-    #[serde(default = "default_admin_listen")]
-    pub listen: SocketAddr,
-    /// Bearer token for the API; required when `listen` is not loopback.
-    pub token: Option<String>,
-    /// File holding the bearer token (trailing whitespace ignored).
-    pub token_file: Option<PathBuf>,
 }
 
 /// `[gateway]`: settings of the data plane as a whole.
@@ -284,12 +272,6 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig { listen: default_admin_listen(), token: None, token_file: None }
-    }
-}
-
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
@@ -304,9 +286,6 @@ impl Default for GatewayConfig {
 
 fn yes() -> bool {
     true
-}
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7070))
 }
 fn default_user_key() -> Vec<KeySource> {
     vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("uid".into())]
@@ -572,9 +551,7 @@ impl Config {
             check_team_metrics(&s.metrics, self.prometheus_url().is_some())
                 .map_err(|e| ConfigError::Invalid(format!("service {name:?}: {e}")))?;
         }
-        if self.admin.token.is_some() && self.admin.token_file.is_some() {
-            return invalid("[admin]: set token or token_file, not both".into());
-        }
+        self.admin.check()?;
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
             return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
         }
@@ -596,13 +573,6 @@ impl Config {
         }
         if self.gateway.workers == Some(0) {
             return invalid("[gateway]: workers must be at least 1".into());
-        }
-        let has_token = self.admin.token.is_some() || self.admin.token_file.is_some();
-        if !self.admin.listen.ip().is_loopback() && !has_token {
-            return invalid(format!(
-                "[admin]: listen {} is not loopback, so token or token_file is required",
-                self.admin.listen
-            ));
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::{HumanDuration, VersionConfig};
-use crate::judge::{JudgeConfig, Tolerances};
+use crate::judge::{JudgeConfig, JudgeError, Tolerances};
 use crate::team::{TeamMetric, TeamMetricKind, split_alpha};
 use crate::weight::Weight;
 
@@ -146,6 +146,9 @@ pub struct Analysis {
     /// the list it judges with into the rollout's record.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub team_metrics: Option<Vec<TeamMetric>>,
+    /// Seconds after each step begins during which the canary's latencies are not judged (its
+    /// errors are): a process that just got traffic is slower for its first seconds.
+    pub warmup_seconds: f64,
 }
 
 impl Default for Analysis {
@@ -161,11 +164,28 @@ impl Default for Analysis {
             max_ratio: None,
             observe: false,
             team_metrics: None,
+            warmup_seconds: 10.0,
         }
     }
 }
 
 impl Analysis {
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), JudgeError> {
+        if !(0.0..=600.0).contains(&self.warmup_seconds) {
+            return Err(JudgeError::InvalidConfig {
+                key: "warmupSeconds",
+                reason: "must be between 0 and 600 seconds",
+            });
+        }
+        self.judge_config().validate()
+    }
+
+    /// Whether a step that began at `step_started_ms` is still warming up at `now_ms`.
+    pub fn warming_up(&self, step_started_ms: u64, now_ms: u64) -> bool {
+        (now_ms.saturating_sub(step_started_ms) as f64) < self.warmup_seconds * 1000.0
+    }
+
     /// The team metrics this analysis judges (none when unset).
     pub fn team(&self) -> &[TeamMetric] {
         self.team_metrics.as_deref().unwrap_or_default()

@@ -102,7 +102,12 @@ pub struct SamplesView {
 impl Admin {
     /// A client of the API at `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str) -> anyhow::Result<Admin> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        // Idle connections are dropped well before the admin listener's 60 s idle timeout
+        // closes them, so a request after a long wait never lands on a closing connection.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(20))
+            .build()?;
         Ok(Admin { base: base.trim_end_matches('/').to_owned(), client })
     }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use canary_core::Weight;
-use canary_core::judge::{Baseline, Judge, MetricVerdict, StepDecision, TickCounts};
+use canary_core::judge::{Baseline, CohortBaseline, Judge, MetricVerdict, StepDecision, TickCounts};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_core::policy::{Judgement, Signals, next_command};
 use canary_core::rollout::{Analysis, Command, Rollout};
@@ -40,10 +40,11 @@ pub fn slow_bucket(analysis: &Analysis, stable_histogram: &[u64; LATENCY_BUCKETS
     }
 }
 
-/// The two versions a judge compares, by name.
+/// The two versions a judge compares, by name, and the cohort id of the rollout's salt.
 struct Versions {
     stable: String,
     canary: String,
+    cohort: String,
 }
 
 impl Versions {
@@ -55,7 +56,8 @@ impl Versions {
         else {
             return None;
         };
-        Some(TickCounts { canary_weight: weight, canary: judge_counts(&canary), stable: judge_counts(&stable) })
+        let (canary, stable) = (judge_counts(&canary, &self.cohort), judge_counts(&stable, &self.cohort));
+        Some(TickCounts { canary_weight: weight, canary, stable })
     }
 }
 
@@ -73,9 +75,11 @@ impl Judging {
     /// runner on its next tick).
     async fn start(controller: &Arc<Controller>, service: &str) -> Option<Judging> {
         let rollout = controller.active(service).ok().flatten()?;
+        let (spec, _) = controller.routing.current(service).await.ok()?;
         let versions = Versions {
             stable: rollout.stable.version.as_str().to_owned(),
             canary: rollout.canary.version.as_str().to_owned(),
+            cohort: canary_core::cohort::cohort_id(spec.salt_in_force()),
         };
         let judge = match controller.load_evidence(service, &rollout.id).await {
             Some(judge) => {
@@ -95,7 +99,9 @@ impl Judging {
             tracing::warn!(service, "counters unavailable this tick; holding");
             return false;
         };
-        if let Err(e) = self.judge.observe(&tick) {
+        let warming = rollout.analysis.warming_up(rollout.step_started_ms, now_ms());
+        let observed = if warming { self.judge.observe_warming_up(&tick) } else { self.judge.observe(&tick) };
+        if let Err(e) = observed {
             tracing::warn!(service, error = %e, "judge refused a tick");
             return false;
         }
@@ -111,7 +117,10 @@ async fn fresh_judge(controller: &Controller, service: &str, rollout: &Rollout, 
         return None;
     };
     let analysis = &rollout.analysis;
-    match Judge::new(analysis.judge_config(), baseline(analysis, &start.stable.latency)) {
+    // What stable served under the rollout's salt before it began: the canary cohort's history.
+    let cohort = CohortBaseline::from_ranges([start.stable.ranges.as_slice()]);
+    let baseline = baseline(analysis, &start.stable.latency).with_cohort(cohort);
+    match Judge::new(analysis.judge_config(), baseline) {
         Ok(mut judge) => {
             judge.prime(&start);
             Some(judge)
