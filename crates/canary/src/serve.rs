@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use canary_core::admin::Tokens;
 use canary_core::config::{Config, StoreConfig};
-use canary_core::pin::PinKey;
+use canary_core::pin::PinSecret;
 use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 
 use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
@@ -85,7 +85,7 @@ async fn stop_signal() {
 }
 
 /// The pin secret: configured, or else the one stored for every gateway (made on first start).
-pub(crate) async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Result<PinKey> {
+pub(crate) async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Result<PinSecret> {
     let secret = match (&config.gateway.pin_secret, &config.gateway.pin_secret_file) {
         (Some(secret), _) => secret.clone(),
         (None, Some(path)) => std::fs::read_to_string(path)
@@ -107,7 +107,7 @@ pub(crate) async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Resul
     if secret.len() < 16 {
         bail!("[gateway] pin secret must be at least 16 characters");
     }
-    Ok(PinKey::new(secret.as_bytes()))
+    Ok(PinSecret::new(secret.as_bytes()))
 }
 
 /// The admin listener's tokens, from the config or the files it names.

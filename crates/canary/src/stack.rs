@@ -13,7 +13,7 @@ use canary_controller::routing::{ServiceEntry, StoreHealth};
 use canary_controller::{Controller, ControllerSettings, Routing};
 use canary_core::admin::Access;
 use canary_core::config::{Config, MetricsConfig};
-use canary_core::pin::PinKey;
+use canary_core::pin::PinSecret;
 use canary_gateway::{Gateway, Running};
 use canary_store::{Revision, Store};
 use prometheus_client::registry::Registry;
@@ -56,7 +56,7 @@ struct LocalGateway {
 
 impl LocalGateway {
     /// Builds the gateway, adopts the stored routing, then opens its listeners.
-    async fn start(config: &Config, pins: PinKey, store: Arc<dyn Store>) -> anyhow::Result<LocalGateway> {
+    async fn start(config: &Config, pins: PinSecret, store: Arc<dyn Store>) -> anyhow::Result<LocalGateway> {
         let gateway = Arc::new(Gateway::new(config, pins)?);
         let (mut follower, applied) = RoutingFollower::new(store, gateway.clone());
         follower.adopt().await;

@@ -18,7 +18,7 @@ fn table() -> RoutingTable {
 
 fn routing(c: &mut Criterion) {
     let t = table();
-    let key = PinKey::new(b"bench secret");
+    let key = PinKey::new(b"bench secret", "web");
     let users: Vec<String> = (0..1024).map(|i| format!("user-{i:06}")).collect();
     let pins: Vec<String> = users.iter().map(|_| key.sign("web-1", "v1", u64::MAX / 2)).collect();
     let now = 1_700_000_000;

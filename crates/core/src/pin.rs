@@ -1,9 +1,13 @@
 //! Signed session pins: `canary_pin = <rollout id>.<version>.<expires>.<mac>`.
 //!
 //! A pin says "this browser session runs on this version of this rollout until `expires`"
-//! (unix seconds). The MAC is HMAC-SHA256 over `<rollout id>.<version>.<expires>`, truncated to
-//! 128 bits and base64url-encoded without padding. Rollout ids never contain a dot; version
-//! names may (`1.4.2`), so a pin is split at its first dot and its last two.
+//! (unix seconds). The MAC is HMAC-SHA256 over `<service> 0x00 <rollout id>.<version>.<expires>`,
+//! truncated to 128 bits and base64url-encoded without padding. Rollout ids never contain a dot;
+//! version names may (`1.4.2`), so a pin is split at its first dot and its last two.
+//!
+//! The service is covered by the MAC but not written in the pin: a pin signed for `web` does not
+//! verify for `api`, even when both share the pin secret and have versions of the same name.
+//! Service names never contain a NUL byte, so the NUL ends the name without ambiguity.
 //!
 //! Verification allocates nothing: the MAC is decoded into a stack buffer and compared in
 //! constant time.
@@ -20,15 +24,45 @@ const MAC_BYTES: usize = 16;
 /// Length of the base64url text of the MAC.
 const MAC_TEXT: usize = 22;
 
-/// The secret that signs and verifies pins. Every gateway of a service must share it.
+/// The pin secret, shared by every service of a fleet; it signs nothing until it is bound to a
+/// service with [`PinSecret::for_service`].
+#[derive(Clone)]
+pub struct PinSecret {
+    keyed: HmacSha256,
+}
+
+/// The key that signs and verifies the pins of one service. Every gateway of a service must
+/// share its secret.
 #[derive(Clone)]
 pub struct PinKey {
     keyed: HmacSha256,
 }
 
+impl std::fmt::Debug for PinSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PinSecret(..)")
+    }
+}
+
 impl std::fmt::Debug for PinKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("PinKey(..)")
+    }
+}
+
+impl PinSecret {
+    /// A secret from its bytes (any length; 32 random bytes recommended).
+    pub fn new(secret: &[u8]) -> PinSecret {
+        PinSecret { keyed: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length") }
+    }
+
+    /// The key of `service`'s pins. The service name goes into the MAC state once, here, so
+    /// signing and verifying cost nothing more per request.
+    pub fn for_service(&self, service: &str) -> PinKey {
+        let mut keyed = self.keyed.clone();
+        keyed.update(service.as_bytes());
+        keyed.update(&[0]);
+        PinKey { keyed }
     }
 }
 
@@ -44,9 +78,9 @@ pub struct Pin<'a> {
 }
 
 impl PinKey {
-    /// A key from secret bytes (any length; 32 random bytes recommended).
-    pub fn new(secret: &[u8]) -> PinKey {
-        PinKey { keyed: HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length") }
+    /// The key of `service`'s pins under `secret`: [`PinSecret::for_service`] in one step.
+    pub fn new(secret: &[u8], service: &str) -> PinKey {
+        PinSecret::new(secret).for_service(service)
     }
 
     /// The cookie value pinning `version` of `rollout_id` until `expires`.
@@ -115,7 +149,18 @@ mod tests {
     use super::*;
 
     fn key() -> PinKey {
-        PinKey::new(b"test secret")
+        PinKey::new(b"test secret", "web")
+    }
+
+    #[test]
+    fn a_pin_verifies_only_for_the_service_it_was_signed_for() {
+        let secret = PinSecret::new(b"test secret");
+        let value = secret.for_service("web").sign("web-7", "v2", 1_000);
+        assert!(secret.for_service("web").verify(value.as_bytes(), 0).is_some());
+        for other in ["api", "we", "web2", ""] {
+            assert!(secret.for_service(other).verify(value.as_bytes(), 0).is_none(), "{other:?}");
+        }
+        assert_ne!(value, secret.for_service("api").sign("web-7", "v2", 1_000));
     }
 
     #[test]
@@ -131,7 +176,7 @@ mod tests {
     #[test]
     fn forged_or_tampered_pins_are_refused() {
         let value = key().sign("web-7", "v1", 1_000);
-        let other = PinKey::new(b"another secret");
+        let other = PinKey::new(b"another secret", "web");
         assert!(other.verify(value.as_bytes(), 0).is_none());
         let tampered = value.replacen("v1", "v2", 1);
         assert!(key().verify(tampered.as_bytes(), 0).is_none());

@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn raising_the_weight_only_moves_users_to_the_canary() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let steps = [0.0, 1.0, 5.0, 25.0, 50.0, 100.0];
         let mut previous: Vec<Side> = keys().map(|_| Side::Stable).collect();
         for w in steps {
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_pin_holds_across_a_weight_rise_until_a_navigation() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let t50 = table(50.0);
         let user = keys()
             .find(|k| {
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn pins_to_a_zero_weight_or_tripped_canary_are_ignored() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let pin = key.sign("web-1", "v2", NOW + TTL);
         let d = decide(&table(0.0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!((d.side, d.reason), (Side::Stable, Reason::Bucket));
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn only_a_first_assignment_by_the_bucket_counts_as_a_new_session() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let t = table(50.0);
         // No pin: the rule assigns the user, a new session of this rollout.
         assert!(decide(&t, &key, TTL, &facts(b"u", None)).new_session);
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn stable_pins_stay_on_stable_at_full_weight() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let pin = key.sign("web-1", "v1", NOW + TTL);
         let d = decide(&table(100.0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!(d.side, Side::Stable);
@@ -311,8 +311,8 @@ mod tests {
 
     #[test]
     fn forged_and_expired_pins_fall_back_to_the_bucket() {
-        let key = PinKey::new(b"k");
-        let forged = PinKey::new(b"evil").sign("web-1", "v2", NOW + TTL);
+        let key = PinKey::new(b"k", "web");
+        let forged = PinKey::new(b"evil", "web").sign("web-1", "v2", NOW + TTL);
         let expired = key.sign("web-1", "v2", NOW - 1);
         for pin in [forged, expired] {
             let d = decide(&table(0.01), &key, TTL, &facts(b"user-1", Some(pin.as_bytes())));
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_draining_stable_serves_its_pins_until_the_window_ends() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let mut t = RoutingTable::stable_only("web-2", "v2");
         t.draining = Some(Draining { version: "v1".into(), until: NOW + 10 });
         let pin = key.sign("web-1", "v1", NOW + TTL);
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn force_chooses_but_never_pins() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let f = RequestFacts { force: Some(Force::Canary), ..facts(b"u", None) };
         let d = decide(&table(0.0), &key, TTL, &f);
         assert_eq!((d.side, d.reason, d.pin), (Side::Canary, Reason::Forced, PinAction::Keep));
@@ -343,8 +343,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pin_of_another_service_falls_back_to_the_bucket() {
+        let secret = crate::pin::PinSecret::new(b"shared");
+        let (web, api) = (secret.for_service("web"), secret.for_service("api"));
+        let t = table(0.01);
+        let canary_pin = web.sign("web-1", "v2", NOW + TTL);
+        let d = decide(&t, &api, TTL, &facts(b"user-1", Some(canary_pin.as_bytes())));
+        assert_eq!((d.side, d.reason, d.pin), (Side::Stable, Reason::Bucket, PinAction::Issue));
+        let d = decide(&t, &web, TTL, &facts(b"user-1", Some(canary_pin.as_bytes())));
+        assert_eq!((d.side, d.reason), (Side::Canary, Reason::Pinned));
+    }
+
+    #[test]
     fn a_fresh_matching_pin_is_not_reissued() {
-        let key = PinKey::new(b"k");
+        let key = PinKey::new(b"k", "web");
         let t = table(50.0);
         let d = decide(&t, &key, TTL, &facts(b"user-1", None));
         let version = t.version(d.side).unwrap();

@@ -35,7 +35,7 @@ pub fn conn(secret: &[u8]) -> ConnContext {
     let peer: SocketAddr = "192.0.2.7:50000".parse().expect("a socket address");
     ConnContext {
         service: Arc::new(service),
-        pins: Arc::new(PinKey::new(secret)),
+        pins: Arc::new(PinKey::new(secret, "web")),
         client: ClientConn::new(peer, false),
     }
 }

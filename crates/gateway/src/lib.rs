@@ -26,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use canary_core::config::Config;
-use canary_core::pin::PinKey;
+use canary_core::pin::{PinKey, PinSecret};
 use tokio::sync::watch;
 
 // Routing errors live in core; the admin API still names them through the gateway.
@@ -65,7 +65,7 @@ pub enum GatewayError {
 /// The services of one gateway process.
 pub struct Gateway {
     services: Vec<Arc<Service>>,
-    pins: Arc<PinKey>,
+    pins: Vec<Arc<PinKey>>,
     shared: Arc<Shared>,
     workers: usize,
     shutdown_timeout: Duration,
@@ -93,8 +93,9 @@ impl Running {
 }
 
 impl Gateway {
-    /// A gateway for every service of `config`, signing pins with `pins`.
-    pub fn new(config: &Config, pins: PinKey) -> Result<Gateway, GatewayError> {
+    /// A gateway for every service of `config`, signing each service's pins with `secret`
+    /// bound to the service's name.
+    pub fn new(config: &Config, secret: PinSecret) -> Result<Gateway, GatewayError> {
         let shared = Arc::new(Shared::default());
         let mut services = Vec::new();
         let mut tls = Vec::new();
@@ -112,14 +113,8 @@ impl Gateway {
             .gateway
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-        Ok(Gateway {
-            services,
-            pins: Arc::new(pins),
-            shared,
-            workers,
-            shutdown_timeout: config.gateway.shutdown_timeout.0,
-            tls,
-        })
+        let pins = services.iter().map(|s| Arc::new(secret.for_service(s.name()))).collect();
+        Ok(Gateway { services, pins, shared, workers, shutdown_timeout: config.gateway.shutdown_timeout.0, tls })
     }
 
     /// The services, in configuration order.
@@ -155,7 +150,7 @@ impl Gateway {
     /// Binds every service's listeners and starts the worker threads.
     pub fn start(&self) -> Result<Running, GatewayError> {
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..self.workers).map(|_| Vec::new()).collect();
-        for (service, tls) in self.services.iter().zip(&self.tls) {
+        for ((service, tls), pins) in self.services.iter().zip(&self.tls).zip(&self.pins) {
             let addr = service.settings.listen;
             let sockets = bind_reuseport(addr, self.workers).map_err(|source| GatewayError::Bind {
                 service: service.name().to_owned(),
@@ -168,18 +163,19 @@ impl Gateway {
                 service.set_bound(bound);
             }
             for (worker, socket) in sockets.into_iter().enumerate() {
-                per_worker[worker].push(WorkerListener { service: service.clone(), socket, tls: tls.clone() });
+                let listener =
+                    WorkerListener { service: service.clone(), socket, tls: tls.clone(), pins: pins.clone() };
+                per_worker[worker].push(listener);
             }
         }
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::new();
         for (index, listeners) in per_worker.into_iter().enumerate() {
-            let pins = self.pins.clone();
             let stopped = stopped.clone();
             let timeout = self.shutdown_timeout;
             let thread = std::thread::Builder::new()
                 .name(format!("canary-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, pins, stopped, timeout))
+                .spawn(move || run_worker(index, listeners, stopped, timeout))
                 .map_err(GatewayError::Thread)?;
             threads.push(thread);
         }

@@ -35,6 +35,8 @@ pub struct WorkerListener {
     pub socket: std::net::TcpListener,
     /// TLS, when the service has a certificate.
     pub tls: Option<TlsAcceptor>,
+    /// The key of the service's pins.
+    pub pins: Arc<PinKey>,
 }
 
 /// Binds `count` sockets sharing `addr` through `SO_REUSEPORT`. Port 0 is resolved by the
@@ -62,7 +64,6 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std
 pub fn run_worker(
     index: usize,
     listeners: Vec<WorkerListener>,
-    pins: Arc<PinKey>,
     shutdown: watch::Receiver<bool>,
     shutdown_timeout: Duration,
 ) -> std::io::Result<()> {
@@ -85,7 +86,7 @@ pub fn run_worker(
                 socket,
                 listener.service,
                 listener.tls,
-                pins.clone(),
+                listener.pins,
                 builder.clone(),
                 graceful.clone(),
                 shutdown.clone(),

@@ -9,9 +9,10 @@ use http::HeaderValue;
 use crate::request::PIN_COOKIE;
 use crate::service::ServiceSettings;
 
-/// A pin cookie issued recently on this worker thread. The value depends only on the key,
-/// the rollout, the version, the expiry second and the service's cookie attributes, never on
-/// the user, so one HMAC and one formatted header serve every response of that second.
+/// A pin cookie issued recently on this worker thread. The value depends only on the key (one
+/// per service), the rollout, the version, the expiry second and the service's cookie
+/// attributes, never on the user, so one HMAC and one formatted header serve every response of
+/// that second.
 struct IssuedPin {
     pins: Arc<PinKey>,
     rollout_id: String,
@@ -100,8 +101,8 @@ stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
 
     #[test]
     fn a_remembered_pin_cookie_is_the_one_signing_would_give() {
-        let pins = Arc::new(PinKey::new(b"k"));
-        let other_key = Arc::new(PinKey::new(b"other"));
+        let pins = Arc::new(PinKey::new(b"k", "web"));
+        let other_key = Arc::new(PinKey::new(b"other", "web"));
         let plain = settings(false);
         let fresh = |pins: &PinKey, version, expires, secure| {
             set_cookie(PIN_COOKIE, &pins.sign("r1", version, expires), 1800, secure)
