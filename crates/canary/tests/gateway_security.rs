@@ -68,3 +68,23 @@ async fn a_pin_of_one_service_does_not_move_users_of_another() {
         assert!(pin_of(&response).unwrap().contains(".v1."), "api re-pins the user to its own choice");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_refuses_an_empty_or_short_force_token_naming_key_and_line() {
+    let upstream = Upstream::start("v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.toml");
+    for token in ["", "qa-token-123"] {
+        let text = support::stable_only_config(&upstream, "") + &format!("force_token = {token:?}\n");
+        std::fs::write(&path, &text).unwrap();
+        let line = text.lines().position(|l| l.starts_with("force_token")).unwrap() + 1;
+        let out = support::run_canary(&["validate", "--config", path.to_str().unwrap()]).await;
+        assert_ne!(out.code, Some(0), "token {token:?} was accepted: {}", out.stdout);
+        assert!(
+            out.stderr.contains("force_token must be at least 16 characters")
+                && out.stderr.contains(&format!("line {line}")),
+            "token {token:?}: {}",
+            out.stderr
+        );
+    }
+}

@@ -151,7 +151,7 @@ async fn sessions_pinned_to_stable_stay_there_at_full_weight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_override_header_works_from_trusted_addresses_only() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
-    let extra = "trusted_cidrs = [\"127.0.0.2/32\"]\nforce_token = \"qa-token-123\"";
+    let extra = "trusted_cidrs = [\"127.0.0.2/32\"]\nforce_token = \"qa-token-1234567890\"";
     let gateway = Gateway::start(&config(&v1, &v2, 0.0, extra));
     let untrusted = client();
     let trusted =
@@ -170,7 +170,7 @@ async fn the_override_header_works_from_trusted_addresses_only() {
         .get(gateway.url("web", "/"))
         .header("x-user-id", "qa")
         .header("x-canary-force", "stable")
-        .header("x-canary-force-token", "qa-token-123")
+        .header("x-canary-force-token", "qa-token-1234567890")
         .send()
         .await
         .unwrap();

@@ -142,7 +142,7 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub trusted_cidrs: Vec<Cidr>,
     /// A token that, sent as `x-canary-force-token`, makes `x-canary-force` trusted from anywhere.
-    pub force_token: Option<String>,
+    pub force_token: Option<ForceToken>,
     /// Inactivity after which a session pin lapses (a sliding window).
     #[serde(default = "default_pin_ttl")]
     pub pin_ttl: HumanDuration,
@@ -457,6 +457,47 @@ impl From<KeySource> for String {
     }
 }
 
+/// The override token: at least [`ForceToken::MIN_CHARS`] visible ASCII characters, since it
+/// lets anyone who knows it choose a version from anywhere.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct ForceToken(String);
+
+impl ForceToken {
+    /// The shortest token accepted.
+    pub const MIN_CHARS: usize = 16;
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ForceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForceToken(..)")
+    }
+}
+
+impl TryFrom<String> for ForceToken {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        // Header values lose surrounding spaces and cannot hold control bytes: such a token
+        // could never match, so it is refused rather than silently useless.
+        if !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("force_token must be visible ASCII characters, without spaces".into());
+        }
+        if s.len() < ForceToken::MIN_CHARS {
+            return Err(format!(
+                "force_token must be at least {} characters (it has {}): it makes x-canary-force trusted from anywhere",
+                ForceToken::MIN_CHARS,
+                s.len()
+            ));
+        }
+        Ok(ForceToken(s))
+    }
+}
+
 /// A client network, `10.0.0.0/8` or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
@@ -662,6 +703,17 @@ margin = 0.2
 observe = true
 prometheus = "http://127.0.0.1:9090"
 "#;
+
+    #[test]
+    fn a_short_or_empty_force_token_names_the_key_and_line() {
+        for token in ["", "short-token", "fifteen-chars!!", "with space in it 1234"] {
+            let e = error(&GOOD.replace("pin_ttl = \"30m\"", &format!("pin_ttl = \"30m\"\nforce_token = {token:?}")));
+            assert!(e.contains("force_token must be") && e.contains("line 11"), "{token:?}: {e}");
+        }
+        let ok = GOOD.replace("pin_ttl = \"30m\"", "pin_ttl = \"30m\"\nforce_token = \"sixteen-chars-ok\"");
+        let c = Config::from_toml(&ok).unwrap();
+        assert_eq!(c.services[0].force_token.as_ref().unwrap().as_str(), "sixteen-chars-ok");
+    }
 
     #[test]
     fn team_metrics_are_read_per_service() {

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use canary_core::Force;
 use http::header::{ACCEPT, COOKIE};
 use http::{HeaderMap, HeaderName};
+use subtle::ConstantTimeEq;
 
 use crate::service::{KeyFrom, ServiceSettings};
 
@@ -96,14 +97,12 @@ pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAd
         return None;
     };
     let by_token = match (&settings.force_token, headers.get(&FORCE_TOKEN)) {
-        (Some(expected), Some(given)) => constant_time_eq(expected.as_bytes(), given.as_bytes()),
+        // Constant time in the bytes compared, so a guess learns nothing from the answer's
+        // timing but the token's length, which is no secret (config asks at least 16).
+        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
         _ => false,
     };
     (by_token || settings.is_trusted(peer)).then_some(force)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Whether the request starts a new page: a top-level document navigation. Uses the fetch
@@ -148,6 +147,30 @@ mod tests {
         assert!(!is_navigation(&headers(&[("sec-fetch-dest", "iframe"), ("sec-fetch-mode", "navigate")])));
         assert!(is_navigation(&headers(&[("accept", "text/html,application/xhtml+xml")])));
         assert!(!is_navigation(&headers(&[("accept", "*/*")])));
+    }
+
+    #[test]
+    fn only_the_exact_token_trusts_an_override_from_anywhere() {
+        let text = r#"
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+force_token = "qa-token-1234567890"
+stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
+"#;
+        let config = canary_core::config::Config::from_toml(text).unwrap();
+        let shared = std::sync::Arc::new(crate::Shared::default());
+        let settings = crate::Service::new(&config.services[0], true, shared).settings;
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let forced = |token: &'static str| {
+            let h = headers(&[(FORCE_HEADER, "canary"), (FORCE_TOKEN_HEADER, token)]);
+            trusted_force(&settings, &h, peer)
+        };
+        assert_eq!(forced("qa-token-1234567890"), Some(Force::Canary));
+        for wrong in ["", "qa-token-123456789", "qa-token-12345678901", "QA-TOKEN-1234567890"] {
+            assert_eq!(forced(wrong), None, "{wrong:?}");
+        }
+        assert_eq!(trusted_force(&settings, &headers(&[(FORCE_HEADER, "canary")]), peer), None);
     }
 
     #[test]

@@ -155,7 +155,7 @@ impl Service {
             listen: config.listen,
             key_sources: config.user_key.iter().map(KeyFrom::new).collect(),
             trusted: config.trusted_cidrs.iter().map(|c| c.0).collect(),
-            force_token: config.force_token.clone(),
+            force_token: config.force_token.as_ref().map(|t| t.as_str().to_owned()),
             pin_ttl_secs: config.pin_ttl.0.as_secs(),
             connect: ConnectSettings { connect_timeout: config.connect_timeout.0, idle_timeout: config.idle_timeout.0 },
             request_timeout: config.request_timeout.0,
