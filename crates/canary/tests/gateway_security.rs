@@ -88,3 +88,30 @@ async fn validate_refuses_an_empty_or_short_force_token_naming_key_and_line() {
         );
     }
 }
+
+/// The request head the upstream got for `request` (see the fake upstream's `/headers`).
+async fn upstream_head(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap().to_ascii_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_override_headers_never_reach_the_upstream() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let extra = "force_token = \"qa-token-1234567890\"";
+    let gateway = Gateway::start(&support::config(&v1, &v2, 0.0, extra));
+    let client = client();
+    for token in ["wrong-token-0000000000", "qa-token-1234567890"] {
+        let request = client
+            .get(gateway.url("web", "/headers"))
+            .header("x-user-id", "qa")
+            .header("x-canary-force", "canary")
+            .header("x-canary-force-token", token);
+        let head = upstream_head(request).await;
+        assert!(!head.contains("x-canary-force"), "token {token}: the upstream got\n{head}");
+    }
+    let untrusted = client.get(gateway.url("web", "/headers")).header("x-canary-force", "canary");
+    let head = upstream_head(untrusted).await;
+    assert!(!head.contains("x-canary-force"), "an ignored override reached the upstream:\n{head}");
+}

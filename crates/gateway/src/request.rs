@@ -21,7 +21,8 @@ pub const FORCE_HEADER: &str = "x-canary-force";
 pub const FORCE_TOKEN_HEADER: &str = "x-canary-force-token";
 
 // Parsed once: a lookup by `&str` parses and lower-cases the name on every call.
-static FORCE: HeaderName = HeaderName::from_static(FORCE_HEADER);
+/// [`FORCE_HEADER`] as a header name.
+pub static FORCE: HeaderName = HeaderName::from_static(FORCE_HEADER);
 /// [`FORCE_TOKEN_HEADER`] as a header name.
 pub static FORCE_TOKEN: HeaderName = HeaderName::from_static(FORCE_TOKEN_HEADER);
 static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");

@@ -27,8 +27,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// A fake upstream serving one version. Every response names the version and echoes what the
-/// gateway sent it; `/slow?ms=N` waits, `/status/N` answers N, `/ws` is a WebSocket echo that
-/// prefixes every message with the version.
+/// gateway sent it; `/slow?ms=N` waits, `/status/N` answers N, `/headers` answers the request
+/// head it got (`name: value` lines, in order), `/ws` is a WebSocket echo that prefixes every
+/// message with the version.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub version: String,
@@ -145,6 +146,13 @@ async fn respond(
             .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
             .body(Full::new(Bytes::new()))
             .unwrap());
+    }
+    if path == "/headers" {
+        let mut head = String::new();
+        for (name, value) in req.headers() {
+            head.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())));
+        }
+        return Ok(Response::builder().header("x-served-by", &version).body(Full::new(Bytes::from(head))).unwrap());
     }
     let mut status = StatusCode::from_u16(failure.status).unwrap_or(StatusCode::OK);
     if failure.every > 0 && hit.is_multiple_of(failure.every) {

@@ -9,7 +9,7 @@ use hyper::upgrade::OnUpgrade;
 use super::RequestCtx;
 use crate::body::UpstreamBody;
 use crate::headers::{X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1};
-use crate::request::FORCE_TOKEN;
+use crate::request::{FORCE, FORCE_TOKEN};
 
 /// The request as it goes upstream, and what the later phases need of the client's.
 pub(super) struct UpstreamRequest {
@@ -44,7 +44,7 @@ impl Replay {
     }
 }
 
-/// Strips hop-by-hop headers and the override token, adds `x-forwarded-*` and
+/// Strips hop-by-hop headers and the override headers, adds `x-forwarded-*` and
 /// `x-canary-version`, and makes the request HTTP/1.1-shaped.
 #[inline]
 pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>) -> UpstreamRequest {
@@ -53,6 +53,9 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>)
     let client = &ctx.conn.client;
     strip_hop_by_hop(req.headers_mut(), upgrade);
     add_forwarded(req.headers_mut(), &client.peer_header, client.tls);
+    // The override is the gateway's business, trusted or not: an upstream never needs it, and
+    // one that read it would let any client choose what the gateway refused to.
+    req.headers_mut().remove(&FORCE);
     req.headers_mut().remove(&FORCE_TOKEN);
     to_http1(&mut req);
     req.headers_mut().insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
