@@ -115,3 +115,56 @@ async fn the_override_headers_never_reach_the_upstream() {
     let head = upstream_head(untrusted).await;
     assert!(!head.contains("x-canary-force"), "an ignored override reached the upstream:\n{head}");
 }
+
+/// Sends raw bytes to `addr` and reads until the gateway closes the connection, or until the
+/// head of a `101`, after which the connection is a tunnel that stays open.
+async fn raw(addr: std::net::SocketAddr, request: String) -> String {
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stream.read(&mut chunk) {
+            response.extend_from_slice(&chunk[..n]);
+            if response.starts_with(b"HTTP/1.1 101") && response.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&response).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+fn upgrade_request(path: &str, protocol: &str, extra_connection: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: shop.example\r\nx-user-id: u\r\nConnection: Upgrade{extra_connection}, close\r\n\
+         Upgrade: {protocol}\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_configured_upgrades_are_tunnelled() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&support::config(&v1, &v2, 0.0, ""));
+    let addr = gateway.addr("web");
+    // h2c is forwarded as a plain request: the upstream sees no upgrade and answers normally.
+    let plain = raw(addr, upgrade_request("/headers", "h2c", ", HTTP2-Settings")).await;
+    assert!(plain.starts_with("HTTP/1.1 200"), "{plain:.200}");
+    let seen = plain.to_ascii_lowercase();
+    let body = &seen[seen.find("\r\n\r\n").unwrap()..];
+    assert!(!body.contains("upgrade") && !body.contains("http2-settings"), "the upstream got\n{body}");
+    // An upstream that switches anyway is refused: the client never gets a raw tunnel.
+    let switched = raw(addr, upgrade_request("/ws", "h2c", ", HTTP2-Settings")).await;
+    assert!(switched.starts_with("HTTP/1.1 502"), "h2c got {switched:.200}");
+    // WebSocket, the default list, still is.
+    let websocket = raw(addr, upgrade_request("/ws", "websocket", "")).await;
+    assert!(websocket.starts_with("HTTP/1.1 101"), "websocket got {websocket:.200}");
+
+    let closed = Gateway::start(&support::config(&v1, &v2, 0.0, "upgrades = []"));
+    let refused = raw(closed.addr("web"), upgrade_request("/ws", "websocket", "")).await;
+    assert!(refused.starts_with("HTTP/1.1 502"), "websocket with upgrades = [] got {refused:.200}");
+}

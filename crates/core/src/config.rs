@@ -143,6 +143,10 @@ pub struct ServiceConfig {
     pub trusted_cidrs: Vec<Cidr>,
     /// A token that, sent as `x-canary-force-token`, makes `x-canary-force` trusted from anywhere.
     pub force_token: Option<ForceToken>,
+    /// Protocols a client may switch to through the gateway (`Upgrade`), tunnelled to the
+    /// upstream; a request to switch to any other is forwarded as a plain request.
+    #[serde(default = "default_upgrades")]
+    pub upgrades: Vec<UpgradeProtocol>,
     /// Inactivity after which a session pin lapses (a sliding window).
     #[serde(default = "default_pin_ttl")]
     pub pin_ttl: HumanDuration,
@@ -289,6 +293,9 @@ fn yes() -> bool {
 }
 fn default_user_key() -> Vec<KeySource> {
     vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("uid".into())]
+}
+fn default_upgrades() -> Vec<UpgradeProtocol> {
+    vec![UpgradeProtocol("websocket".into())]
 }
 fn default_pin_ttl() -> HumanDuration {
     HumanDuration(Duration::from_secs(30 * 60))
@@ -495,6 +502,36 @@ impl TryFrom<String> for ForceToken {
             ));
         }
         Ok(ForceToken(s))
+    }
+}
+
+/// A protocol name of the `Upgrade` header (`websocket`), kept in lower case.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct UpgradeProtocol(String);
+
+impl UpgradeProtocol {
+    /// The protocol name, lower case.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for UpgradeProtocol {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        // RFC 9110 §5.6.2 token characters; a version (`name/1`) is not part of the name.
+        let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+        if s.is_empty() || !s.bytes().all(tchar) {
+            return Err(format!("upgrade protocol {s:?} must be a protocol name like \"websocket\""));
+        }
+        let name = s.to_ascii_lowercase();
+        if name == "h2c" {
+            // An HTTP/2 connection tunnelled raw would carry every later request past routing,
+            // pins and metrics; clients that want HTTP/2 get it from the gateway itself.
+            return Err("upgrade protocol \"h2c\" cannot be tunnelled: the gateway speaks HTTP/2 itself".into());
+        }
+        Ok(UpgradeProtocol(name))
     }
 }
 
@@ -713,6 +750,21 @@ prometheus = "http://127.0.0.1:9090"
         let ok = GOOD.replace("pin_ttl = \"30m\"", "pin_ttl = \"30m\"\nforce_token = \"sixteen-chars-ok\"");
         let c = Config::from_toml(&ok).unwrap();
         assert_eq!(c.services[0].force_token.as_ref().unwrap().as_str(), "sixteen-chars-ok");
+    }
+
+    #[test]
+    fn upgrades_default_to_websocket_and_bad_names_name_the_line() {
+        let c = Config::from_toml(GOOD).unwrap();
+        assert_eq!(c.services[0].upgrades, vec![UpgradeProtocol("websocket".into())]);
+        let with = |list: &str| GOOD.replace("pin_ttl = \"30m\"", &format!("pin_ttl = \"30m\"\nupgrades = {list}"));
+        let c = Config::from_toml(&with("[\"WebSocket\", \"my-proto\"]")).unwrap();
+        let names: Vec<&str> = c.services[0].upgrades.iter().map(UpgradeProtocol::as_str).collect();
+        assert_eq!(names, ["websocket", "my-proto"]);
+        assert!(Config::from_toml(&with("[]")).unwrap().services[0].upgrades.is_empty());
+        for bad in ["[\"h2c\"]", "[\"\"]", "[\"web socket\"]", "[\"websocket/13\"]"] {
+            let e = error(&with(bad));
+            assert!(e.contains("upgrade protocol") && e.contains("line 11"), "{bad}: {e}");
+        }
     }
 
     #[test]

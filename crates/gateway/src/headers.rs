@@ -5,6 +5,8 @@ use http::header::Entry;
 use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
 
+use crate::request::trim;
+
 /// `x-forwarded-for`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`.
@@ -15,9 +17,23 @@ pub static X_CANARY_VERSION: HeaderName = HeaderName::from_static("x-canary-vers
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Whether a request asks to switch protocols (WebSocket), which the proxy passes through.
-pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
-    req.version() == Version::HTTP_11 && req.headers().contains_key(UPGRADE) && connection_has(req.headers(), "upgrade")
+/// Whether a request asks to switch to protocols that are all in `allowed` (lower-case names),
+/// which the proxy then tunnels. A request offering any other protocol is not an upgrade here:
+/// it goes upstream as a plain request, its `Upgrade` stripped like any hop-by-hop header, so
+/// the upstream cannot pick a protocol (`h2c`) that would carry requests past routing.
+pub fn is_upgrade_request<B>(req: &Request<B>, allowed: &[String]) -> bool {
+    if req.version() != Version::HTTP_11 || !connection_has(req.headers(), "upgrade") {
+        return false;
+    }
+    let mut offered = req
+        .headers()
+        .get_all(UPGRADE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|p| trim(p.split(|&b| b == b'/').next().unwrap_or(p)))
+        .filter(|p| !p.is_empty())
+        .peekable();
+    offered.peek().is_some() && offered.all(|p| allowed.iter().any(|a| p.eq_ignore_ascii_case(a.as_bytes())))
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -138,6 +154,37 @@ mod tests {
         untouched.insert(HOST, HeaderValue::from_static("a"));
         strip_hop_by_hop(&mut untouched, false);
         assert_eq!(untouched.len(), 1);
+    }
+
+    #[test]
+    fn only_allowed_protocols_are_upgrades() {
+        let allowed = ["websocket".to_owned()];
+        let request = |upgrade: &'static str, connection: &'static str| {
+            Request::builder().header(UPGRADE, upgrade).header(CONNECTION, connection).body(()).unwrap()
+        };
+        assert!(is_upgrade_request(&request("websocket", "Upgrade"), &allowed));
+        assert!(is_upgrade_request(&request("WebSocket", "keep-alive, upgrade"), &allowed));
+        for (upgrade, connection) in [
+            ("h2c", "Upgrade, HTTP2-Settings"),
+            ("websocket, h2c", "upgrade"),
+            ("websocket", "keep-alive"),
+            ("", "upgrade"),
+        ] {
+            assert!(!is_upgrade_request(&request(upgrade, connection), &allowed), "{upgrade:?} / {connection:?}");
+        }
+        assert!(!is_upgrade_request(&request("websocket", "upgrade"), &[]));
+        let http10 = Request::builder().version(Version::HTTP_10).header(UPGRADE, "websocket");
+        assert!(!is_upgrade_request(&http10.header(CONNECTION, "upgrade").body(()).unwrap(), &allowed));
+    }
+
+    #[test]
+    fn a_refused_upgrade_loses_its_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade, HTTP2-Settings"));
+        h.insert(UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("http2-settings", HeaderValue::from_static("AAMAAABkAAQAAP__"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

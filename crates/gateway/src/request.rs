@@ -52,7 +52,8 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     None
 }
 
-fn trim(mut s: &[u8]) -> &[u8] {
+/// `s` without surrounding spaces and tabs (HTTP's optional whitespace).
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }

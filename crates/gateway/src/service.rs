@@ -101,6 +101,8 @@ pub struct ServiceSettings {
     pub force_token: Option<String>,
     /// Session pin lifetime in seconds.
     pub pin_ttl_secs: u64,
+    /// Protocols a client may switch to (`Upgrade`), lower case.
+    pub upgrades: Vec<String>,
     /// Upstream connection settings.
     pub connect: ConnectSettings,
     /// Time allowed for the response head.
@@ -157,6 +159,7 @@ impl Service {
             trusted: config.trusted_cidrs.iter().map(|c| c.0).collect(),
             force_token: config.force_token.as_ref().map(|t| t.as_str().to_owned()),
             pin_ttl_secs: config.pin_ttl.0.as_secs(),
+            upgrades: config.upgrades.iter().map(|p| p.as_str().to_owned()).collect(),
             connect: ConnectSettings { connect_timeout: config.connect_timeout.0, idle_timeout: config.idle_timeout.0 },
             request_timeout: config.request_timeout.0,
             eject: EjectPolicy { failures: config.eject.failures, duration: config.eject.duration.0 },

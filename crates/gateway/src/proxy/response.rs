@@ -25,6 +25,11 @@ pub(super) fn response(
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let mut response = match exchanged {
+        // Switching protocols the client did not ask to (or may not) switch to would hand the
+        // client a connection the gateway no longer reads: refuse it.
+        Ok((upstream, _)) if upstream.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() => {
+            error_response(UpstreamErrorKind::Protocol, &ctx.target().header)
+        }
         Ok((upstream, conn)) => from_upstream(upstream, conn, client_upgrade),
         Err(error) => error_response(error.kind(), &ctx.target().header),
     };

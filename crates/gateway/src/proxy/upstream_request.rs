@@ -48,7 +48,7 @@ impl Replay {
 /// `x-canary-version`, and makes the request HTTP/1.1-shaped.
 #[inline]
 pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>) -> UpstreamRequest {
-    let upgrade = is_upgrade_request(&req);
+    let upgrade = is_upgrade_request(&req, &ctx.settings().upgrades);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client = &ctx.conn.client;
     strip_hop_by_hop(req.headers_mut(), upgrade);
