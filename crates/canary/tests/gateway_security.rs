@@ -168,3 +168,66 @@ async fn only_configured_upgrades_are_tunnelled() {
     let refused = raw(closed.addr("web"), upgrade_request("/ws", "websocket", "")).await;
     assert!(refused.starts_with("HTTP/1.1 502"), "websocket with upgrades = [] got {refused:.200}");
 }
+
+/// The body of a raw response, lower case.
+fn body_of(response: &str) -> String {
+    response[response.find("\r\n\r\n").map_or(0, |i| i + 4)..].to_ascii_lowercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_or_missing_host_is_refused_and_host_is_kept() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&support::config(&v1, &v2, 0.0, ""));
+    let addr = gateway.addr("web");
+    let get = |head: &str| raw(addr, format!("GET /headers {head}x-user-id: u\r\nConnection: close\r\n\r\n"));
+
+    let two_hosts = get("HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\n").await;
+    assert!(two_hosts.starts_with("HTTP/1.1 400"), "two Host headers got {two_hosts:.200}");
+    let no_host = get("HTTP/1.1\r\n").await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "HTTP/1.1 without Host got {no_host:.200}");
+    assert_eq!(v1.hits(), 0, "a refused request reached the upstream");
+
+    let hop = raw(addr, "GET /headers HTTP/1.1\r\nHost: shop.example\r\nConnection: host, close\r\n\r\n".into()).await;
+    assert!(hop.starts_with("HTTP/1.1 200"), "{hop:.200}");
+    assert!(body_of(&hop).contains("host: shop.example\n"), "Connection: host removed Host:\n{}", body_of(&hop));
+
+    let http10 = get("HTTP/1.0\r\n").await;
+    assert!(http10.starts_with("HTTP/1.1 200") || http10.starts_with("HTTP/1.0 200"), "{http10:.200}");
+    assert!(
+        body_of(&http10).contains(&format!("host: {}\n", v1.addr)),
+        "HTTP/1.0 without Host did not get the upstream's:\n{}",
+        body_of(&http10)
+    );
+
+    let chain =
+        get("HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 203.0.113.1\r\nX-Forwarded-For: 203.0.113.2\r\n").await;
+    assert!(
+        body_of(&chain).contains("x-forwarded-for: 203.0.113.1, 203.0.113.2, 127.0.0.1\n"),
+        "the second X-Forwarded-For line was not merged:\n{}",
+        body_of(&chain)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_authority_that_disagrees_with_host_is_refused() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&support::config(&v1, &v2, 0.0, ""));
+    let tcp = tokio::net::TcpStream::connect(gateway.addr("web")).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut send = async |host: &str| {
+        let request = http::Request::builder()
+            .uri(format!("http://shop.example:{}/headers", gateway.addr("web").port()))
+            .header("host", host)
+            .header("x-user-id", "h2")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender.send_request(request).await.unwrap().status()
+    };
+    assert_eq!(send("evil.example").await, 400, ":authority shop.example with host evil.example");
+    let same = format!("shop.example:{}", gateway.addr("web").port());
+    assert_eq!(send(&same).await, 200);
+}

@@ -2,7 +2,7 @@
 //! are added, and an HTTP/2 request is rewritten for an HTTP/1.1 upstream.
 
 use http::header::Entry;
-use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
 
 use crate::request::trim;
@@ -16,6 +16,48 @@ pub static X_CANARY_VERSION: HeaderName = HeaderName::from_static("x-canary-vers
 
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Why a request head is refused with `400` before it is routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadHead {
+    /// More than one `Host` field (RFC 9112 §3.2): which one names the target is ambiguous.
+    SeveralHosts,
+    /// An HTTP/1.1 request without `Host` (RFC 9112 §3.2).
+    NoHost,
+    /// An HTTP/2 `:authority` and a `host` field that name different targets (RFC 9113 §8.3.1).
+    AuthorityMismatch,
+}
+
+impl BadHead {
+    /// The text of the `400` response.
+    pub fn message(self) -> &'static str {
+        match self {
+            BadHead::SeveralHosts => "more than one Host header\n",
+            BadHead::NoHost => "an HTTP/1.1 request needs a Host header\n",
+            BadHead::AuthorityMismatch => ":authority and Host name different targets\n",
+        }
+    }
+}
+
+/// Checks the target of a request head: exactly one `Host` on HTTP/1.1, at most one on
+/// HTTP/1.0, and on HTTP/2 a `host` that agrees with `:authority`.
+pub fn check_head<B>(req: &Request<B>) -> Result<(), BadHead> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadHead::SeveralHosts);
+    }
+    match (req.version(), host) {
+        (Version::HTTP_11, None) => Err(BadHead::NoHost),
+        (Version::HTTP_2 | Version::HTTP_3, Some(host)) => match req.uri().authority() {
+            Some(authority) if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+                Err(BadHead::AuthorityMismatch)
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
 
 /// Whether a request asks to switch to protocols that are all in `allowed` (lower-case names),
 /// which the proxy then tunnels. A request offering any other protocol is not an upgrade here:
@@ -64,8 +106,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         for value in first.iter().chain(&rest) {
             let Ok(text) = value.to_str() else { continue };
             for token in text.split(',').map(str::trim) {
-                // Hop-by-hop names go below, and only if present, with no lookup by text.
-                if token.is_empty() || HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str())) {
+                // Hop-by-hop names go below, and only if present, with no lookup by text. The
+                // message's target and body never go: `Connection: host` must not make a
+                // request without Host.
+                let named = |list: &[HeaderName]| list.iter().any(|h| token.eq_ignore_ascii_case(h.as_str()));
+                if token.is_empty() || named(&HOP_BY_HOP) || named(&END_TO_END) {
                     continue;
                 }
                 // A token that is not a valid header name matches nothing.
@@ -86,17 +131,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Headers that never cross a proxy (RFC 9110 §7.6.1), `Connection` first.
 static HOP_BY_HOP: [HeaderName; 6] = [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE];
 
-/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`.
+/// Headers a `Connection` list may name but that are never removed: they say what the
+/// request is for and what its body is, not how this hop carries it.
+static END_TO_END: [HeaderName; 4] = [HOST, CONTENT_LENGTH, CONTENT_TYPE, CONTENT_ENCODING];
+
+/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`. Several
+/// `x-forwarded-for` lines are one list (RFC 9110 §5.3): they are joined in order.
 pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, https: bool) {
-    let value = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut joined = Vec::with_capacity(prev.len() + 2 + peer.len());
+    let value = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut joined = Vec::with_capacity(64);
+        for prev in headers.get_all(&X_FORWARDED_FOR) {
             joined.extend_from_slice(prev.as_bytes());
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(peer.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
         }
-        None => peer.clone(),
+        joined.extend_from_slice(peer.as_bytes());
+        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
+    } else {
+        peer.clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), value);
     let proto = if https { "https" } else { "http" };
@@ -104,8 +155,16 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, https: bool) {
 }
 
 /// Makes a request fit an HTTP/1.1 upstream: origin-form target and a `Host` header taken
-/// from the HTTP/2 `:authority` when the client sent none.
+/// from the HTTP/2 `:authority` when the client sent none. An HTTP/1 request in absolute form
+/// (`GET http://shop.example/ HTTP/1.1`) gets the target's authority as `Host`, which a proxy
+/// must send instead of the client's (RFC 9112 §3.2.2).
 pub fn to_http1<B>(req: &mut Request<B>) {
+    if (req.version() == Version::HTTP_11 || req.version() == Version::HTTP_10)
+        && let Some(authority) = req.uri().authority()
+        && let Ok(host) = HeaderValue::from_str(authority.as_str())
+    {
+        req.headers_mut().insert(HOST, host);
+    }
     if req.version() != Version::HTTP_11 && req.version() != Version::HTTP_10 {
         if !req.headers().contains_key(HOST)
             && let Some(authority) = req.uri().authority()
@@ -195,6 +254,56 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn connection_never_removes_the_target_or_the_body_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Host, content-length, Content-Type, x-drop"));
+        for name in ["host", "content-length", "content-type", "x-drop"] {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        strip_hop_by_hop(&mut h, false);
+        let mut kept: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["content-length", "content-type", "host"]);
+    }
+
+    #[test]
+    fn the_target_of_a_head_must_be_unambiguous() {
+        let head = |version, uri: &str, hosts: &[&'static str]| {
+            let mut req = Request::builder().version(version).uri(uri).body(()).unwrap();
+            for host in hosts {
+                req.headers_mut().append(HOST, HeaderValue::from_static(host));
+            }
+            check_head(&req)
+        };
+        assert_eq!(head(Version::HTTP_11, "/", &["a"]), Ok(()));
+        assert_eq!(head(Version::HTTP_11, "/", &["a", "a"]), Err(BadHead::SeveralHosts));
+        assert_eq!(head(Version::HTTP_11, "/", &[]), Err(BadHead::NoHost));
+        assert_eq!(head(Version::HTTP_10, "/", &[]), Ok(()));
+        assert_eq!(head(Version::HTTP_10, "/", &["a", "b"]), Err(BadHead::SeveralHosts));
+        assert_eq!(head(Version::HTTP_2, "http://shop.example:8080/", &["Shop.Example:8080"]), Ok(()));
+        assert_eq!(head(Version::HTTP_2, "http://shop.example/", &["evil.example"]), Err(BadHead::AuthorityMismatch));
+        assert_eq!(head(Version::HTTP_2, "http://shop.example/", &[]), Ok(()));
+    }
+
+    #[test]
+    fn absolute_form_targets_set_the_host() {
+        let mut req = Request::builder().uri("http://shop.example/cart").header(HOST, "other").body(()).unwrap();
+        to_http1(&mut req);
+        assert_eq!(req.uri(), "/cart");
+        assert_eq!(req.headers()[HOST], "shop.example");
+    }
+
+    #[test]
+    fn forwarded_for_lines_are_joined_in_order() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
+        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9"), false);
+        let all: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
+        assert_eq!(all, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"]);
     }
 
     #[test]

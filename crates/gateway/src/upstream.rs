@@ -49,6 +49,8 @@ pub struct Upstream {
     pub id: usize,
     /// `host:port`, also sent as `Host` when the client sent none.
     pub authority: String,
+    /// `authority` as the `Host` value.
+    pub host: http::HeaderValue,
     /// The address, when `authority` is a literal one (no DNS lookup needed).
     pub addr: Option<SocketAddr>,
     consecutive_failures: AtomicU32,
@@ -144,6 +146,7 @@ impl UpstreamRegistry {
                         Arc::new(Upstream {
                             id: next_id,
                             authority: a.clone(),
+                            host: http::HeaderValue::from_str(a).expect("checked as host:port by the config"),
                             addr: a.parse().ok(),
                             consecutive_failures: AtomicU32::new(0),
                             ejected_until: AtomicU64::new(0),

@@ -10,6 +10,7 @@
 
 use canary_core::Side;
 use canary_core::metrics::UpstreamErrorKind;
+use http::header::HOST;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
@@ -97,7 +98,9 @@ pub(super) async fn exchange(
 ) -> Exchanged {
     let settings = ctx.settings();
     let decided = ctx.route.target(ctx.side);
-    let mut again = match send(settings, decided, &mut ctx.outcome.errors, req, replay).await {
+    // An HTTP/1.0 client may send no Host; the upstream then gets its own address as Host.
+    let host = if req.headers().contains_key(HOST) { HostFrom::Client } else { HostFrom::Upstream };
+    let mut again = match send(settings, decided, &mut ctx.outcome.errors, req, replay, host).await {
         Err(error) if ctx.side == Side::Canary => error.into_retry()?,
         answered_or_stable => return answered_or_stable,
     };
@@ -105,7 +108,16 @@ pub(super) async fn exchange(
     again.headers_mut().insert(X_CANARY_VERSION.clone(), stable.header.clone());
     ctx.side = Side::Stable;
     let errors = ctx.outcome.retry.insert(UpstreamErrorTally::default());
-    send(settings, stable, errors, again, &mut None).await
+    send(settings, stable, errors, again, &mut None, host).await
+}
+
+/// Where the upstream request's `Host` comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostFrom {
+    /// The client's request.
+    Client,
+    /// The address the request is sent to.
+    Upstream,
 }
 
 /// Sends `req` to the first address of `target` that takes it, over a pooled connection if
@@ -118,6 +130,7 @@ async fn send(
     errors: &mut UpstreamErrorTally,
     mut req: Request<UpstreamBody>,
     replay: &mut Option<Replay>,
+    host: HostFrom,
 ) -> Exchanged {
     let mut last = UpstreamErrorKind::ConnectOther;
     for upstream in target.upstreams.candidates() {
@@ -132,6 +145,9 @@ async fn send(
                 Ok(conn) => conn,
                 Err(kind) => break kind,
             };
+            if host == HostFrom::Upstream {
+                req.headers_mut().insert(HOST, upstream.host.clone());
+            }
             let sending = tokio::time::timeout(settings.request_timeout, conn.sender.try_send_request(req));
             let mut failed = match sending.await {
                 Ok(Ok(response)) => {

@@ -2,6 +2,9 @@
 //! ([`RequestCtx`]), the way pingora names a proxy's lifecycle. The chart, with where a
 //! request can end, where it is retried and where counters move, is in `docs/gateway.md`.
 //!
+//! A request whose target is ambiguous (two `Host` fields, none on HTTP/1.1, an HTTP/2
+//! `:authority` that disagrees with `host`) is answered `400` before the first phase.
+//!
 //! 1. [`route`] — read key, pin, override and navigation facts and decide the version, under
 //!    the routing snapshot the context loaded once;
 //! 2. **upstream request** — strip hop-by-hop headers, add forwarding headers and
@@ -30,10 +33,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use canary_core::pin::PinKey;
-use http::{HeaderValue, Request, Response};
+use http::header::CONTENT_TYPE;
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::ProxyBody;
+use crate::headers::{BadHead, check_head};
 use crate::service::Service;
 
 pub use context::RequestCtx;
@@ -79,9 +84,20 @@ pub struct ConnContext {
 /// Proxies one request of the connection's service. Never fails: upstream trouble becomes a
 /// 502 or 504.
 pub async fn handle(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    if let Err(bad) = check_head(&req) {
+        return Ok(bad_request(bad));
+    }
     let mut ctx = RequestCtx::new(&conn, req.headers()); // 1. route
     let UpstreamRequest { request, mut replay, client_upgrade } = upstream_request(&ctx, req); // 2. upstream request
     let outcome = exchange(&mut ctx, request, &mut replay).await; // 3. exchange
     Ok(response(&mut ctx, outcome, client_upgrade)) // 4. response
     // 5. record: `ctx` is dropped here.
+}
+
+/// The `400` of a request whose target is ambiguous: it is not routed, forwarded or counted.
+fn bad_request(bad: BadHead) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::text(bad.message()));
+    *response.status_mut() = StatusCode::BAD_REQUEST;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
 }
