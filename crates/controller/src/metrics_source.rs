@@ -41,6 +41,12 @@ pub fn judge_counts(counts: &VersionCounts) -> JudgeCounts {
 pub trait MetricsSource: Send + Sync {
     /// Cumulative counters of `version` of `service`, summed over every gateway.
     async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, MetricsError>;
+
+    /// The counters of two versions as of one instant, so that neither is a scrape ahead of
+    /// the other; by default, one read after the other.
+    async fn counts_together(&self, service: &str, versions: [&str; 2]) -> Result<[VersionCounts; 2], MetricsError> {
+        Ok([self.counts(service, versions[0]).await?, self.counts(service, versions[1]).await?])
+    }
 }
 
 /// A source of the gateways' local breaker states.

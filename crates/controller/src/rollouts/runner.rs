@@ -48,9 +48,7 @@ struct Versions {
 impl Versions {
     /// Both versions' cumulative counters, as the judge reads them.
     async fn read(&self, controller: &Controller, service: &str, weight: Weight) -> Option<TickCounts> {
-        let metrics = controller.metrics();
-        let (Ok(stable), Ok(canary)) =
-            (metrics.counts(service, &self.stable).await, metrics.counts(service, &self.canary).await)
+        let Ok([stable, canary]) = controller.metrics().counts_together(service, [&self.stable, &self.canary]).await
         else {
             return None;
         };
