@@ -225,6 +225,12 @@ impl MetricsSource for PrometheusMetrics {
         let time = self.aligned_time();
         Ok([self.counts_at(service, versions[0], time).await?, self.counts_at(service, versions[1], time).await?])
     }
+
+    /// A read shows each gateway's last scrape before an instant one interval back, aligned
+    /// down to the interval: a scrape up to three intervals old.
+    fn staleness(&self) -> Duration {
+        self.interval * 3
+    }
 }
 
 #[async_trait::async_trait]

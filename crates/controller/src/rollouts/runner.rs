@@ -90,13 +90,25 @@ impl Judging {
             tracing::warn!(service, "counters unavailable this tick; holding");
             return false;
         };
-        if let Err(e) = self.judge.observe(&tick) {
+        if settling(controller, rollout) {
+            self.judge.prime(&tick);
+        } else if let Err(e) = self.judge.observe(&tick) {
             tracing::warn!(service, error = %e, "judge refused a tick");
             return false;
         }
         controller.save_evidence(service, &self.rollout_id, &self.judge).await;
         true
     }
+}
+
+/// Whether counts read now may still hold users the weight before the current step's split:
+/// a source that lags (Prometheus) shows the gateways as they were seconds ago, and judged
+/// against the new weight those users look like a split mismatch. Such counts only move the
+/// judge's starting point.
+fn settling(controller: &Controller, rollout: &Rollout) -> bool {
+    let staleness = controller.metrics().staleness();
+    let window = u64::try_from((staleness + controller.settings.tick).as_millis()).unwrap_or(u64::MAX);
+    !staleness.is_zero() && now_ms().saturating_sub(rollout.step_started_ms) < window
 }
 
 /// A judge for a rollout that has none yet, primed with the counters as they stand.
