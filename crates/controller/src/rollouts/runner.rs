@@ -199,6 +199,7 @@ fn publish_view(
             verdicts: verdicts.to_vec(),
             observed_canary_share: (total > 0).then(|| 100.0 * canary as f64 / total as f64),
             tail_threshold_seconds: judge.tail_threshold_seconds(),
+            cohort_baseline: judge.uses_cohort_baseline(),
             at_ms,
         },
     );
