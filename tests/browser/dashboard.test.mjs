@@ -206,6 +206,8 @@ async function sharedWorkerScenario() {
     await card(main).locator('button[data-action="resume"]').click();
     await phaseIs(main, 'progressing');
 
+    await crossSiteCannotSteer(context);
+
     log('abort from the page, with confirmation');
     await card(main).locator('button[data-action="abort"]').click();
     const dialog = main.locator('dialog#confirm');
@@ -236,6 +238,46 @@ async function sharedWorkerScenario() {
   } finally {
     await context.close();
   }
+}
+
+/**
+ * A page of another origin on this machine (the canary upstream's port: "same-site" to the
+ * browser, since ports do not make sites) posts the classic HTML form and a no-cors fetch to
+ * pause the rollout, and tries to open the live feed. The admin listener must refuse all three.
+ */
+async function crossSiteCannotSteer(context) {
+  log('a page of another origin cannot pause the rollout or open the feed');
+  const foreign = await context.newPage();
+  await foreign.goto(`http://${CANARY_UPSTREAM}/`);
+  const pauseUrl = `${ADMIN}/api/v1/services/${SERVICE}/rollout/pause`;
+  const feedUrl = `${ADMIN.replace('http://', 'ws://')}/api/v1/stream`;
+  const opened = await foreign.evaluate(
+    async ({ pauseUrl, feedUrl }) => {
+      await fetch(pauseUrl, { method: 'POST', mode: 'no-cors', body: '' }).catch(() => {});
+      return new Promise((resolve) => {
+        const ws = new WebSocket(feedUrl);
+        ws.onopen = () => {
+          ws.close();
+          resolve(true);
+        };
+        ws.onerror = () => resolve(false);
+      });
+    },
+    { pauseUrl, feedUrl },
+  );
+  assert.equal(opened, false, 'a page of another origin opened the live feed');
+  await foreign.evaluate((url) => {
+    const form = document.createElement('form');
+    form.method = 'post';
+    form.action = url;
+    document.body.append(form);
+    form.submit();
+  }, pauseUrl);
+  await foreign.waitForURL(pauseUrl);
+  assert.match(await foreign.textContent('body'), /PERMISSION_DENIED/, 'the form was not refused in the envelope');
+  const after = await api('GET', `/api/v1/services/${SERVICE}/rollout`);
+  assert.equal(after.data.phase, 'progressing', 'a page of another origin paused the rollout');
+  await foreign.close();
 }
 
 async function dedicatedWorkerScenario() {

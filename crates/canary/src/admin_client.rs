@@ -116,6 +116,9 @@ impl Admin {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(3))
+            // Below the admin listener's idle timeout (60 s by default), so a pooled connection
+            // is never reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .context("cannot build an HTTP client")?;
         Ok(Admin { base: parsed, token: token.map(str::to_owned), http })
@@ -135,12 +138,17 @@ impl Admin {
         body: Option<Value>,
     ) -> Result<Answer<T>, CallError> {
         let url = format!("{}{path}", self.base_text());
+        // Every change says JSON, body or not: the admin API refuses changes that do not,
+        // which is what keeps a cross-site HTML form from steering rollouts.
+        let changes = !matches!(method, reqwest::Method::GET | reqwest::Method::HEAD);
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        if let Some(body) = body {
-            request = request.json(&body);
+        match body {
+            Some(body) => request = request.json(&body),
+            None if changes => request = request.header(reqwest::header::CONTENT_TYPE, "application/json"),
+            None => {}
         }
         let response = request.send().await.map_err(|e| {
             CallError::Unreachable(anyhow!(

@@ -190,7 +190,7 @@ pub struct RolloutArgs {
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
     /// Start a rollout of a new canary version.
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Show the active (or latest) rollout: steps, weight, hold and the judge's verdicts.
     Status(StatusArgs),
     /// Every service on one line each: its rollout's phase, step, weight and the judge's word.
@@ -241,10 +241,20 @@ pub struct StartArgs {
     /// No latency below this counts as slow or worse (default 25ms).
     #[arg(long)]
     pub latency_floor: Option<String>,
+    /// How long after each step begins the canary's latencies are not judged (default 10s).
+    #[arg(long)]
+    pub warmup: Option<String>,
     /// Dry run: the judge's verdicts are shown but never act; steps advance on their hold
     /// (the local breakers still roll back a canary that fails hard).
     #[arg(long)]
     pub observe: bool,
+    /// The team's own metrics for this rollout instead of the service's configured ones: a TOML
+    /// file of `[[metric]]` tables with the keys of `[[service.metric]]`.
+    #[arg(long, value_name = "FILE")]
+    pub team_metrics: Option<PathBuf>,
+    /// Judge this rollout without the service's configured team metrics.
+    #[arg(long, conflicts_with = "team_metrics")]
+    pub no_team_metrics: bool,
 }
 
 /// `canary rollout status`.

@@ -1,6 +1,7 @@
 //! `canary`: sticky canary releases with automatic rollback, in one binary.
 
 mod admin_client;
+mod admin_listener;
 mod cli;
 mod completions;
 mod demo;

@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail};
 use canary_core::api::{RolloutView, StartRollout, StepsInput};
 use canary_core::config::{HumanDuration, Upstreams, VersionName};
 use canary_core::rollout::{Analysis, Event, Rollout, parse_steps};
+use canary_core::team::{TeamMetric, team_metrics_from_toml};
 use serde_json::json;
 
 use crate::admin_client::{Admin, Answer, rollout_path, rollouts_path, segment};
@@ -83,11 +84,15 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
         bail!("--alpha must be between 0 and 1 (exclusive), not {alpha}");
     }
     let floor = duration("--latency-floor", &args.latency_floor)?;
+    let team_metrics = team_metrics(args)?;
+    let warmup = duration("--warmup", &args.warmup)?;
     let any = args.alpha.is_some()
         || args.min_requests.is_some()
         || args.min_step_requests.is_some()
         || floor.is_some()
-        || args.observe;
+        || warmup.is_some()
+        || args.observe
+        || team_metrics.is_some();
     if !any {
         return Ok(None);
     }
@@ -98,8 +103,23 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
         min_requests_per_step: args.min_step_requests.unwrap_or(defaults.min_requests_per_step),
         latency_floor_seconds: floor.map_or(defaults.latency_floor_seconds, |f| f.0.as_secs_f64()),
         observe: args.observe,
+        team_metrics,
+        warmup_seconds: warmup.map_or(defaults.warmup_seconds, |w| w.0.as_secs_f64()),
         ..defaults
     }))
+}
+
+/// The team metrics `--team-metrics FILE` names (`[]` with `--no-team-metrics`); `None` leaves
+/// the service's configured ones.
+fn team_metrics(args: &StartArgs) -> anyhow::Result<Option<Vec<TeamMetric>>> {
+    if args.no_team_metrics {
+        return Ok(Some(Vec::new()));
+    }
+    let Some(path) = &args.team_metrics else { return Ok(None) };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow!("--team-metrics: cannot read {}: {e}", path.display()))?;
+    let metrics = team_metrics_from_toml(&text).map_err(|e| anyhow!("--team-metrics {}: {e}", path.display()))?;
+    Ok(Some(metrics))
 }
 
 /// The duration a flag was given, checked.
@@ -257,9 +277,34 @@ mod tests {
         // The server reads bodies strictly (`deny_unknown_fields`): the CLI's must read back.
         let _: StartRollout = serde_json::from_value(body).unwrap();
 
-        let analysis = start(&["--alpha", "0.01", "--latency-floor", "5ms", "--observe"]).unwrap().analysis.unwrap();
+        let analysis = start(&["--alpha", "0.01", "--latency-floor", "5ms", "--observe", "--warmup", "30s"])
+            .unwrap()
+            .analysis
+            .unwrap();
         assert_eq!((analysis.alpha, analysis.latency_floor_seconds, analysis.observe), (0.01, 0.005, true));
+        assert_eq!(analysis.warmup_seconds, 30.0);
         assert_eq!(analysis.min_requests_per_version, Analysis::default().min_requests_per_version);
+    }
+
+    #[test]
+    fn a_start_can_name_its_own_team_metrics_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics.toml");
+        let metric = "[[metric]]\nname = \"checkout_failures\"\nkind = \"ratio\"\ndirection = \"lower-is-better\"\n\
+                      events = 'failed{version=\"{version}\"}'\ntrials = 'all{version=\"{version}\"}'\n";
+        std::fs::write(&file, metric).unwrap();
+        let path = file.to_str().unwrap();
+        let analysis = start(&["--team-metrics", path]).unwrap().analysis.unwrap();
+        assert_eq!(analysis.team()[0].name(), "checkout_failures");
+        assert_eq!(analysis.alpha, Analysis::default().alpha, "the other settings are the defaults");
+        let body = serde_json::to_value(start(&["--team-metrics", path]).unwrap()).unwrap();
+        assert_eq!(body["analysis"]["teamMetrics"][0]["kind"], "ratio");
+        let _: StartRollout = serde_json::from_value(body).unwrap();
+        let none = start(&["--no-team-metrics"]).unwrap().analysis.unwrap();
+        assert_eq!(none.team_metrics, Some(Vec::new()));
+        std::fs::write(&file, metric.replace("ratio", "rate")).unwrap();
+        let error = start(&["--team-metrics", path]).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("--team-metrics {path}: TOML parse error at line 3")), "{error}");
     }
 
     #[test]

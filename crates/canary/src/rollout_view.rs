@@ -9,7 +9,7 @@ use canary_core::api::RolloutView;
 use canary_core::judge::Verdict;
 use canary_core::rollout::{Phase, Rollout};
 
-use crate::verdict_text::{decision_words, metric_name, sentence, trimmed};
+use crate::verdict_text::{decision_words, sentence, trimmed, verdict_name};
 
 /// A phase as the CLI names it: `failed` reads `rolled back`.
 pub fn phase_words(phase: Phase) -> &'static str {
@@ -83,7 +83,11 @@ pub fn plan_line(r: &Rollout) -> String {
 /// One sentence per metric the judge tests.
 pub fn verdict_lines(view: &RolloutView) -> Vec<String> {
     let Some(judge) = &view.judge else { return Vec::new() };
-    judge.verdicts.iter().map(|v| sentence(v, judge.tail_threshold_seconds)).collect()
+    let mut lines: Vec<String> = judge.verdicts.iter().map(|v| sentence(v, judge.tail_threshold_seconds)).collect();
+    if judge.cohort_baseline {
+        lines.push("(error rates are compared with the same users' own rates before the rollout)".to_owned());
+    }
+    lines
 }
 
 /// How it ended, or why it is paused: `promoted: …`, `rolled back …`, `aborted: …`, `paused: …`.
@@ -120,7 +124,7 @@ pub fn judge_words(view: &RolloutView) -> String {
             .verdicts
             .iter()
             .filter(|v| v.verdict == verdict)
-            .map(|v| metric_name(v.metric, judge.tail_threshold_seconds))
+            .map(|v| verdict_name(v, judge.tail_threshold_seconds))
             .collect();
         (!names.is_empty()).then(|| names.join(", "))
     };

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use canary_core::admin::Tokens;
 use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinKey;
 use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
@@ -109,21 +110,36 @@ pub(crate) async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Resul
     Ok(PinKey::new(secret.as_bytes()))
 }
 
-pub(crate) fn admin_token(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
-    let token = match (&config.admin.token, &config.admin.token_file) {
+/// The admin listener's tokens, from the config or the files it names.
+pub(crate) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
+    let admin = &config.admin;
+    let tokens = Tokens {
+        admin: secret("token", &admin.token, &admin.token_file)?,
+        read: secret("read_token", &admin.read_token, &admin.read_token_file)?,
+        metrics: secret("metrics_token", &admin.metrics_token, &admin.metrics_token_file)?,
+    };
+    if tokens.read.is_some() && tokens.read == tokens.admin {
+        bail!("[admin] read_token must differ from token");
+    }
+    Ok(tokens)
+}
+
+/// `[admin] key`, given inline or in `key_file` (trailing whitespace ignored); never empty.
+fn secret(key: &str, inline: &Option<String>, file: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
+    let value = match (inline, file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
-                .with_context(|| format!("[admin] token_file: cannot read {}", path.display()))?
+                .with_context(|| format!("[admin] {key}_file: cannot read {}", path.display()))?
                 .trim_end()
                 .to_owned(),
         ),
         (None, None) => None,
     };
-    if token.as_deref().is_some_and(str::is_empty) {
-        bail!("[admin] token must not be empty");
+    if value.as_deref().is_some_and(str::is_empty) {
+        bail!("[admin] {key} must not be empty");
     }
-    Ok(token.map(Arc::from))
+    Ok(value)
 }
 
 /// Logs to stderr, filtered by `filter`, as text for people or as one JSON object a line

@@ -4,12 +4,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use canary_controller::api::Listeners;
 use canary_controller::prometheus::PrometheusMetrics;
 use canary_controller::routing::{ServiceEntry, StoreHealth};
 use canary_controller::{Controller, ControllerSettings, Routing};
+use canary_core::admin::Access;
 use canary_core::config::{Config, MetricsConfig};
 use canary_core::pin::PinKey;
 use canary_gateway::{Gateway, Running};
@@ -18,10 +20,11 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin_listener::{self, Timeouts};
 use crate::cli::Role;
 use crate::follow::RoutingFollower;
 use crate::local_metrics::LocalMetrics;
-use crate::serve::{admin_token, open_store, pin_key};
+use crate::serve::{admin_tokens, open_store, pin_key};
 
 /// Everything one `canary serve` process runs, built from a configuration: the store, the
 /// gateway with its listeners and local breakers (unless the role is `controller`), its routing
@@ -35,6 +38,8 @@ pub struct Stack {
     /// Where the admin API listens.
     pub admin_addr: SocketAddr,
     admin: TcpListener,
+    admin_timeouts: Timeouts,
+    drain: Duration,
     state: canary_controller::AppState,
     running: Option<Running>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -90,7 +95,7 @@ impl Stack {
     pub async fn start_as(config: &Config, base: &Path, role: Role) -> anyhow::Result<Stack> {
         let store = open_store(&config.store, base).await?;
         let pins = pin_key(config, store.as_ref()).await?;
-        let token = admin_token(config)?;
+        let access = Access::new(&config.admin, admin_tokens(config)?);
         let mut routing = Routing::new(store.clone(), ServiceEntry::from_config(config));
         routing.sync_at_start().await.context("cannot read the stored routing")?;
         let local = match role {
@@ -114,7 +119,7 @@ impl Stack {
         let registry = registry(gateway.as_ref(), health, &controller);
         let state = canary_controller::AppState {
             controller: controller.clone(),
-            token,
+            access: Arc::new(access),
             registry: Arc::new(registry),
             listeners: Arc::new(GatewayListeners(gateway.clone())),
         };
@@ -122,14 +127,17 @@ impl Stack {
             tasks.extend(local.tasks);
             local.running
         });
-        Ok(Stack { gateway, controller, admin_addr, admin, state, running, tasks })
+        let admin_timeouts =
+            Timeouts { header_read: config.admin.header_read_timeout.0, idle: config.admin.idle_timeout.0 };
+        let drain = config.gateway.shutdown_timeout.0;
+        Ok(Stack { gateway, controller, admin_addr, admin, admin_timeouts, drain, state, running, tasks })
     }
 
     /// Serves the admin API until `stop` completes, then stops the gateway, letting in-flight
     /// requests finish.
     pub async fn run(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Stack { admin, state, running, tasks, .. } = self;
-        axum::serve(admin, canary_controller::router(state)).with_graceful_shutdown(stop).await?;
+        let Stack { admin, admin_timeouts, drain, state, running, tasks, .. } = self;
+        admin_listener::serve(admin, canary_controller::router(state), admin_timeouts, stop, drain).await;
         tracing::info!("stopping: draining in-flight requests");
         for task in tasks {
             task.abort();
@@ -144,7 +152,10 @@ impl Stack {
 
 /// The controller, reading counters and breakers from this process's gateway or Prometheus.
 fn controller(config: &Config, routing: Routing, gateway: Option<&Arc<Gateway>>) -> anyhow::Result<Arc<Controller>> {
-    let settings = ControllerSettings { tick: config.controller.tick.0 };
+    let settings = ControllerSettings {
+        tick: config.controller.tick.0,
+        prometheus_url: config.prometheus_url().map(str::to_owned),
+    };
     Ok(match (&config.metrics, gateway) {
         (MetricsConfig::Prometheus { url, scrape_interval }, _) => {
             let source = Arc::new(PrometheusMetrics::new(url, scrape_interval.0));

@@ -3,6 +3,7 @@
 
 use canary_core::judge::{Metric, MetricVerdict, Reason, StepDecision, Tolerance, Verdict};
 use canary_core::policy::metric_words;
+use canary_core::team::{Direction, TeamMetricKind};
 
 /// `error rate`, `share > 12.0ms`, `median latency`, `p90 latency`, `user split`: the slow share
 /// is named by the threshold that makes a request slow.
@@ -10,6 +11,14 @@ pub fn metric_name(metric: Metric, tail_threshold_seconds: f64) -> String {
     match metric {
         Metric::LatencyTail => format!("share > {}", seconds(tail_threshold_seconds)),
         other => metric_words(other).to_owned(),
+    }
+}
+
+/// The name a verdict goes by: a team metric's own name, else [`metric_name`].
+pub fn verdict_name(v: &MetricVerdict, tail_threshold_seconds: f64) -> String {
+    match &v.team {
+        Some(team) => team.name.clone(),
+        None => metric_name(v.metric, tail_threshold_seconds),
     }
 }
 
@@ -36,11 +45,16 @@ pub fn verdict_words(verdict: Verdict) -> &'static str {
 /// 1.05× stable (98% interval 0.42×–2.6×), 3/400 canary vs 30/4000 stable, evidence 0.70 of 50 to
 /// roll back`.
 pub fn sentence(v: &MetricVerdict, tail_threshold_seconds: f64) -> String {
-    let what = metric_name(v.metric, tail_threshold_seconds);
+    let what = verdict_name(v, tail_threshold_seconds);
     let verdict = verdict_words(v.verdict);
-    let numbers = numbers_words(v);
+    let numbers = if v.team.as_ref().is_some_and(|t| t.kind == TeamMetricKind::Value) {
+        value_words(v)
+    } else {
+        numbers_words(v)
+    };
     let sep = if numbers.is_empty() { "" } else { "; " };
-    let dry_run = if v.tolerance.is_some_and(|t| t.observe) { "; dry run: it never acts" } else { "" };
+    let observes = v.tolerance.is_some_and(|t| t.observe) || v.team.as_ref().is_some_and(|t| t.observe);
+    let dry_run = if observes { "; dry run: it never acts" } else { "" };
     format!("{what:<15} {verdict:<14} {}{sep}{numbers}{dry_run}", reason_words(v))
 }
 
@@ -56,6 +70,13 @@ fn reason_words(v: &MetricVerdict) -> String {
         Reason::NotYetShownSafe => format!("not yet shown within {within}; collecting"),
         Reason::SampleRatioMismatch => "users do not split as the weight says".to_owned(),
         Reason::SampleRatioConsistent => "users split as the weight says".to_owned(),
+        Reason::NoData => match v.team.as_ref().and_then(|t| t.no_data.as_deref()) {
+            Some(why) => format!("no data ({why}); holding"),
+            None => "no data from its query; holding".to_owned(),
+        },
+        Reason::AfterHold => "judged once the step's hold has passed".to_owned(),
+        Reason::WithinMargin => format!("within {} of stable's", margin_words(v)),
+        Reason::BeyondMargin => format!("worse than stable's by more than {}", margin_words(v)),
     }
 }
 
@@ -99,10 +120,47 @@ fn interval_words(v: &MetricVerdict) -> Option<String> {
     }
 }
 
-/// `24/400 canary vs 40/4000 stable`, for metrics that count events.
+/// `24/400 canary vs 40/4000 stable`, for metrics that count events; a higher-is-better team
+/// ratio counts its misses, the trials without an event.
 fn counts_words(v: &MetricVerdict) -> Option<String> {
     let (c, s) = (v.canary.events?, v.stable.events?);
-    Some(format!("{c}/{} canary vs {s}/{} stable", v.canary.requests, v.stable.requests))
+    let misses = if v.team.as_ref().is_some_and(|t| t.direction == Direction::HigherIsBetter) { "misses " } else { "" };
+    Some(format!("{misses}{c}/{} canary vs {s}/{} stable", v.canary.requests, v.stable.requests))
+}
+
+/// `canary 0.3 vs stable 0.2 (1.50×)`: a team value metric's latest values after the hold.
+fn value_words(v: &MetricVerdict) -> String {
+    let Some(team) = &v.team else { return String::new() };
+    match (team.canary_value, team.stable_value) {
+        (Some(c), Some(s)) => {
+            let ratio_text = v.estimate.map(|e| format!(" ({}×)", ratio(e))).unwrap_or_default();
+            format!("canary {} vs stable {}{ratio_text}", value(c), value(s))
+        }
+        _ => String::new(),
+    }
+}
+
+/// `20% (lower is better)`.
+fn margin_words(v: &MetricVerdict) -> String {
+    let Some(team) = &v.team else { return "its margin".to_owned() };
+    let better = match team.direction {
+        Direction::LowerIsBetter => "lower is better",
+        Direction::HigherIsBetter => "higher is better",
+    };
+    match team.margin {
+        Some(m) => format!("{}% ({better})", trimmed(100.0 * m)),
+        None => format!("its margin ({better})"),
+    }
+}
+
+/// Four significant digits at most.
+fn value(x: f64) -> String {
+    if x == 0.0 {
+        return "0".to_owned();
+    }
+    let decimals = (3 - x.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    let text = format!("{x:.decimals$}");
+    if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.').to_owned() } else { text }
 }
 
 /// `evidence 230 of 50 to roll back (α 0.02)`: the metric's share of the false-rollback budget
@@ -147,6 +205,7 @@ fn seconds(s: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use canary_core::judge::verdict::TeamDetail;
     use canary_core::judge::{Interval, Samples, Tolerances};
 
     use super::*;
@@ -165,6 +224,7 @@ mod tests {
             dispersion: 1.0,
             canary: Samples { requests: 400, events: Some(3) },
             stable: Samples { requests: 4000, events: Some(30) },
+            team: None,
         }
     }
 
@@ -198,6 +258,68 @@ mod tests {
         assert!(text.ends_with("to roll back (α 0.02); dry run: it never acts"), "{text}");
     }
 
+    fn team(kind: TeamMetricKind, direction: Direction) -> TeamDetail {
+        TeamDetail {
+            name: "checkout_success".into(),
+            kind,
+            direction,
+            observe: false,
+            margin: None,
+            canary_value: None,
+            stable_value: None,
+            no_data: None,
+        }
+    }
+
+    #[test]
+    fn a_team_ratio_goes_by_its_name_and_counts_its_misses() {
+        let mut v = errors(Verdict::Inconclusive, Reason::NotYetShownSafe);
+        (v.metric, v.team) = (Metric::Team, Some(team(TeamMetricKind::Ratio, Direction::HigherIsBetter)));
+        v.tolerance = v.tolerance.map(|t| Tolerance { absolute: 0.0, ..t });
+        let text = sentence(&v, 0.01);
+        assert!(
+            text.starts_with(
+                "checkout_success not yet known  not yet shown within 2×; collecting; canary 1.05× stable"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("misses 3/400 canary vs 30/4000 stable"), "{text}");
+        v.reason = Reason::NoData;
+        v.team.as_mut().unwrap().no_data = Some("stable's events: the query returned nothing".into());
+        assert!(sentence(&v, 0.01).contains("no data (stable's events: the query returned nothing); holding"));
+    }
+
+    #[test]
+    fn a_team_value_shows_its_latest_values_and_margin() {
+        let detail = TeamDetail {
+            name: "checkout_p99".into(),
+            margin: Some(0.2),
+            canary_value: Some(0.3),
+            stable_value: Some(0.2),
+            ..team(TeamMetricKind::Value, Direction::LowerIsBetter)
+        };
+        let v = MetricVerdict {
+            metric: Metric::Team,
+            verdict: Verdict::Worse,
+            reason: Reason::BeyondMargin,
+            estimate: Some(1.5),
+            interval: Interval { lower: None, upper: None, level: 0.0 },
+            e_value: None,
+            threshold: 0.0,
+            alpha: 0.0,
+            tolerance: None,
+            dispersion: 1.0,
+            canary: Samples { requests: 0, events: None },
+            stable: Samples { requests: 0, events: None },
+            team: Some(detail),
+        };
+        assert_eq!(
+            sentence(&v, 0.01),
+            "checkout_p99    WORSE          worse than stable's by more than 20% (lower is better); \
+             canary 0.3 vs stable 0.2 (1.50×)"
+        );
+    }
+
     #[test]
     fn the_user_split_pauses_and_compares_with_the_weight() {
         let v = MetricVerdict {
@@ -213,6 +335,7 @@ mod tests {
             dispersion: 1.0,
             canary: Samples { requests: 50, events: None },
             stable: Samples { requests: 950, events: None },
+            team: None,
         };
         assert_eq!(
             sentence(&v, 0.01),

@@ -33,7 +33,12 @@ async fn routing_changes_through_the_api() {
     let client = client();
     assert_eq!(version_of(&get_as(&client, &gateway, "anyone", None).await), "v3");
 
-    let response = client.delete(format!("{}/api/v1/services/web/canary", gateway.admin)).send().await.unwrap();
+    let response = client
+        .delete(format!("{}/api/v1/services/web/canary", gateway.admin))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(version_of(&get_as(&client, &gateway, "anyone", None).await), "v1");
     let (_, body) = gateway.get("/api/v1/services/web").await;
@@ -149,11 +154,21 @@ async fn removing_the_canary_then_setting_weight_is_a_failed_precondition() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let gateway = Gateway::start(&config(&v1, &v2, 10.0, ""));
     let client = client();
-    client.delete(format!("{}/api/v1/services/web/canary", gateway.admin)).send().await.unwrap();
+    client
+        .delete(format!("{}/api/v1/services/web/canary", gateway.admin))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     let (status, body) = gateway.put("/api/v1/services/web/weight", json!({"weight": 5})).await;
     assert_eq!(status, 409);
     assert_envelope(&body, "FAILED_PRECONDITION");
-    let response = client.delete(format!("{}/api/v1/services/web/canary", gateway.admin)).send().await.unwrap();
+    let response = client
+        .delete(format!("{}/api/v1/services/web/canary", gateway.admin))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 409);
 }
 

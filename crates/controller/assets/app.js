@@ -107,6 +107,8 @@ function askForToken() {
 
 /** Calls the admin API; shows the envelope's clientMessage either way. Returns the envelope or null. */
 async function call(method, path, body) {
+  // Every call says JSON, even without a body: the admin API refuses changes that do not,
+  // which is what keeps another site's HTML form from steering a rollout.
   const headers = { 'content-type': 'application/json' };
   const t = token();
   if (t) headers.authorization = `Bearer ${t}`;
@@ -209,7 +211,7 @@ function renderStatus() {
     ? `${feed.tabs} ${feed.tabs === 1 ? 'tab shares' : 'tabs share'} this browser's connection`
     : 'This tab has its own connection (no SharedWorker here)';
   if (state?.authRequired || token()) tokenButton.hidden = false;
-  tokenButton.textContent = token() ? 'Admin token ✓' : 'Admin token';
+  tokenButton.textContent = !token() ? 'Admin token' : state?.role === 'read' ? 'Read token ✓' : 'Admin token ✓';
   document.body.classList.toggle('stale', feed.status !== 'live');
 }
 
@@ -374,11 +376,13 @@ function fillCard(card, svc) {
   const draining = routing.draining ? ` · ${routing.draining} draining` : '';
   const tripped = routing.canaryTripped ? ' · canary breaker tripped' : '';
   card.versions.textContent = `stable ${routing.stable.version}${canary}${draining}${tripped} · gateway ${routing.listen}`;
-  card.buttons.pause.hidden = !(active && r.phase !== 'paused');
-  card.buttons.resume.hidden = !(active && r.phase === 'paused');
-  card.buttons.promote.hidden = !active;
-  card.buttons.abort.hidden = !active;
-  card.buttons.start.hidden = active;
+  // A read token sees everything and changes nothing: the server would refuse the actions.
+  const canAct = state.role !== 'read';
+  card.buttons.pause.hidden = !(canAct && active && r.phase !== 'paused');
+  card.buttons.resume.hidden = !(canAct && active && r.phase === 'paused');
+  card.buttons.promote.hidden = !(canAct && active);
+  card.buttons.abort.hidden = !(canAct && active);
+  card.buttons.start.hidden = !canAct || active;
   if (active) card.form.hidden = true;
   card.summary.replaceChildren(...summary(svc));
   card.judge.replaceChildren(...judgePanel(r));
@@ -477,6 +481,33 @@ const METRIC = {
   sampleRatio: 'share of new users',
 };
 
+/** What a verdict is called: a team metric by its own name. */
+function metricName(v) {
+  return v.team ? v.team.name : (METRIC[v.metric] ?? v.metric);
+}
+
+/** A team metric's verdict in words: a ratio like the error rate (its misses when higher is better), a value by its latest numbers. */
+function teamSentence(v, j) {
+  const t = v.team;
+  if (v.reason === 'noData') return `no data${t.noData ? ` (${t.noData})` : ''}; holding the step`;
+  if (t.kind === 'value') {
+    if (v.reason === 'afterHold') return 'judged once the step has held long enough';
+    const better = t.direction === 'higher-is-better' ? 'higher is better' : 'lower is better';
+    const margin = `${num(100 * t.margin)}% (${better})`;
+    const values = `canary ${num(t.canaryValue)} against stable's ${num(t.stableValue)}`;
+    if (v.verdict === 'worse') return `${values}: worse by more than ${margin}${j.decision === 'rollback' ? ', rolling back' : ''}`;
+    return `${values}, within ${margin}`;
+  }
+  const misses = t.direction === 'higher-is-better' ? 'misses' : 'events';
+  if (v.reason === 'notEnoughData') return `waiting for data: ${v.canary.requests} canary and ${v.stable.requests} stable trials`;
+  const est = v.estimate == null ? 'not measurable yet' : `${ratio(v.estimate)} stable's`;
+  let text = `canary ${misses} ${est}${intervalText(v.interval)}`;
+  if (v.verdict === 'worse') text += j.decision === 'rollback' ? ', rolling back' : ', worse';
+  else if (v.reason === 'notYetShownSafe' && v.tolerance) text += `; not yet shown below ${ratio(v.tolerance.safeBelow)}`;
+  else if (v.verdict === 'pass') text += ', within tolerance';
+  return text;
+}
+
 function judgePanel(r) {
   if (!r) return [];
   if (isTerminal(r.phase)) {
@@ -519,7 +550,9 @@ function headline(r, j) {
       const waiting = j.verdicts.filter((v) => v.reason === 'notEnoughData');
       if (waiting.length) return 'Holding: waiting for enough requests on both versions.';
       const unproven = j.verdicts.find((v) => v.reason === 'notYetShownSafe');
-      if (unproven) return `Holding: ${METRIC[unproven.metric]} not yet shown within its tolerance; collecting.`;
+      if (unproven) return `Holding: ${metricName(unproven)} not yet shown within its tolerance; collecting.`;
+      const missing = j.verdicts.find((v) => v.reason === 'noData');
+      if (missing) return `Holding: no data from team metric ${metricName(missing)}.`;
       return `Holding: every metric within its tolerance; ${duration(Math.max(0, r.holdSeconds - heldSeconds(r)))} left in this step.`;
     }
   }
@@ -527,6 +560,7 @@ function headline(r, j) {
 
 /** E.g. "canary error rate 2.1× stable's (1.4×–3.2×)". */
 function sentence(v, j, r) {
+  if (v.team) return `${v.team.name}: ${teamSentence(v, j)}`;
   const range = intervalText(v.interval);
   if (v.metric === 'sampleRatio') {
     return v.estimate == null
@@ -554,18 +588,25 @@ function sentence(v, j, r) {
 function verdictRow(v, j, r) {
   const chip = { pass: ['OK', 'ok'], worse: ['Worse', 'bad'], inconclusive: ['Not yet', 'wait'] }[v.verdict] ?? [v.verdict, 'wait'];
   const counts = (s) => (s.events == null ? `${s.requests}` : `${s.events} / ${s.requests}`);
-  const evidence = v.eValue == null ? h('span', { class: 'muted' }, 'band test') : evidenceBar(v.eValue, v.threshold);
+  const value = v.team?.kind === 'value';
+  const noTest = h('span', { class: 'muted' }, value ? 'margin after the hold' : 'band test');
+  const evidence = v.eValue == null ? noTest : evidenceBar(v.eValue, v.threshold);
+  const samples = value
+    ? `canary ${num(v.team.canaryValue)} · stable ${num(v.team.stableValue)}`
+    : `canary ${counts(v.canary)} · stable ${counts(v.stable)}`;
   return h(
     'tr',
-    { 'data-metric': v.metric },
-    h('th', { scope: 'row' }, METRIC[v.metric] ?? v.metric),
+    { 'data-metric': v.team ? v.team.name : v.metric },
+    h('th', { scope: 'row' }, metricName(v)),
     h('td', {}, h('span', { class: `chip chip-${chip[1]}` }, chip[0])),
-    h('td', { class: 'sentence' }, sentence(v, j, r), h('div', { class: 'muted small' }, `canary ${counts(v.canary)} · stable ${counts(v.stable)}`)),
+    h('td', { class: 'sentence' }, sentence(v, j, r), h('div', { class: 'muted small' }, samples)),
     h(
       'td',
       { class: 'num' },
       v.estimate == null ? '—' : ratio(v.estimate),
-      h('div', { class: 'muted small' }, intervalText(v.interval, true) || 'no interval yet', ` · ${Math.round(v.interval.level * 1000) / 10}%`),
+      value
+        ? h('div', { class: 'muted small' }, 'latest values')
+        : h('div', { class: 'muted small' }, intervalText(v.interval, true) || 'no interval yet', ` · ${Math.round(v.interval.level * 1000) / 10}%`),
     ),
     h('td', { class: 'num' }, evidence),
   );

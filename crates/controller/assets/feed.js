@@ -5,7 +5,7 @@
 // same deltas in the same order. Both use this module, so they cannot drift apart.
 //
 // State shape (plain objects and arrays, so it survives postMessage's structured clone):
-//   { atMs, authRequired,
+//   { atMs, authRequired, role ('admin' | 'read': what the feed's token allows),
 //     services: [{ name, routing, rollout, history: [rollout…], events: [event…] }],
 //     metrics: [{ atMs, points: [{ service, version, role, requests, errors, rps,
 //                                  errorRate, p50, p99 }] }] }
@@ -19,7 +19,7 @@ export const MAX_HISTORY = 20;
 
 /** A state with nothing in it yet. */
 export function emptyState() {
-  return { atMs: 0, authRequired: false, services: [], metrics: [] };
+  return { atMs: 0, authRequired: false, role: 'admin', services: [], metrics: [] };
 }
 
 /**
@@ -32,6 +32,7 @@ export function apply(state, msg) {
       return {
         atMs: msg.atMs,
         authRequired: msg.authRequired,
+        role: msg.role ?? 'admin',
         services: msg.services.map((s) => ({ ...s, history: s.history ?? [], events: s.events ?? [] })),
         metrics: msg.metrics ?? [],
       };

@@ -9,6 +9,7 @@ pub mod prometheus;
 pub mod rollouts;
 pub mod routing;
 pub mod service_views;
+pub mod team_metrics;
 
 pub use api::{AppState, router};
 pub use error::ControllerError;

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use canary_core::judge::{GroupCounts, VersionCounts as JudgeCounts};
+use canary_core::cohort::RANGES;
+use canary_core::judge::{RangeCounts, VersionCounts as JudgeCounts};
 use canary_core::metrics::VersionCounts;
 
 /// Why counters or breaker states could not be read.
@@ -21,19 +22,23 @@ pub enum MetricsError {
     Unreadable(String),
 }
 
-/// Cumulative counters of one version, as the judge wants them.
-pub fn judge_counts(counts: &VersionCounts) -> JudgeCounts {
+/// Cumulative counters of one version, as the judge wants them, with its counters per cohort
+/// range under the salt `cohort` names (zeros where the gateways have not reported it).
+pub fn judge_counts(counts: &VersionCounts, cohort: &str) -> JudgeCounts {
     let moved_away = counts.judge_errors.saturating_sub(counts.server_errors());
     JudgeCounts {
         requests: counts.requests() + moved_away,
         errors: counts.judge_errors,
         new_users: counts.new_sessions,
         latency: counts.latency_buckets,
-        groups: counts
-            .group_errors
-            .iter()
-            .zip(&counts.group_slow)
-            .map(|(&errors, &slow)| GroupCounts { errors, slow })
+        ranges: (0..RANGES)
+            .map(|r| {
+                counts.cohort(cohort).map_or_else(RangeCounts::default, |c| RangeCounts {
+                    requests: c.requests[r],
+                    errors: c.errors[r],
+                    slow: c.slow[r],
+                })
+            })
             .collect(),
     }
 }

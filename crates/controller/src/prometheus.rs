@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use canary_core::cohort::{RANGES, range_from_label};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_core::metrics::{
-    self as contract, BUCKET, CODE_CLASSES, SUM, UpstreamErrorKind, VersionCounts, group_from_label, label as labels,
+    self as contract, BUCKET, CODE_CLASSES, CohortCounts, SUM, UpstreamErrorKind, VersionCounts, label as labels,
 };
 use serde::Deserialize;
 
@@ -28,8 +29,9 @@ fn series_pattern() -> String {
         contract::UPSTREAM_ERRORS.sample_names(),
         contract::JUDGE_ERRORS.sample_names(),
         contract::NEW_SESSIONS.sample_names(),
-        contract::GROUP_ERRORS.sample_names(),
-        contract::GROUP_SLOW.sample_names(),
+        contract::RANGE_REQUESTS.sample_names(),
+        contract::RANGE_ERRORS.sample_names(),
+        contract::RANGE_SLOW.sample_names(),
         vec![format!("{duration}{BUCKET}"), format!("{duration}{SUM}")],
     ];
     names.concat().join("|")
@@ -131,7 +133,8 @@ fn series_key(sample: &Sample) -> String {
 fn add(counts: &mut VersionCounts, cumulative_le: &mut HashMap<String, f64>, sample: &Sample, total: f64) {
     let n = total.round() as u64;
     let name = label(sample, "__name__");
-    let group = || group_from_label(label(sample, labels::GROUP));
+    let range = range_from_label(label(sample, labels::RANGE));
+    let cohort = label(sample, labels::COHORT);
     if contract::REQUESTS.suffix_of(name).is_some() {
         if let Some(i) = CODE_CLASSES.iter().position(|c| *c == label(sample, labels::CODE_CLASS)) {
             counts.responses[i] += n;
@@ -144,13 +147,9 @@ fn add(counts: &mut VersionCounts, cumulative_le: &mut HashMap<String, f64>, sam
         counts.judge_errors += n;
     } else if contract::NEW_SESSIONS.suffix_of(name).is_some() {
         counts.new_sessions += n;
-    } else if contract::GROUP_ERRORS.suffix_of(name).is_some() {
-        if let Some(g) = group() {
-            counts.group_errors[g] += n;
-        }
-    } else if contract::GROUP_SLOW.suffix_of(name).is_some() {
-        if let Some(g) = group() {
-            counts.group_slow[g] += n;
+    } else if let Some(pick) = range_family(name) {
+        if let Some(r) = range {
+            pick(counts.cohort_mut(cohort))[r] += n;
         }
     } else {
         match contract::REQUEST_DURATION.suffix_of(name) {
@@ -158,6 +157,19 @@ fn add(counts: &mut VersionCounts, cumulative_le: &mut HashMap<String, f64>, sam
             Some(BUCKET) => *cumulative_le.entry(label(sample, labels::LE).to_owned()).or_default() += total,
             _ => {}
         }
+    }
+}
+
+/// Which per-range array a sample of a range family adds to.
+fn range_family(name: &str) -> Option<fn(&mut CohortCounts) -> &mut [u64; RANGES]> {
+    if contract::RANGE_REQUESTS.suffix_of(name).is_some() {
+        Some(|c| &mut c.requests)
+    } else if contract::RANGE_ERRORS.suffix_of(name).is_some() {
+        Some(|c| &mut c.errors)
+    } else if contract::RANGE_SLOW.suffix_of(name).is_some() {
+        Some(|c| &mut c.slow)
+    } else {
+        None
     }
 }
 
@@ -275,8 +287,9 @@ mod tests {
                 "canary_upstream_errors_total",
                 "canary_judge_errors_total",
                 "canary_new_sessions_total",
-                "canary_group_errors_total",
-                "canary_group_slow_total",
+                "canary_range_requests_total",
+                "canary_range_errors_total",
+                "canary_range_slow_total",
                 "canary_request_duration_seconds_bucket",
                 "canary_request_duration_seconds_sum",
             ]
@@ -291,15 +304,17 @@ mod tests {
         add(&mut counts, &mut le, &sample("canary_requests_total", &[("code_class", "6xx")]), 1.0);
         add(&mut counts, &mut le, &sample("canary_upstream_errors_total", &[("kind", "reset")]), 2.0);
         add(&mut counts, &mut le, &sample("canary_judge_errors_total", &[]), 5.0);
-        add(&mut counts, &mut le, &sample("canary_group_slow_total", &[("group", "7")]), 4.0);
-        add(&mut counts, &mut le, &sample("canary_group_errors_total", &[("group", "64")]), 9.0);
+        add(&mut counts, &mut le, &sample("canary_range_slow_total", &[("cohort", "c1"), ("range", "7")]), 4.0);
+        add(&mut counts, &mut le, &sample("canary_range_errors_total", &[("cohort", "c1"), ("range", "100")]), 9.0);
+        add(&mut counts, &mut le, &sample("canary_range_requests_total", &[("cohort", "c0"), ("range", "7")]), 8.0);
         add(&mut counts, &mut le, &sample("canary_request_duration_seconds_sum", &[]), 0.5);
         add(&mut counts, &mut le, &sample("canary_request_duration_seconds_bucket", &[("le", "+Inf")]), 6.0);
         assert_eq!(counts.responses, [0, 0, 0, 0, 3], "an unknown class is skipped");
         assert_eq!(counts.upstream_errors, [0, 0, 0, 0, 2, 0]);
         assert_eq!(counts.judge_errors, 5);
-        assert_eq!(counts.group_slow[7], 4);
-        assert_eq!(counts.group_errors.iter().sum::<u64>(), 0, "group 64 does not exist");
+        assert_eq!(counts.cohort("c1").unwrap().slow[7], 4);
+        assert_eq!(counts.cohort("c1").unwrap().errors.iter().sum::<u64>(), 0, "range 100 does not exist");
+        assert_eq!(counts.cohort("c0").unwrap().requests[7], 8, "each salt has its own counters");
         assert_eq!(counts.latency_sum_micros, 500_000);
         assert_eq!(le.get("+Inf"), Some(&6.0));
     }

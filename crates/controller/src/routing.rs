@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use canary_core::clock::unix_ms as now_ms;
 use canary_core::config::Config;
+use canary_core::team::TeamMetric;
 use canary_core::{RouteError, RouteSpec};
 use canary_store::{CasOutcome, Revision, Store, keys};
 use prometheus_client::collector::Collector;
@@ -91,6 +92,8 @@ pub struct ServiceEntry {
     pub listen: String,
     /// The routing in the configuration, stored on the first start.
     pub configured: RouteSpec,
+    /// The team's own metrics its rollouts are judged with unless they name their own.
+    pub team_metrics: Vec<TeamMetric>,
 }
 
 impl ServiceEntry {
@@ -103,6 +106,7 @@ impl ServiceEntry {
                 name: service.name.as_str().to_owned(),
                 listen: service.listen.to_string(),
                 configured: RouteSpec::from_config(service),
+                team_metrics: service.metrics.clone(),
             })
             .collect()
     }

@@ -9,7 +9,7 @@
 //! Users are modelled one by one, because routing is sticky per user: each user has a bucket
 //! (uniform in 0..10,000, canary when below the weight), a request rate, an error probability
 //! and a latency scale. Requests of a user are a Poisson process, and errors and slow requests
-//! are independent thinnings of it, so the counts of a (version, user group) cell in one tick
+//! are independent thinnings of it, so the counts of a (version, cohort range) cell in one tick
 //! are exactly Poisson with the summed rates of its users. The simulation therefore draws four
 //! Poisson counts per cell and tick (error/ok × slow/fast) instead of one event per request,
 //! and updates a cell's rates only when a user changes version. Latency is log-normal (median
@@ -25,6 +25,10 @@
 //! After a weight step, users who moved to the canary follow after an exponential delay (mean
 //! 5 min), as if their pin to stable expired: the observed request share lags the weight.
 //! Each run draws a new population and a new baseline (10 minutes of stable-only traffic).
+//!
+//! Three judges see every run: the production one, the same with the cohort baseline (what the
+//! gateways count per cohort range in the hour before the rollout, every user on stable, drawn
+//! from the same users' rates), and the plain count test without dispersion correction.
 //!
 //! # Stalls
 //!
@@ -42,7 +46,8 @@
 
 use std::time::Instant;
 
-use canary_core::judge::{Baseline, GroupCounts, Judge, JudgeConfig, Metric, StepDecision, TickCounts};
+use canary_core::cohort::{RANGES, range_of};
+use canary_core::judge::{Baseline, CohortBaseline, Judge, JudgeConfig, Metric, RangeCounts, StepDecision, TickCounts};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_core::weight::Weight;
 use rand::rngs::StdRng;
@@ -50,7 +55,6 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Binomial, Distribution, Exp, LogNormal, Poisson};
 use statrs::function::erf::erfc;
 
-const GROUPS: usize = 64;
 const HOUR: u32 = 3_600;
 /// Median latency of most scenarios: exactly a bucket boundary of the judge's histogram.
 const MEDIAN_SECONDS: f64 = 0.05;
@@ -59,6 +63,9 @@ const STALL_LATENCY_SIGMA: f64 = 0.4;
 const USERS_PER_RPS: f64 = 20.0;
 const PIN_EXPIRY_MEAN_SECONDS: f64 = 300.0;
 const BASELINE_SECONDS: f64 = 600.0;
+/// How long the gateways counted the next rollout's cohort before it started (the time since
+/// the previous rollout ended).
+const COHORT_BASELINE_SECONDS: f64 = 3_600.0;
 const SEED: u64 = 0x5EED_CA4A;
 const DEFAULT_RUNS: usize = 200;
 
@@ -118,7 +125,7 @@ struct User {
     first_second: u32,
 }
 
-/// Expected per-second counts of one (version, group) cell.
+/// Expected per-second counts of one (version, cohort range) cell.
 #[derive(Clone, Copy, Default)]
 struct CellRates {
     error_slow: f64,
@@ -280,7 +287,7 @@ impl Traffic {
         let p = (user.error_probability * error_factor).min(1.0);
         let buckets = bucket_probabilities(user.median_seconds * latency_factor, LATENCY_SIGMA);
         let slow: f64 = buckets[self.slow_bucket + 1..].iter().sum();
-        let cell = &mut self.cells[version][usize::from(user.bucket) % GROUPS];
+        let cell = &mut self.cells[version][range_of(user.bucket)];
         let r = sign * user.rate;
         cell.error_slow += r * p * slow;
         cell.error_fast += r * p * (1.0 - slow);
@@ -316,6 +323,20 @@ fn baseline(scenario: &Scenario, users: &[User], stalls: Option<&StallModel>, rn
         spread(rng, caught, &model.buckets, &mut histogram);
     }
     Baseline::from_stable_histogram(&histogram, JudgeConfig::default().tail_quantile)
+}
+
+/// What the gateways counted per cohort range while every user was on stable, over
+/// [`COHORT_BASELINE_SECONDS`] before the rollout.
+fn cohort_baseline(users: &[User], rng: &mut StdRng) -> CohortBaseline {
+    let (mut requests, mut errors) = (vec![0.0; RANGES], vec![0.0; RANGES]);
+    for user in users {
+        requests[range_of(user.bucket)] += user.rate;
+        errors[range_of(user.bucket)] += user.rate * user.error_probability;
+    }
+    let draw = |rng: &mut StdRng, rates: Vec<f64>| -> Vec<u64> {
+        rates.into_iter().map(|rate| poisson(rng, rate * COHORT_BASELINE_SECONDS)).collect()
+    };
+    CohortBaseline { requests: draw(rng, requests), errors: draw(rng, errors) }
 }
 
 /// One cell's requests in one tick.
@@ -389,7 +410,7 @@ impl<'a> Simulation<'a> {
             model.set_slow_bucket(judge.slow_bucket());
         }
         let mut traffic = Traffic {
-            cells: [vec![CellRates::default(); GROUPS], vec![CellRates::default(); GROUPS]],
+            cells: [vec![CellRates::default(); RANGES], vec![CellRates::default(); RANGES]],
             histogram: [[0.0; LATENCY_BUCKETS]; 2],
             slow_bucket: judge.slow_bucket(),
         };
@@ -399,8 +420,8 @@ impl<'a> Simulation<'a> {
             traffic.apply(scenario, user, usize::from(canary), 1.0);
         }
         let mut tick = TickCounts::default();
-        tick.canary.groups = vec![GroupCounts::default(); GROUPS];
-        tick.stable.groups = vec![GroupCounts::default(); GROUPS];
+        tick.canary.ranges = vec![RangeCounts::default(); RANGES];
+        tick.stable.ranges = vec![RangeCounts::default(); RANGES];
         let mut simulation = Simulation {
             scenario,
             rng,
@@ -461,10 +482,11 @@ impl<'a> Simulation<'a> {
             let stall = stall.filter(|&(_, share)| share > 0.0);
             let counts = if version == 1 { &mut self.tick.canary } else { &mut self.tick.stable };
             let mut totals = CellDraw::default();
-            for (group, rates) in counts.groups.iter_mut().zip(&self.traffic.cells[version]) {
+            for (range, rates) in counts.ranges.iter_mut().zip(&self.traffic.cells[version]) {
                 let cell = draw_cell(&mut self.rng, rates, stall);
-                group.errors += cell.errors;
-                group.slow += cell.slow();
+                range.requests += cell.requests();
+                range.errors += cell.errors;
+                range.slow += cell.slow();
                 counts.requests += cell.requests();
                 counts.errors += cell.errors;
                 totals.own_slow += cell.own_slow;
@@ -490,31 +512,47 @@ struct RunResult {
     /// First second each judge rolled back (`None`: never within the hour), and the metric.
     corrected: Option<(u32, Metric)>,
     plain: Option<(u32, Metric)>,
+    cohort: Option<(u32, Metric)>,
     /// Whether the sample-ratio guard fired.
     mismatch: bool,
     /// Per step: seconds from its start until `decision(true)` was first `Advance`.
     safe_after: Vec<Option<u32>>,
+    /// The same for the judge with the cohort baseline.
+    cohort_safe_after: Vec<Option<u32>>,
 }
 
-/// The judge as configured for production, and the same without the dispersion correction.
+/// The judge as configured for production without and with the cohort baseline, and the
+/// same without the dispersion correction.
 struct Judges {
     corrected: Judge,
     plain: Judge,
+    cohort: Judge,
     result: RunResult,
     step: usize,
     step_start: u32,
 }
 
 impl Judges {
-    fn new(baseline: Baseline, steps: usize) -> Judges {
-        let corrected_config = JudgeConfig { user_groups: GROUPS, ..JudgeConfig::default() };
+    fn new(baseline: Baseline, cohort: CohortBaseline, steps: usize) -> Judges {
+        let corrected_config = JudgeConfig::default();
         let plain_config = JudgeConfig { correct_dispersion: false, ..corrected_config };
-        let mut corrected = Judge::new(corrected_config, baseline).expect("baseline has a tail");
+        let mut corrected = Judge::new(corrected_config, baseline.clone()).expect("baseline has a tail");
         corrected.begin_step();
+        let mut with_cohort =
+            Judge::new(corrected_config, baseline.clone().with_cohort(cohort)).expect("baseline has a tail");
+        with_cohort.begin_step();
         Judges {
             corrected,
             plain: Judge::new(plain_config, baseline).expect("baseline has a tail"),
-            result: RunResult { corrected: None, plain: None, mismatch: false, safe_after: vec![None; steps] },
+            cohort: with_cohort,
+            result: RunResult {
+                corrected: None,
+                plain: None,
+                cohort: None,
+                mismatch: false,
+                safe_after: vec![None; steps],
+                cohort_safe_after: vec![None; steps],
+            },
             step: 0,
             step_start: 0,
         }
@@ -525,10 +563,13 @@ impl Judges {
             self.step = step;
             self.step_start = second;
             self.corrected.begin_step();
+            self.cohort.begin_step();
         }
-        for (judge, outcome) in
-            [(&mut self.corrected, &mut self.result.corrected), (&mut self.plain, &mut self.result.plain)]
-        {
+        for (judge, outcome) in [
+            (&mut self.corrected, &mut self.result.corrected),
+            (&mut self.plain, &mut self.result.plain),
+            (&mut self.cohort, &mut self.result.cohort),
+        ] {
             if outcome.is_none() {
                 judge.observe(tick).expect("ticks are well formed");
                 if let Some(metric) = judge.rollback_reason() {
@@ -537,14 +578,18 @@ impl Judges {
             }
         }
         self.result.mismatch |= self.corrected.sample_ratio_mismatch();
-        let safe = &mut self.result.safe_after[step];
-        if safe.is_none() && self.corrected.decision(true) == StepDecision::Advance {
-            *safe = Some(second + 1 - self.step_start);
+        for (judge, safe) in [
+            (&self.corrected, &mut self.result.safe_after[step]),
+            (&self.cohort, &mut self.result.cohort_safe_after[step]),
+        ] {
+            if safe.is_none() && judge.decision(true) == StepDecision::Advance {
+                *safe = Some(second + 1 - self.step_start);
+            }
         }
     }
 
-    fn both_rolled_back(&self) -> bool {
-        self.result.corrected.is_some() && self.result.plain.is_some()
+    fn all_rolled_back(&self) -> bool {
+        self.result.corrected.is_some() && self.result.plain.is_some() && self.result.cohort.is_some()
     }
 }
 
@@ -553,13 +598,14 @@ fn run(scenario: &Scenario, seed: u64) -> RunResult {
     let users = population(scenario, &mut rng);
     let stalls = StallModel::draw(scenario, &mut rng);
     let baseline = baseline(scenario, &users, stalls.as_ref(), &mut rng);
-    let mut judges = Judges::new(baseline, scenario.schedule.len());
+    let cohort = cohort_baseline(&users, &mut rng);
+    let mut judges = Judges::new(baseline, cohort, scenario.schedule.len());
     let mut simulation = Simulation::new(scenario, users, stalls, &judges.corrected, rng);
     for second in 0..HOUR {
         simulation.route(second);
         simulation.draw_tick();
         judges.observe(&simulation.tick, second, scenario.step_at(second));
-        if !scenario.is_aa() && judges.both_rolled_back() {
+        if !scenario.is_aa() && judges.all_rolled_back() {
             break;
         }
     }
@@ -608,6 +654,7 @@ fn metric_name(metric: Metric) -> &'static str {
         Metric::LatencyP50 => "p50",
         Metric::LatencyP90 => "p90",
         Metric::SampleRatio => "srm",
+        Metric::Team => "team",
     }
 }
 
@@ -635,8 +682,9 @@ fn show(value: Option<u32>) -> String {
 }
 
 /// Sorted seconds until safety in step `step`, over the runs that got there.
-fn safety_times(results: &[RunResult], step: usize) -> Vec<u32> {
-    let mut out: Vec<u32> = results.iter().filter_map(|r| r.safe_after[step]).collect();
+fn safety_times(results: &[RunResult], step: usize, cohort: bool) -> Vec<u32> {
+    let pick = |r: &RunResult| if cohort { r.cohort_safe_after[step] } else { r.safe_after[step] };
+    let mut out: Vec<u32> = results.iter().filter_map(pick).collect();
     out.sort_unstable();
     out
 }
@@ -648,10 +696,14 @@ fn aa_row(scenario: &Scenario, results: &[RunResult]) -> String {
     let plain_fired = results.iter().filter(|r| r.plain.is_some()).count();
     let mismatches = results.iter().filter(|r| r.mismatch).count();
     let (low, high) = wilson(fired, runs);
-    let safe = safety_times(results, 0);
+    let safe = safety_times(results, 0, false);
     let alpha = JudgeConfig::default().alpha;
+    let cohort: Vec<_> = results.iter().map(|r| r.cohort).collect();
+    let cohort_fired = cohort.iter().flatten().count();
+    let (cohort_low, cohort_high) = wilson(cohort_fired, runs);
+    let cohort_safe = safety_times(results, 0, true);
     format!(
-        "| {} | {fired}/{runs} ({:.1} %) | {:.1}–{:.1} % | {} | {} | {} | {plain_fired}/{runs} | {mismatches}/{runs} | {} | {} | {}/{runs} |",
+        "| {} | {fired}/{runs} ({:.1} %) | {:.1}–{:.1} % | {} | {} | {} | {plain_fired}/{runs} | {mismatches}/{runs} | {} | {} | {}/{runs} | {cohort_fired}/{runs} ({:.1}–{:.1} %) {} | {} | {}/{runs} |",
         scenario.name,
         100.0 * fired as f64 / runs as f64,
         100.0 * low,
@@ -662,6 +714,11 @@ fn aa_row(scenario: &Scenario, results: &[RunResult]) -> String {
         show(percentile(&safe, 0.5)),
         show(percentile(&safe, 0.95)),
         runs - safe.len(),
+        100.0 * cohort_low,
+        100.0 * cohort_high,
+        by_metric(&cohort),
+        show(percentile(&cohort_safe, 0.5)),
+        runs - cohort_safe.len(),
     )
 }
 
@@ -674,8 +731,11 @@ fn detection_row(scenario: &Scenario, results: &[RunResult]) -> String {
     let own = delays(&corrected, Some(target));
     let plain_any = delays(&plain, None);
     let shown_safe = results.iter().filter(|r| r.safe_after.iter().any(Option::is_some)).count();
+    let cohort: Vec<_> = results.iter().map(|r| r.cohort).collect();
+    let cohort_any = delays(&cohort, None);
+    let cohort_safe = results.iter().filter(|r| r.cohort_safe_after.iter().any(Option::is_some)).count();
     format!(
-        "| {} | {}/{runs} | {} | {} | {} ({}) | {} | {} | {shown_safe}/{runs} |",
+        "| {} | {}/{runs} | {} | {} | {} ({}) | {} | {} | {shown_safe}/{runs} | {}/{runs} | {} | {} | {} | {cohort_safe}/{runs} |",
         scenario.name,
         any.len(),
         show(percentile(&any, 0.5)),
@@ -684,6 +744,10 @@ fn detection_row(scenario: &Scenario, results: &[RunResult]) -> String {
         metric_name(target),
         show(percentile(&own, 0.5)),
         show(percentile(&plain_any, 0.5)),
+        cohort_any.len(),
+        show(percentile(&cohort_any, 0.5)),
+        show(percentile(&cohort_any, 0.95)),
+        by_metric(&cohort),
     )
 }
 
@@ -696,9 +760,10 @@ fn step_rows(scenario: &Scenario, results: &[RunResult]) -> Vec<String> {
         .enumerate()
         .map(|(step, &(start, weight))| {
             let end = scenario.schedule.get(step + 1).map_or(HOUR, |next| next.0);
-            let safe = safety_times(results, step);
+            let safe = safety_times(results, step, false);
+            let cohort_safe = safety_times(results, step, true);
             format!(
-                "| {} | {} % | {}–{} min | {}/{runs} | {} | {} |",
+                "| {} | {} % | {}–{} min | {}/{runs} | {} | {} | {}/{runs} | {} |",
                 scenario.name,
                 f64::from(weight) / 100.0,
                 start / 60,
@@ -706,6 +771,8 @@ fn step_rows(scenario: &Scenario, results: &[RunResult]) -> Vec<String> {
                 safe.len(),
                 show(percentile(&safe, 0.5)),
                 show(percentile(&safe, 0.95)),
+                cohort_safe.len(),
+                show(percentile(&cohort_safe, 0.5)),
             )
         })
         .collect()
@@ -822,19 +889,21 @@ fn main() {
     println!("judge_sim: {runs} runs per scenario, {threads} threads, seed {SEED:#x}\n");
     println!("A/A (identical versions; shown safe = seconds until `decision(true)` is first `Advance`):\n");
     println!(
-        "| scenario | false rollbacks | 95 % interval (Wilson) | ≤ α | first metric | at (median) | plain count test | SRM flags | shown safe: median | p95 | never safe within 1 h |"
+        "| scenario | false rollbacks | 95 % interval (Wilson) | ≤ α | first metric | at (median) | plain count test | SRM flags | shown safe: median | p95 | never safe within 1 h | cohort baseline: false rollbacks (95 %) | shown safe: median | never safe |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     aa_rows.iter().for_each(|row| println!("{row}"));
     println!("\nSteps (seconds from the step's start until it is shown safe):\n");
-    println!("| scenario | weight | minutes | shown safe within the step | median | p95 |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| scenario | weight | minutes | shown safe within the step | median | p95 | cohort baseline: shown safe | median |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     per_step_rows.iter().for_each(|row| println!("{row}"));
     println!("\nDetection at 100 rps, 10 % canary (delay = seconds from the start to the rollback):\n");
     println!(
-        "| scenario | detected within 1 h | median | p95 | first metric | median, that metric alone fired first | plain test median | shown safe before a rollback |"
+        "| scenario | detected within 1 h | median | p95 | first metric | median, that metric alone fired first | plain test median | shown safe before a rollback | cohort baseline: detected | median | p95 | first metric | shown safe before a rollback |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     detection_rows.iter().for_each(|row| println!("{row}"));
     eprintln!("judge_sim: {:.0} s in all", started.elapsed().as_secs_f64());
 }

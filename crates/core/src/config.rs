@@ -12,7 +12,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+pub use crate::admin::AdminConfig;
 use crate::names;
+use crate::team::{TeamMetric, check_team_metrics};
 use crate::weight::Weight;
 
 /// The whole file.
@@ -107,19 +109,6 @@ fn default_tick() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
 }
 
-/// `[admin]`: the API, `/metrics`, `/healthz` and `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Address of the admin listener.
-    #[serde(default = "default_admin_listen")]
-    pub listen: SocketAddr,
-    /// Bearer token for the API; required when `listen` is not loopback.
-    pub token: Option<String>,
-    /// File holding the bearer token (trailing whitespace ignored).
-    pub token_file: Option<PathBuf>,
-}
-
 /// `[gateway]`: settings of the data plane as a whole.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,6 +172,10 @@ pub struct ServiceConfig {
     /// The local breaker that stops traffic to a failing canary at once.
     #[serde(default)]
     pub breaker: BreakerConfig,
+    /// The team's own metrics, judged in every rollout of the service unless the rollout
+    /// names its own (`[[service.metric]]`, see [`crate::team`]).
+    #[serde(default, rename = "metric")]
+    pub metrics: Vec<TeamMetric>,
 }
 
 /// `breaker = { window = "10s", min_requests = 20, error_ratio = 0.25, stable_factor = 5,
@@ -279,12 +272,6 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-impl Default for AdminConfig {
-    fn default() -> Self {
-        AdminConfig { listen: default_admin_listen(), token: None, token_file: None }
-    }
-}
-
 impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
@@ -299,9 +286,6 @@ impl Default for GatewayConfig {
 
 fn yes() -> bool {
     true
-}
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7070))
 }
 fn default_user_key() -> Vec<KeySource> {
     vec![KeySource::Header("x-user-id".into()), KeySource::Cookie("uid".into())]
@@ -564,10 +548,10 @@ impl Config {
             if s.eject.failures == 0 {
                 return invalid(format!("service {name:?}: eject.failures must be at least 1"));
             }
+            check_team_metrics(&s.metrics, self.prometheus_url().is_some())
+                .map_err(|e| ConfigError::Invalid(format!("service {name:?}: {e}")))?;
         }
-        if self.admin.token.is_some() && self.admin.token_file.is_some() {
-            return invalid("[admin]: set token or token_file, not both".into());
-        }
+        self.admin.check()?;
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
             return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
         }
@@ -590,14 +574,16 @@ impl Config {
         if self.gateway.workers == Some(0) {
             return invalid("[gateway]: workers must be at least 1".into());
         }
-        let has_token = self.admin.token.is_some() || self.admin.token_file.is_some();
-        if !self.admin.listen.ip().is_loopback() && !has_token {
-            return invalid(format!(
-                "[admin]: listen {} is not loopback, so token or token_file is required",
-                self.admin.listen
-            ));
-        }
         Ok(())
+    }
+
+    /// The Prometheus of `[metrics] source = "prometheus"`, which team metrics ask unless
+    /// they name their own.
+    pub fn prometheus_url(&self) -> Option<&str> {
+        match &self.metrics {
+            MetricsConfig::Prometheus { url, .. } => Some(url),
+            MetricsConfig::Local => None,
+        }
     }
 
     /// The service called `name`.
@@ -655,6 +641,61 @@ weight = 12.5
         assert!(e.contains("nowhere") && e.contains("line 11"), "{e}");
         let e = error(&GOOD.replace("header:x-user-id", "query:u"));
         assert!(e.contains("query:u") && e.contains("line 8"), "{e}");
+    }
+
+    const TEAM_METRICS: &str = r#"
+[[service.metric]]
+name = "checkout_success"
+kind = "ratio"
+direction = "higher-is-better"
+events = 'sum(shop_checkouts_total{service="{service}",version="{version}",outcome="ok"})'
+trials = 'sum(shop_checkouts_total{service="{service}",version="{version}"})'
+worse_above = 1.5
+prometheus = "http://127.0.0.1:9090"
+
+[[service.metric]]
+name = "checkout_p99"
+kind = "value"
+direction = "lower-is-better"
+query = 'histogram_quantile(0.99, sum by (le) (rate(shop_checkout_seconds_bucket{version="{version}"}[5m])))'
+margin = 0.2
+observe = true
+prometheus = "http://127.0.0.1:9090"
+"#;
+
+    #[test]
+    fn team_metrics_are_read_per_service() {
+        let c = Config::from_toml(&format!("{GOOD}{TEAM_METRICS}")).unwrap();
+        let metrics = &c.services[0].metrics;
+        assert_eq!(metrics.len(), 2);
+        assert_eq!((metrics[0].name(), metrics[0].worse_above), ("checkout_success", Some(1.5)));
+        assert_eq!((metrics[1].margin, metrics[1].observe), (Some(0.2), true));
+        assert_eq!(c.prometheus_url(), None);
+    }
+
+    #[test]
+    fn team_metric_values_name_the_key_and_line() {
+        let text = format!("{GOOD}{TEAM_METRICS}");
+        let e = error(&text.replace("worse_above = 1.5", "worse_above = 0.5"));
+        assert!(e.contains("worse_above must be between 1 and 20") && e.contains("line 21"), "{e}");
+        let e = error(&text.replace("version=\"{version}\",outcome", "version=\"{verison}\",outcome"));
+        assert!(e.contains("unknown placeholder {verison}") && e.contains("line 19"), "{e}");
+        let e = error(&text.replace("margin = 0.2", "margn = 0.2"));
+        assert!(e.contains("margn") && e.contains("line 29"), "{e}");
+    }
+
+    #[test]
+    fn team_metric_rules_across_keys_name_the_service_and_metric() {
+        let text = format!("{GOOD}{TEAM_METRICS}");
+        let e = error(&text.replace("margin = 0.2\n", ""));
+        assert_eq!(e, "service \"web\": metric \"checkout_p99\": kind = \"value\" needs `margin`");
+        let e = error(&text.replace("prometheus = \"http://127.0.0.1:9090\"\n", ""));
+        assert!(e.contains("service \"web\": metric \"checkout_success\": no Prometheus to ask"), "{e}");
+        let shared = format!(
+            "{}\n[metrics]\nsource = \"prometheus\"\nurl = \"http://127.0.0.1:9090\"\n",
+            text.replace("prometheus = \"http://127.0.0.1:9090\"\n", "")
+        );
+        assert!(Config::from_toml(&shared).is_ok(), "the [metrics] Prometheus is the default");
     }
 
     #[test]

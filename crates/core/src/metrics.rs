@@ -14,10 +14,11 @@
 //! | [`ROUTING_DECISIONS`] | service, version, reason | why requests went where they went ([`crate::Reason::as_str`]) |
 //! | [`JUDGE_ERRORS`] | service, version | 5xx responses plus requests re-sent elsewhere |
 //! | [`NEW_SESSIONS`] | service, version | sessions that started on the version in the current rollout |
-//! | [`GROUP_ERRORS`], [`GROUP_SLOW`] | service, version, group | judge errors and slow requests per user group |
+//! | [`RANGE_REQUESTS`], [`RANGE_ERRORS`], [`RANGE_SLOW`] | service, version, cohort, range | requests, judge errors and slow requests per cohort range ([`crate::cohort`]) under the salt `cohort` names |
 //! | [`RETRIES`] | service, from_version, to_version | requests re-sent to stable |
 //! | [`BREAKER_OPEN`], [`ROUTING_GENERATION`], [`WEIGHT_PERCENT`] | service | the gateway's routing state |
 
+use crate::cohort::RANGES;
 use crate::latency::LATENCY_BUCKETS;
 
 /// Label names.
@@ -32,8 +33,10 @@ pub mod label {
     pub const KIND: &str = "kind";
     /// What decided a request's version, one of [`crate::Reason::as_str`].
     pub const REASON: &str = "reason";
-    /// A user group, `0` to `USER_GROUPS - 1`.
-    pub const GROUP: &str = "group";
+    /// The salt a cohort range was computed under ([`crate::cohort::cohort_id`]).
+    pub const COHORT: &str = "cohort";
+    /// A cohort range, `0` to `RANGES - 1` ([`crate::cohort::range_label`]).
+    pub const RANGE: &str = "range";
     /// The version a retry left.
     pub const FROM_VERSION: &str = "from_version";
     /// The version a retry went to.
@@ -100,7 +103,7 @@ impl<const N: usize> Family<N> {
     }
 }
 
-use label::{CODE_CLASS, FROM_VERSION, GROUP, KIND, REASON, SERVICE, TO_VERSION, VERSION};
+use label::{CODE_CLASS, COHORT, FROM_VERSION, KIND, RANGE, REASON, SERVICE, TO_VERSION, VERSION};
 
 /// Responses sent to clients.
 pub const REQUESTS: Family<3> = Family {
@@ -150,20 +153,28 @@ pub const NEW_SESSIONS: Family<2> = Family {
     labels: [SERVICE, VERSION],
 };
 
-/// Judge errors per user group, so the judge can see how errors cluster by user.
-pub const GROUP_ERRORS: Family<3> = Family {
-    name: "canary_group_errors",
-    help: "Judge errors per user group (bucket mod 64)",
+/// Requests per cohort range: how the users who will be (or are) a rollout's canary behave.
+pub const RANGE_REQUESTS: Family<4> = Family {
+    name: "canary_range_requests",
+    help: "Requests per cohort range (bucket / 100) under the salt the cohort label names",
     kind: MetricKind::Counter,
-    labels: [SERVICE, VERSION, GROUP],
+    labels: [SERVICE, VERSION, COHORT, RANGE],
 };
 
-/// Slow requests per user group.
-pub const GROUP_SLOW: Family<3> = Family {
-    name: "canary_group_slow",
-    help: "Requests slower than the rollout's tail threshold, per user group (bucket mod 64)",
+/// Judge errors per cohort range.
+pub const RANGE_ERRORS: Family<4> = Family {
+    name: "canary_range_errors",
+    help: "Judge errors per cohort range (bucket / 100) under the salt the cohort label names",
     kind: MetricKind::Counter,
-    labels: [SERVICE, VERSION, GROUP],
+    labels: [SERVICE, VERSION, COHORT, RANGE],
+};
+
+/// Slow requests per cohort range.
+pub const RANGE_SLOW: Family<4> = Family {
+    name: "canary_range_slow",
+    help: "Requests slower than the rollout's tail threshold, per cohort range (bucket / 100)",
+    kind: MetricKind::Counter,
+    labels: [SERVICE, VERSION, COHORT, RANGE],
 };
 
 /// Requests re-sent from one version to another.
@@ -272,30 +283,24 @@ impl UpstreamErrorKind {
     }
 }
 
-/// User groups (`bucket mod USER_GROUPS`) the judge's counters are split into.
-pub const USER_GROUPS: usize = 64;
-
-const GROUP_LABELS: [&str; USER_GROUPS] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17", "18", "19", "20",
-    "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32", "33", "34", "35", "36", "37", "38", "39",
-    "40", "41", "42", "43", "44", "45", "46", "47", "48", "49", "50", "51", "52", "53", "54", "55", "56", "57", "58",
-    "59", "60", "61", "62", "63",
-];
-
-/// The group of a user in bucket `bucket`.
-#[inline]
-pub fn user_group(bucket: u16) -> usize {
-    usize::from(bucket) % USER_GROUPS
+/// One version's counters per cohort range under one salt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortCounts {
+    /// The salt's [`crate::cohort::cohort_id`].
+    pub cohort: String,
+    /// Requests per range.
+    pub requests: [u64; RANGES],
+    /// Judge errors per range.
+    pub errors: [u64; RANGES],
+    /// Slow requests per range.
+    pub slow: [u64; RANGES],
 }
 
-/// The `group` label value of group `group` (`group < USER_GROUPS`).
-pub fn group_label(group: usize) -> &'static str {
-    GROUP_LABELS[group]
-}
-
-/// The group a `group` label value names.
-pub fn group_from_label(label: &str) -> Option<usize> {
-    label.parse::<usize>().ok().filter(|g| *g < USER_GROUPS)
+impl CohortCounts {
+    /// Zero counters for `cohort`.
+    pub fn new(cohort: &str) -> CohortCounts {
+        CohortCounts { cohort: cohort.to_owned(), requests: [0; RANGES], errors: [0; RANGES], slow: [0; RANGES] }
+    }
 }
 
 /// A point-in-time copy of one version's counters, as a gateway keeps them and as a metrics
@@ -314,10 +319,9 @@ pub struct VersionCounts {
     pub judge_errors: u64,
     /// Sessions that started on this version in the current rollout.
     pub new_sessions: u64,
-    /// Judge errors per user group.
-    pub group_errors: [u64; USER_GROUPS],
-    /// Slow requests per user group.
-    pub group_slow: [u64; USER_GROUPS],
+    /// Counters per cohort range, one entry per salt seen (a gateway keeps only its current
+    /// one; Prometheus may still hold the previous one for a while).
+    pub cohorts: Vec<CohortCounts>,
 }
 
 impl Default for VersionCounts {
@@ -329,8 +333,7 @@ impl Default for VersionCounts {
             latency_sum_micros: 0,
             judge_errors: 0,
             new_sessions: 0,
-            group_errors: [0; USER_GROUPS],
-            group_slow: [0; USER_GROUPS],
+            cohorts: Vec::new(),
         }
     }
 }
@@ -344,6 +347,22 @@ impl VersionCounts {
     /// 5xx responses (gateway-made ones included).
     pub fn server_errors(&self) -> u64 {
         self.responses[SERVER_ERROR_CLASS]
+    }
+
+    /// The counters per range under the salt `cohort` names, if there are any.
+    pub fn cohort(&self, cohort: &str) -> Option<&CohortCounts> {
+        self.cohorts.iter().find(|c| c.cohort == cohort)
+    }
+
+    /// The counters under `cohort`, created empty if missing (for summing over gateways).
+    pub fn cohort_mut(&mut self, cohort: &str) -> &mut CohortCounts {
+        match self.cohorts.iter().position(|c| c.cohort == cohort) {
+            Some(index) => &mut self.cohorts[index],
+            None => {
+                self.cohorts.push(CohortCounts::new(cohort));
+                self.cohorts.last_mut().expect("just pushed")
+            }
+        }
     }
 
     /// Failed connection attempts: refused, timed out or otherwise failed to connect.
@@ -378,13 +397,15 @@ mod tests {
     }
 
     #[test]
-    fn group_labels_are_the_group_numbers() {
-        for g in 0..USER_GROUPS {
-            assert_eq!(group_label(g), g.to_string());
-            assert_eq!(group_from_label(group_label(g)), Some(g));
-        }
-        assert_eq!(group_from_label("64"), None);
-        assert_eq!(user_group(65), 1);
+    fn cohort_counters_are_found_by_their_salt() {
+        let mut counts = VersionCounts::default();
+        counts.cohort_mut("a").errors[3] += 2;
+        counts.cohort_mut("a").errors[3] += 1;
+        counts.cohort_mut("b").requests[0] = 7;
+        assert_eq!(counts.cohort("a").unwrap().errors[3], 3);
+        assert_eq!(counts.cohort("b").unwrap().requests[0], 7);
+        assert_eq!(counts.cohorts.len(), 2);
+        assert!(counts.cohort("c").is_none());
     }
 
     #[test]
@@ -402,7 +423,7 @@ mod tests {
         assert_eq!(REQUESTS.suffix_of("canary_requests_total"), Some(TOTAL));
         assert_eq!(REQUESTS.suffix_of("canary_requests"), None);
         assert_eq!(REQUEST_DURATION.suffix_of("canary_request_duration_seconds_sum"), Some(SUM));
-        assert_eq!(GROUP_ERRORS.suffix_of("canary_group_slow_total"), None);
+        assert_eq!(RANGE_ERRORS.suffix_of("canary_range_slow_total"), None);
     }
 
     #[test]

@@ -16,7 +16,9 @@
 //! 6. a final step at 100 % whose hold passed with its minimum of canary requests and no metric
 //!    against it → advance (promote): stable only keeps its pinned sessions there, so the
 //!    judge's "enough samples of both versions in this step" may never come;
-//! 7. the hold passed longer ago than `max_step_wait` and the judge still cannot decide → pause.
+//! 7. the hold passed longer ago than `max_step_wait` and the judge still cannot decide → pause,
+//!    naming the team metrics whose queries answered nothing ([`crate::team`]): no data holds a
+//!    step and pauses it, never rolls back.
 //!
 //! In observe mode (a dry run, [`crate::rollout::Analysis::observe`]) rules 3–7 give way to one:
 //! the hold passed → advance. The judge's verdicts are still computed and shown, so a team sees
@@ -26,6 +28,7 @@
 use crate::config::HumanDuration;
 use crate::judge::{Metric, MetricVerdict, Samples, StepDecision, Verdict};
 use crate::rollout::{Command, Phase, Rollout};
+use crate::team;
 use crate::weight::Weight;
 
 /// What the judge concluded this tick.
@@ -70,7 +73,7 @@ pub fn next_command(rollout: &Rollout, judgement: &Judgement<'_>, signals: &Sign
             Some(Command::Pause("users do not split as the weight says (sample-ratio mismatch)".into()))
         }
         StepDecision::Hold if final_step_may_promote(rollout, signals) => Some(Command::Advance),
-        StepDecision::Hold => undecided_too_long(rollout, signals.now_ms),
+        StepDecision::Hold => undecided_too_long(rollout, judgement.verdicts, signals.now_ms),
     }
 }
 
@@ -83,15 +86,17 @@ fn final_step_may_promote(rollout: &Rollout, signals: &Signals<'_>) -> bool {
         && signals.canary_requests_in_step >= rollout.analysis.min_requests_per_step
 }
 
-/// Rule 7.
-fn undecided_too_long(rollout: &Rollout, now_ms: u64) -> Option<Command> {
+/// Rule 7, naming the team metrics that had no data.
+fn undecided_too_long(rollout: &Rollout, verdicts: &[MetricVerdict], now_ms: u64) -> Option<Command> {
     let hold = duration_ms(rollout.steps[rollout.step].hold);
     let waited = rollout.held_ms(now_ms).saturating_sub(hold);
     (waited > duration_ms(rollout.max_step_wait)).then(|| {
-        Command::Pause(format!(
-            "the judge could not decide within {} after the hold",
-            String::from(rollout.max_step_wait)
-        ))
+        let mut why =
+            format!("the judge could not decide within {} after the hold", String::from(rollout.max_step_wait));
+        if let Some(missing) = team::no_data(verdicts) {
+            why.push_str(&format!(": {missing}"));
+        }
+        Command::Pause(why)
     })
 }
 
@@ -101,13 +106,18 @@ fn duration_ms(duration: HumanDuration) -> u64 {
 
 /// A sentence for a person about the metric that failed, with the numbers behind it.
 pub fn explain(verdicts: &[MetricVerdict], metric: Option<Metric>) -> String {
+    // Several team metrics share `Metric::Team`: the one that failed is the one shown worse.
     let failed = verdicts.iter().find(|v| match metric {
+        Some(Metric::Team) => v.metric == Metric::Team && v.verdict == Verdict::Worse,
         Some(metric) => v.metric == metric,
         None => v.verdict == Verdict::Worse,
     });
     let Some(v) = failed else {
         return "the judge found the canary worse than stable".into();
     };
+    if let Some(text) = team::explain(v) {
+        return text;
+    }
     let what = metric_words(v.metric);
     let mut text = match (rate(&v.canary), rate(&v.stable)) {
         (Some(c), Some(s)) => format!("canary {what} {c} against stable's {s}"),
@@ -132,6 +142,7 @@ pub fn metric_words(metric: Metric) -> &'static str {
         Metric::LatencyP50 => "median latency",
         Metric::LatencyP90 => "p90 latency",
         Metric::SampleRatio => "user split",
+        Metric::Team => "team metric",
     }
 }
 

@@ -24,7 +24,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::config::{HumanDuration, VersionConfig};
-use crate::judge::{JudgeConfig, Tolerances};
+use crate::judge::{JudgeConfig, JudgeError, Tolerances};
+use crate::team::{TeamMetric, TeamMetricKind, split_alpha};
 use crate::weight::Weight;
 
 /// Where a rollout stands.
@@ -119,7 +120,7 @@ pub fn check_steps(steps: &[Step]) -> Result<(), String> {
 }
 
 /// The judge's settings a rollout may override; the rest are the judge's defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Analysis {
     /// Probability of rolling back a canary that is not worse, over the whole rollout.
@@ -140,6 +141,14 @@ pub struct Analysis {
     /// Dry run: the judge records its verdicts but never acts; steps advance on their hold
     /// alone (the local breakers still roll back a canary that fails hard).
     pub observe: bool,
+    /// The team's own metrics for this rollout ([`crate::team`]). In a request, absent means
+    /// the service's configured `[[service.metric]]`s and `[]` means none; the controller writes
+    /// the list it judges with into the rollout's record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_metrics: Option<Vec<TeamMetric>>,
+    /// Seconds after each step begins during which the canary's latencies are not judged (its
+    /// errors are): a process that just got traffic is slower for its first seconds.
+    pub warmup_seconds: f64,
 }
 
 impl Default for Analysis {
@@ -154,20 +163,45 @@ impl Default for Analysis {
             latency_floor_seconds: judge.latency_floor_seconds,
             max_ratio: None,
             observe: false,
+            team_metrics: None,
+            warmup_seconds: 10.0,
         }
     }
 }
 
 impl Analysis {
-    /// The judge's full settings.
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), JudgeError> {
+        if !(0.0..=600.0).contains(&self.warmup_seconds) {
+            return Err(JudgeError::InvalidConfig {
+                key: "warmupSeconds",
+                reason: "must be between 0 and 600 seconds",
+            });
+        }
+        self.judge_config().validate()
+    }
+
+    /// Whether a step that began at `step_started_ms` is still warming up at `now_ms`.
+    pub fn warming_up(&self, step_started_ms: u64, now_ms: u64) -> bool {
+        (now_ms.saturating_sub(step_started_ms) as f64) < self.warmup_seconds * 1000.0
+    }
+
+    /// The team metrics this analysis judges (none when unset).
+    pub fn team(&self) -> &[TeamMetric] {
+        self.team_metrics.as_deref().unwrap_or_default()
+    }
+
+    /// The built-in judge's full settings. Its `alpha` is what the team's ratio metrics leave
+    /// of the rollout's ([`crate::team::split_alpha`]).
     pub fn judge_config(&self) -> JudgeConfig {
         let mut tolerances = self.tolerances;
         if let Some(ratio) = self.max_ratio {
             tolerances.errors.safe_below = ratio;
             tolerances.latency_tail.safe_below = ratio;
         }
+        let ratios = self.team().iter().filter(|m| m.kind == TeamMetricKind::Ratio).count();
         JudgeConfig {
-            alpha: self.alpha,
+            alpha: split_alpha(self.alpha, ratios).0,
             min_requests_per_version: self.min_requests_per_version,
             min_requests_per_step: self.min_requests_per_step,
             min_requests_for_rollback: self.min_requests_for_rollback,

@@ -9,6 +9,7 @@ use utoipa::{PartialSchema, ToSchema};
 
 use crate::config::{HumanDuration, Upstreams, VersionName};
 use crate::names::MAX_NAME;
+use crate::team::{MAX_QUERY, PromQuery, TeamMetricName};
 use crate::weight::Weight;
 
 impl PartialSchema for Weight {
@@ -63,6 +64,33 @@ impl PartialSchema for Upstreams {
 }
 impl ToSchema for Upstreams {}
 
+impl PartialSchema for TeamMetricName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A team metric's name: letters, digits, '_' and '-', none of the built-in metrics'."))
+            .pattern(Some(format!("^[A-Za-z0-9_-]{{1,{MAX_NAME}}}$")))
+            .examples(["checkout_failures"])
+            .into()
+    }
+}
+impl ToSchema for TeamMetricName {}
+
+impl PartialSchema for PromQuery {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A PromQL query; {service}, {version} and {rollout} stand for the service, the version read and \
+                 the rollout id, escaped as a label value. It must use {version}.",
+            ))
+            .max_length(Some(MAX_QUERY))
+            .examples([r#"sum(shop_checkouts_total{version="{version}",outcome="failed"})"#])
+            .into()
+    }
+}
+impl ToSchema for PromQuery {}
+
 #[cfg(test)]
 mod tests {
     use serde::de::DeserializeOwned;
@@ -87,6 +115,8 @@ mod tests {
         assert!(examples::<HumanDuration>().into_iter().all(parses::<HumanDuration>));
         assert!(examples::<VersionName>().into_iter().all(parses::<VersionName>));
         assert!(examples::<Upstreams>().into_iter().all(|address| parses::<Upstreams>(json!([address]))));
+        assert!(examples::<TeamMetricName>().into_iter().all(parses::<TeamMetricName>));
+        assert!(examples::<PromQuery>().into_iter().all(parses::<PromQuery>));
     }
 
     #[test]

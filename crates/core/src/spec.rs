@@ -26,7 +26,9 @@ pub struct DrainingSpec {
 pub struct RouteSpec {
     /// Names the cohort: pins carry it and, unless `salt` is set, it salts the bucket hash.
     pub rollout_id: String,
-    /// A fixed salt that keeps one cohort across rollouts.
+    /// The salt of the bucket hash: fixed by the service's config to keep one cohort across
+    /// rollouts, or drawn by the controller when a rollout ends, so the gateways count the next
+    /// rollout's cohort before it starts.
     #[serde(default)]
     pub salt: Option<String>,
     /// The stable version.
@@ -103,11 +105,16 @@ impl RouteSpec {
         }
     }
 
+    /// The salt buckets are computed under: the spec's own, else the rollout id.
+    pub fn salt_in_force(&self) -> &str {
+        self.salt.as_deref().unwrap_or(&self.rollout_id)
+    }
+
     /// The routing table the gateway decides with.
     pub fn table(&self) -> RoutingTable {
         RoutingTable {
             rollout_id: self.rollout_id.clone(),
-            salt: self.salt.clone().unwrap_or_else(|| self.rollout_id.clone()),
+            salt: self.salt_in_force().to_owned(),
             stable: self.stable.version.as_str().to_owned(),
             canary: self.canary.as_ref().map(|c| c.version.as_str().to_owned()),
             weight: self.weight,

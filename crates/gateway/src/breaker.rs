@@ -200,7 +200,7 @@ breaker = { window = "10s", min_requests = 20, error_ratio = 0.25 }
         let route = service.route();
         let canary = route.canary.as_ref().unwrap();
         for _ in 0..requests {
-            canary.stats.record_response(503, 1_000, JudgeFacts { bucket: 0, slow_bucket: None });
+            canary.stats.record_response(&canary.ranges, 503, 1_000, JudgeFacts { bucket: 0, slow_bucket: None });
         }
     }
 

@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use canary_core::Reason;
+use canary_core::cohort::{RANGES, range_label, range_of};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS, bucket_index};
 use canary_core::metrics::{
-    self as contract, CODE_CLASSES, Family, MetricKind, USER_GROUPS, UpstreamErrorKind, VersionCounts, code_class,
-    group_label, user_group,
+    self as contract, CODE_CLASSES, CohortCounts, Family, MetricKind, UpstreamErrorKind, VersionCounts, code_class,
 };
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
@@ -31,8 +31,56 @@ pub struct VersionStats {
     latency_sum_micros: AtomicU64,
     judge_errors: AtomicU64,
     new_sessions: AtomicU64,
-    group_errors: [AtomicU64; USER_GROUPS],
-    group_slow: [AtomicU64; USER_GROUPS],
+}
+
+/// One version's counters per cohort range, under one salt: a routing snapshot points at the
+/// set of its salt, so a new salt starts new counters and the old ones stop moving.
+#[derive(Debug)]
+pub struct RangeStats {
+    cohort: String,
+    requests: [AtomicU64; RANGES],
+    errors: [AtomicU64; RANGES],
+    slow: [AtomicU64; RANGES],
+}
+
+impl RangeStats {
+    fn new(cohort: &str) -> RangeStats {
+        RangeStats {
+            cohort: cohort.to_owned(),
+            requests: std::array::from_fn(|_| AtomicU64::new(0)),
+            errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            slow: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The cohort id these counters belong to.
+    pub fn cohort(&self) -> &str {
+        &self.cohort
+    }
+
+    /// Records one request of the user in `bucket`.
+    #[inline]
+    pub fn record(&self, bucket: u16, error: bool, slow: bool) {
+        let range = range_of(bucket);
+        self.requests[range].fetch_add(1, Relaxed);
+        if error {
+            self.errors[range].fetch_add(1, Relaxed);
+        }
+        if slow {
+            self.slow[range].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A copy of the counters.
+    pub fn counts(&self) -> CohortCounts {
+        let load = |counters: &[AtomicU64; RANGES]| std::array::from_fn(|i| counters[i].load(Relaxed));
+        CohortCounts {
+            cohort: self.cohort.clone(),
+            requests: load(&self.requests),
+            errors: load(&self.errors),
+            slow: load(&self.slow),
+        }
+    }
 }
 
 impl Default for VersionStats {
@@ -45,8 +93,6 @@ impl Default for VersionStats {
             latency_sum_micros: AtomicU64::new(0),
             judge_errors: AtomicU64::new(0),
             new_sessions: AtomicU64::new(0),
-            group_errors: std::array::from_fn(|_| AtomicU64::new(0)),
-            group_slow: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
@@ -54,7 +100,7 @@ impl Default for VersionStats {
 /// What one finished request tells the judge, besides its status and latency.
 #[derive(Debug, Clone, Copy)]
 pub struct JudgeFacts {
-    /// The user's bucket (its group is `bucket mod USER_GROUPS`).
+    /// The user's bucket (its cohort range is `bucket / 100`).
     pub bucket: u16,
     /// Latency bucket index above which the request is slow, if a rollout set one.
     pub slow_bucket: Option<u8>,
@@ -75,21 +121,20 @@ impl UpstreamErrorTally {
 }
 
 impl VersionStats {
-    /// Records one response with its status and time to response head.
+    /// Records one response with its status and time to response head, here and in the
+    /// version's counters per cohort range.
     #[inline]
-    pub fn record_response(&self, status: u16, micros: u64, judge: JudgeFacts) {
+    pub fn record_response(&self, ranges: &RangeStats, status: u16, micros: u64, judge: JudgeFacts) {
         self.responses[code_class(status)].fetch_add(1, Relaxed);
         let latency_bucket = bucket_index(micros);
         self.latency_buckets[latency_bucket].fetch_add(1, Relaxed);
         self.latency_sum_micros.fetch_add(micros, Relaxed);
-        let group = user_group(judge.bucket);
-        if status >= 500 {
+        let error = status >= 500;
+        if error {
             self.judge_errors.fetch_add(1, Relaxed);
-            self.group_errors[group].fetch_add(1, Relaxed);
         }
-        if judge.slow_bucket.is_some_and(|slow| latency_bucket > usize::from(slow)) {
-            self.group_slow[group].fetch_add(1, Relaxed);
-        }
+        let slow = judge.slow_bucket.is_some_and(|slow| latency_bucket > usize::from(slow));
+        ranges.record(judge.bucket, error, slow);
     }
 
     /// Records a user's first assignment to this version by the bucket rule in this rollout.
@@ -99,11 +144,11 @@ impl VersionStats {
     }
 
     /// Records a request this version lost to another: the judge counts it as this
-    /// version's error.
+    /// version's request and error.
     #[inline]
-    pub fn record_moved_away(&self, bucket: u16) {
+    pub fn record_moved_away(&self, ranges: &RangeStats, bucket: u16) {
         self.judge_errors.fetch_add(1, Relaxed);
-        self.group_errors[user_group(bucket)].fetch_add(1, Relaxed);
+        ranges.record(bucket, true, false);
     }
 
     /// Records the upstream failures of one request.
@@ -132,8 +177,7 @@ impl VersionStats {
             latency_sum_micros: self.latency_sum_micros.load(Relaxed),
             judge_errors: self.judge_errors.load(Relaxed),
             new_sessions: self.new_sessions.load(Relaxed),
-            group_errors: std::array::from_fn(|i| load(&self.group_errors, i)),
-            group_slow: std::array::from_fn(|i| load(&self.group_slow, i)),
+            cohorts: Vec::new(),
         }
     }
 }
@@ -144,6 +188,8 @@ type RetryKey = (String, String, String);
 #[derive(Debug, Default)]
 pub struct MetricsRegistry {
     versions: Mutex<BTreeMap<(String, String), Arc<VersionStats>>>,
+    /// Each version's counters per cohort range under its current salt.
+    ranges: Mutex<BTreeMap<(String, String), Arc<RangeStats>>>,
     retries: Mutex<BTreeMap<RetryKey, Arc<AtomicU64>>>,
 }
 
@@ -154,16 +200,32 @@ impl MetricsRegistry {
         map.entry((service.to_owned(), version.to_owned())).or_default().clone()
     }
 
+    /// The counters per cohort range of `version` of `service` under the salt `cohort` names:
+    /// the current set if its salt is the same, else a new one that replaces it.
+    pub fn ranges(&self, service: &str, version: &str, cohort: &str) -> Arc<RangeStats> {
+        let mut map = self.ranges.lock().expect("metrics lock");
+        let entry =
+            map.entry((service.to_owned(), version.to_owned())).or_insert_with(|| Arc::new(RangeStats::new(cohort)));
+        if entry.cohort != cohort {
+            *entry = Arc::new(RangeStats::new(cohort));
+        }
+        entry.clone()
+    }
+
     /// The counter of retries from one version to another.
     pub fn retries(&self, service: &str, from: &str, to: &str) -> Arc<AtomicU64> {
         let mut map = self.retries.lock().expect("metrics lock");
         map.entry((service.to_owned(), from.to_owned(), to.to_owned())).or_default().clone()
     }
 
-    /// A copy of one version's counters, if it ever existed.
+    /// A copy of one version's counters with its current counters per cohort range, if it
+    /// ever existed.
     pub fn counts(&self, service: &str, version: &str) -> Option<VersionCounts> {
-        let map = self.versions.lock().expect("metrics lock");
-        map.get(&(service.to_owned(), version.to_owned())).map(|s| s.counts())
+        let key = (service.to_owned(), version.to_owned());
+        let mut counts = self.versions.lock().expect("metrics lock").get(&key).map(|s| s.counts())?;
+        let ranges = self.ranges.lock().expect("metrics lock").get(&key).cloned();
+        counts.cohorts.extend(ranges.map(|r| r.counts()));
+        Some(counts)
     }
 }
 
@@ -237,6 +299,31 @@ impl MetricsRegistry {
     }
 }
 
+/// Picks one of a version's per-range counter arrays.
+type RangeCounters = fn(&RangeStats) -> &[AtomicU64; RANGES];
+
+impl MetricsRegistry {
+    /// The three families per cohort range, one row per (service, version, range).
+    fn encode_ranges(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let ranges: Vec<((String, String), Arc<RangeStats>)> =
+            self.ranges.lock().expect("metrics lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let families: [(&Family<4>, RangeCounters); 3] = [
+            (&contract::RANGE_REQUESTS, |r| &r.requests),
+            (&contract::RANGE_ERRORS, |r| &r.errors),
+            (&contract::RANGE_SLOW, |r| &r.slow),
+        ];
+        for (family, pick) in families {
+            let rows = ranges.iter().flat_map(|((service, version), stats)| {
+                pick(stats).iter().enumerate().map(move |(range, n)| {
+                    ([&**service, &**version, &*stats.cohort, range_label(range)], n.load(Relaxed))
+                })
+            });
+            encode_family(encoder, family, rows, counter)?;
+        }
+        Ok(())
+    }
+}
+
 impl Collector for MetricsRegistry {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let versions = self.scraped();
@@ -257,8 +344,7 @@ impl Collector for MetricsRegistry {
         encode_family(e, &contract::JUDGE_ERRORS, judge_errors, counter)?;
         let new_sessions = versions.iter().map(|v| (v.pair(), v.stats.new_sessions.load(Relaxed)));
         encode_family(e, &contract::NEW_SESSIONS, new_sessions, counter)?;
-        encode_family(e, &contract::GROUP_ERRORS, each(|s| &s.group_errors, group_label), counter)?;
-        encode_family(e, &contract::GROUP_SLOW, each(|s| &s.group_slow, group_label), counter)?;
+        self.encode_ranges(e)?;
         let retries: Vec<(RetryKey, u64)> = {
             let map = self.retries.lock().expect("metrics lock");
             map.iter().map(|(k, v)| (k.clone(), v.load(Relaxed))).collect()
@@ -285,9 +371,10 @@ mod tests {
     fn scrape_shows_counts_and_cumulative_buckets() {
         let metrics = Arc::new(MetricsRegistry::default());
         let v2 = metrics.version("web", "v2");
+        let ranges = metrics.ranges("web", "v2", "c1");
         let facts = JudgeFacts { bucket: 65, slow_bucket: Some(0) };
-        v2.record_response(200, 400, facts);
-        v2.record_response(503, 2_000, facts);
+        v2.record_response(&ranges, 200, 400, facts);
+        v2.record_response(&ranges, 503, 2_000, facts);
         let mut tally = UpstreamErrorTally::default();
         tally.note(UpstreamErrorKind::ConnectRefused);
         v2.record_upstream_errors(&tally);
@@ -304,14 +391,32 @@ mod tests {
     }
 
     #[test]
+    fn a_new_salt_starts_new_range_counters_and_the_old_ones_leave_the_scrape() {
+        let metrics = Arc::new(MetricsRegistry::default());
+        let facts = JudgeFacts { bucket: 250, slow_bucket: None };
+        let old = metrics.ranges("web", "v1", "old");
+        metrics.version("web", "v1").record_response(&old, 200, 100, facts);
+        assert!(Arc::ptr_eq(&old, &metrics.ranges("web", "v1", "old")), "the same salt keeps its counters");
+        let new = metrics.ranges("web", "v1", "new");
+        metrics.version("web", "v1").record_response(&new, 500, 100, facts);
+        let counts = metrics.counts("web", "v1").unwrap();
+        assert_eq!(counts.cohorts.len(), 1);
+        assert_eq!((counts.cohorts[0].requests[2], counts.cohorts[0].errors[2]), (1, 1));
+        let text = scrape(&metrics);
+        assert!(text.contains(r#"canary_range_requests_total{service="web",version="v1",cohort="new",range="2"} 1"#));
+        assert!(!text.contains(r#"cohort="old""#), "{text}");
+    }
+
+    #[test]
     fn every_family_of_the_contract_is_scraped_with_its_labels() {
         let metrics = Arc::new(MetricsRegistry::default());
         let v1 = metrics.version("web", "v1");
+        let ranges = metrics.ranges("web", "v1", "c1");
         let facts = JudgeFacts { bucket: 130, slow_bucket: Some(0) };
         v1.record_decision(Reason::Pinned);
         v1.record_new_session();
-        v1.record_response(502, 5_000, facts);
-        v1.record_moved_away(130);
+        v1.record_response(&ranges, 502, 5_000, facts);
+        v1.record_moved_away(&ranges, 130);
         metrics.retries("web", "v2", "v1").fetch_add(1, Relaxed);
         let text = scrape(&metrics);
         for line in [
@@ -319,9 +424,10 @@ mod tests {
             r#"canary_routing_decisions_total{service="web",version="v1",reason="bucket"} 0"#,
             r#"canary_judge_errors_total{service="web",version="v1"} 2"#,
             r#"canary_new_sessions_total{service="web",version="v1"} 1"#,
-            r#"canary_group_errors_total{service="web",version="v1",group="2"} 2"#,
-            r#"canary_group_slow_total{service="web",version="v1",group="2"} 1"#,
-            r#"canary_group_slow_total{service="web",version="v1",group="63"} 0"#,
+            r#"canary_range_requests_total{service="web",version="v1",cohort="c1",range="1"} 2"#,
+            r#"canary_range_errors_total{service="web",version="v1",cohort="c1",range="1"} 2"#,
+            r#"canary_range_slow_total{service="web",version="v1",cohort="c1",range="1"} 1"#,
+            r#"canary_range_slow_total{service="web",version="v1",cohort="c1",range="99"} 0"#,
             r#"canary_retries_total{service="web",from_version="v2",to_version="v1"} 1"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");

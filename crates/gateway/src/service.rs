@@ -17,7 +17,7 @@ use canary_core::metrics::VersionCounts;
 use canary_core::{RouteError, RouteSpec, RoutingTable, Side};
 use http::HeaderValue;
 
-use crate::metrics::{MetricsRegistry, VersionStats};
+use crate::metrics::{MetricsRegistry, RangeStats, VersionStats};
 use crate::pool::ConnectSettings;
 use crate::upstream::{EjectPolicy, UpstreamRegistry, UpstreamSet};
 
@@ -30,6 +30,8 @@ pub struct VersionTarget {
     pub upstreams: Arc<UpstreamSet>,
     /// Its counters.
     pub stats: Arc<VersionStats>,
+    /// Its counters per cohort range, under this snapshot's salt.
+    pub ranges: Arc<RangeStats>,
 }
 
 /// One immutable routing snapshot of a service.
@@ -283,10 +285,13 @@ fn build_route(service: &str, spec: RouteSpec, shared: &Shared, previous: Option
         Some(p) if p.spec.rollout_id == spec.rollout_id => p.users.clone(),
         _ => Arc::default(),
     };
+    let table = spec.table();
+    let cohort = canary_core::cohort::cohort_id(&table.salt);
     let target = |v: &VersionConfig| VersionTarget {
         header: HeaderValue::from_str(v.version.as_str()).expect("version names are valid header values"),
         upstreams: shared.upstreams.set(v.upstreams.as_slice()),
         stats: shared.metrics.version(service, v.version.as_str()),
+        ranges: shared.metrics.ranges(service, v.version.as_str(), &cohort),
     };
     let stable = target(&spec.stable);
     let canary = spec.canary.as_ref().map(target);
@@ -299,7 +304,7 @@ fn build_route(service: &str, spec: RouteSpec, shared: &Shared, previous: Option
         (_, None) => None,
     };
     Route {
-        table: spec.table(),
+        table,
         stable,
         canary,
         draining: spec.draining.as_ref().map(|d| target(&d.version)),

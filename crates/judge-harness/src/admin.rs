@@ -67,6 +67,9 @@ pub struct JudgeView {
     /// The latency that counts as slow, in seconds.
     #[serde(default)]
     pub tail_threshold_seconds: Option<f64>,
+    /// Whether the error test uses the canary cohort's own history.
+    #[serde(default)]
+    pub cohort_baseline: Option<bool>,
 }
 
 /// One metric's verdict (the fields used here).
@@ -102,7 +105,12 @@ pub struct SamplesView {
 impl Admin {
     /// A client of the API at `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str) -> anyhow::Result<Admin> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        // Idle connections are dropped well before the admin listener's 60 s idle timeout
+        // closes them, so a request after a long wait never lands on a closing connection.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(20))
+            .build()?;
         Ok(Admin { base: base.trim_end_matches('/').to_owned(), client })
     }
 

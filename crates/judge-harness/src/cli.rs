@@ -115,9 +115,15 @@ pub struct RunArgs {
     /// Traffic before the first rollout, so stable has a latency history.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub warmup: Duration,
-    /// `preexisting` only: traffic of a new set of users before each rollout.
+    /// `preexisting`, and every scenario with `--returning-users`: how long users browse stable
+    /// before each rollout.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub pin_warmup: Duration,
+    /// Keep one set of users for the whole run, as a site's returning users: they carry their
+    /// pins into every rollout, and before each one they browse stable for `--pin-warmup`
+    /// (which is also what the gateways count as the next rollout's cohort baseline).
+    #[arg(long)]
+    pub returning_users: bool,
     /// The judge's minimum of requests per version in a rollout.
     #[arg(long, default_value_t = 100)]
     pub min_requests: u64,

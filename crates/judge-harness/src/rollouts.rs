@@ -75,8 +75,10 @@ pub struct RolloutSettings {
     pub max_step_wait: Duration,
     /// The `analysis` object of the start request.
     pub analysis: serde_json::Value,
-    /// `preexisting`: how long new users browse on stable before each rollout.
+    /// `preexisting` and returning users: how long users browse on stable before each rollout.
     pub pin_warmup: Duration,
+    /// One set of users for the whole run.
+    pub returning_users: bool,
     /// Requests per second per service.
     pub rps: f64,
     /// Users per cohort.
@@ -111,15 +113,18 @@ impl ServiceRollouts {
         while let Some(slot) = self.budget.claim() {
             number += 1;
             let canary = self.canary_upstream(number).await?;
-            if self.settings.scenario.users_arrive_before_rollout() {
-                self.load.new_cohort();
+            let returning = self.settings.returning_users;
+            if self.settings.scenario.users_arrive_before_rollout() || returning {
+                if !returning {
+                    self.load.new_cohort();
+                }
                 if !self.budget.sleep(self.settings.pin_warmup).await {
                     break;
                 }
             }
             let version = format!("v2-{number}");
             let started = self.admin.start(&self.name, &self.start_request(&version, canary)).await?;
-            if !self.settings.scenario.users_arrive_before_rollout() {
+            if !self.settings.scenario.users_arrive_before_rollout() && !returning {
                 self.load.new_cohort();
             }
             let ending = self.watch(&started.id).await?;
@@ -207,7 +212,10 @@ impl ServiceRollouts {
         let counts = LastLook::of(judge.as_ref());
         let failed = outcome == Outcome::Failed;
         Record {
-            scenario: self.settings.scenario.name().to_owned(),
+            scenario: match self.settings.returning_users {
+                true => format!("{}, returning users", self.settings.scenario.name()),
+                false => self.settings.scenario.name().to_owned(),
+            },
             service: self.name.clone(),
             rollout: view.id.clone(),
             version: version.to_owned(),
@@ -226,6 +234,7 @@ impl ServiceRollouts {
             stable_new_users: counts.stable_new_users,
             observed_canary_share: judge.as_ref().and_then(|j| j.observed_canary_share),
             tail_threshold_seconds: judge.as_ref().and_then(|j| j.tail_threshold_seconds),
+            cohort_baseline: judge.as_ref().and_then(|j| j.cohort_baseline),
             plan: self.settings.plan.clone(),
             rps: self.settings.rps,
             users: self.settings.users,

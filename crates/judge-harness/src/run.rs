@@ -60,7 +60,7 @@ fn check(args: &RunArgs) -> anyhow::Result<serde_json::Value> {
         max_ratio: args.max_ratio,
         ..Analysis::default()
     };
-    analysis.judge_config().validate().map_err(|e| anyhow::anyhow!("--alpha / --min-requests / --max-ratio: {e}"))?;
+    analysis.validate().map_err(|e| anyhow::anyhow!("--alpha / --min-requests / --max-ratio: {e}"))?;
     Ok(serde_json::to_value(analysis)?)
 }
 
@@ -77,6 +77,7 @@ async fn harness(args: &RunArgs, canary: &Path, analysis: serde_json::Value, sin
         max_step_wait: args.max_step_wait,
         analysis,
         pin_warmup: args.pin_warmup,
+        returning_users: args.returning_users,
         rps: args.rps,
         users: args.users,
     });

@@ -6,6 +6,8 @@
 //! /canary/events/<service>/<seq>          event log, seq zero-padded to 20 digits
 //! /canary/events/<service>/<rollout>/<n>  a rollout's events, n zero-padded to 8 digits
 //! /canary/locks/<service>/rollout         the active rollout's id: one rollout per service
+//! /canary/judges/<service>/<rollout>      the judge's evidence, saved every tick
+//! /canary/team-judges/<service>/<rollout> the team metrics' evidence, saved every tick
 //! /canary/secrets/pin                     the pin-signing secret shared by every gateway
 //! /canary/leaders/<election>              etcd leader key, bound to the leader's lease
 //! ```
@@ -64,6 +66,12 @@ pub fn rollout_event(service: &str, rollout_id: &str, seq: u64) -> String {
 /// restarted or new leader continues with it.
 pub fn judge(service: &str, rollout_id: &str) -> String {
     format!("/canary/judges/{service}/{rollout_id}")
+}
+
+/// The evidence of rollout `rollout_id`'s team metrics (the team's own Prometheus queries),
+/// saved every tick beside the judge's.
+pub fn team_judge(service: &str, rollout_id: &str) -> String {
+    format!("/canary/team-judges/{service}/{rollout_id}")
 }
 
 /// The secret that signs session pins, shared by every gateway of the store.

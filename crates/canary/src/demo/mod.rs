@@ -46,7 +46,8 @@ const STEPS: &str = "10%/5s,25%/5s,50%/5s,100%";
 /// metrics count as safe once the canary is shown below 4× stable's rate (or stable's plus three
 /// percentage points) instead of 2× (plus half a point or one point), and quantiles below 3×
 /// instead of 1.5×. What rolls back is unchanged: shown worse than 1.25× (errors), 1.5× (slow
-/// share) or 1.2× (quantiles).
+/// share) or 1.2× (quantiles). Its versions are warm processes, so latencies are judged after
+/// 1 s of each step instead of 10 s.
 fn demo_analysis() -> Analysis {
     let defaults = Tolerances::default();
     let loose = |t: Tolerance, absolute| Tolerance { safe_below: 4.0, absolute, ..t };
@@ -55,6 +56,8 @@ fn demo_analysis() -> Analysis {
         min_requests_per_step: 20,
         min_requests_for_rollback: 50,
         latency_floor_seconds: 0.0,
+        // The demo's versions run in this process and are warm; its steps last 5 s.
+        warmup_seconds: 1.0,
         tolerances: Tolerances {
             errors: loose(defaults.errors, 0.03),
             latency_tail: loose(defaults.latency_tail, 0.03),

@@ -37,6 +37,7 @@ pub struct Upstream {
     hits: Arc<AtomicU64>,
     fail_with: Arc<std::sync::atomic::AtomicU16>,
     fail_every: Arc<AtomicU64>,
+    reject_every: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -54,7 +55,9 @@ impl Upstream {
         let hits = Arc::new(AtomicU64::new(0));
         let fail_with = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let fail_every = Arc::new(AtomicU64::new(0));
+        let reject_every = Arc::new(AtomicU64::new(0));
         let (v, h, f, e) = (version.to_owned(), hits.clone(), fail_with.clone(), fail_every.clone());
+        let r = reject_every.clone();
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conns = connections.clone();
         let task = tokio::spawn(async move {
@@ -62,10 +65,14 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (v, h, f, e) = (v.clone(), h.clone(), f.clone(), e.clone());
+                let (v, h, f, e, r) = (v.clone(), h.clone(), f.clone(), e.clone(), r.clone());
                 let connection = tokio::spawn(async move {
                     let svc = service_fn(move |req| {
-                        let failure = Failure { status: f.load(Ordering::Relaxed), every: e.load(Ordering::Relaxed) };
+                        let failure = Failure {
+                            status: f.load(Ordering::Relaxed),
+                            every: e.load(Ordering::Relaxed),
+                            reject_every: r.load(Ordering::Relaxed),
+                        };
                         respond(v.clone(), h.clone(), failure, req)
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -75,7 +82,7 @@ impl Upstream {
                 conns.lock().unwrap().push(connection.abort_handle());
             }
         });
-        Upstream { addr, version: version.to_owned(), hits, fail_with, fail_every, task, connections }
+        Upstream { addr, version: version.to_owned(), hits, fail_with, fail_every, reject_every, task, connections }
     }
 
     /// Makes every later plain request answer `status` (0 = behave normally).
@@ -86,6 +93,12 @@ impl Upstream {
     /// Makes every `n`th plain request answer 503 (0 = never): a flaky version.
     pub fn fail_every(&self, n: u64) {
         self.fail_every.store(n, Ordering::Relaxed);
+    }
+
+    /// Makes every `n`th plain request answer 422 (0 = never): a version that turns users
+    /// away without an error the gateway counts (a checkout refused, not failed).
+    pub fn reject_every(&self, n: u64) {
+        self.reject_every.store(n, Ordering::Relaxed);
     }
 
     pub fn hits(&self) -> u64 {
@@ -139,6 +152,9 @@ async fn respond(
     if failure.every > 0 && hit.is_multiple_of(failure.every) {
         status = StatusCode::SERVICE_UNAVAILABLE;
     }
+    if failure.reject_every > 0 && hit.is_multiple_of(failure.reject_every) {
+        status = StatusCode::UNPROCESSABLE_ENTITY;
+    }
     if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
     }
@@ -160,6 +176,7 @@ async fn respond(
 struct Failure {
     status: u16,
     every: u64,
+    reject_every: u64,
 }
 
 /// A `canary serve` process with its config in a temp dir; stopped on drop.

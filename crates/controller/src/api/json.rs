@@ -2,11 +2,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use canary_core::admin::DEFAULT_HEADER_READ_TIMEOUT;
 use canary_core::api::Code;
 use serde::de::DeserializeOwned;
 
 use super::envelope::ApiError;
+use super::guard::{BodyTimeout, is_json};
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -15,44 +16,45 @@ const MAX_BODY: usize = 64 * 1024;
 /// not parse or a value is out of range.
 pub struct JsonBody<T>(pub T);
 
-/// An optional JSON body: no body at all is `None`; a body must be JSON as for [`JsonBody`].
+/// An optional JSON body: an empty body is `None`. The request must still say
+/// `application/json` (the admin router's guard refuses state changes that do not), so an
+/// empty HTML form post is not taken for "no body".
 pub struct MaybeJson<T>(pub Option<T>);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for MaybeJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let declared_empty = req.headers().get(CONTENT_LENGTH).is_some_and(|v| v.as_bytes() == b"0");
-        let has_type = req.headers().contains_key(CONTENT_TYPE);
-        if declared_empty || (!has_type && !req.headers().contains_key(TRANSFER_ENCODING)) {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = json_bytes(req).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(MaybeJson(None));
         }
-        JsonBody::from_request(req, state).await.map(|JsonBody(t)| MaybeJson(Some(t)))
+        parse(&bytes).map(|t| MaybeJson(Some(t)))
     }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Err(ApiError::new(
-                Code::UnsupportedMediaType,
-                "Send the body as JSON with Content-Type: application/json.",
-                "missing or wrong content type",
-            ));
-        }
-        let bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
-            .await
-            .map_err(|e| ApiError::invalid(format!("Could not read the request body: {e}")))?;
-        let _ = state;
-        parse(&bytes).map(JsonBody)
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Self::Rejection> {
+        parse(&json_bytes(req).await?).map(JsonBody)
+    }
+}
+
+/// The body of a request that says it is JSON, up to [`MAX_BODY`], within its
+/// [`BodyTimeout`] (10 s where the router's guard set none).
+async fn json_bytes(req: Request) -> Result<Bytes, ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "Send the body as JSON with Content-Type: application/json.",
+            "missing or wrong content type",
+        ));
+    }
+    let BodyTimeout(limit) = req.extensions().get().copied().unwrap_or(BodyTimeout(DEFAULT_HEADER_READ_TIMEOUT));
+    match tokio::time::timeout(limit, axum::body::to_bytes(req.into_body(), MAX_BODY)).await {
+        Ok(read) => read.map_err(|e| ApiError::invalid(format!("Could not read the request body: {e}"))),
+        Err(_) => Err(ApiError::invalid(format!("The request body did not arrive within {limit:?}."))),
     }
 }
 

@@ -1,12 +1,17 @@
 //! The admin listener: the JSON API under `/api/v1`, `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Every API response, success or error, is the envelope `{code, clientMessage,
-//! systemMessage, data}`; unknown paths and wrong methods get one too. When a token is
-//! configured every `/api/v1` call needs `Authorization: Bearer <token>`; the probes and
-//! `/metrics` stay open for load balancers and Prometheus.
+//! systemMessage, data}`; unknown paths, wrong methods and unreadable paths or queries get one
+//! too. Every request first passes [`guard`]: a `Host` this listener answers to, and for a
+//! state change a JSON content type and no page of another site. When a token is configured
+//! every `/api/v1` call needs it ([`auth`]); the probes stay open for load balancers, and
+//! `/metrics` is open unless a metrics token is configured.
 
 pub mod alerts;
+pub mod auth;
 pub mod envelope;
+pub mod extract;
+pub mod guard;
 pub mod json;
 pub mod openapi;
 pub mod rollouts;
@@ -16,11 +21,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::middleware::{self, Next};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use canary_core::admin::Access;
 use canary_core::api::Code;
 use prometheus_client::registry::Registry;
 
@@ -37,8 +43,8 @@ pub trait Listeners: Send + Sync {
 pub struct AppState {
     /// The rollout controller.
     pub controller: Arc<crate::Controller>,
-    /// Bearer token required for `/api/v1`, if any.
-    pub token: Option<Arc<str>>,
+    /// The tokens, the host names the listener answers to and its limits.
+    pub access: Arc<Access>,
     /// Everything `/metrics` exposes.
     pub registry: Arc<Registry>,
     /// This process's gateway listeners (none on a controller alone).
@@ -51,39 +57,23 @@ pub fn router(state: AppState) -> Router {
     let (api, _document) = openapi::api_routes().split_for_parts();
     let api = api
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .nest(openapi::PREFIX, api)
         .merge(crate::dashboard::routes(&state))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .with_state(state)
 }
 
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &state.token {
-        let given =
-            req.headers().get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let matches = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
-        if !matches {
-            return ApiError::new(
-                Code::Unauthenticated,
-                "This action needs the admin token.",
-                "missing or wrong bearer token",
-            )
-            .into_response();
-        }
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = state.access.tokens.opens_metrics(auth::bearer(&headers)) {
+        return auth::refused(refusal, "/metrics needs the metrics token.").into_response();
     }
-    next.run(req).await
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = String::new();
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut text, &state.registry) {
         return ApiError::new(Code::Internal, "Metrics could not be encoded.", e.to_string()).into_response();
@@ -101,7 +91,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn not_found(req: Request) -> ApiError {
+pub(crate) async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         Code::NotFound,
         "No such API endpoint.",
@@ -109,7 +99,7 @@ async fn not_found(req: Request) -> ApiError {
     )
 }
 
-async fn method_not_allowed(req: Request) -> ApiError {
+pub(crate) async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         Code::MethodNotAllowed,
         format!("{} is not supported here.", req.method()),

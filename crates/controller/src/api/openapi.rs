@@ -75,7 +75,11 @@ impl utoipa::ToSchema for NoData {}
         title = "Sticky Canary admin API",
         description = "Routing and rollouts of the services a Sticky Canary gateway serves. Every \
             answer, success or error, is one envelope `{code, clientMessage, systemMessage, data}` \
-            with a fitting HTTP status; `data` is null on errors. A refused call changes nothing.",
+            with a fitting HTTP status; `data` is null on errors. A refused call changes nothing. \
+            Every state change (`POST`, `PUT`, `PATCH`, `DELETE`) must say `Content-Type: \
+            application/json`, even without a body, and is refused when a page of another site \
+            sent it (its `Origin` or `Sec-Fetch-Site`); every request must name the admin \
+            listener in `Host`. `docs/security.md` has the rules.",
     ),
     components(schemas(ErrorEnvelope)),
     tags(
@@ -109,7 +113,42 @@ pub fn document() -> OpenApi {
     let mut doc = OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(PREFIX, api_routes()).into_openapi();
     behind_the_token(&mut doc);
     doc.merge(crate::dashboard::feed_routes().into_openapi());
+    behind_the_guard(&mut doc);
     doc
+}
+
+/// An answer of the envelope with `data: null`, described.
+fn refusal(description: &str) -> RefOr<utoipa::openapi::Response> {
+    let schema = Ref::from_schema_name(<ErrorEnvelope as utoipa::ToSchema>::name());
+    RefOr::T(
+        ResponseBuilder::new().description(description).content("application/json", Content::new(Some(schema))).build(),
+    )
+}
+
+/// Adds the answers of the router's guard (`super::guard`): `421` to every operation, and
+/// `403` and `415` to every state change.
+fn behind_the_guard(doc: &mut OpenApi) {
+    let misdirected = refusal("`MISDIRECTED_REQUEST`: `Host` names none of the admin listener's allowed hosts");
+    let denied = refusal(
+        "`PERMISSION_DENIED`: the read token was sent, or a page of another site sent the request \
+         (`Origin` not the admin listener's own, or `Sec-Fetch-Site: cross-site`/`same-site`)",
+    );
+    let not_json = refusal(
+        "`UNSUPPORTED_MEDIA_TYPE`: the request does not say `Content-Type: application/json` (needed even without a body)",
+    );
+    for item in doc.paths.paths.values_mut() {
+        let PathItem { get, put, post, delete, options, head, patch, trace, query, .. } = item;
+        let reads = [get, options, head, trace, query].into_iter().flatten().map(|op| (op, false));
+        let changes = [put, post, delete, patch].into_iter().flatten().map(|op| (op, true));
+        for (operation, changes_state) in reads.chain(changes) {
+            let responses = &mut operation.responses.responses;
+            responses.insert("421".into(), misdirected.clone());
+            if changes_state {
+                responses.insert("403".into(), denied.clone());
+                responses.entry("415".into()).or_insert_with(|| not_json.clone());
+            }
+        }
+    }
 }
 
 /// Marks every operation of `doc` as taking the bearer token (needed when one is configured),
@@ -118,7 +157,10 @@ fn behind_the_token(doc: &mut OpenApi) {
     let scheme = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
     doc.components.get_or_insert_with(Default::default).security_schemes.insert(BEARER.into(), RefOr::T(scheme));
     let unauthenticated = ResponseBuilder::new()
-        .description("`UNAUTHENTICATED`: a token is configured and the request's bearer token is missing or wrong")
+        .description(
+            "`UNAUTHENTICATED`: a token is configured and the request's bearer token is missing or wrong \
+             (the admin token allows everything, the read token `GET` only)",
+        )
         .content(
             "application/json",
             Content::new(Some(Ref::from_schema_name(<ErrorEnvelope as utoipa::ToSchema>::name()))),

@@ -1,6 +1,6 @@
 //! `/api/v1/services/{name}/rollout(s)` and `/events`: start, watch and steer rollouts.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use canary_core::api::Envelope;
 use canary_core::rollout::{Command, Event, Rollout};
 use serde::Deserialize;
@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::envelope::{ApiError, ApiResult, ok};
+use super::extract::{ApiPath, ApiQuery};
 use super::json::{JsonBody, MaybeJson};
 use super::openapi::{ErrorEnvelope, ROLLOUTS};
 use canary_core::api::{RolloutView, StartRollout};
@@ -29,7 +30,7 @@ use canary_core::api::{RolloutView, StartRollout};
 )]
 pub async fn start(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     JsonBody(body): JsonBody<StartRollout>,
 ) -> ApiResult {
     let version = body.version.as_str().to_owned();
@@ -47,7 +48,7 @@ pub async fn start(
         (status = 503, description = "`UNAVAILABLE`: the store is unreachable", body = ErrorEnvelope),
     ),
 )]
-pub async fn current(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn current(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
     let view = state.controller.current_or_latest(&name).await?;
     Ok(ok(format!("{name}: rollout {} is {}.", view.rollout.id, view.rollout.phase.name()), view))
 }
@@ -62,7 +63,7 @@ pub async fn current(State(state): State<AppState>, Path(name): Path<String>) ->
         (status = 503, description = "`UNAVAILABLE`: the store is unreachable", body = ErrorEnvelope),
     ),
 )]
-pub async fn history(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn history(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
     let rollouts = state.controller.history(&name).await?;
     Ok(ok(format!("{name}: {} rollout(s).", rollouts.len()), rollouts))
 }
@@ -118,7 +119,7 @@ impl RolloutAction {
 )]
 pub async fn act(
     State(state): State<AppState>,
-    Path((name, action)): Path<(String, String)>,
+    ApiPath((name, action)): ApiPath<(String, String)>,
     MaybeJson(body): MaybeJson<ActionBody>,
 ) -> ApiResult {
     let reason = body.and_then(|b| b.reason).unwrap_or_else(|| "by an operator".to_owned());
@@ -153,8 +154,8 @@ pub struct EventsQuery {
 )]
 pub async fn events(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiPath(name): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult {
     let limit = q.limit.unwrap_or(200).min(10_000);
     let events = state.controller.events(&name, limit).await?;

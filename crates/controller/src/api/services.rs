@@ -1,7 +1,7 @@
 //! `/api/v1/services`: what each service routes where, and changing it by hand while no
 //! rollout owns it.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use canary_core::RouteError;
 use canary_core::Weight;
 use canary_core::api::{Envelope, ServiceView, SetCanary, SetWeight};
@@ -10,6 +10,7 @@ use canary_core::spec::default_rollout_id;
 
 use super::AppState;
 use super::envelope::{ApiResult, ok};
+use super::extract::ApiPath;
 use super::json::JsonBody;
 use super::openapi::{ErrorEnvelope, SERVICES};
 
@@ -32,7 +33,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult {
         (status = 404, description = "`NOT_FOUND`: no such service", body = ErrorEnvelope),
     ),
 )]
-pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn get(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
     let view = state.controller.service_view(&name).await?;
     Ok(ok(format!("Service {name}."), view))
 }
@@ -53,7 +54,7 @@ pub async fn get(State(state): State<AppState>, Path(name): Path<String>) -> Api
 )]
 pub async fn set_weight(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     JsonBody(body): JsonBody<SetWeight>,
 ) -> ApiResult {
     let routing = state.controller.routing();
@@ -88,7 +89,7 @@ pub async fn set_weight(
 )]
 pub async fn set_canary(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     JsonBody(body): JsonBody<SetCanary>,
 ) -> ApiResult {
     let routing = state.controller.routing();
@@ -124,7 +125,7 @@ pub async fn set_canary(
         (status = 503, description = "`UNAVAILABLE`: the store is unreachable or busy", body = ErrorEnvelope),
     ),
 )]
-pub async fn remove_canary(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult {
+pub async fn remove_canary(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> ApiResult {
     let routing = state.controller.routing();
     routing.service(&name)?;
     state.controller.ensure_no_rollout(&name).await?;

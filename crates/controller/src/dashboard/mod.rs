@@ -17,6 +17,7 @@ use axum::Router;
 use axum::routing::get;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -47,6 +48,9 @@ pub struct Dashboard {
     pub app: AppState,
     /// The metric ticks.
     pub sampler: Arc<Sampler>,
+    /// One permit per live-feed socket that may be open ([`canary_core::admin::Access`]'s
+    /// `max_feed_connections`).
+    pub feeds: Arc<Semaphore>,
 }
 
 /// The dashboard's routes, to merge into the admin router.
@@ -58,12 +62,14 @@ pub fn routes(app: &AppState) -> Router<AppState> {
     if tokio::runtime::Handle::try_current().is_ok() {
         sampler.spawn(app.controller.clone());
     }
-    let dashboard = Dashboard { app: app.clone(), sampler };
+    let feeds = Arc::new(Semaphore::new(app.access.max_feed_connections));
+    let dashboard = Dashboard { app: app.clone(), sampler, feeds };
     let (feed, _document) = feed_routes().split_for_parts();
     Router::new()
         .route("/", get(assets::index))
         .route("/dashboard/{file}", get(assets::file))
         .merge(feed)
+        .method_not_allowed_fallback(crate::api::method_not_allowed)
         .with_state(dashboard)
 }
 

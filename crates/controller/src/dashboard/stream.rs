@@ -10,18 +10,23 @@
 //! `docs/dashboard.md`.
 //!
 //! Browsers do not apply CORS to WebSockets, so a page on another site could open this socket
-//! with the user's network position; an `Origin` that does not match `Host` is refused.
+//! with the user's network position: an `Origin` that is not one of the admin's own (an allowed
+//! host at the request's port, never merely the request's own `Host`, which a rebound name
+//! controls) is refused with `403`. A client message or frame over [`MAX_MESSAGE`] closes the
+//! socket before it is buffered, and at most `max_feed_connections` sockets are open at once
+//! (`503` for more), so unauthenticated sockets cannot exhaust memory.
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::http::HeaderMap;
-use axum::http::header::{HOST, ORIGIN};
 use axum::response::{IntoResponse, Response};
+use canary_core::admin::Role;
 use canary_core::api::Code;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::Dashboard;
@@ -34,6 +39,9 @@ use canary_core::api::{Update, UpdateKind};
 
 /// How long a client has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest message or frame a client may send; the hello is well under 1 KiB.
+pub const MAX_MESSAGE: usize = 64 * 1024;
 
 /// Close code for a missing or wrong token (4000–4999 are the application's).
 pub const CLOSE_UNAUTHORIZED: u16 = 4401;
@@ -54,16 +62,18 @@ enum Hello {
     },
 }
 
-/// Upgrades to the feed after checking the origin.
+/// Upgrades to the feed after checking the origin and that a socket is free.
 #[utoipa::path(get, path = "/api/v1/stream", operation_id = "liveFeed", tag = DASHBOARD,
     summary = "The dashboard's live feed, over a WebSocket",
-    description = "The client speaks first: `{\"type\":\"hello\",\"token\":…}` (the admin token, or null when none is \
-        configured); a wrong token closes the socket with code 4401. Then the server sends a `snapshot`, and \
-        `rollout`, `judge`, `routing` and `metrics` messages; `docs/dashboard.md` has the format.",
+    description = "The client speaks first: `{\"type\":\"hello\",\"token\":…}` (the admin or read token, or null when none \
+        is configured); a wrong token closes the socket with code 4401. Then the server sends a `snapshot`, and \
+        `rollout`, `judge`, `routing` and `metrics` messages; `docs/dashboard.md` has the format. Client messages \
+        are limited to 64 KiB.",
     responses(
         (status = 101, description = "Switching Protocols: the feed"),
         (status = 400, description = "`INVALID_ARGUMENT`: not a WebSocket upgrade", body = ErrorEnvelope),
-        (status = 409, description = "`FAILED_PRECONDITION`: the page's Origin is not this admin listener", body = ErrorEnvelope),
+        (status = 403, description = "`PERMISSION_DENIED`: the page's Origin is not this admin listener", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: `[admin] max_feed_connections` feeds are open already", body = ErrorEnvelope),
     ),
 )]
 pub async fn handler(
@@ -71,27 +81,32 @@ pub async fn handler(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if !same_origin(&headers) {
-        return ApiError::new(
-            Code::FailedPrecondition,
-            "The live feed only serves pages from this admin listener.",
-            "websocket Origin does not match Host",
-        )
+    if let Err(refused) = crate::api::guard::check_page(&dashboard.app.access.hosts, &headers) {
+        return ApiError {
+            client_message: "The live feed only serves pages of this admin listener.".into(),
+            ..refused
+        }
         .into_response();
     }
-    match upgrade {
-        Ok(upgrade) => upgrade.on_upgrade(move |socket| serve(socket, dashboard)),
-        Err(e) => ApiError::invalid(format!("This endpoint speaks WebSocket only: {e}.")).into_response(),
-    }
-}
-
-/// Whether `Origin` (when a browser sent one) names the host the request was sent to.
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(ORIGIN) else { return true };
-    let (Ok(origin), Some(Ok(host))) = (origin.to_str(), headers.get(HOST).map(|h| h.to_str())) else {
-        return false;
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(e) => return ApiError::invalid(format!("This endpoint speaks WebSocket only: {e}.")).into_response(),
     };
-    origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+    let Ok(permit) = dashboard.feeds.clone().try_acquire_owned() else {
+        return ApiError::new(
+            Code::Unavailable,
+            "Too many live feeds are open on this admin listener; close a dashboard tab or try again later.",
+            format!(
+                "all {} feed sockets ([admin] max_feed_connections) are in use",
+                dashboard.app.access.max_feed_connections
+            ),
+        )
+        .into_response();
+    };
+    upgrade
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| serve(socket, dashboard, permit))
 }
 
 /// Counts the socket in the gauge for as long as it lives.
@@ -110,28 +125,28 @@ impl Drop for Counted {
     }
 }
 
-async fn serve(mut socket: WebSocket, dashboard: Dashboard) {
+async fn serve(mut socket: WebSocket, dashboard: Dashboard, _permit: OwnedSemaphorePermit) {
     let _counted = Counted::new();
-    if !authenticate(&mut socket, &dashboard).await {
+    let Some(role) = authenticate(&mut socket, &dashboard).await else {
         return;
-    }
+    };
     // Subscribe before the snapshot is built so nothing between the two is lost.
     let mut updates = dashboard.app.controller.subscribe();
     let mut ticks = dashboard.sampler.subscribe();
-    if send(&mut socket, &snapshot(&dashboard).await).await.is_err() {
+    if send(&mut socket, &snapshot(&dashboard, role).await).await.is_err() {
         return;
     }
     loop {
         let message = tokio::select! {
             update = updates.recv() => match update {
                 Ok(update) => delta(&dashboard, update).await,
-                Err(RecvError::Lagged(_)) => snapshot(&dashboard).await,
+                Err(RecvError::Lagged(_)) => snapshot(&dashboard, role).await,
                 Err(RecvError::Closed) => return,
             },
             event = ticks.recv() => match event {
                 Ok(SamplerEvent::Metrics(tick)) => json!({"type": "metrics", "atMs": tick.at_ms, "points": tick.points}),
                 Ok(SamplerEvent::Routing(view)) => json!({"type": "routing", "service": view.name, "routing": view}),
-                Err(RecvError::Lagged(_)) => snapshot(&dashboard).await,
+                Err(RecvError::Lagged(_)) => snapshot(&dashboard, role).await,
                 Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
@@ -147,7 +162,7 @@ async fn serve(mut socket: WebSocket, dashboard: Dashboard) {
 }
 
 /// Waits for the hello and checks its token; closes the socket with a reason when it fails.
-async fn authenticate(socket: &mut WebSocket, dashboard: &Dashboard) -> bool {
+async fn authenticate(socket: &mut WebSocket, dashboard: &Dashboard) -> Option<Role> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
     let hello = match first {
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<Hello>(&text).ok(),
@@ -155,16 +170,15 @@ async fn authenticate(socket: &mut WebSocket, dashboard: &Dashboard) -> bool {
     };
     let Some(Hello::Hello { token }) = hello else {
         close(socket, 4400, "expected {\"type\":\"hello\"} first").await;
-        return false;
+        return None;
     };
-    if let Some(expected) = &dashboard.app.token {
-        let given = token.unwrap_or_default();
-        if !crate::api::constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            close(socket, CLOSE_UNAUTHORIZED, "the live feed needs the admin token").await;
-            return false;
+    match dashboard.app.access.tokens.role(token.as_deref()) {
+        Ok(role) => Some(role),
+        Err(_) => {
+            close(socket, CLOSE_UNAUTHORIZED, "the live feed needs the admin or read token").await;
+            None
         }
     }
-    true
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
@@ -196,8 +210,8 @@ async fn delta(dashboard: &Dashboard, update: Update) -> Value {
     }
 }
 
-/// Everything a page shows, now.
-async fn snapshot(dashboard: &Dashboard) -> Value {
+/// Everything a page shows, now, for a client with `role`.
+async fn snapshot(dashboard: &Dashboard, role: Role) -> Value {
     let app = &dashboard.app;
     let mut services = Vec::new();
     let controller = &app.controller;
@@ -219,31 +233,9 @@ async fn snapshot(dashboard: &Dashboard) -> Value {
     json!({
         "type": "snapshot",
         "atMs": unix_ms(),
-        "authRequired": app.token.is_some(),
+        "authRequired": app.access.tokens.required(),
+        "role": role.name(),
         "services": services,
         "metrics": ticks.iter().map(|t| t.as_ref()).collect::<Vec<_>>(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(HOST, host.parse().unwrap());
-        if let Some(origin) = origin {
-            h.insert(ORIGIN, origin.parse().unwrap());
-        }
-        h
-    }
-
-    #[test]
-    fn only_pages_of_this_listener_may_open_the_feed() {
-        assert!(same_origin(&headers(None, "127.0.0.1:7070")));
-        assert!(same_origin(&headers(Some("http://127.0.0.1:7070"), "127.0.0.1:7070")));
-        assert!(same_origin(&headers(Some("https://Admin.example:443"), "admin.example:443")));
-        assert!(!same_origin(&headers(Some("http://evil.example"), "127.0.0.1:7070")));
-        assert!(!same_origin(&headers(Some("null"), "127.0.0.1:7070")));
-    }
 }

@@ -5,50 +5,77 @@
 //! transition: a deposed leader cannot overwrite the new one's evidence. At most one tick of
 //! data is lost in a crash; the counters in between are still counted, because the judge diffs
 //! cumulative counters and the saved state holds the last ones it saw (a gateway restarted in
-//! the meantime shows as a counter reset, which the judge skips).
+//! the meantime shows as a counter reset, which the judge skips). The team metrics' evidence
+//! ([`TeamJudge`]) is kept the same way under a key of its own.
 
 use canary_core::judge::Judge;
+use canary_core::team::TeamJudge;
 use canary_store::{Txn, TxnOutcome, keys};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use super::Controller;
 
 impl Controller {
     /// The saved judge of `rollout_id`, if there is one this code can read.
     pub(crate) async fn load_evidence(&self, service: &str, rollout_id: &str) -> Option<Judge> {
-        let entry = match self.routing.store().get(&keys::judge(service, rollout_id)).await {
+        self.load_saved(service, rollout_id, &keys::judge(service, rollout_id), "judge").await
+    }
+
+    /// Saves `judge` as the evidence of `rollout_id`; a failure only costs this tick's save.
+    pub(crate) async fn save_evidence(&self, service: &str, rollout_id: &str, judge: &Judge) {
+        self.save(service, keys::judge(service, rollout_id), judge).await;
+    }
+
+    /// The saved team metrics' judge of `rollout_id`, if there is one this code can read.
+    pub(crate) async fn load_team_evidence(&self, service: &str, rollout_id: &str) -> Option<TeamJudge> {
+        self.load_saved(service, rollout_id, &keys::team_judge(service, rollout_id), "team metrics' judge").await
+    }
+
+    /// Saves the team metrics' `judge` as evidence of `rollout_id`.
+    pub(crate) async fn save_team_evidence(&self, service: &str, rollout_id: &str, judge: &TeamJudge) {
+        self.save(service, keys::team_judge(service, rollout_id), judge).await;
+    }
+
+    /// Forgets the evidence of a rollout that ended.
+    pub(crate) async fn drop_evidence(&self, service: &str, rollout_id: &str) {
+        for key in [keys::judge(service, rollout_id), keys::team_judge(service, rollout_id)] {
+            if let Err(e) = self.routing.store().delete(&key).await {
+                tracing::warn!(service, rollout = rollout_id, error = %e, "cannot delete the judge's evidence");
+            }
+        }
+    }
+
+    async fn load_saved<T: DeserializeOwned>(
+        &self,
+        service: &str,
+        rollout_id: &str,
+        key: &str,
+        what: &str,
+    ) -> Option<T> {
+        let entry = match self.routing.store().get(key).await {
             Ok(entry) => entry?,
             Err(e) => {
-                tracing::warn!(service, rollout = rollout_id, error = %e, "cannot read the judge's evidence");
+                tracing::warn!(service, rollout = rollout_id, error = %e, "cannot read the {what}'s evidence");
                 return None;
             }
         };
         match serde_json::from_slice(&entry.value) {
-            Ok(judge) => Some(judge),
+            Ok(saved) => Some(saved),
             Err(e) => {
-                tracing::warn!(service, rollout = rollout_id, error = %e, "saved judge unreadable; starting over");
+                tracing::warn!(service, rollout = rollout_id, error = %e, "saved {what} unreadable; starting over");
                 None
             }
         }
     }
 
-    /// Saves `judge` as the evidence of `rollout_id`; a failure only costs this tick's save.
-    pub(crate) async fn save_evidence(&self, service: &str, rollout_id: &str, judge: &Judge) {
-        let value = serde_json::to_vec(judge).expect("judges serialize");
-        let mut txn = Txn::new().put(keys::judge(service, rollout_id), value);
-        if let Some(fence) = self.fence.lock().expect("fence").clone() {
-            txn = txn.require_revision(fence.key, fence.revision);
-        }
+    async fn save<T: Serialize>(&self, service: &str, key: String, value: &T) {
+        let value = serde_json::to_vec(value).expect("judges serialize");
+        let txn = Txn::new().put(key, value).fenced(self.fence.lock().expect("fence").as_ref());
         match self.routing.store().commit(txn).await {
             Ok(TxnOutcome::Committed { .. }) => {}
             Ok(TxnOutcome::Conflict { .. }) => tracing::warn!(service, "not the leader any more; evidence not saved"),
             Err(e) => tracing::warn!(service, error = %e, "cannot save the judge's evidence this tick"),
-        }
-    }
-
-    /// Forgets the evidence of a rollout that ended.
-    pub(crate) async fn drop_evidence(&self, service: &str, rollout_id: &str) {
-        if let Err(e) = self.routing.store().delete(&keys::judge(service, rollout_id)).await {
-            tracing::warn!(service, rollout = rollout_id, error = %e, "cannot delete the judge's evidence");
         }
     }
 }

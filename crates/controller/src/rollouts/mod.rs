@@ -11,6 +11,7 @@ mod evidence;
 mod leadership;
 mod route_change;
 mod runner;
+mod team;
 mod transitions;
 mod verdict_metrics;
 mod views;
@@ -32,6 +33,7 @@ use tokio::sync::broadcast;
 use crate::error::ControllerError;
 use crate::metrics_source::{BreakerSource, MetricsSource};
 use crate::routing::Routing;
+use crate::team_metrics::TeamQueries;
 
 /// Attempts at a transition before giving up on a contended record.
 const ATTEMPTS: usize = 16;
@@ -50,10 +52,12 @@ struct Slot {
 }
 
 /// Settings of the rollout controller.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ControllerSettings {
     /// How often the judge looks.
     pub tick: Duration,
+    /// The Prometheus team metrics ask when they name none of their own (`[metrics] url`).
+    pub prometheus_url: Option<String>,
 }
 
 /// 1 while this controller leads, for `/metrics`.
@@ -78,6 +82,7 @@ pub struct Controller {
     routing: Routing,
     metrics: Arc<dyn MetricsSource>,
     breakers: Arc<dyn BreakerSource>,
+    team_queries: TeamQueries,
     settings: ControllerSettings,
     slots: HashMap<String, Arc<Slot>>,
     updates: broadcast::Sender<Update>,
@@ -111,6 +116,7 @@ impl Controller {
             routing,
             metrics,
             breakers,
+            team_queries: TeamQueries::new(settings.prometheus_url.as_deref()),
             settings,
             slots,
             updates,
@@ -141,6 +147,11 @@ impl Controller {
     /// Where the gateways' breaker states come from.
     pub fn breakers(&self) -> &Arc<dyn BreakerSource> {
         &self.breakers
+    }
+
+    /// Where the team metrics' queries go.
+    pub fn team_queries(&self) -> &TeamQueries {
+        &self.team_queries
     }
 }
 

@@ -6,27 +6,139 @@ use canary_core::rollout::{Rollout, RouteChange};
 use canary_core::spec::DrainingSpec;
 
 /// Applies a transition's routing change to `spec` (without bumping its generation).
-pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, slow_bucket: Option<u8>, now_ms: u64) {
+///
+/// The salt: a rollout keeps the salt in force when it starts — the gateways have been
+/// counting its cohort under it since the previous rollout ended (the judge's cohort baseline)
+/// — and the end of a rollout draws the next one, unless the service's config fixes it.
+pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, settings: &Settings<'_>) {
     match change {
         RouteChange::None => {}
         RouteChange::Canary { weight } => {
+            spec.salt = Some(spec.salt_in_force().to_owned());
             spec.rollout_id = rollout.id.clone();
             spec.canary = Some(rollout.canary.clone());
             spec.weight = *weight;
-            spec.slow_bucket = slow_bucket;
+            spec.slow_bucket = settings.slow_bucket;
         }
         RouteChange::Weight(weight) => spec.weight = *weight,
         RouteChange::Promote => {
             if let Some(canary) = spec.canary.take() {
                 let old = std::mem::replace(&mut spec.stable, canary);
-                let until = now_ms / 1000 + rollout.drain.0.as_secs();
+                let until = settings.now_ms / 1000 + rollout.drain.0.as_secs();
                 spec.draining = (!rollout.drain.0.is_zero()).then_some(DrainingSpec { version: old, until });
             }
             spec.weight = Weight::ZERO;
+            spec.salt = Some(next_salt(settings.fixed_salt, &rollout.service));
         }
         RouteChange::RemoveCanary => {
             spec.canary = None;
             spec.weight = Weight::ZERO;
+            spec.salt = Some(next_salt(settings.fixed_salt, &rollout.service));
         }
+    }
+}
+
+/// What a routing change needs besides the rollout.
+pub struct Settings<'a> {
+    /// The tail threshold's latency bucket, for a starting canary.
+    pub slow_bucket: Option<u8>,
+    /// The service's fixed salt from its config, if it has one.
+    pub fixed_salt: Option<&'a str>,
+    /// The time of the change.
+    pub now_ms: u64,
+}
+
+/// The salt of the service's next rollout.
+fn next_salt(fixed: Option<&str>, service: &str) -> String {
+    match fixed {
+        Some(salt) => salt.to_owned(),
+        None => format!("{service}-c{:016x}", rand::random::<u64>()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use canary_core::config::{HumanDuration, Upstreams, VersionConfig, VersionName};
+    use canary_core::rollout::{Analysis, Phase};
+
+    fn version(name: &str) -> VersionConfig {
+        VersionConfig {
+            version: VersionName::try_from(name.to_owned()).unwrap(),
+            upstreams: Upstreams::try_from(vec!["127.0.0.1:1".to_owned()]).unwrap(),
+        }
+    }
+
+    fn spec() -> RouteSpec {
+        RouteSpec {
+            rollout_id: "web-v1".into(),
+            salt: None,
+            stable: version("v1"),
+            canary: None,
+            weight: Weight::ZERO,
+            draining: None,
+            generation: 1,
+            slow_bucket: None,
+        }
+    }
+
+    fn rollout() -> Rollout {
+        Rollout {
+            id: "web-19a".into(),
+            service: "web".into(),
+            stable: version("v1"),
+            canary: version("v2"),
+            steps: canary_core::rollout::parse_steps("10%/1m,100%").unwrap(),
+            drain: HumanDuration(Duration::ZERO),
+            max_step_wait: HumanDuration(Duration::from_secs(600)),
+            analysis: Analysis::default(),
+            phase: Phase::Pending,
+            step: 0,
+            step_started_ms: 0,
+            step_banked_ms: 0,
+            created_ms: 0,
+            updated_ms: 0,
+            transitions: 0,
+            reason: None,
+        }
+    }
+
+    fn settings(fixed_salt: Option<&str>) -> Settings<'_> {
+        Settings { slow_bucket: Some(9), fixed_salt, now_ms: 0 }
+    }
+
+    #[test]
+    fn a_rollout_keeps_the_salt_its_cohort_was_counted_under_and_its_end_draws_the_next() {
+        let mut spec = spec();
+        let rollout = rollout();
+        let counted_under = spec.salt_in_force().to_owned();
+        apply(
+            &mut spec,
+            &RouteChange::Canary { weight: Weight::from_percent(10.0).unwrap() },
+            &rollout,
+            &settings(None),
+        );
+        assert_eq!(spec.rollout_id, "web-19a");
+        assert_eq!(spec.salt_in_force(), counted_under, "the cohort is the one counted before");
+        apply(&mut spec, &RouteChange::RemoveCanary, &rollout, &settings(None));
+        let next = spec.salt_in_force().to_owned();
+        assert_ne!(next, counted_under, "the next rollout gets a cohort of its own");
+        assert!(canary_core::names::check_id(&next, "salt").is_ok(), "{next}");
+    }
+
+    #[test]
+    fn a_fixed_salt_stays() {
+        let mut spec = RouteSpec { salt: Some("early-adopters".into()), ..spec() };
+        let rollout = rollout();
+        apply(
+            &mut spec,
+            &RouteChange::Canary { weight: Weight::from_percent(10.0).unwrap() },
+            &rollout,
+            &settings(Some("early-adopters")),
+        );
+        apply(&mut spec, &RouteChange::Promote, &rollout, &settings(Some("early-adopters")));
+        assert_eq!(spec.salt_in_force(), "early-adopters");
     }
 }

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use canary_core::Weight;
-use canary_core::judge::{Baseline, Judge, MetricVerdict, StepDecision, TickCounts};
+use canary_core::judge::{Baseline, CohortBaseline, Judge, MetricVerdict, StepDecision, TickCounts};
 use canary_core::latency::{LATENCY_BOUNDS_SECONDS, LATENCY_BUCKETS};
 use canary_core::policy::{Judgement, Signals, next_command};
 use canary_core::rollout::{Analysis, Command, Rollout};
 
 use canary_core::api::JudgeView;
 
+use super::team::TeamJudging;
 use super::{Controller, now_ms};
 use crate::metrics_source::judge_counts;
 
@@ -39,10 +40,11 @@ pub fn slow_bucket(analysis: &Analysis, stable_histogram: &[u64; LATENCY_BUCKETS
     }
 }
 
-/// The two versions a judge compares, by name.
+/// The two versions a judge compares, by name, and the cohort id of the rollout's salt.
 struct Versions {
     stable: String,
     canary: String,
+    cohort: String,
 }
 
 impl Versions {
@@ -52,7 +54,8 @@ impl Versions {
         else {
             return None;
         };
-        Some(TickCounts { canary_weight: weight, canary: judge_counts(&canary), stable: judge_counts(&stable) })
+        let (canary, stable) = (judge_counts(&canary, &self.cohort), judge_counts(&stable, &self.cohort));
+        Some(TickCounts { canary_weight: weight, canary, stable })
     }
 }
 
@@ -61,6 +64,7 @@ struct Judging {
     judge: Judge,
     rollout_id: String,
     versions: Versions,
+    team: TeamJudging,
 }
 
 impl Judging {
@@ -69,9 +73,11 @@ impl Judging {
     /// runner on its next tick).
     async fn start(controller: &Arc<Controller>, service: &str) -> Option<Judging> {
         let rollout = controller.active(service).ok().flatten()?;
+        let (spec, _) = controller.routing.current(service).await.ok()?;
         let versions = Versions {
             stable: rollout.stable.version.as_str().to_owned(),
             canary: rollout.canary.version.as_str().to_owned(),
+            cohort: canary_core::cohort::cohort_id(spec.salt_in_force()),
         };
         let judge = match controller.load_evidence(service, &rollout.id).await {
             Some(judge) => {
@@ -80,7 +86,8 @@ impl Judging {
             }
             None => fresh_judge(controller, service, &rollout, &versions).await?,
         };
-        Some(Judging { judge, rollout_id: rollout.id, versions })
+        let team = TeamJudging::start(controller, service, &rollout).await?;
+        Some(Judging { judge, rollout_id: rollout.id, versions, team })
     }
 
     /// Feeds the judge this tick's counters; `false` when they could not be read or were refused.
@@ -90,9 +97,16 @@ impl Judging {
             tracing::warn!(service, "counters unavailable this tick; holding");
             return false;
         };
-        if settling(controller, rollout) {
+        let warming = rollout.analysis.warming_up(rollout.step_started_ms, now_ms());
+        let observed = if settling(controller, rollout) {
             self.judge.prime(&tick);
-        } else if let Err(e) = self.judge.observe(&tick) {
+            Ok(())
+        } else if warming {
+            self.judge.observe_warming_up(&tick)
+        } else {
+            self.judge.observe(&tick)
+        };
+        if let Err(e) = observed {
             tracing::warn!(service, error = %e, "judge refused a tick");
             return false;
         }
@@ -117,8 +131,11 @@ async fn fresh_judge(controller: &Controller, service: &str, rollout: &Rollout, 
         tracing::warn!(service, "cannot read counters to start the judge; retrying next tick");
         return None;
     };
-    let analysis = rollout.analysis;
-    match Judge::new(analysis.judge_config(), baseline(&analysis, &start.stable.latency)) {
+    let analysis = &rollout.analysis;
+    // What stable served under the rollout's salt before it began: the canary cohort's history.
+    let cohort = CohortBaseline::from_ranges([start.stable.ranges.as_slice()]);
+    let baseline = baseline(analysis, &start.stable.latency).with_cohort(cohort);
+    match Judge::new(analysis.judge_config(), baseline) {
         Ok(mut judge) => {
             judge.prime(&start);
             Some(judge)
@@ -153,11 +170,14 @@ pub async fn run(controller: Arc<Controller>, service: String) {
             continue;
         }
         let now = now_ms();
-        let decision = judging.judge.decision(rollout.hold_passed(now));
-        let verdicts = judging.judge.verdicts();
+        let hold_passed = rollout.hold_passed(now);
+        judging.team.observe(&controller, &rollout, hold_passed).await;
+        let decision = judging.team.decide(judging.judge.decision(hold_passed));
+        let verdicts = [judging.judge.verdicts(), judging.team.verdicts()].concat();
         publish_view(&controller, &service, &judging.judge, decision, &verdicts, now);
         let breaker = controller.tripped(&service).await;
-        let judgement = Judgement { decision, verdicts: &verdicts, rollback_metric: judging.judge.rollback_reason() };
+        let rollback_metric = judging.judge.rollback_reason().or(judging.team.rollback_metric());
+        let judgement = Judgement { decision, verdicts: &verdicts, rollback_metric };
         let signals = Signals {
             now_ms: now,
             breaker_tripped: breaker.as_deref(),
@@ -194,6 +214,7 @@ fn publish_view(
             verdicts: verdicts.to_vec(),
             observed_canary_share: (total > 0).then(|| 100.0 * canary as f64 / total as f64),
             tail_threshold_seconds: judge.tail_threshold_seconds(),
+            cohort_baseline: judge.uses_cohort_baseline(),
             at_ms,
         },
     );

@@ -40,8 +40,9 @@ impl Controller {
     pub async fn start(self: &Arc<Self>, service: &str, request: StartRollout) -> Result<RolloutView, ControllerError> {
         let slot = self.slot(service)?.clone();
         let steps = plan(request.steps.clone())?;
-        let analysis = request.analysis.unwrap_or_default();
-        analysis.judge_config().validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        let mut analysis = request.analysis.clone().unwrap_or_default();
+        self.resolve_team_metrics(service, &mut analysis)?;
+        analysis.validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
         let _serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {
             let (spec, spec_revision) = self.routing.current(service).await?;
@@ -52,7 +53,7 @@ impl Controller {
                 )));
             }
             let now = now_ms();
-            let pending = pending_rollout(service, &request, &spec, steps.clone(), analysis, now);
+            let pending = pending_rollout(service, &request, &spec, steps.clone(), analysis.clone(), now);
             let baseline = self.stable_baseline(service, &spec).await;
             let slow_bucket = runner::slow_bucket(&pending.analysis, &baseline);
             let lock = keys::rollout_lock(service);
@@ -166,7 +167,9 @@ impl Controller {
         let Commit { transition, mut spec, spec_revision, slow_bucket, rollout_revision, fenced } = commit;
         let Transition { rollout, event, route } = transition;
         let now = now_ms();
-        route_change::apply(&mut spec, &route, &rollout, slow_bucket, now);
+        let fixed_salt = self.routing.service(service)?.configured.salt.clone();
+        let settings = route_change::Settings { slow_bucket, fixed_salt: fixed_salt.as_deref(), now_ms: now };
+        route_change::apply(&mut spec, &route, &rollout, &settings);
         let routing_changed = route != canary_core::rollout::RouteChange::None;
         if routing_changed {
             spec.generation += 1;

@@ -1,6 +1,7 @@
 //! The judge's verdicts and the rollouts' phases on `/metrics`, so teams alert and chart with
 //! their usual tools: per active rollout and metric the e-value, the estimate, the bounds, and
-//! the step decision; per rollout its phase.
+//! the step decision; per rollout its phase. A team metric's series carry its own name as the
+//! `metric` label.
 
 use std::sync::Arc;
 
@@ -94,7 +95,10 @@ fn encode_verdicts(encoder: &mut DescriptorEncoder, seen: &[Seen]) -> Result<(),
     type Pick = fn(&canary_core::judge::MetricVerdict) -> Option<f64>;
     let families: [(&str, &str, Pick); 5] = [
         ("canary_judge_e_value", "Evidence that the canary is worse than its tolerance", |v| v.e_value),
-        ("canary_judge_threshold", "The e-value at which the metric rolls back (1/alpha)", |v| Some(v.threshold)),
+        // A team value metric has no α, hence no threshold.
+        ("canary_judge_threshold", "The e-value at which the metric rolls back (1/alpha)", |v| {
+            (v.alpha > 0.0).then_some(v.threshold)
+        }),
         ("canary_judge_estimate", "Canary / stable for the metric", |v| v.estimate),
         ("canary_judge_lower_bound", "Anytime-valid lower bound of canary / stable", |v| v.interval.lower),
         ("canary_judge_upper_bound", "Anytime-valid upper bound of canary / stable", |v| v.interval.upper),
@@ -107,7 +111,7 @@ fn encode_verdicts(encoder: &mut DescriptorEncoder, seen: &[Seen]) -> Result<(),
                 let labels = [
                     ("service", s.rollout.service.as_str()),
                     ("rollout", s.rollout.id.as_str()),
-                    ("metric", verdict.metric.name()),
+                    ("metric", verdict.name()),
                 ];
                 ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
             }

@@ -14,6 +14,7 @@ use canary_controller::api::Listeners;
 use canary_controller::metrics_source::{BreakerSource, MetricsError, MetricsSource};
 use canary_controller::routing::ServiceEntry;
 use canary_controller::{AppState, Controller, ControllerSettings, Routing};
+use canary_core::admin::{Access, Tokens};
 use canary_core::config::Config;
 use canary_core::metrics::VersionCounts;
 use canary_store::RedbStore;
@@ -86,26 +87,40 @@ impl Listeners for NoListeners {
 /// The state over a store in `dir`, with an admin `token` if given.
 #[allow(dead_code, reason = "each test binary uses its own part of the support")]
 pub async fn state(dir: &Path, token: Option<&str>) -> AppState {
-    state_with(dir, token, Arc::new(SetCounts::default())).await
+    let tokens = Tokens { admin: token.map(str::to_owned), ..Tokens::default() };
+    state_with_access(dir, Access { tokens, ..Access::default() }, Arc::new(SetCounts::default())).await
 }
 
 /// The same, reading counters and breakers from `source`.
+#[allow(dead_code, reason = "each test binary uses its own part of the support")]
 pub async fn state_with(dir: &Path, token: Option<&str>, source: Arc<SetCounts>) -> AppState {
+    let tokens = Tokens { admin: token.map(str::to_owned), ..Tokens::default() };
+    state_with_access(dir, Access { tokens, ..Access::default() }, source).await
+}
+
+/// The state with the admin listener's `access` rules (tokens, host names, limits).
+pub async fn state_with_access(dir: &Path, access: Access, source: Arc<SetCounts>) -> AppState {
     let config = Config::from_toml(CONFIG).unwrap();
     let store = Arc::new(RedbStore::open(dir.join("canary.redb")).unwrap());
     let routing = Routing::new(store, ServiceEntry::from_config(&config));
     routing.sync_at_start().await.unwrap();
-    let controller =
-        Controller::new(routing, source.clone(), source, ControllerSettings { tick: Duration::from_secs(1) });
+    let controller = Controller::new(
+        routing,
+        source.clone(),
+        source,
+        ControllerSettings { tick: Duration::from_secs(1), prometheus_url: None },
+    );
     AppState {
         controller,
-        token: token.map(Arc::from),
+        access: Arc::new(access),
         registry: Arc::new(Registry::default()),
         listeners: Arc::new(NoListeners),
     }
 }
 
-/// Sends one request through the router; returns the status, content type and body.
+/// Sends one request through the router as a script would (`Host: 127.0.0.1:7070`, and
+/// `Content-Type: application/json` on every state change, body or not); returns the status,
+/// content type and body.
 #[allow(dead_code, reason = "each test binary uses its own part of the support")]
 pub async fn call(
     router: &Router,
@@ -114,7 +129,11 @@ pub async fn call(
     token: Option<&str>,
     json: Option<serde_json::Value>,
 ) -> (StatusCode, Option<String>, Vec<u8>) {
-    let mut request = Request::builder().method(method).uri(path);
+    let changes = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE);
+    let mut request = Request::builder().method(method).uri(path).header("host", "127.0.0.1:7070");
+    if changes && json.is_none() {
+        request = request.header("content-type", "application/json");
+    }
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
     }
@@ -130,4 +149,15 @@ pub async fn call(
     let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
     let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
     (status, content_type, body.to_vec())
+}
+
+/// Sends `request` as it is through the router; returns the status and the body as JSON
+/// (`Value::Null` when it is not JSON) with the content type.
+#[allow(dead_code, reason = "each test binary uses its own part of the support")]
+pub async fn send(router: &Router, request: Request<Body>) -> (StatusCode, Option<String>, serde_json::Value) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let content_type = response.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (status, content_type, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
 }

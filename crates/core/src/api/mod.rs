@@ -29,6 +29,11 @@ pub enum Code {
     FailedPrecondition,
     /// No or a wrong bearer token.
     Unauthenticated,
+    /// The caller may not do this: a read token asked for a change, or a page of another site
+    /// sent the request.
+    PermissionDenied,
+    /// The request named a host this admin listener does not answer to (DNS rebinding).
+    MisdirectedRequest,
     /// The body is not `application/json`.
     UnsupportedMediaType,
     /// The path exists but not with this method.
@@ -46,10 +51,12 @@ impl Code {
             Code::Ok => 200,
             Code::InvalidArgument => 400,
             Code::Unauthenticated => 401,
+            Code::PermissionDenied => 403,
             Code::NotFound => 404,
             Code::MethodNotAllowed => 405,
             Code::RolloutInProgress | Code::FailedPrecondition => 409,
             Code::UnsupportedMediaType => 415,
+            Code::MisdirectedRequest => 421,
             Code::Internal => 500,
             Code::Unavailable => 503,
         }

@@ -109,9 +109,10 @@ pub struct JudgeConfig {
     pub tail_quantile: f64,
     /// No request is slow, and no quantile worse, below this many seconds.
     pub latency_floor_seconds: f64,
-    /// Number of user groups `K` the gateway reports (0 = none, no clustering correction).
-    pub user_groups: usize,
-    /// Divide the count evidence by the measured overdispersion (needs `user_groups > 0` for
+    /// Number of cohort ranges the gateway reports per version (0 = none: no clustering
+    /// correction and no cohort baseline).
+    pub ranges: usize,
+    /// Divide the count evidence by the measured overdispersion (needs `ranges > 0` for
     /// clustering by user; bursts in time are measured across `burst_windows`).
     pub correct_dispersion: bool,
     /// Ticks are folded into this many windows (`tick mod W`) to measure how events cluster in
@@ -133,7 +134,7 @@ impl Default for JudgeConfig {
             prior_scale: 1.5,
             tail_quantile: 0.99,
             latency_floor_seconds: 0.025,
-            user_groups: 64,
+            ranges: crate::cohort::RANGES,
             correct_dispersion: true,
             burst_windows: 32,
             tolerances: Tolerances::default(),
@@ -155,12 +156,12 @@ pub enum JudgeError {
     /// Stable's baseline histogram is empty or has no tail to put a threshold in.
     #[error("stable's baseline latency histogram has no tail above any bucket boundary")]
     NoTailThreshold,
-    /// A tick has a different number of user groups than configured.
-    #[error("tick has {got} user groups for the {version}, the judge expects {expected}")]
-    GroupCount {
+    /// A tick has a different number of cohort ranges than configured.
+    #[error("tick has {got} cohort ranges for the {version}, the judge expects {expected}")]
+    RangeCount {
         /// Which version.
         version: &'static str,
-        /// Configured `K`.
+        /// Configured ranges.
         expected: usize,
         /// Received.
         got: usize,
@@ -192,8 +193,8 @@ impl JudgeConfig {
         if !(self.latency_floor_seconds >= 0.0 && self.latency_floor_seconds <= 10.0) {
             return invalid("latencyFloorSeconds", "must be between 0 and 10 seconds");
         }
-        if self.correct_dispersion && (self.user_groups == 1 || self.burst_windows == 1) {
-            return invalid("userGroups", "dispersion needs at least 2 groups and 2 burst windows");
+        if self.correct_dispersion && (self.ranges == 1 || self.burst_windows == 1) {
+            return invalid("ranges", "dispersion needs at least 2 ranges and 2 burst windows");
         }
         let t = self.tolerances;
         for tolerance in [t.errors, t.latency_tail, t.latency_quantiles] {

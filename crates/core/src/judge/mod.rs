@@ -16,21 +16,23 @@
 //! | `errors` | 5xx responses plus upstream failures (connect errors, timeouts, resets) |
 //! | `newUsers` | users whose first request *in this rollout* went to this version |
 //! | `latency` | histogram counts per bucket of [`crate::latency::LATENCY_BOUNDS_SECONDS`], `+Inf` last (27 counts, not cumulative over buckets) |
-//! | `groups[g]` | `errors` and `slow` requests of the users with `bucket mod K == g` |
+//! | `ranges[r]` | `requests`, `errors` and `slow` requests of the users in cohort range `r` ([`crate::cohort`]) |
 //!
-//! `K` is [`JudgeConfig::user_groups`] (64 by default); `groups` has exactly `K` entries for
-//! both versions, or is empty when `K = 0`. A request is *slow* when its latency bucket index is
-//! greater than [`Judge::slow_bucket`], which is fixed when the judge is created (from stable's
+//! `ranges` has exactly [`JudgeConfig::ranges`] entries ([`crate::cohort::RANGES`] by default)
+//! for both versions, or is empty. A request is *slow* when its latency bucket index is greater
+//! than [`Judge::slow_bucket`], which is fixed when the judge is created (from stable's
 //! baseline histogram) and must be passed to the gateway with the rollout. Requests without a
-//! user key are counted in the group of the bucket the router used for them.
+//! user key are counted in the range of the bucket the router used for them.
 //!
-//! # Why groups
+//! # Why ranges
 //!
 //! Routing is sticky per user, so a heavy or flaky user puts all their errors on one version.
 //! The plain count test assumes independent requests and then rolls back healthy canaries far
-//! more often than α (the simulation measures it). Groups of users are independent of each other,
-//! so the spread of the canary's counts across groups measures this clustering; the judge
-//! divides its evidence by that factor ([`dispersion`]).
+//! more often than α (the simulation measures it). Ranges hold disjoint users, so the spread of
+//! the counts across ranges measures this clustering; the judge divides its evidence by that
+//! factor ([`ranges`]). With a [`CohortBaseline`] — the same ranges counted before the rollout
+//! under its salt — the error test compares each range with its own history instead
+//! ([`cohort`]), so error-prone users cancel out rather than cost power.
 //!
 //! # Tests
 //!
@@ -53,7 +55,7 @@
 //! stable_history[8] = 9_900;
 //! stable_history[12] = 100;
 //! let baseline = Baseline::from_stable_histogram(&stable_history, 0.99);
-//! let mut judge = Judge::new(JudgeConfig { user_groups: 0, ..JudgeConfig::default() }, baseline)?;
+//! let mut judge = Judge::new(JudgeConfig { ranges: 0, ..JudgeConfig::default() }, baseline)?;
 //! let tick = TickCounts::default(); // from the gateways, every second
 //! judge.observe(&tick)?;
 //! assert_eq!(judge.decision(true), StepDecision::Hold); // no data yet
@@ -63,15 +65,19 @@
 //! # Ok::<(), canary_core::judge::JudgeError>(())
 //! ```
 
+pub mod cohort;
 mod config;
 pub mod count;
 pub mod dispersion;
 pub mod dkw;
+pub mod ranges;
 pub mod rate;
 pub mod srm;
 pub mod tail;
 pub mod verdict;
 
+#[cfg(test)]
+mod cohort_tests;
 #[cfg(test)]
 mod tests;
 
@@ -80,28 +86,22 @@ use serde::{Deserialize, Serialize};
 use crate::latency::LATENCY_BUCKETS;
 use crate::weight::Weight;
 
+use cohort::{Adjustment, CohortRates};
 use count::{CountEProcess, RatioInterval, log_threshold};
 use dispersion::GroupDispersion;
+use ranges::RangeDispersion;
 use rate::rate_upper_bound;
 use srm::SampleRatioGuard;
 use tail::{TailThreshold, floored, slow_count, tail_threshold};
 
+pub use cohort::CohortBaseline;
 pub use config::{AlphaSplit, JudgeConfig, JudgeError, Tolerance, Tolerances};
+pub use ranges::RangeCounts;
 
 /// Distinct burst windows the canary's events of a count metric must fall in before that
 /// metric may roll back.
 pub const MIN_EVENT_WINDOWS: usize = 5;
 pub use verdict::{Interval, Metric, MetricVerdict, Reason, Samples, StepDecision, Verdict};
-
-/// Counters of one user group of one version.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct GroupCounts {
-    /// Errors (5xx and upstream failures).
-    pub errors: u64,
-    /// Requests slower than the tail threshold.
-    pub slow: u64,
-}
 
 /// Cumulative counters of one version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,13 +115,13 @@ pub struct VersionCounts {
     pub new_users: u64,
     /// Requests per latency bucket (`+Inf` last).
     pub latency: [u64; LATENCY_BUCKETS],
-    /// Counters per user group (`bucket mod K`); empty when groups are off.
-    pub groups: Vec<GroupCounts>,
+    /// Counters per cohort range; empty when the gateways do not report them.
+    pub ranges: Vec<RangeCounts>,
 }
 
 impl Default for VersionCounts {
     fn default() -> VersionCounts {
-        VersionCounts { requests: 0, errors: 0, new_users: 0, latency: [0; LATENCY_BUCKETS], groups: Vec::new() }
+        VersionCounts { requests: 0, errors: 0, new_users: 0, latency: [0; LATENCY_BUCKETS], ranges: Vec::new() }
     }
 }
 
@@ -132,14 +132,15 @@ impl VersionCounts {
         for (out, (now, before)) in latency.iter_mut().zip(self.latency.iter().zip(&earlier.latency)) {
             *out = now.checked_sub(*before)?;
         }
-        let groups = if earlier.groups.is_empty() {
-            self.groups.clone()
+        let ranges = if earlier.ranges.is_empty() {
+            self.ranges.clone()
         } else {
-            self.groups
+            self.ranges
                 .iter()
-                .zip(&earlier.groups)
+                .zip(&earlier.ranges)
                 .map(|(now, before)| {
-                    Some(GroupCounts {
+                    Some(RangeCounts {
+                        requests: now.requests.checked_sub(before.requests)?,
                         errors: now.errors.checked_sub(before.errors)?,
                         slow: now.slow.checked_sub(before.slow)?,
                     })
@@ -151,7 +152,7 @@ impl VersionCounts {
             errors: self.errors.checked_sub(earlier.errors)?,
             new_users: self.new_users.checked_sub(earlier.new_users)?,
             latency,
-            groups,
+            ranges,
         })
     }
 }
@@ -168,17 +169,25 @@ pub struct TickCounts {
     pub stable: VersionCounts,
 }
 
-/// What the judge knows before the rollout: the tail threshold from stable's own latency.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// What the judge knows before the rollout: the tail threshold from stable's own latency and,
+/// when the gateways counted it, the canary cohort's own history.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Baseline {
     tail: Option<TailThreshold>,
+    cohort: Option<CohortBaseline>,
 }
 
 impl Baseline {
     /// From stable's latency histogram over a recent window before the rollout (a few thousand
     /// requests or more), with the tail at `quantile` (use [`JudgeConfig::tail_quantile`]).
     pub fn from_stable_histogram(histogram: &[u64; LATENCY_BUCKETS], quantile: f64) -> Baseline {
-        Baseline { tail: tail_threshold(histogram, quantile) }
+        Baseline { tail: tail_threshold(histogram, quantile), cohort: None }
+    }
+
+    /// The same, with what the gateways counted per cohort range before the rollout under its
+    /// salt. Too small a baseline is ignored ([`cohort::MIN_BASELINE_ERRORS`]).
+    pub fn with_cohort(self, cohort: CohortBaseline) -> Baseline {
+        Baseline { cohort: Some(cohort), ..self }
     }
 
     /// The tail threshold, if the histogram had a tail.
@@ -194,9 +203,12 @@ struct Totals {
     requests: u64,
     errors: u64,
     slow: u64,
+    /// Requests whose latency counted (all but those of warm-up ticks).
+    #[serde(default)]
+    timed: u64,
 }
 
-/// The judge of one rollout. Cheap per tick: `O(grid + groups + buckets)`.
+/// The judge of one rollout. Cheap per tick: `O(grid + ranges + buckets)`.
 ///
 /// It serializes whole (settings, threshold, evidence and the last counters seen), so the
 /// controller can keep it with the rollout and a restarted or new leader continues with the
@@ -222,6 +234,42 @@ pub struct Judge {
     counter_resets: u64,
     /// Ticks that carried data, for the burst windows.
     ticks: u64,
+    /// The cohort baseline's per-range rates and the requests each version served per range.
+    cohort: Option<CohortState>,
+}
+
+/// The cohort baseline in use, and what it needs to say how sure it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CohortState {
+    rates: CohortRates,
+    canary_requests: Vec<u64>,
+    stable_requests: Vec<u64>,
+}
+
+impl CohortState {
+    fn new(baseline: Option<&CohortBaseline>, ranges: usize) -> Option<CohortState> {
+        let rates = baseline?.rates()?;
+        (ranges == crate::cohort::RANGES).then(|| CohortState {
+            rates,
+            canary_requests: vec![0; ranges],
+            stable_requests: vec![0; ranges],
+        })
+    }
+
+    fn adjustment(&self) -> Adjustment {
+        self.rates.adjustment(&self.canary_requests, &self.stable_requests)
+    }
+}
+
+/// What a count metric's verdict is computed from.
+struct CountParts<'a> {
+    evidence: &'a CountEvidence,
+    tolerance: Tolerance,
+    /// Canary's and stable's events.
+    events: (u64, u64),
+    /// The requests those events are out of.
+    trials: (u64, u64),
 }
 
 /// One count metric's evidence: the e-process and the two ways its events cluster.
@@ -229,19 +277,18 @@ pub struct Judge {
 #[serde(rename_all = "camelCase")]
 struct CountEvidence {
     process: CountEProcess,
-    /// By user group: heavy or flaky users on one version.
-    by_users: GroupDispersion,
+    /// By cohort range: heavy or flaky users on one version.
+    by_users: RangeDispersion,
     /// By time window: bursts, when a stalled process makes many requests fail or slow at once.
     by_time: GroupDispersion,
 }
 
 impl CountEvidence {
     fn new(config: &JudgeConfig) -> CountEvidence {
-        let (users, windows) =
-            if config.correct_dispersion { (config.user_groups, config.burst_windows) } else { (0, 0) };
+        let (ranges, windows) = if config.correct_dispersion { (config.ranges, config.burst_windows) } else { (0, 0) };
         CountEvidence {
             process: CountEProcess::new(config.prior_scale),
-            by_users: GroupDispersion::new(users),
+            by_users: RangeDispersion::new(ranges),
             by_time: GroupDispersion::new(windows),
         }
     }
@@ -265,6 +312,7 @@ impl Judge {
         config.validate()?;
         let tail = baseline.tail.ok_or(JudgeError::NoTailThreshold)?;
         let tail = floored(tail, config.latency_floor_seconds);
+        let cohort = CohortState::new(baseline.cohort.as_ref(), config.ranges);
         Ok(Judge {
             config,
             tail,
@@ -281,13 +329,20 @@ impl Judge {
             rejected: Vec::new(),
             counter_resets: 0,
             ticks: 0,
+            cohort,
         })
     }
 
-    /// Forgets all data, for the next rollout with the same settings and baseline.
+    /// Forgets all data, for the next rollout with the same settings and threshold (and no
+    /// cohort baseline: the next rollout has its own cohort).
     pub fn reset(&mut self) {
-        let baseline = Baseline { tail: Some(self.tail) };
+        let baseline = Baseline { tail: Some(self.tail), cohort: None };
         *self = Judge::new(self.config, baseline).expect("settings were valid at creation");
+    }
+
+    /// Whether the error test compares the canary cohort with its own history.
+    pub fn uses_cohort_baseline(&self) -> bool {
+        self.cohort.is_some()
     }
 
     /// The settings.
@@ -313,13 +368,22 @@ impl Judge {
 
     /// Adds one tick of cumulative counters.
     pub fn observe(&mut self, tick: &TickCounts) -> Result<(), JudgeError> {
+        self.observe_tick(tick, true)
+    }
+
+    /// Adds one tick of a canary that is warming up: its requests and errors count, their
+    /// latencies do not. A process that just got traffic (new, or idle until a weight step) is
+    /// slower for its first seconds — cold caches, new connections, a runtime waking up — and a
+    /// handful of slow requests at a small weight carries a lot of evidence. Which ticks are
+    /// warm-up depends only on the clock, never on the data, so the tests stay valid.
+    pub fn observe_warming_up(&mut self, tick: &TickCounts) -> Result<(), JudgeError> {
+        self.observe_tick(tick, false)
+    }
+
+    fn observe_tick(&mut self, tick: &TickCounts, timed: bool) -> Result<(), JudgeError> {
         for (version, counts) in [("canary", &tick.canary), ("stable", &tick.stable)] {
-            if counts.groups.len() != self.config.user_groups && !counts.groups.is_empty() {
-                return Err(JudgeError::GroupCount {
-                    version,
-                    expected: self.config.user_groups,
-                    got: counts.groups.len(),
-                });
+            if counts.ranges.len() != self.config.ranges && !counts.ranges.is_empty() {
+                return Err(JudgeError::RangeCount { version, expected: self.config.ranges, got: counts.ranges.len() });
             }
         }
         let deltas = tick.canary.since(&self.last.canary).zip(tick.stable.since(&self.last.stable));
@@ -332,29 +396,21 @@ impl Judge {
             self.sample_ratio = SampleRatioGuard::new(self.config.sample_ratio_alpha, self.config.prior_scale);
             return Ok(());
         };
-        self.add(&canary, &stable, tick.canary_weight);
+        self.add(&canary, &stable, tick.canary_weight, timed);
         Ok(())
     }
 
-    fn add(&mut self, canary: &VersionCounts, stable: &VersionCounts, weight: Weight) {
+    fn add(&mut self, canary: &VersionCounts, stable: &VersionCounts, weight: Weight, timed: bool) {
         let requests = canary.requests + stable.requests;
         let share = if requests == 0 { 0.0 } else { canary.requests as f64 / requests as f64 };
-        let canary_slow = slow_count(&canary.latency, self.tail.bucket);
-        let stable_slow = slow_count(&stable.latency, self.tail.bucket);
+        let canary_slow = if timed { slow_count(&canary.latency, self.tail.bucket) } else { 0 };
+        let stable_slow = if timed { slow_count(&stable.latency, self.tail.bucket) } else { 0 };
         self.ticks += 1;
-        self.errors.observe(canary.errors, stable.errors, share, self.ticks);
-        self.slow.observe(canary_slow, stable_slow, share, self.ticks);
-        if !self.errors.by_users.is_empty() {
-            for (group, (c, s)) in canary.groups.iter().zip(&stable.groups).enumerate() {
-                self.errors.by_users.observe(group, c.errors, s.errors, share);
-                self.slow.by_users.observe(group, c.slow, s.slow, share);
-            }
-        }
-        for (total, new) in self.canary_latency.iter_mut().zip(&canary.latency) {
-            *total += new;
-        }
-        for (total, new) in self.stable_latency.iter_mut().zip(&stable.latency) {
-            *total += new;
+        let error_share = self.add_ranges(canary, stable, timed).unwrap_or(share);
+        self.errors.observe(canary.errors, stable.errors, error_share, self.ticks);
+        if timed {
+            self.slow.observe(canary_slow, stable_slow, share, self.ticks);
+            self.add_latency(canary, stable);
         }
         self.sample_ratio.observe(canary.new_users, stable.new_users, weight.percent() / 100.0);
         for (totals, counts, slow) in [(&mut self.canary, canary, canary_slow), (&mut self.stable, stable, stable_slow)]
@@ -362,8 +418,56 @@ impl Judge {
             totals.requests += counts.requests;
             totals.errors += counts.errors;
             totals.slow += slow;
+            if timed {
+                totals.timed += counts.requests;
+            }
         }
         self.check_rejections();
+    }
+
+    fn add_latency(&mut self, canary: &VersionCounts, stable: &VersionCounts) {
+        for (total, new) in self.canary_latency.iter_mut().zip(&canary.latency) {
+            *total += new;
+        }
+        for (total, new) in self.stable_latency.iter_mut().zip(&stable.latency) {
+            *total += new;
+        }
+    }
+
+    /// Adds one tick's per-range counts to the dispersion sums (and the cohort's request mix);
+    /// with a cohort baseline, returns the canary's share of the tick's expected errors.
+    fn add_ranges(&mut self, canary: &VersionCounts, stable: &VersionCounts, timed: bool) -> Option<f64> {
+        let ranges = canary.ranges.iter().zip(&stable.ranges).enumerate();
+        let (mut canary_expected, mut stable_expected) = (0.0, 0.0);
+        for (range, (c, s)) in ranges {
+            let expected = |requests| match &self.cohort {
+                Some(cohort) => cohort.rates.expected(range, requests),
+                None => requests as f64,
+            };
+            let (c_expected, s_expected) = (expected(c.requests), expected(s.requests));
+            canary_expected += c_expected;
+            stable_expected += s_expected;
+            if !self.errors.by_users.is_empty() {
+                self.errors.by_users.observe(range, (c.errors, c_expected), (s.errors, s_expected));
+                if timed {
+                    self.slow.by_users.observe(range, (c.slow, c.requests as f64), (s.slow, s.requests as f64));
+                }
+            }
+            if let Some(cohort) = &mut self.cohort {
+                cohort.canary_requests[range] += c.requests;
+                cohort.stable_requests[range] += s.requests;
+            }
+        }
+        let expected = canary_expected + stable_expected;
+        (self.cohort.is_some() && expected > 0.0).then(|| canary_expected / expected)
+    }
+
+    /// How the error test's tolerances and estimate are adjusted for the cohort's history.
+    fn adjustment(&self, metric: Metric) -> Adjustment {
+        match (&self.cohort, metric) {
+            (Some(cohort), Metric::Errors) => cohort.adjustment(),
+            _ => Adjustment::NONE,
+        }
     }
 
     /// The metric's α.
@@ -376,6 +480,8 @@ impl Judge {
                 Metric::LatencyP50 => split.latency_p50,
                 Metric::LatencyP90 => split.latency_p90,
                 Metric::SampleRatio => return self.config.sample_ratio_alpha,
+                // Team metrics are judged by `crate::team`, with α of their own.
+                Metric::Team => return 0.0,
             }
     }
 
@@ -386,7 +492,7 @@ impl Judge {
             &dkw::Histograms { canary: &self.canary_latency, stable: &self.stable_latency },
             quantile,
             self.alpha_of(metric),
-            (self.canary.requests as f64 / dispersion, self.stable.requests as f64 / dispersion),
+            (self.canary.timed as f64 / dispersion, self.stable.timed as f64 / dispersion),
             &dkw::Practical {
                 tolerance: self.config.tolerances.latency_quantiles,
                 floor_seconds: self.config.latency_floor_seconds,
@@ -394,12 +500,23 @@ impl Judge {
         )
     }
 
-    /// The count metric's evidence and tolerance.
-    fn count_parts(&self, metric: Metric) -> (&CountEvidence, Tolerance, (u64, u64)) {
+    /// The count metric's evidence, tolerance, events and the trials they are out of.
+    fn count_parts(&self, metric: Metric) -> CountParts<'_> {
         let tolerances = self.config.tolerances;
+        let (canary, stable) = (&self.canary, &self.stable);
         match metric {
-            Metric::Errors => (&self.errors, tolerances.errors, (self.canary.errors, self.stable.errors)),
-            _ => (&self.slow, tolerances.latency_tail, (self.canary.slow, self.stable.slow)),
+            Metric::Errors => CountParts {
+                evidence: &self.errors,
+                tolerance: tolerances.errors,
+                events: (canary.errors, stable.errors),
+                trials: (canary.requests, stable.requests),
+            },
+            _ => CountParts {
+                evidence: &self.slow,
+                tolerance: tolerances.latency_tail,
+                events: (canary.slow, stable.slow),
+                trials: (canary.timed, stable.timed),
+            },
         }
     }
 
@@ -424,12 +541,13 @@ impl Judge {
         }
         let crossed = |judge: &Judge, metric: Metric| match metric {
             Metric::Errors | Metric::LatencyTail => {
-                let (evidence, tolerance, _) = judge.count_parts(metric);
-                let log_e = evidence.process.log_e_value_above(tolerance.worse_above, evidence.dispersion());
+                let CountParts { evidence, tolerance, .. } = judge.count_parts(metric);
+                let worse_above = tolerance.worse_above * judge.adjustment(metric).margin;
+                let log_e = evidence.process.log_e_value_above(worse_above, evidence.dispersion());
                 Judge::spread_in_time(evidence) && log_e >= log_threshold(judge.alpha_of(metric))
             }
             Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
-            Metric::SampleRatio => false,
+            Metric::SampleRatio | Metric::Team => false,
         };
         for metric in Metric::ROLLBACK {
             if !self.rejected.contains(&metric) && crossed(self, metric) {
@@ -451,7 +569,7 @@ impl Judge {
             Metric::Errors => tolerances.errors,
             Metric::LatencyTail => tolerances.latency_tail,
             Metric::LatencyP50 | Metric::LatencyP90 => tolerances.latency_quantiles,
-            Metric::SampleRatio => return true,
+            Metric::SampleRatio | Metric::Team => return true,
         };
         !tolerance.observe
     }
@@ -530,19 +648,23 @@ impl Judge {
     fn shown_safe(&self, metric: Metric) -> bool {
         match metric {
             Metric::Errors | Metric::LatencyTail => {
-                let (evidence, tolerance, (canary_events, stable_events)) = self.count_parts(metric);
+                let CountParts { evidence, tolerance, events: (canary_events, stable_events), trials } =
+                    self.count_parts(metric);
                 let alpha = self.alpha_of(metric);
                 let dispersion = evidence.dispersion();
-                let by_ratio =
-                    evidence.process.log_e_value_below(tolerance.safe_below, dispersion) >= log_threshold(alpha);
-                let stable_rate = stable_events as f64 / self.stable.requests.max(1) as f64;
-                let by_rate = tolerance.absolute > 0.0
-                    && rate_upper_bound(canary_events, self.canary.requests, alpha, dispersion)
-                        <= stable_rate + tolerance.absolute;
+                let adjustment = self.adjustment(metric);
+                let safe_below = tolerance.safe_below / adjustment.margin;
+                let by_ratio = evidence.process.log_e_value_below(safe_below, dispersion) >= log_threshold(alpha);
+                let stable_rate = stable_events as f64 / trials.1.max(1) as f64;
+                // The canary's own rate, as if its users were as error-prone as stable's (with the
+                // baseline's doubt counted against it).
+                let canary_bound = rate_upper_bound(canary_events, trials.0, alpha, dispersion)
+                    / (adjustment.ratio / adjustment.margin);
+                let by_rate = tolerance.absolute > 0.0 && canary_bound <= stable_rate + tolerance.absolute;
                 by_ratio || by_rate
             }
             Metric::LatencyP50 | Metric::LatencyP90 => self.quantile_comparison(metric).safe,
-            Metric::SampleRatio => true,
+            Metric::SampleRatio | Metric::Team => true,
         }
     }
 
@@ -558,12 +680,14 @@ impl Judge {
     }
 
     fn count_verdict(&self, metric: Metric) -> MetricVerdict {
-        let (evidence, tolerance, (canary_events, stable_events)) = self.count_parts(metric);
+        let CountParts { evidence, tolerance, events: (canary_events, stable_events), trials } =
+            self.count_parts(metric);
         let (process, dispersion) = (&evidence.process, evidence.dispersion());
         let alpha = self.alpha_of(metric);
+        let adjustment = self.adjustment(metric);
         let interval = RatioInterval {
-            lower: process.lower_bound(alpha, dispersion),
-            upper: process.upper_bound(alpha, dispersion),
+            lower: process.lower_bound(alpha, dispersion).map(|r| r / adjustment.margin),
+            upper: process.upper_bound(alpha, dispersion).map(|r| r * adjustment.margin),
         };
         let (verdict, reason) = if self.rejected.contains(&metric) {
             (Verdict::Worse, Reason::EvidenceOfHarm)
@@ -571,21 +695,24 @@ impl Judge {
             self.verdict_without_rejection(metric)
         };
         let rate = |events: u64, requests: u64| events as f64 / requests as f64;
-        let estimate = (self.canary.requests > 0 && stable_events > 0)
-            .then(|| rate(canary_events, self.canary.requests) / rate(stable_events, self.stable.requests));
+        let estimate = (trials.0 > 0 && stable_events > 0)
+            .then(|| rate(canary_events, trials.0) / rate(stable_events, trials.1) / adjustment.ratio);
         MetricVerdict {
             metric,
             verdict,
             reason,
             estimate,
             interval: to_interval(interval, 1.0 - 2.0 * alpha),
-            e_value: Some(process.log_e_value_above(tolerance.worse_above, dispersion).exp().min(f64::MAX)),
+            e_value: Some(
+                process.log_e_value_above(tolerance.worse_above * adjustment.margin, dispersion).exp().min(f64::MAX),
+            ),
             threshold: 1.0 / alpha,
             alpha,
             tolerance: Some(tolerance),
             dispersion,
-            canary: Samples { requests: self.canary.requests, events: Some(canary_events) },
-            stable: Samples { requests: self.stable.requests, events: Some(stable_events) },
+            canary: Samples { requests: trials.0, events: Some(canary_events) },
+            stable: Samples { requests: trials.1, events: Some(stable_events) },
+            team: None,
         }
     }
 
@@ -608,8 +735,9 @@ impl Judge {
             alpha,
             tolerance: Some(self.config.tolerances.latency_quantiles),
             dispersion: self.slow.dispersion(),
-            canary: Samples { requests: self.canary.requests, events: None },
-            stable: Samples { requests: self.stable.requests, events: None },
+            canary: Samples { requests: self.canary.timed, events: None },
+            stable: Samples { requests: self.stable.timed, events: None },
+            team: None,
         }
     }
 
@@ -634,6 +762,7 @@ impl Judge {
             dispersion: 1.0,
             canary: Samples { requests: canary_users, events: None },
             stable: Samples { requests: stable_users, events: None },
+            team: None,
         }
     }
 }

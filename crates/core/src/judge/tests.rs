@@ -12,12 +12,7 @@ fn baseline() -> Baseline {
 
 /// The mechanics without the latency floor, which would hide the millisecond tails used here.
 fn config() -> JudgeConfig {
-    JudgeConfig {
-        user_groups: 0,
-        min_requests_per_version: 1_000,
-        latency_floor_seconds: 0.0,
-        ..JudgeConfig::default()
-    }
+    JudgeConfig { ranges: 0, min_requests_per_version: 1_000, latency_floor_seconds: 0.0, ..JudgeConfig::default() }
 }
 
 /// Accumulates per-tick increments into the cumulative counters the judge expects.
@@ -183,12 +178,12 @@ fn reset_forgets_the_previous_rollout() {
 }
 
 #[test]
-fn wrong_group_counts_and_bad_settings_are_refused() {
-    let mut judge = Judge::new(JudgeConfig { user_groups: 4, ..JudgeConfig::default() }, baseline()).unwrap();
+fn wrong_range_counts_and_bad_settings_are_refused() {
+    let mut judge = Judge::new(JudgeConfig { ranges: 4, ..JudgeConfig::default() }, baseline()).unwrap();
     let mut tick = TickCounts::default();
-    tick.canary.groups = vec![GroupCounts::default(); 3];
+    tick.canary.ranges = vec![RangeCounts::default(); 3];
     let err = judge.observe(&tick).unwrap_err();
-    assert_eq!(err, JudgeError::GroupCount { version: "canary", expected: 4, got: 3 });
+    assert_eq!(err, JudgeError::RangeCount { version: "canary", expected: 4, got: 3 });
 
     let bad = JudgeConfig { alpha: 1.5, ..JudgeConfig::default() };
     assert!(matches!(Judge::new(bad, baseline()), Err(JudgeError::InvalidConfig { key: "alpha", .. })));
@@ -198,7 +193,7 @@ fn wrong_group_counts_and_bad_settings_are_refused() {
 
 #[test]
 fn a_doubled_median_of_a_few_milliseconds_is_not_a_regression() {
-    let mut judge = Judge::new(JudgeConfig { user_groups: 0, ..JudgeConfig::default() }, baseline()).unwrap();
+    let mut judge = Judge::new(JudgeConfig { ranges: 0, ..JudgeConfig::default() }, baseline()).unwrap();
     let canary_weight = Weight::from_basis_points(5_000).unwrap();
     let mut tick = TickCounts { canary_weight, ..TickCounts::default() };
     for _ in 0..100 {
@@ -325,15 +320,15 @@ fn a_metric_in_observe_mode_is_judged_but_never_acts() {
 
 #[test]
 fn a_judge_read_back_from_its_json_continues_with_its_evidence() {
-    let mut judge = Judge::new(JudgeConfig { user_groups: 4, ..config() }, baseline()).unwrap();
+    let mut judge = Judge::new(JudgeConfig { ranges: 4, ..config() }, baseline()).unwrap();
     let mut feed = Feed::new(1_000);
-    let groups = |errors| vec![GroupCounts { errors, slow: 0 }; 4];
+    let ranges = |requests, errors| vec![RangeCounts { requests: requests / 4, errors, slow: 0 }; 4];
     judge.enter_step(2);
     for second in 0..60u64 {
         let tick = feed.add((10, u64::from(second % 2 == 0), 0), (90, 1, 1)).clone();
         let tick = TickCounts {
-            canary: VersionCounts { groups: groups(tick.canary.errors), ..tick.canary },
-            stable: VersionCounts { groups: groups(tick.stable.errors), ..tick.stable },
+            canary: VersionCounts { ranges: ranges(tick.canary.requests, tick.canary.errors), ..tick.canary },
+            stable: VersionCounts { ranges: ranges(tick.stable.requests, tick.stable.errors), ..tick.stable },
             ..tick
         };
         judge.observe(&tick).unwrap();
@@ -406,4 +401,29 @@ fn one_stall_is_not_taken_for_many_slow_requests() {
     };
     assert_eq!(stall(0), Some(Metric::LatencyTail), "read as independent slow requests, it rolls back");
     assert_eq!(stall(32), None, "events in one window cannot show how they cluster: no rollback");
+}
+
+#[test]
+fn a_warming_canary_s_slow_requests_do_not_count_but_its_errors_do() {
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..30 {
+        // A cold canary: every request slow, and errors.
+        judge.observe_warming_up(feed.add((10, 1, 10), (90, 1, 1))).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), Some(Metric::Errors), "errors of a warming canary count");
+    let tail = judge.verdicts().into_iter().find(|v| v.metric == Metric::LatencyTail).unwrap();
+    assert_eq!((tail.canary.requests, tail.canary.events), (0, Some(0)), "{tail:?}");
+
+    let mut judge = Judge::new(config(), baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for _ in 0..30 {
+        judge.observe_warming_up(feed.add((10, 0, 10), (90, 1, 1))).unwrap();
+    }
+    for _ in 0..30 {
+        judge.observe(feed.add((10, 0, 0), (90, 1, 1))).unwrap();
+    }
+    assert_eq!(judge.rollback_reason(), None, "the slow start is forgotten, the warm canary is fine");
+    let tail = judge.verdicts().into_iter().find(|v| v.metric == Metric::LatencyTail).unwrap();
+    assert_eq!((tail.canary.requests, tail.canary.events), (300, Some(0)), "{tail:?}");
 }

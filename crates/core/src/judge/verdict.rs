@@ -22,6 +22,8 @@ pub enum Metric {
     LatencyP90,
     /// New users' split against the weight (a guard, never a rollback).
     SampleRatio,
+    /// One of the team's own metrics, named in [`MetricVerdict::team`] ([`crate::team`]).
+    Team,
 }
 
 impl Metric {
@@ -36,6 +38,7 @@ impl Metric {
             Metric::LatencyP50 => "latencyP50",
             Metric::LatencyP90 => "latencyP90",
             Metric::SampleRatio => "sampleRatio",
+            Metric::Team => "team",
         }
     }
 }
@@ -69,6 +72,15 @@ pub enum Reason {
     SampleRatioMismatch,
     /// New users split as the weight says (so far).
     SampleRatioConsistent,
+    /// A team metric's query returned nothing this tick (an empty answer, `NaN`, Prometheus
+    /// unreachable): it holds the step, never rolls back.
+    NoData,
+    /// A team value metric is judged once the step's hold has passed.
+    AfterHold,
+    /// A team value metric's canary value is within its margin of stable's.
+    WithinMargin,
+    /// A team value metric's canary value is worse than stable's by more than its margin.
+    BeyondMargin,
 }
 
 /// An anytime-valid confidence interval for the metric's ratio (canary ÷ stable).
@@ -122,6 +134,43 @@ pub struct MetricVerdict {
     pub canary: Samples,
     /// Stable's samples.
     pub stable: Samples,
+    /// For a team metric: its name and what its verdict rests on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamDetail>,
+}
+
+impl MetricVerdict {
+    /// The metric's name: a team metric's own, else the built-in's as the API spells it.
+    pub fn name(&self) -> &str {
+        self.team.as_ref().map_or(self.metric.name(), |team| team.name.as_str())
+    }
+}
+
+/// What a team metric's verdict carries beside the fields every metric has. A ratio metric's
+/// samples are its trials and counted events; a value metric has its latest values instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamDetail {
+    /// The metric's name.
+    pub name: String,
+    /// `ratio` or `value`.
+    pub kind: crate::team::TeamMetricKind,
+    /// Which way is better.
+    pub direction: crate::team::Direction,
+    /// Dry run: shown, never rolls back, never holds a step.
+    pub observe: bool,
+    /// A value metric's relative margin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f64>,
+    /// A value metric's latest canary value read after the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_value: Option<f64>,
+    /// A value metric's latest stable value read after the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_value: Option<f64>,
+    /// Why the latest look had no data, when it had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data: Option<String>,
 }
 
 /// What the controller should do with the current step.

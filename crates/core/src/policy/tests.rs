@@ -1,6 +1,7 @@
 use super::*;
 use crate::judge::{Interval, Reason};
-use crate::rollout::fixture;
+use crate::rollout::{Analysis, fixture};
+use crate::team::{Counts, Reading, TeamJudge, TeamMetric};
 
 const HOLD_MS: u64 = 1_000;
 
@@ -35,6 +36,7 @@ fn errors_verdict() -> MetricVerdict {
         dispersion: 1.0,
         canary: Samples { requests: 1000, events: Some(32) },
         stable: Samples { requests: 10_000, events: Some(100) },
+        team: None,
     }
 }
 
@@ -129,4 +131,58 @@ fn observe_mode_never_acts_on_the_judge_and_advances_on_the_hold() {
     assert_eq!(next_command(&rollout, &judged(StepDecision::Hold), &at(late)), Some(Command::Advance));
     let signals = Signals { breaker_tripped: Some("refused"), ..at(0) };
     assert!(matches!(next_command(&rollout, &rollback, &signals), Some(Command::Fail(_))), "the breaker still acts");
+}
+
+/// The verdicts of two team ratio metrics: `refunds` passes its looks, `checkout_failures` gets
+/// `reading` for each.
+fn team_verdicts(reading: impl Fn(u64) -> Reading) -> Vec<MetricVerdict> {
+    let ratio = |name: &str| -> TeamMetric {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "kind": "ratio", "direction": "lower-is-better",
+            "events": "failed{version=\"{version}\"}", "trials": "all{version=\"{version}\"}",
+        }))
+        .unwrap()
+    };
+    let analysis = Analysis {
+        min_requests_per_version: 100,
+        team_metrics: Some(vec![ratio("refunds"), ratio("checkout_failures")]),
+        ..Analysis::default()
+    };
+    let mut judge = TeamJudge::new(&analysis).unwrap();
+    for t in 0..60 {
+        let healthy = Counts { events: t, trials: 100 * t };
+        let stable = Counts { events: 9 * t, trials: 900 * t };
+        judge.observe(0, true, vec![Reading::Counts { canary: healthy, stable }, reading(t)]);
+    }
+    judge.verdicts()
+}
+
+#[test]
+fn a_team_metric_rollback_names_the_one_shown_worse() {
+    let rollout = progressing("10%/1s,100%", 0);
+    let verdicts = team_verdicts(|t| Reading::Counts {
+        canary: Counts { events: 5 * t, trials: 100 * t },
+        stable: Counts { events: 9 * t, trials: 900 * t },
+    });
+    let judgement =
+        Judgement { decision: StepDecision::Rollback, verdicts: &verdicts, rollback_metric: Some(Metric::Team) };
+    let Some(Command::Fail(why)) = next_command(&rollout, &judgement, &at(0)) else { panic!("expected a rollback") };
+    assert!(why.starts_with("team metric checkout_failures: canary 5.00% (295/5900) against stable's 1.00%"), "{why}");
+}
+
+#[test]
+fn a_step_without_team_data_pauses_naming_the_metric_and_never_rolls_back() {
+    let rollout = progressing("10%/1s,100%", 0);
+    let verdicts = team_verdicts(|_| Reading::NoData("stable's events: the query returned nothing".into()));
+    let judgement = Judgement { decision: StepDecision::Hold, verdicts: &verdicts, rollback_metric: None };
+    let limit = HOLD_MS + duration_ms(rollout.max_step_wait);
+    assert_eq!(next_command(&rollout, &judgement, &at(limit)), None, "the step holds");
+    assert_eq!(
+        next_command(&rollout, &judgement, &at(limit + 1)),
+        Some(Command::Pause(
+            "the judge could not decide within 10m after the hold: no data from team metric checkout_failures \
+             (stable's events: the query returned nothing)"
+                .into()
+        ))
+    );
 }

@@ -25,13 +25,14 @@ pub(super) fn record(ctx: &RequestCtx<'_>) {
         metrics
             .retries(ctx.conn.service.name(), version_name(decided), version_name(&route.stable))
             .fetch_add(1, Relaxed);
-        decided.stats.record_moved_away(decision.bucket);
+        decided.stats.record_moved_away(&decided.ranges, decision.bucket);
         route.stable.stats.record_upstream_errors(stable_errors);
     }
     let Some(status) = outcome.status else { return };
     let micros = ctx.started.elapsed().as_micros() as u64;
     let judge = JudgeFacts { bucket: decision.bucket, slow_bucket: route.spec.slow_bucket };
-    route.target(ctx.side).stats.record_response(status.as_u16(), micros, judge);
+    let served = route.target(ctx.side);
+    served.stats.record_response(&served.ranges, status.as_u16(), micros, judge);
 }
 
 fn version_name(target: &crate::service::VersionTarget) -> &str {
