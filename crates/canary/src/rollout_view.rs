@@ -83,7 +83,11 @@ pub fn plan_line(r: &Rollout) -> String {
 /// One sentence per metric the judge tests.
 pub fn verdict_lines(view: &RolloutView) -> Vec<String> {
     let Some(judge) = &view.judge else { return Vec::new() };
-    judge.verdicts.iter().map(|v| sentence(v, judge.tail_threshold_seconds)).collect()
+    let mut lines: Vec<String> = judge.verdicts.iter().map(|v| sentence(v, judge.tail_threshold_seconds)).collect();
+    if judge.cohort_baseline {
+        lines.push("(error rates are compared with the same users' own rates before the rollout)".to_owned());
+    }
+    lines
 }
 
 /// How it ended, or why it is paused: `promoted: …`, `rolled back …`, `aborted: …`, `paused: …`.

@@ -2,6 +2,8 @@
 //! Prometheus for several gateways. Both speak core types, so another source (a vendor's query
 //! API) implements the two traits without knowing the gateway.
 
+use std::time::Duration;
+
 use canary_core::cohort::RANGES;
 use canary_core::judge::{RangeCounts, VersionCounts as JudgeCounts};
 use canary_core::metrics::VersionCounts;
@@ -46,6 +48,19 @@ pub fn judge_counts(counts: &VersionCounts, cohort: &str) -> JudgeCounts {
 pub trait MetricsSource: Send + Sync {
     /// Cumulative counters of `version` of `service`, summed over every gateway.
     async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, MetricsError>;
+
+    /// The counters of two versions as of one instant, so that neither is a scrape ahead of
+    /// the other; by default, one read after the other.
+    async fn counts_together(&self, service: &str, versions: [&str; 2]) -> Result<[VersionCounts; 2], MetricsError> {
+        Ok([self.counts(service, versions[0]).await?, self.counts(service, versions[1]).await?])
+    }
+
+    /// How long before the moment of reading the counts may describe the gateways: counts read
+    /// sooner than this (plus a tick) after the canary weight changed can still hold users the
+    /// previous weight split. Zero for a source that reads live counters.
+    fn staleness(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 /// A source of the gateways' local breaker states.

@@ -192,12 +192,12 @@ fn buckets(cumulative_le: &HashMap<String, f64>) -> [u64; LATENCY_BUCKETS] {
     out
 }
 
-#[async_trait::async_trait]
-impl MetricsSource for PrometheusMetrics {
-    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, MetricsError> {
+impl PrometheusMetrics {
+    /// The cumulative counters of `version` as Prometheus had them at `time` (Unix seconds).
+    async fn counts_at(&self, service: &str, version: &str, time: f64) -> Result<VersionCounts, MetricsError> {
         let (pattern, service_label, version_label) = (&self.pattern, labels::SERVICE, labels::VERSION);
         let query = format!("{{__name__=~\"{pattern}\",{service_label}=\"{service}\",{version_label}=\"{version}\"}}");
-        let samples = self.query(&query, Some(self.aligned_time())).await?;
+        let samples = self.query(&query, Some(time)).await?;
         let mut counts = VersionCounts::default();
         let mut cumulative_le = HashMap::new();
         let mut series = self.series.lock().expect("series");
@@ -221,6 +221,27 @@ impl MetricsSource for PrometheusMetrics {
         }
         counts.latency_buckets = buckets(&cumulative_le);
         Ok(counts)
+    }
+}
+
+#[async_trait::async_trait]
+impl MetricsSource for PrometheusMetrics {
+    async fn counts(&self, service: &str, version: &str) -> Result<VersionCounts, MetricsError> {
+        self.counts_at(service, version, self.aligned_time()).await
+    }
+
+    /// Both at the same aligned instant: read one after the other, a scrape boundary can fall
+    /// in between and put the second version a whole interval ahead, which the judge would take
+    /// as a second in which only that version got users.
+    async fn counts_together(&self, service: &str, versions: [&str; 2]) -> Result<[VersionCounts; 2], MetricsError> {
+        let time = self.aligned_time();
+        Ok([self.counts_at(service, versions[0], time).await?, self.counts_at(service, versions[1], time).await?])
+    }
+
+    /// A read shows each gateway's last scrape before an instant one interval back, aligned
+    /// down to the interval: a scrape up to three intervals old.
+    fn staleness(&self) -> Duration {
+        self.interval * 3
     }
 }
 
@@ -296,6 +317,36 @@ mod tests {
         assert_eq!(counts.cohort("c0").unwrap().requests[7], 8, "each salt has its own counters");
         assert_eq!(counts.latency_sum_micros, 500_000);
         assert_eq!(le.get("+Inf"), Some(&6.0));
+    }
+
+    /// A Prometheus that answers every query with no samples, slowly, and keeps the instants
+    /// it was asked about.
+    async fn slow_prometheus(delay: Duration) -> (String, std::sync::Arc<Mutex<Vec<String>>>) {
+        use axum::extract::{Query, State};
+        let asked = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let answer = move |State(asked): State<std::sync::Arc<Mutex<Vec<String>>>>,
+                           Query(params): Query<HashMap<String, String>>| async move {
+            asked.lock().unwrap().push(params.get("time").cloned().unwrap_or_default());
+            tokio::time::sleep(delay).await;
+            axum::Json(serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": []}}))
+        };
+        let app = axum::Router::new().route("/api/v1/query", axum::routing::get(answer)).with_state(asked.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, asked)
+    }
+
+    #[tokio::test]
+    async fn both_versions_are_read_at_one_instant_even_when_a_scrape_boundary_passes() {
+        // Each answer takes longer than the interval, so a second read would ask a later one.
+        let interval = Duration::from_millis(100);
+        let (url, asked) = slow_prometheus(interval * 2).await;
+        let source = PrometheusMetrics::new(&url, interval);
+        source.counts_together("web", ["v1", "v2"]).await.unwrap();
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[0], asked[1], "stable and the canary read at different instants");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct JudgeView {
     /// The latency that counts as slow, in seconds.
     #[serde(default)]
     pub tail_threshold_seconds: Option<f64>,
+    /// Whether the error test uses the canary cohort's own history.
+    #[serde(default)]
+    pub cohort_baseline: Option<bool>,
 }
 
 /// One metric's verdict (the fields used here).

@@ -87,6 +87,9 @@ pub struct Record {
     /// The latency the judge counted as slow, in seconds.
     #[serde(default)]
     pub tail_threshold_seconds: Option<f64>,
+    /// Whether the error test used the canary cohort's own history, at that look.
+    #[serde(default)]
+    pub cohort_baseline: Option<bool>,
     /// The metric that rolled it back (`errors`, `latencyTail`, …, or `breaker`).
     pub failing_metric: Option<String>,
     /// The plan.
@@ -222,7 +225,12 @@ mod tests {
             stable: SamplesView { requests: 2300, events: Some(30) },
         };
         let verdicts = vec![verdict("errors"), verdict("latencyTail"), verdict("sampleRatio")];
-        JudgeView { verdicts, observed_canary_share: Some(5.0), tail_threshold_seconds: Some(0.01) }
+        JudgeView {
+            verdicts,
+            observed_canary_share: Some(5.0),
+            tail_threshold_seconds: Some(0.01),
+            cohort_baseline: None,
+        }
     }
 
     #[test]

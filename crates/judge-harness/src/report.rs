@@ -161,6 +161,7 @@ mod tests {
             stable_new_users: Some(95),
             observed_canary_share: Some(9.0),
             tail_threshold_seconds: Some(0.01),
+            cohort_baseline: Some(false),
             failing_metric: metric.map(str::to_owned),
             plan: "5%/10s,100%".into(),
             rps: 50.0,

@@ -234,6 +234,7 @@ impl ServiceRollouts {
             stable_new_users: counts.stable_new_users,
             observed_canary_share: judge.as_ref().and_then(|j| j.observed_canary_share),
             tail_threshold_seconds: judge.as_ref().and_then(|j| j.tail_threshold_seconds),
+            cohort_baseline: judge.as_ref().and_then(|j| j.cohort_baseline),
             plan: self.settings.plan.clone(),
             rps: self.settings.rps,
             users: self.settings.users,

@@ -1,6 +1,8 @@
 //! End-to-end test kit: fake upstreams that count hits, and a real `canary serve` process.
 #![allow(dead_code, missing_docs)]
 
+pub mod browser;
+pub mod link;
 pub mod prometheus;
 pub mod restart;
 pub mod traffic;

@@ -75,3 +75,20 @@ impl Drop for Prometheus {
         self.kill();
     }
 }
+
+impl Prometheus {
+    /// Waits until Prometheus has scraped `targets` targets successfully, at most `limit`: a
+    /// Prometheus that just started answers queries seconds before its first scrape lands.
+    pub async fn wait_until_scraped(&self, targets: usize, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let url = format!("{}/api/v1/query?query=up%20%3D%3D%201", self.url);
+        loop {
+            let answer: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+            if answer["data"]["result"].as_array().map_or(0, Vec::len) >= targets {
+                return;
+            }
+            assert!(Instant::now() < deadline, "prometheus did not scrape {targets} targets:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

@@ -50,9 +50,7 @@ struct Versions {
 impl Versions {
     /// Both versions' cumulative counters, as the judge reads them.
     async fn read(&self, controller: &Controller, service: &str, weight: Weight) -> Option<TickCounts> {
-        let metrics = controller.metrics();
-        let (Ok(stable), Ok(canary)) =
-            (metrics.counts(service, &self.stable).await, metrics.counts(service, &self.canary).await)
+        let Ok([stable, canary]) = controller.metrics().counts_together(service, [&self.stable, &self.canary]).await
         else {
             return None;
         };
@@ -100,7 +98,14 @@ impl Judging {
             return false;
         };
         let warming = rollout.analysis.warming_up(rollout.step_started_ms, now_ms());
-        let observed = if warming { self.judge.observe_warming_up(&tick) } else { self.judge.observe(&tick) };
+        let observed = if settling(controller, rollout) {
+            self.judge.prime(&tick);
+            Ok(())
+        } else if warming {
+            self.judge.observe_warming_up(&tick)
+        } else {
+            self.judge.observe(&tick)
+        };
         if let Err(e) = observed {
             tracing::warn!(service, error = %e, "judge refused a tick");
             return false;
@@ -108,6 +113,16 @@ impl Judging {
         controller.save_evidence(service, &self.rollout_id, &self.judge).await;
         true
     }
+}
+
+/// Whether counts read now may still hold users the weight before the current step's split:
+/// a source that lags (Prometheus) shows the gateways as they were seconds ago, and judged
+/// against the new weight those users look like a split mismatch. Such counts only move the
+/// judge's starting point.
+fn settling(controller: &Controller, rollout: &Rollout) -> bool {
+    let staleness = controller.metrics().staleness();
+    let window = u64::try_from((staleness + controller.settings.tick).as_millis()).unwrap_or(u64::MAX);
+    !staleness.is_zero() && now_ms().saturating_sub(rollout.step_started_ms) < window
 }
 
 /// A judge for a rollout that has none yet, primed with the counters as they stand.
@@ -199,6 +214,7 @@ fn publish_view(
             verdicts: verdicts.to_vec(),
             observed_canary_share: (total > 0).then(|| 100.0 * canary as f64 / total as f64),
             tail_threshold_seconds: judge.tail_threshold_seconds(),
+            cohort_baseline: judge.uses_cohort_baseline(),
             at_ms,
         },
     );

@@ -73,6 +73,10 @@ pub struct JudgeView {
     pub observed_canary_share: Option<f64>,
     /// The latency that counts as slow (from stable's p99 before the rollout), in seconds.
     pub tail_threshold_seconds: f64,
+    /// Whether the error test compares the canary's users with their own history before the
+    /// rollout (the cohort baseline), so its estimate is the adjusted ratio.
+    #[serde(default)]
+    pub cohort_baseline: bool,
     /// Unix ms of the tick.
     pub at_ms: u64,
 }
