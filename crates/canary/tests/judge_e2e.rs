@@ -234,29 +234,7 @@ async fn sessions_pinned_before_a_rollout_do_not_pause_it_as_a_split_mismatch() 
 
 /// A node of a cluster on etcd at `etcd`, reading the gateways' counters from `prometheus`.
 fn node_config(etcd: &str, prometheus: &str, stable: &Upstream) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[gateway]
-workers = 1
-pin_secret = "multi-node-shared-secret"
-[store]
-kind = "etcd"
-endpoints = ["{etcd}"]
-[controller]
-tick = "200ms"
-[metrics]
-source = "prometheus"
-url = "{prometheus}"
-scrape_interval = "1s"
-[[service]]
-name = "web"
-listen = "127.0.0.1:0"
-stable = {{ version = "v1", upstreams = ["{}"] }}
-"#,
-        stable.addr
-    )
+    support::fleet::node_config(etcd, prometheus, stable, "")
 }
 
 /// Polls `node`'s `/metrics` until a line equals `line`, at most `limit`.

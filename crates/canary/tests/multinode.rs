@@ -25,31 +25,7 @@ struct Cluster {
 fn node_config(etcd: &str, prometheus: &str, stable: &Upstream, canary: Option<&Upstream>) -> String {
     let canary = canary
         .map_or(String::new(), |c| format!("canary = {{ version = \"{}\", upstreams = [\"{}\"] }}", c.version, c.addr));
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-[gateway]
-workers = 1
-pin_secret = "multi-node-shared-secret"
-[store]
-kind = "etcd"
-endpoints = ["{etcd}"]
-[controller]
-tick = "200ms"
-[metrics]
-source = "prometheus"
-url = "{prometheus}"
-scrape_interval = "1s"
-[[service]]
-name = "web"
-listen = "127.0.0.1:0"
-stable = {{ version = "v1", upstreams = ["{}"] }}
-{canary}
-breaker = {{ enabled = false }}
-"#,
-        stable.addr
-    )
+    support::fleet::node_config(etcd, prometheus, stable, &format!("{canary}\nbreaker = {{ enabled = false }}"))
 }
 
 impl Cluster {
