@@ -99,6 +99,7 @@ impl RedbStore {
     /// Opens (or creates) the store at `path`. Blocks on file I/O.
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
+        file::prepare(&path)?;
         let mut builder = Database::builder();
         builder.set_cache_size(options.cache_bytes);
         builder.set_check_integrity_on_open(options.check_integrity_on_open);
@@ -438,5 +439,6 @@ fn db_error(e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
+mod file;
 #[cfg(test)]
 mod tests;

@@ -228,3 +228,26 @@ async fn a_writer_killed_mid_stream_never_splits_a_transition_from_its_event() {
     assert_eq!(last.key, crate::keys::event("web", step));
     assert_eq!(last.revision, rollout.revision, "the last step and its event share one commit");
 }
+
+#[tokio::test]
+async fn the_store_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.redb");
+    drop(store_in(&dir));
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    drop(store_in(&dir));
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "tightened on open");
+}
+
+#[tokio::test]
+async fn an_empty_store_file_is_refused_and_left_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.redb");
+    std::fs::write(&path, b"").unwrap();
+    let refused = RedbStore::open(&path).err().expect("an empty file is not a store");
+    assert!(matches!(refused, StoreError::Corrupt { .. }), "{refused:?}");
+    assert!(refused.to_string().contains("is empty (0 bytes)"), "{refused}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "nothing was written into it");
+}
