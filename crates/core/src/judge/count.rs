@@ -45,7 +45,7 @@
 //! user all land on one version, so counts are overdispersed and the plain test rejects far too
 //! often (the simulation in `examples/judge_sim.rs` measures how often). The evidence is
 //! therefore tempered: the judge uses `exp(ℓ/φ)` where `φ ≥ 1` is the dispersion factor
-//! estimated from user groups ([`super::dispersion`]). For a fixed `φ ≥ 1`, `E[LR^{1/φ}] ≤
+//! estimated across cohort ranges ([`super::ranges`]) and burst windows ([`super::dispersion`]). For a fixed `φ ≥ 1`, `E[LR^{1/φ}] ≤
 //! E[LR]^{1/φ} ≤ 1` (Jensen), so tempering never breaks validity in the independent case; in the
 //! overdispersed case `ℓ/φ` is the quasi-likelihood, the normal-mixture martingale of a score
 //! whose variance is `φ` times the binomial one.

@@ -1,16 +1,15 @@
-//! How overdispersed the event counts are, measured across user groups.
+//! How overdispersed the event counts are, measured across groups that mix both versions.
 //!
-//! Routing is sticky per user, so a user whose requests fail often sends every failure to one
-//! version. Which version got the "bad" users is then a coin flip per user, not per request, and
-//! the canary's event count varies far more than the binomial model of [`super::count`] says.
+//! The judge uses it for bursts in time: ticks are folded into `K` windows (`tick mod K`), and
+//! a stalled process that makes many requests fail or slow at once puts its events in one
+//! window, so the canary's event count varies far more than the binomial model of
+//! [`super::count`] says. (Clustering by user is measured across cohort ranges instead,
+//! [`super::ranges`]: contiguous ranges hold one version each, which this estimator cannot use.)
 //!
-//! The gateway splits each version's event counts into `K` groups by user bucket
-//! (`bucket mod K`). Groups hold disjoint users, so they are independent. The test's score is
+//! Groups are taken as independent. The test's score is
 //! `S = X − Σ_t n_t·ρ_t` (canary events minus what the canary's *overall* request share `ρ_t`
 //! predicts) and it splits exactly into group parts `S_g = x_g − m_g` with
-//! `m_g = Σ_t n_gt·ρ_t`. (Conditioning on each group's own request share instead would be
-//! wrong: a heavy flaky user makes their group's canary share high, which "explains" their
-//! errors inside the group while they still push the overall score.) With the common inflation
+//! `m_g = Σ_t n_gt·ρ_t`, each group's part of the same score the e-process uses. With the common inflation
 //! `c = Σx / Σm` fitted, so that a real regression does not look like dispersion, the
 //! cluster-robust ratio
 //!
@@ -20,7 +19,7 @@
 //! ```
 //!
 //! compares the observed variance of the score with the binomial one. It is about 1 when
-//! events are independent and grows with the share of events that heavy or flaky users cause.
+//! events are independent and grows with the share of events that bursts cause.
 //!
 //! Under independence `φ̂` still wobbles around 1 like `χ²_{K'−1}/(K'−1)`, and using the wobble
 //! would throw away power for nothing. The judge therefore uses a lower confidence bound,
@@ -52,7 +51,7 @@ pub struct GroupDispersion {
 }
 
 impl GroupDispersion {
-    /// State for `groups` user groups (0 disables the estimate: the factor stays 1).
+    /// State for `groups` groups (0 disables the estimate: the factor stays 1).
     pub fn new(groups: usize) -> GroupDispersion {
         GroupDispersion { groups: vec![GroupState::default(); groups] }
     }

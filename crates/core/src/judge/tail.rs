@@ -3,7 +3,7 @@
 //!
 //! `x*` is fixed before the rollout from stable's own histogram, never from the canary's data:
 //! a threshold that moved with the data would make the null hypothesis move too. It is a bucket
-//! boundary of [`crate::latency`], so the gateway can count "slow" per user group with one
+//! boundary of [`crate::latency`], so the gateway can count "slow" per cohort range with one
 //! integer comparison and every version is judged against the same line. Among the boundaries,
 //! the judge takes the one where stable's exceedance is closest to `1 − q` on a log scale (for
 //! `q = 0.99`, closest to 1 % of requests): the tail test has most power when the threshold sits
