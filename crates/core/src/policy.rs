@@ -7,21 +7,27 @@
 //! field of [`Signals`] and one more rule here.
 //!
 //! The rules, first match wins:
-//! 1. a gateway's local breaker tripped → fail, in `progressing` and in `paused` (a pause holds
-//!    the plan, not the safety net: a dead canary is rolled back even while a person looks);
-//! 2. anything but `progressing` → nothing;
-//! 3. the judge says roll back → fail, with the failing metric in words;
-//! 4. the judge says advance → advance;
-//! 5. the users' split does not match the weight → pause for a person;
-//! 6. a final step at 100 % whose hold passed with its minimum of canary requests and no metric
+//! 1. a gateway's local breaker tripped → fail, in `progressing`, `paused` and
+//!    `awaitingApproval` (a pause holds the plan, not the safety net: a dead canary is rolled
+//!    back even while a person looks);
+//! 2. `awaitingApproval`: the judge says roll back → fail (a canary shown worse is rolled back
+//!    while it waits for a person), else nothing;
+//! 3. anything else but `progressing` → nothing;
+//! 4. the judge says roll back → fail, with the failing metric in words;
+//! 5. the judge says advance → advance;
+//! 6. the users' split does not match the weight → pause for a person;
+//! 7. a final step at 100 % whose hold passed with its minimum of canary requests and no metric
 //!    against it → advance (promote): stable only keeps its pinned sessions there, so the
 //!    judge's "enough samples of both versions in this step" may never come;
-//! 7. the hold passed longer ago than `max_step_wait` and the judge still cannot decide → pause,
+//! 8. the hold passed longer ago than `max_step_wait` and the judge still cannot decide → pause,
 //!    naming the team metrics whose queries answered nothing ([`crate::team`]): no data holds a
 //!    step and pauses it, never rolls back.
 //!
-//! In observe mode (a dry run, [`crate::rollout::Analysis::observe`]) rules 3–7 give way to one:
-//! the hold passed → advance. The judge's verdicts are still computed and shown, so a team sees
+//! An advance out of a step marked `approve` becomes "await approval": the rollout holds its
+//! weight, still judged (rule 2), until a person approves or rejects it.
+//!
+//! In observe mode (a dry run, [`crate::rollout::Analysis::observe`]) rules 4–8 give way to one:
+//! the hold passed → advance (still through an approval), and rule 2 never rolls back. The judge's verdicts are still computed and shown, so a team sees
 //! what it would have done before letting it act; rule 1 stays, because a breaker trip is a
 //! canary that fails hard, not a statistical judgement.
 
@@ -56,13 +62,26 @@ pub struct Signals<'a> {
 /// The command the rollout should get now, if any.
 pub fn next_command(rollout: &Rollout, judgement: &Judgement<'_>, signals: &Signals<'_>) -> Option<Command> {
     if let Some(why) = signals.breaker_tripped
-        && matches!(rollout.phase, Phase::Progressing | Phase::Paused)
+        && matches!(rollout.phase, Phase::Progressing | Phase::Paused | Phase::AwaitingApproval)
     {
         return Some(Command::Fail(format!("local breaker tripped: {why}")));
     }
-    if rollout.phase != Phase::Progressing {
-        return None;
+    match rollout.phase {
+        Phase::AwaitingApproval => {
+            let worse = judgement.decision == StepDecision::Rollback && !rollout.analysis.observe;
+            worse.then(|| Command::Fail(explain(judgement.verdicts, judgement.rollback_metric)))
+        }
+        Phase::Progressing => {
+            let command = progressing_command(rollout, judgement, signals)?;
+            let needs_approval = command == Command::Advance && rollout.steps[rollout.step].approve;
+            Some(if needs_approval { Command::AwaitApproval } else { command })
+        }
+        _ => None,
     }
+}
+
+/// Rules 4–8 (or observe mode's one) for a progressing rollout.
+fn progressing_command(rollout: &Rollout, judgement: &Judgement<'_>, signals: &Signals<'_>) -> Option<Command> {
     if rollout.analysis.observe {
         return rollout.hold_passed(signals.now_ms).then_some(Command::Advance);
     }
@@ -77,7 +96,7 @@ pub fn next_command(rollout: &Rollout, judgement: &Judgement<'_>, signals: &Sign
     }
 }
 
-/// Rule 6: a `Hold` means no metric rejected (any rejection makes the decision `Rollback`); the
+/// Rule 7: a `Hold` means no metric rejected (any rejection makes the decision `Rollback`); the
 /// earlier steps made the comparison.
 fn final_step_may_promote(rollout: &Rollout, signals: &Signals<'_>) -> bool {
     let last_full = rollout.step + 1 == rollout.steps.len() && rollout.weight() == Weight::FULL;
@@ -86,7 +105,7 @@ fn final_step_may_promote(rollout: &Rollout, signals: &Signals<'_>) -> bool {
         && signals.canary_requests_in_step >= rollout.analysis.min_requests_per_step
 }
 
-/// Rule 7, naming the team metrics that had no data.
+/// Rule 8, naming the team metrics that had no data.
 fn undecided_too_long(rollout: &Rollout, verdicts: &[MetricVerdict], now_ms: u64) -> Option<Command> {
     let hold = duration_ms(rollout.steps[rollout.step].hold);
     let waited = rollout.held_ms(now_ms).saturating_sub(hold);

@@ -11,6 +11,12 @@
 //!
 //! from pending, progressing or paused:   promote (by hand) ──► promoted
 //!                                        abort (by hand)   ──► aborted
+//!
+//! a step marked `approve`, held and judged safe:
+//! progressing ── await approval ──► awaitingApproval ── approve (a person) ──► next step | promoted
+//!                                        │  ├── reject (a person) ──► aborted
+//!                                        │  └── judge says worse / breaker ──► failed
+//!                                        └── promote / abort (by hand)
 //! ```
 //!
 //! [`Rollout::apply`] is a pure function: the current record and a command in, the next record,
@@ -38,6 +44,8 @@ pub enum Phase {
     Progressing,
     /// Held at its current weight by a person or by the judge's sample-ratio guard.
     Paused,
+    /// Held at a step marked `approve` until a person approves or rejects; still judged.
+    AwaitingApproval,
     /// The canary became the new stable.
     Promoted,
     /// Stopped by a person; the canary gets no traffic.
@@ -58,6 +66,7 @@ impl Phase {
             Phase::Pending => "pending",
             Phase::Progressing => "progressing",
             Phase::Paused => "paused",
+            Phase::AwaitingApproval => "awaitingApproval",
             Phase::Promoted => "promoted",
             Phase::Aborted => "aborted",
             Phase::Failed => "failed",
@@ -73,6 +82,9 @@ pub struct Step {
     pub weight: Weight,
     /// Minimum time at this weight before the next step.
     pub hold: HumanDuration,
+    /// A person must approve before the rollout leaves this step (`approve` after it in a plan).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approve: bool,
 }
 
 /// The default plan: `1%/30s → 5%/1m → 25%/2m → 50%/2m → 100%`.
@@ -80,26 +92,56 @@ pub fn default_steps() -> Vec<Step> {
     let step = |pct: f64, secs: u64| Step {
         weight: Weight::from_percent(pct).expect("valid weight"),
         hold: HumanDuration(std::time::Duration::from_secs(secs)),
+        approve: false,
     };
     vec![step(1.0, 30), step(5.0, 60), step(25.0, 120), step(50.0, 120), step(100.0, 0)]
 }
 
-/// Parses steps written as `1%/30s,5%/1m,25%/2m,100%` (a step without a hold holds 0 s).
+/// The word that marks an approval in a written plan.
+pub const APPROVE: &str = "approve";
+
+/// Parses steps written as `1%/30s,5%/1m,approve,25%/2m,100%` (a step without a hold holds
+/// 0 s; `approve` makes the rollout wait for a person before it leaves the step before it).
 pub fn parse_steps(text: &str) -> Result<Vec<Step>, String> {
-    let steps = text
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(|part| {
-            let (weight, hold) = part.split_once('/').unwrap_or((part, "0s"));
-            let weight = weight.trim().trim_end_matches('%');
-            let weight: f64 = weight.parse().map_err(|_| format!("step {part:?}: {weight:?} is not a percentage"))?;
-            let weight = Weight::from_percent(weight).map_err(|e| format!("step {part:?}: {e}"))?;
-            let hold = HumanDuration::try_from(hold.trim().to_owned()).map_err(|e| format!("step {part:?}: {e}"))?;
-            Ok(Step { weight, hold })
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let mut steps: Vec<Step> = Vec::new();
+    for part in text.split([',', ' ']).filter(|s| !s.is_empty()) {
+        if part.eq_ignore_ascii_case(APPROVE) {
+            let Some(last) = steps.last_mut() else {
+                return Err("\"approve\" must follow a step: it holds the step before it for a person".into());
+            };
+            if last.approve {
+                return Err("\"approve\" twice in a row: one approval per step".into());
+            }
+            last.approve = true;
+            continue;
+        }
+        steps.push(parse_step(part)?);
+    }
     check_steps(&steps)?;
     Ok(steps)
+}
+
+/// One `weight/hold` step.
+fn parse_step(part: &str) -> Result<Step, String> {
+    let (weight, hold) = part.split_once('/').unwrap_or((part, "0s"));
+    let weight = weight.trim().trim_end_matches('%');
+    let weight: f64 = weight.parse().map_err(|_| format!("step {part:?}: {weight:?} is not a percentage"))?;
+    let weight = Weight::from_percent(weight).map_err(|e| format!("step {part:?}: {e}"))?;
+    let hold = HumanDuration::try_from(hold.trim().to_owned()).map_err(|e| format!("step {part:?}: {e}"))?;
+    Ok(Step { weight, hold, approve: false })
+}
+
+/// A plan written the way [`parse_steps`] reads it.
+pub fn format_steps(steps: &[Step]) -> String {
+    let mut parts = Vec::new();
+    for step in steps {
+        let hold = String::from(step.hold);
+        parts.push(if step.hold.0.is_zero() { step.weight.to_string() } else { format!("{}/{hold}", step.weight) });
+        if step.approve {
+            parts.push(APPROVE.to_owned());
+        }
+    }
+    parts.join(",")
 }
 
 /// Steps must exist, be at most 100, rise strictly, and start above zero.
@@ -269,6 +311,31 @@ pub enum Command {
     Abort(String),
     /// Roll back automatically.
     Fail(String),
+    /// The current step is marked `approve`, held and judged safe: wait for a person.
+    AwaitApproval,
+    /// A person lets the rollout leave the step it waits at.
+    Approve(Approval),
+    /// A person refuses: the rollout is aborted.
+    Reject(Approval),
+}
+
+/// Who approved or rejected a rollout, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// The person or client, in words (`alice (admin token, 127.0.0.1)`).
+    pub by: String,
+    /// Why, if they said.
+    pub reason: Option<String>,
+}
+
+impl Approval {
+    /// `by alice (admin token, 127.0.0.1): looks good`.
+    fn words(&self) -> String {
+        match &self.reason {
+            Some(why) => format!("by {}: {why}", self.by),
+            None => format!("by {}", self.by),
+        }
+    }
 }
 
 impl Command {
@@ -282,6 +349,26 @@ impl Command {
             Command::Promote(_) => "promote",
             Command::Abort(_) => "abort",
             Command::Fail(_) => "fail",
+            Command::AwaitApproval => "await_approval",
+            Command::Approve(_) => "approve",
+            Command::Reject(_) => "reject",
+        }
+    }
+
+    /// The reason the command carries, for the event log.
+    fn reason(&self) -> Option<String> {
+        match self {
+            Command::Pause(why) | Command::Promote(why) | Command::Abort(why) | Command::Fail(why) => Some(why.clone()),
+            Command::Approve(a) | Command::Reject(a) => a.reason.clone(),
+            Command::Begin | Command::Advance | Command::Resume | Command::AwaitApproval => None,
+        }
+    }
+
+    /// Who gave the command, when a person named themselves.
+    fn by(&self) -> Option<String> {
+        match self {
+            Command::Approve(a) | Command::Reject(a) => Some(a.by.clone()),
+            _ => None,
         }
     }
 }
@@ -326,6 +413,12 @@ pub struct Event {
     pub weight: f64,
     /// What a person should read.
     pub message: String,
+    /// Why, when the command said (a pause, an abort, the judge's rollback, an approval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Who approved or rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// The result of applying a command.
@@ -365,7 +458,7 @@ impl Rollout {
         match self.phase {
             Phase::Pending | Phase::Aborted | Phase::Failed => Weight::ZERO,
             Phase::Promoted => Weight::FULL,
-            Phase::Progressing | Phase::Paused => self.steps[self.step].weight,
+            Phase::Progressing | Phase::Paused | Phase::AwaitingApproval => self.steps[self.step].weight,
         }
     }
 
@@ -384,10 +477,33 @@ impl Rollout {
 
     /// Applies `command` at `now_ms`.
     pub fn apply(&self, command: &Command, now_ms: u64) -> Result<Transition, TransitionError> {
-        use Phase::*;
-        let refuse = || Err(TransitionError { action: command.name(), phase: self.phase.name() });
         let mut next = self.clone();
-        let (route, message) = match (command, self.phase) {
+        let (route, message) = self
+            .change(&mut next, command, now_ms)
+            .ok_or(TransitionError { action: command.name(), phase: self.phase.name() })?;
+        next.updated_ms = now_ms;
+        next.transitions = self.transitions + 1;
+        let event = Event {
+            rollout_id: self.id.clone(),
+            seq: self.transitions,
+            at_ms: now_ms,
+            action: command.name().to_owned(),
+            from: self.phase,
+            to: next.phase,
+            step: next.step,
+            weight: next.weight().percent(),
+            message,
+            reason: command.reason(),
+            by: command.by(),
+        };
+        Ok(Transition { rollout: next, event, route })
+    }
+
+    /// Moves `next` by `command`: the routing change and the event's message, or `None` when
+    /// the command does not apply in this phase.
+    fn change(&self, next: &mut Rollout, command: &Command, now_ms: u64) -> Option<(RouteChange, String)> {
+        use Phase::*;
+        Some(match (command, self.phase) {
             (Command::Begin, Pending) => {
                 next.phase = Progressing;
                 next.step = 0;
@@ -396,16 +512,22 @@ impl Rollout {
                 let w = self.steps[0].weight;
                 (RouteChange::Canary { weight: w }, format!("started: {} at {w}", self.canary.version.as_str()))
             }
-            (Command::Advance, Progressing) if self.step + 1 < self.steps.len() => {
-                next.step += 1;
-                next.step_started_ms = now_ms;
-                next.step_banked_ms = 0;
-                let w = self.steps[next.step].weight;
-                (RouteChange::Weight(w), format!("step {} of {}: {w}", next.step + 1, self.steps.len()))
+            (Command::Advance, Progressing) => self.step_forward(next, now_ms),
+            (Command::AwaitApproval, Progressing) if self.steps[self.step].approve => {
+                next.phase = AwaitingApproval;
+                next.step_banked_ms = self.held_ms(now_ms);
+                next.reason = Some(format!("step {} of {} waits for approval", self.step + 1, self.steps.len()));
+                (RouteChange::None, format!("waiting for approval at {}", self.weight()))
             }
-            (Command::Advance, Progressing) => {
-                next.phase = Promoted;
-                (RouteChange::Promote, format!("promoted: {} is the new stable", self.canary.version.as_str()))
+            (Command::Approve(approval), AwaitingApproval) => {
+                next.reason = None;
+                let (route, then) = self.step_forward(next, now_ms);
+                (route, format!("approved {}; {then}", approval.words()))
+            }
+            (Command::Reject(approval), AwaitingApproval) => {
+                next.phase = Aborted;
+                next.reason = Some(format!("rejected {}", approval.words()));
+                (RouteChange::RemoveCanary, format!("rejected {}", approval.words()))
             }
             (Command::Pause(why), Progressing) => {
                 next.phase = Paused;
@@ -419,37 +541,37 @@ impl Rollout {
                 next.reason = None;
                 (RouteChange::None, format!("resumed at {}", self.weight()))
             }
-            (Command::Promote(why), Pending | Progressing | Paused) => {
+            (Command::Promote(why), Pending | Progressing | Paused | AwaitingApproval) => {
                 next.phase = Promoted;
                 next.reason = Some(why.clone());
                 (RouteChange::Promote, format!("promoted by hand: {why}"))
             }
-            (Command::Abort(why), Pending | Progressing | Paused) => {
+            (Command::Abort(why), Pending | Progressing | Paused | AwaitingApproval) => {
                 next.phase = Aborted;
                 next.reason = Some(why.clone());
                 (RouteChange::RemoveCanary, format!("aborted: {why}"))
             }
-            (Command::Fail(why), Progressing | Paused) => {
+            (Command::Fail(why), Progressing | Paused | AwaitingApproval) => {
                 next.phase = Failed;
                 next.reason = Some(why.clone());
                 (RouteChange::RemoveCanary, format!("rolled back: {why}"))
             }
-            _ => return refuse(),
-        };
-        next.updated_ms = now_ms;
-        next.transitions = self.transitions + 1;
-        let event = Event {
-            rollout_id: self.id.clone(),
-            seq: self.transitions,
-            at_ms: now_ms,
-            action: command.name().to_owned(),
-            from: self.phase,
-            to: next.phase,
-            step: next.step,
-            weight: next.weight().percent(),
-            message,
-        };
-        Ok(Transition { rollout: next, event, route })
+            _ => return None,
+        })
+    }
+
+    /// The next step, or promotion after the last.
+    fn step_forward(&self, next: &mut Rollout, now_ms: u64) -> (RouteChange, String) {
+        next.phase = Phase::Progressing;
+        if self.step + 1 < self.steps.len() {
+            next.step += 1;
+            next.step_started_ms = now_ms;
+            next.step_banked_ms = 0;
+            let w = self.steps[next.step].weight;
+            return (RouteChange::Weight(w), format!("step {} of {}: {w}", next.step + 1, self.steps.len()));
+        }
+        next.phase = Phase::Promoted;
+        (RouteChange::Promote, format!("promoted: {} is the new stable", self.canary.version.as_str()))
     }
 }
 
@@ -564,5 +686,77 @@ mod tests {
         assert!(parse_steps("150%/1m").unwrap_err().contains("out of range"));
         assert!(parse_steps("10%/soon").unwrap_err().contains("soon"));
         assert_eq!(default_steps().len(), 5);
+    }
+
+    #[test]
+    fn approve_marks_the_step_before_it() {
+        let steps = parse_steps("1%/30s,approve,25%/2m,100%").unwrap();
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps.iter().map(|s| s.approve).collect::<Vec<_>>(), [true, false, false]);
+        assert_eq!(format_steps(&steps), "1%/30s,approve,25%/2m,100%");
+        assert!(parse_steps("approve,10%").unwrap_err().contains("must follow a step"));
+        assert!(parse_steps("10%,approve,approve,50%").unwrap_err().contains("twice"));
+        let json = serde_json::to_value(&steps).unwrap();
+        assert_eq!(json[0]["approve"], true);
+        assert!(json[1].get("approve").is_none(), "a step without approval reads as before: {json}");
+    }
+
+    fn awaiting() -> Rollout {
+        let r = fixture("10%/1s,approve,50%/1s,100%").apply(&Command::Begin, 0).unwrap().rollout;
+        let t = r.apply(&Command::AwaitApproval, 1500).unwrap();
+        assert_eq!(t.route, RouteChange::None);
+        assert_eq!(t.event.action, "await_approval");
+        t.rollout
+    }
+
+    fn alice(reason: Option<&str>) -> Approval {
+        Approval { by: "alice (admin token, 127.0.0.1)".into(), reason: reason.map(str::to_owned) }
+    }
+
+    #[test]
+    fn an_approval_step_waits_for_a_person_at_its_weight() {
+        let waiting = awaiting();
+        assert_eq!(waiting.phase, Phase::AwaitingApproval);
+        assert_eq!(waiting.weight(), Weight::from_percent(10.0).unwrap());
+        assert_eq!(waiting.held_ms(99_000), 1500, "the hold clock stops while waiting");
+        assert!(waiting.apply(&Command::Advance, 2000).is_err(), "the judge alone cannot pass an approval");
+        assert!(waiting.apply(&Command::Resume, 2000).is_err());
+        let t = waiting.apply(&Command::Approve(alice(Some("dashboards look fine"))), 60_000).unwrap();
+        assert_eq!(t.rollout.phase, Phase::Progressing);
+        assert_eq!(t.rollout.step, 1);
+        assert_eq!(t.route, RouteChange::Weight(Weight::from_percent(50.0).unwrap()));
+        assert_eq!(t.event.by.as_deref(), Some("alice (admin token, 127.0.0.1)"));
+        assert_eq!(t.event.reason.as_deref(), Some("dashboards look fine"));
+        assert!(t.event.message.starts_with("approved by alice"), "{}", t.event.message);
+        assert!(!t.rollout.hold_passed(60_500), "the next step holds afresh");
+    }
+
+    #[test]
+    fn a_step_without_approval_refuses_to_wait_and_approvals_need_a_waiting_rollout() {
+        let r = fixture("10%/1s,100%").apply(&Command::Begin, 0).unwrap().rollout;
+        assert!(r.apply(&Command::AwaitApproval, 2000).is_err());
+        let e = r.apply(&Command::Approve(alice(None)), 2000).unwrap_err();
+        assert_eq!(e.to_string(), "cannot approve a rollout that is progressing");
+    }
+
+    #[test]
+    fn a_rejection_aborts_and_the_judge_still_rolls_back_while_waiting() {
+        let rejected = awaiting().apply(&Command::Reject(alice(Some("wrong build"))), 3000).unwrap();
+        assert_eq!(rejected.rollout.phase, Phase::Aborted);
+        assert_eq!(rejected.route, RouteChange::RemoveCanary);
+        assert_eq!(rejected.rollout.reason.as_deref(), Some("rejected by alice (admin token, 127.0.0.1): wrong build"));
+        let failed = awaiting().apply(&Command::Fail("error rate".into()), 3000).unwrap();
+        assert_eq!(failed.rollout.phase, Phase::Failed);
+        assert_eq!(failed.event.reason.as_deref(), Some("error rate"));
+    }
+
+    #[test]
+    fn approving_the_last_step_promotes() {
+        let r = fixture("10%/1s,100%,approve").apply(&Command::Begin, 0).unwrap().rollout;
+        let r = r.apply(&Command::Advance, 1000).unwrap().rollout;
+        let r = r.apply(&Command::AwaitApproval, 2000).unwrap().rollout;
+        let t = r.apply(&Command::Approve(alice(None)), 3000).unwrap();
+        assert_eq!(t.rollout.phase, Phase::Promoted);
+        assert_eq!(t.route, RouteChange::Promote);
     }
 }

@@ -186,3 +186,27 @@ fn a_step_without_team_data_pauses_naming_the_metric_and_never_rolls_back() {
         ))
     );
 }
+
+#[test]
+fn an_advance_out_of_an_approval_step_waits_for_a_person() {
+    let rollout = progressing("10%/1s,approve,100%", 0);
+    assert_eq!(next_command(&rollout, &judged(StepDecision::Advance), &at(HOLD_MS)), Some(Command::AwaitApproval));
+    let waiting = rollout.apply(&Command::AwaitApproval, HOLD_MS).unwrap().rollout;
+    for decision in [StepDecision::Advance, StepDecision::Hold, StepDecision::NeedsAttention] {
+        assert_eq!(next_command(&waiting, &judged(decision), &at(60 * HOLD_MS)), None, "{decision:?}");
+    }
+}
+
+#[test]
+fn a_worse_canary_is_rolled_back_while_it_waits_for_approval() {
+    let waiting = progressing("10%/1s,approve,100%", 0).apply(&Command::AwaitApproval, HOLD_MS).unwrap().rollout;
+    let verdicts = [errors_verdict()];
+    let judgement =
+        Judgement { decision: StepDecision::Rollback, verdicts: &verdicts, rollback_metric: Some(Metric::Errors) };
+    let Some(Command::Fail(why)) = next_command(&waiting, &judgement, &at(2 * HOLD_MS)) else {
+        panic!("a worse canary must roll back while waiting")
+    };
+    assert!(why.contains("error rate"), "{why}");
+    let signals = Signals { breaker_tripped: Some("refused"), ..at(2 * HOLD_MS) };
+    assert!(matches!(next_command(&waiting, &judged(StepDecision::Hold), &signals), Some(Command::Fail(_))));
+}
