@@ -69,7 +69,7 @@ pub async fn serve(
             },
             () = &mut stop => break,
         };
-        let connection = connection(stream, router.clone(), builder.clone(), timeouts, graceful.watcher());
+        let connection = connection(stream, peer, router.clone(), builder.clone(), timeouts, graceful.watcher());
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, %peer, "admin connection ended with an error");
@@ -85,6 +85,7 @@ pub async fn serve(
 /// One connection, until it ends, is upgraded, or misses its deadline.
 async fn connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     timeouts: Timeouts,
@@ -94,8 +95,10 @@ async fn connection(
     let watch = Arc::new(Watch::new(Instant::now()));
     let io = TokioIo::new(Watched { inner: stream, watch: watch.clone() });
     let requests = watch.clone();
-    let service = service_fn(move |req: http::Request<Incoming>| {
+    let service = service_fn(move |mut req: http::Request<Incoming>| {
         let in_flight = InFlight::start(requests.clone());
+        // Handlers that log who acted (an approval) read the client's address from here.
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
         let router = router.clone();
         async move {
             let response = router.oneshot(req.map(Body::new)).await;

@@ -203,6 +203,10 @@ pub enum RolloutCommand {
     Pause(ActionArgs),
     /// Continue a paused rollout.
     Resume(ServiceArg),
+    /// Let a rollout that waits at an `approve` step go on to its next step.
+    Approve(ApprovalArgs),
+    /// Refuse a rollout that waits at an `approve` step: it is aborted.
+    Reject(ApprovalArgs),
     /// Every rollout of a service, oldest first.
     History(ServiceArg),
     /// The event log of a service's rollouts, oldest first.
@@ -283,6 +287,19 @@ pub struct ActionArgs {
     /// Why, in words; kept in the rollout's event log.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+/// `canary rollout approve|reject`.
+#[derive(Debug, Args)]
+pub struct ApprovalArgs {
+    /// The service.
+    pub service: String,
+    /// Why, in words; kept in the rollout's event log.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Who approves, for the event log (default: the user running the command, `$USER`).
+    #[arg(long)]
+    pub by: Option<String>,
 }
 
 /// A command that takes only a service.

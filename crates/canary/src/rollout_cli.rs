@@ -17,7 +17,7 @@ use canary_core::team::{TeamMetric, team_metrics_from_toml};
 use serde_json::json;
 
 use crate::admin_client::{Admin, Answer, rollout_path, rollouts_path, segment};
-use crate::cli::{ActionArgs, EventsArgs, RolloutArgs, RolloutCommand, StartArgs};
+use crate::cli::{ActionArgs, ApprovalArgs, EventsArgs, RolloutArgs, RolloutCommand, StartArgs};
 use crate::output::outln;
 use crate::rollout_status::status_command;
 use crate::rollout_view::{percent, phase_words, plan_line, step_of, versions};
@@ -42,6 +42,8 @@ async fn dispatch(args: RolloutArgs) -> anyhow::Result<ExitCode> {
         RolloutCommand::Promote(a) => act(&admin, "promote", a, json).await?,
         RolloutCommand::Abort(a) => act(&admin, "abort", a, json).await?,
         RolloutCommand::Pause(a) => act(&admin, "pause", a, json).await?,
+        RolloutCommand::Approve(a) => decide(&admin, "approve", a, json).await?,
+        RolloutCommand::Reject(a) => decide(&admin, "reject", a, json).await?,
         RolloutCommand::Resume(s) => {
             let path = format!("{}/resume", rollout_path(&s.service));
             let answer = admin.call(reqwest::Method::POST, &path, None).await?;
@@ -131,6 +133,15 @@ async fn act(admin: &Admin, action: &str, args: ActionArgs, json: bool) -> anyho
     let path = format!("{}/{action}", rollout_path(&args.service));
     let body = args.reason.map(|reason| json!({ "reason": reason }));
     let answer = admin.call(reqwest::Method::POST, &path, body).await?;
+    print_rollout_answer(&answer, json)
+}
+
+/// Approves or rejects, naming the person (`--by`, else `$USER`) for the event log.
+async fn decide(admin: &Admin, action: &str, args: ApprovalArgs, json: bool) -> anyhow::Result<()> {
+    let path = format!("{}/{action}", rollout_path(&args.service));
+    let by = args.by.or_else(|| std::env::var("USER").ok()).filter(|by| !by.trim().is_empty());
+    let body = json!({ "reason": args.reason, "by": by });
+    let answer = admin.call(reqwest::Method::POST, &path, Some(body)).await?;
     print_rollout_answer(&answer, json)
 }
 

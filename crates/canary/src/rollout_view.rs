@@ -55,28 +55,27 @@ pub fn step_line(view: &RolloutView) -> String {
     line
 }
 
-/// The plan with the current step marked: `1%/5s ✓ → 5%/5s ✓ → [25%/5s] → 50%/5s → 100%`.
+/// The plan with the current step marked: `1%/5s ✓ → 5%/5s ✓ → [25%/5s] → approve → 100%`
+/// (`[approve]` while the rollout waits there).
 pub fn plan_line(r: &Rollout) -> String {
     let over = r.phase.is_terminal();
-    let steps: Vec<String> = r
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let text = if s.hold.0.is_zero() {
-                s.weight.to_string()
-            } else {
-                format!("{}/{}", s.weight, String::from(s.hold))
-            };
-            if i == r.step && !over {
-                format!("[{text}]")
-            } else if i < r.step || (r.phase == Phase::Promoted && i == r.step) {
-                format!("{text} ✓")
-            } else {
-                text
-            }
-        })
-        .collect();
+    let waiting = r.phase == Phase::AwaitingApproval;
+    let mut steps: Vec<String> = Vec::new();
+    for (i, s) in r.steps.iter().enumerate() {
+        let text =
+            if s.hold.0.is_zero() { s.weight.to_string() } else { format!("{}/{}", s.weight, String::from(s.hold)) };
+        let done = i < r.step || (r.phase == Phase::Promoted && i == r.step);
+        steps.push(if i == r.step && !over && !waiting {
+            format!("[{text}]")
+        } else if done || (i == r.step && waiting) {
+            format!("{text} ✓")
+        } else {
+            text
+        });
+        if s.approve {
+            steps.push(if i == r.step && waiting { "[approve]".to_owned() } else { "approve".to_owned() });
+        }
+    }
     format!("plan: {}", steps.join(" → "))
 }
 
@@ -98,6 +97,10 @@ pub fn outcome_line(r: &Rollout) -> Option<String> {
         Phase::Failed => Some(format!("rolled back automatically{why}")),
         Phase::Aborted => Some(format!("aborted{why}")),
         Phase::Paused => Some(format!("paused{why}")),
+        Phase::AwaitingApproval => Some(format!(
+            "waiting for approval at {}: canary rollout approve {} [--reason …] or reject {}",
+            r.steps[r.step].weight, r.service, r.service
+        )),
         Phase::Pending | Phase::Progressing => None,
     }
 }

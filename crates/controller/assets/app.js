@@ -235,6 +235,7 @@ const PHASE = {
   pending: 'Pending',
   progressing: 'Progressing',
   paused: 'Paused',
+  awaitingApproval: 'Waiting for approval',
   promoted: 'Promoted',
   aborted: 'Aborted',
   failed: 'Rolled back',
@@ -258,6 +259,8 @@ function makeCard(name) {
   card.buttons = {
     pause: act('pause', 'Pause', 'secondary'),
     resume: act('resume', 'Resume', 'primary'),
+    approve: act('approve', 'Approve…', 'primary'),
+    reject: act('reject', 'Reject…', 'danger'),
     promote: act('promote', 'Promote…', 'secondary'),
     abort: act('abort', 'Abort…', 'danger'),
     start: h('button', { type: 'button', class: 'primary', onclick: () => toggleStart(card, true) }, 'Start a rollout'),
@@ -353,6 +356,15 @@ async function onAction(card, action) {
         `${r.stable.version} keeps its pinned sessions while it drains.`,
       'Promote',
     );
+  } else if (action === 'approve' || action === 'reject') {
+    const approve = action === 'approve';
+    reason = await confirmAction(
+      `${approve ? 'Approve' : 'Reject'} ${r.canary.version} on ${card.name}?`,
+      approve
+        ? `The rollout goes on to its next step; the judge keeps watching.`
+        : `The rollout is aborted: ${r.canary.version} gets no traffic from now on.`,
+      approve ? 'Approve' : 'Reject',
+    );
   } else if (action === 'abort') {
     reason = await confirmAction(
       `Abort the rollout of ${r.canary.version}?`,
@@ -378,7 +390,10 @@ function fillCard(card, svc) {
   card.versions.textContent = `stable ${routing.stable.version}${canary}${draining}${tripped} · gateway ${routing.listen}`;
   // A read token sees everything and changes nothing: the server would refuse the actions.
   const canAct = state.role !== 'read';
-  card.buttons.pause.hidden = !(canAct && active && r.phase !== 'paused');
+  const waiting = active && r.phase === 'awaitingApproval';
+  card.buttons.approve.hidden = !(canAct && waiting);
+  card.buttons.reject.hidden = !(canAct && waiting);
+  card.buttons.pause.hidden = !(canAct && active && r.phase === 'progressing');
   card.buttons.resume.hidden = !(canAct && active && r.phase === 'paused');
   card.buttons.promote.hidden = !(canAct && active);
   card.buttons.abort.hidden = !(canAct && active);
@@ -538,6 +553,9 @@ function judgePanel(r) {
 
 function headline(r, j) {
   const worse = j.verdicts.find((v) => v.verdict === 'worse' && v.metric !== 'sampleRatio');
+  if (r.phase === 'awaitingApproval' && j.decision !== 'rollback') {
+    return 'Waiting for a person to approve or reject. The judge keeps watching and still rolls back a worse canary.';
+  }
   switch (j.decision) {
     case 'rollback':
       return `Rolling back: ${sentence(worse ?? j.verdicts[0], j, r)}.`;
@@ -724,7 +742,10 @@ function markerLabel(e) {
   switch (e.action) {
     case 'begin':
     case 'advance':
+    case 'approve':
       return pct(e.weight);
+    case 'await_approval':
+      return 'approval?';
     case 'fail':
       return 'rollback';
     default:

@@ -2,12 +2,18 @@
 
 use axum::extract::State;
 use canary_core::api::Envelope;
-use canary_core::rollout::{Command, Event, Rollout};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::Extension;
+use axum::extract::ConnectInfo;
+use axum::http::HeaderMap;
+use canary_core::admin::Role;
+use canary_core::rollout::{Approval, Command, Event, Rollout};
 use serde::Deserialize;
 use serde::de::IntoDeserializer;
 use utoipa::ToSchema;
 
-use super::AppState;
+use super::{AppState, auth};
 use super::envelope::{ApiError, ApiResult, ok};
 use super::extract::{ApiPath, ApiQuery};
 use super::json::{JsonBody, MaybeJson};
@@ -75,6 +81,10 @@ pub struct ActionBody {
     /// Why, in words.
     #[serde(default)]
     pub reason: Option<String>,
+    /// Who acts, for the event log of `approve` and `reject` (beside the token's role and the
+    /// client's address, which are always logged); at most 64 characters.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// What a person can do to an active rollout.
@@ -89,6 +99,10 @@ pub enum RolloutAction {
     Pause,
     /// Go on from a pause.
     Resume,
+    /// Let a rollout waiting at an `approve` step go on.
+    Approve,
+    /// Refuse a rollout waiting at an `approve` step: it is aborted.
+    Reject,
 }
 
 impl RolloutAction {
@@ -96,13 +110,14 @@ impl RolloutAction {
     fn parse(name: &str) -> Result<RolloutAction, ApiError> {
         let text: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = name.into_deserializer();
         RolloutAction::deserialize(text)
-            .map_err(|_| ApiError::invalid(format!("Unknown action {name:?}: use promote, abort, pause or resume.")))
+            .map_err(|_| ApiError::invalid(format!("Unknown action {name:?}: use promote, abort, pause, resume, approve or reject.")))
     }
 }
 
-/// `POST /api/v1/services/{name}/rollout/{action}` with action `promote|abort|pause|resume`.
+/// `POST /api/v1/services/{name}/rollout/{action}` with action
+/// `promote|abort|pause|resume|approve|reject`.
 #[utoipa::path(post, path = "/services/{name}/rollout/{action}", operation_id = "actOnRollout", tag = ROLLOUTS,
-    summary = "Promote, abort, pause or resume the active rollout",
+    summary = "Promote, abort, pause, resume, approve or reject the active rollout",
     params(
         ("name" = String, Path, description = "The service's name"),
         ("action" = inline(RolloutAction), Path, description = "What to do"),
@@ -110,9 +125,9 @@ impl RolloutAction {
     request_body(content = Option<ActionBody>, description = "Optional: why, for the event log"),
     responses(
         (status = 200, description = "`OK`: the rollout after the action", body = Envelope<RolloutView>),
-        (status = 400, description = "`INVALID_ARGUMENT`: an unknown action, or a body that is not JSON", body = ErrorEnvelope),
+        (status = 400, description = "`INVALID_ARGUMENT`: an unknown action, a body that is not JSON, or a `by` that is too long or not printable", body = ErrorEnvelope),
         (status = 404, description = "`NOT_FOUND`: no such service, or no active rollout", body = ErrorEnvelope),
-        (status = 409, description = "`FAILED_PRECONDITION`: the action does not fit the rollout's phase", body = ErrorEnvelope),
+        (status = 409, description = "`FAILED_PRECONDITION`: the action does not fit the rollout's phase (`approve` and `reject` need a rollout in `awaitingApproval`)", body = ErrorEnvelope),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`: a body that is not `application/json`", body = ErrorEnvelope),
         (status = 503, description = "`UNAVAILABLE`: the store is unreachable or busy, or this controller is not the leader", body = ErrorEnvelope),
     ),
@@ -120,17 +135,46 @@ impl RolloutAction {
 pub async fn act(
     State(state): State<AppState>,
     ApiPath((name, action)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     MaybeJson(body): MaybeJson<ActionBody>,
 ) -> ApiResult {
-    let reason = body.and_then(|b| b.reason).unwrap_or_else(|| "by an operator".to_owned());
-    let command = match RolloutAction::parse(&action)? {
-        RolloutAction::Promote => Command::Promote(reason),
-        RolloutAction::Abort => Command::Abort(reason),
-        RolloutAction::Pause => Command::Pause(reason),
-        RolloutAction::Resume => Command::Resume,
+    let body = body.unwrap_or_default();
+    let action = RolloutAction::parse(&action)?;
+    let command = if let RolloutAction::Approve | RolloutAction::Reject = action {
+        let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
+        let approval = Approval { by: approver(&state, &headers, client, body.by.as_deref())?, reason: body.reason };
+        if action == RolloutAction::Approve { Command::Approve(approval) } else { Command::Reject(approval) }
+    } else {
+        let reason = body.reason.unwrap_or_else(|| "by an operator".to_owned());
+        match action {
+            RolloutAction::Promote => Command::Promote(reason),
+            RolloutAction::Abort => Command::Abort(reason),
+            RolloutAction::Pause => Command::Pause(reason),
+            _ => Command::Resume,
+        }
     };
     let view = state.controller.act(&name, command).await?;
     Ok(ok(format!("{name}: rollout {} is {}.", view.rollout.id, view.rollout.phase.name()), view))
+}
+
+/// Who approves, in words: the name they gave, the token they sent and where from
+/// (`alice (admin token, 127.0.0.1)`).
+fn approver(state: &AppState, headers: &HeaderMap, client: Option<IpAddr>, by: Option<&str>) -> Result<String, ApiError> {
+    let token = match state.access.tokens.role(auth::bearer(headers)) {
+        _ if !state.access.tokens.required() => "no token",
+        Ok(Role::Admin) => "admin token",
+        Ok(Role::Read) => "read token",
+        Err(_) => "no token",
+    };
+    let from = client.map_or_else(|| "an unknown address".to_owned(), |ip| ip.to_string());
+    let Some(by) = by.map(str::trim).filter(|by| !by.is_empty()) else {
+        return Ok(format!("{} from {from}", if token == "no token" { "a caller without a token" } else { token }));
+    };
+    if by.chars().count() > 64 || by.chars().any(char::is_control) {
+        return Err(ApiError::invalid("`by` must be at most 64 printable characters."));
+    }
+    Ok(format!("{by} ({token}, {from})"))
 }
 
 /// Query of the event log.

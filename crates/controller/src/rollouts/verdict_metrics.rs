@@ -15,8 +15,15 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use super::Controller;
 
-const PHASES: [Phase; 6] =
-    [Phase::Pending, Phase::Progressing, Phase::Paused, Phase::Promoted, Phase::Aborted, Phase::Failed];
+const PHASES: [Phase; 7] = [
+    Phase::Pending,
+    Phase::Progressing,
+    Phase::Paused,
+    Phase::AwaitingApproval,
+    Phase::Promoted,
+    Phase::Aborted,
+    Phase::Failed,
+];
 const DECISIONS: [(StepDecision, &str); 4] = [
     (StepDecision::Rollback, "rollback"),
     (StepDecision::NeedsAttention, "needs_attention"),
