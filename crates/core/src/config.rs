@@ -39,6 +39,9 @@ pub struct Config {
     /// The services, one gateway listener each.
     #[serde(default, rename = "service")]
     pub services: Vec<ServiceConfig>,
+    /// Where rollout events are sent (`[[notify]]`, see [`crate::notify`]).
+    #[serde(default)]
+    pub notify: Vec<crate::notify::SinkConfig>,
 }
 
 /// `[store]`: an embedded database file (default) or etcd.
@@ -652,6 +655,7 @@ impl Config {
         if self.gateway.workers == Some(0) {
             return invalid("[gateway]: workers must be at least 1".into());
         }
+        crate::notify::check_sinks(&self.notify).map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

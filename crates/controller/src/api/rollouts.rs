@@ -13,11 +13,11 @@ use serde::Deserialize;
 use serde::de::IntoDeserializer;
 use utoipa::ToSchema;
 
-use super::{AppState, auth};
 use super::envelope::{ApiError, ApiResult, ok};
 use super::extract::{ApiPath, ApiQuery};
 use super::json::{JsonBody, MaybeJson};
 use super::openapi::{ErrorEnvelope, ROLLOUTS};
+use super::{AppState, auth};
 use canary_core::api::{RolloutView, StartRollout};
 
 /// `POST /api/v1/services/{name}/rollouts`.
@@ -109,8 +109,9 @@ impl RolloutAction {
     /// The action named in a path, by the names the document lists.
     fn parse(name: &str) -> Result<RolloutAction, ApiError> {
         let text: serde::de::value::StrDeserializer<'_, serde::de::value::Error> = name.into_deserializer();
-        RolloutAction::deserialize(text)
-            .map_err(|_| ApiError::invalid(format!("Unknown action {name:?}: use promote, abort, pause, resume, approve or reject.")))
+        RolloutAction::deserialize(text).map_err(|_| {
+            ApiError::invalid(format!("Unknown action {name:?}: use promote, abort, pause, resume, approve or reject."))
+        })
     }
 }
 
@@ -160,7 +161,12 @@ pub async fn act(
 
 /// Who approves, in words: the name they gave, the token they sent and where from
 /// (`alice (admin token, 127.0.0.1)`).
-fn approver(state: &AppState, headers: &HeaderMap, client: Option<IpAddr>, by: Option<&str>) -> Result<String, ApiError> {
+fn approver(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: Option<IpAddr>,
+    by: Option<&str>,
+) -> Result<String, ApiError> {
     let token = match state.access.tokens.role(auth::bearer(headers)) {
         _ if !state.access.tokens.required() => "no token",
         Ok(Role::Admin) => "admin token",
