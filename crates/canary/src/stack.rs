@@ -109,14 +109,17 @@ impl Stack {
         let health = routing.health().clone();
         let gateway = local.as_ref().map(|l| l.gateway.clone());
         let controller = controller(config, routing, gateway.as_ref())?;
+        let notify_metrics = canary_controller::notify::NotifyMetrics::default();
         if role != Role::Gateway {
             tasks.push(controller.spawn_leader());
+            tasks.extend(canary_controller::notify::spawn(&controller, &config.notify, &notify_metrics));
         }
         let admin = TcpListener::bind(config.admin.listen)
             .await
             .with_context(|| format!("admin: cannot listen on {}", config.admin.listen))?;
         let admin_addr = admin.local_addr()?;
-        let registry = registry(gateway.as_ref(), health, &controller);
+        let mut registry = registry(gateway.as_ref(), health, &controller);
+        notify_metrics.register(&mut registry);
         let state = canary_controller::AppState {
             controller: controller.clone(),
             access: Arc::new(access),

@@ -5,6 +5,7 @@ pub mod api;
 pub mod dashboard;
 pub mod error;
 pub mod metrics_source;
+pub mod notify;
 pub mod prometheus;
 pub mod rollouts;
 pub mod routing;

@@ -10,6 +10,7 @@
 //! /canary/team-judges/<service>/<rollout> the team metrics' evidence, saved every tick
 //! /canary/secrets/pin                     the pin-signing secret shared by every gateway
 //! /canary/leaders/<election>              etcd leader key, bound to the leader's lease
+//! /canary/notify/<sink>/cursor            the last event a notification sink is done with
 //! ```
 //!
 //! Service names and rollout ids follow `canary_core::names::check_id` (letters, digits, `_`,
@@ -37,6 +38,14 @@ pub fn rollouts(service: &str) -> String {
 /// The record of rollout `id` of `service`.
 pub fn rollout(service: &str, id: &str) -> String {
     format!("/canary/rollouts/{service}/{id}")
+}
+
+/// Prefix of every service's event log: notifications follow it.
+pub const EVENTS: &str = "/canary/events/";
+
+/// Where notification sink `sink` keeps its delivered cursor.
+pub fn notify_cursor(sink: &str) -> String {
+    format!("/canary/notify/{sink}/cursor")
 }
 
 /// Prefix of the event log of `service`.
