@@ -3,6 +3,7 @@
 
 pub mod browser;
 pub mod fleet;
+pub mod hooks;
 pub mod link;
 pub mod prometheus;
 pub mod restart;
