@@ -16,7 +16,16 @@ use crate::stack::Stack;
 /// Checks a configuration file; prints what is wrong and fails, or a one-line summary.
 pub fn validate(args: ValidateArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config).with_context(|| format!("{} is not valid", args.config.display()))?;
-    outln!("{} is valid: {} service(s), admin on {}", args.config.display(), config.services.len(), config.admin.listen)
+    let sinks = match config.notify.len() {
+        0 => String::new(),
+        n => format!(", {n} notification sink(s)"),
+    };
+    outln!(
+        "{} is valid: {} service(s), admin on {}{sinks}",
+        args.config.display(),
+        config.services.len(),
+        config.admin.listen
+    )
 }
 
 /// Runs the gateway, the controller and the admin listener until SIGTERM or Ctrl-C, then drains.

@@ -44,3 +44,25 @@ fn an_unknown_key_and_a_cross_key_rule_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("token"), "{err}");
 }
+
+#[test]
+fn bad_notification_sinks_are_named_with_what_is_wrong() {
+    let sink = |body: &str| {
+        let out = validate(&format!("{GOOD}\n[[notify]]\n{body}\n"));
+        assert!(!out.status.success(), "{body} was accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = sink("kind = \"email\"\nurl = \"http://127.0.0.1:9999/hook\"");
+    assert!(err.contains("unknown variant `email`") && err.contains("expected `webhook` or `slack`"), "{err}");
+    let err = sink("kind = \"webhook\"\nurl = \"http://127.0.0.1:9999/hook\"\nsecret = \"too short\"");
+    assert!(err.contains("secret must be at least 16 characters") && err.contains("line 10"), "{err}");
+    let err = sink("kind = \"webhook\"\nurl = \"127.0.0.1:9999/hook\"");
+    assert!(err.contains("must start with http:// or https://"), "{err}");
+    let err = sink("kind = \"webhook\"\nurl = \"http://127.0.0.1:9999/hook\"\nevents = [\"rolledback\"]");
+    assert!(err.contains("unknown event \"rolledback\"") && err.contains("rolled_back"), "{err}");
+
+    let good = "kind = \"webhook\"\nurl = \"http://127.0.0.1:9999/hook\"\nsecret = \"at least 16 characters\"";
+    let out = validate(&format!("{GOOD}\n[[notify]]\n{good}\nevents = [\"rolled_back\", \"approval_needed\"]\n"));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && summary.contains("1 notification sink(s)"), "{summary}");
+}
