@@ -1,8 +1,11 @@
 //! Notifications through a real `canary serve` process: a webhook receiver that checks every
 //! signature and sees each event once per id although it fails the first attempt, a Slack
 //! receiver that gets text and mrkdwn section blocks, and events a restart had not delivered
-//! yet delivered after it.
+//! yet delivered after it; with two controllers on one etcd, only the leader sends.
 
+#[path = "../../store/tests/support/etcd_server.rs"]
+#[allow(dead_code)]
+mod etcd_server;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -165,4 +168,45 @@ async fn events_undelivered_at_a_restart_are_delivered_after_it() {
     let paused = accepted[1].json();
     assert_eq!((paused["event"].as_str(), paused["reason"].as_str()), (Some("paused"), Some("lunch")));
     assert_eq!(accepted[2].json()["event"], "aborted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_controllers_only_the_leader_sends_and_each_event_arrives_once() {
+    let etcd = etcd_server::EtcdServer::start().await;
+    let receiver = HookReceiver::start(Answer::Accept).await;
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let node = format!(
+        "{}\n[store]\nkind = \"etcd\"\nendpoints = [\"{}\"]\n{}",
+        support::stable_only_config(&v1, ""),
+        etcd.endpoint(),
+        webhook(&receiver)
+    );
+    let nodes = [Gateway::start(&node), Gateway::start(&node)];
+    let leading = |text: &str| text.lines().any(|l| l == "canary_controller_leading 1");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let leader = loop {
+        let [a, b] = [nodes[0].metrics().await, nodes[1].metrics().await];
+        match (leading(&a), leading(&b)) {
+            (true, false) => break 0,
+            (false, true) => break 1,
+            _ => assert!(Instant::now() < deadline, "no single leader"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Started through the node that does not lead: the event log is shared, the sending is not.
+    start(&nodes[1 - leader], &v2, "10%/300ms,50%/300ms,100%").await;
+    wait_until(Duration::from_secs(30), "four accepted webhooks", || receiver.accepted("/hook").len() >= 4).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let accepted = receiver.accepted("/hook");
+    assert_eq!(ids(&accepted), event_ids(&nodes[leader]).await, "each event once, from one node");
+    assert_signed(&accepted);
+    let delivered =
+        |text: &str| text.lines().find(|l| l.starts_with("canary_notify_delivered_total")).map(str::to_owned);
+    let follower = delivered(&nodes[1 - leader].metrics().await);
+    assert_eq!(follower.as_deref(), Some("canary_notify_delivered_total{sink=\"hooks\"} 0"));
+    assert_eq!(
+        delivered(&nodes[leader].metrics().await).as_deref(),
+        Some("canary_notify_delivered_total{sink=\"hooks\"} 4")
+    );
 }

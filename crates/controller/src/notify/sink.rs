@@ -31,13 +31,17 @@ pub(super) struct Sink {
     client: reqwest::Client,
     backoff: Backoff,
     rollouts: HashMap<String, Rollout>,
+    /// When this process configured the sink: a sink without a stored cursor is owed the
+    /// events from then on, also those logged before it first led.
+    since_ms: u64,
 }
 
 impl Sink {
     pub(super) fn new(config: SinkConfig, controller: Arc<Controller>, metrics: NotifyMetrics) -> Sink {
         let client = send::client(&config);
         let name = config.sink_name();
-        Sink { config, name, controller, metrics, client, backoff: Backoff::default(), rollouts: HashMap::new() }
+        let (backoff, rollouts, since_ms) = (Backoff::default(), HashMap::new(), unix_ms());
+        Sink { config, name, controller, metrics, client, backoff, rollouts, since_ms }
     }
 
     /// Delivers forever: waits for the leadership, follows the log while it lasts, and reads
@@ -68,17 +72,21 @@ impl Sink {
     async fn follow(&mut self) -> Result<(), StoreError> {
         let store = self.store();
         let listing = store.list(keys::EVENTS).await?;
-        let mut cursor = match self.load_cursor().await? {
-            Some(cursor) => cursor,
-            None => {
-                // A new sink starts at the log's end: it is owed what happens from now on.
-                let start = Cursor { revision: listing.revision, key: String::new() };
-                self.save_cursor(&start).await?;
-                start
-            }
-        };
-        let mut owed: Vec<_> = listing.entries.into_iter().filter(|e| cursor.owes(e.revision, &e.key)).collect();
+        let stored = self.load_cursor().await?;
+        let fresh = stored.is_none();
+        let mut cursor = stored.unwrap_or_default();
+        let mut owed: Vec<_> = listing
+            .entries
+            .into_iter()
+            .filter(|e| cursor.owes(e.revision, &e.key) && (!fresh || self.logged_since_start(&e.value)))
+            .collect();
         owed.sort_by(|a, b| (a.revision, &a.key).cmp(&(b.revision, &b.key)));
+        if fresh {
+            // A new sink is owed what happened since this process configured it, no older news.
+            let start = owed.first().map_or(listing.revision, |first| first.revision - 1);
+            cursor = Cursor { revision: start, key: String::new() };
+            self.save_cursor(&cursor).await?;
+        }
         if !owed.is_empty() {
             tracing::info!(sink = %self.name, events = owed.len(), "notifications: catching up on the event log");
         }
@@ -104,6 +112,11 @@ impl Sink {
                 Ok(Some(Ok(_deleted))) => {}
             }
         }
+    }
+
+    /// Whether a logged event happened after this process configured the sink.
+    fn logged_since_start(&self, value: &[u8]) -> bool {
+        serde_json::from_slice::<Event>(value).is_ok_and(|event| event.at_ms >= self.since_ms)
     }
 
     /// Sends one logged event if the sink wants it, then moves the cursor past it; `false`
