@@ -418,9 +418,14 @@ function summary(svc) {
   const steps = h(
     'ol',
     { class: 'steps' },
-    r.steps.map((s, i) => {
-      const cls = i < r.step || r.phase === 'promoted' ? 'done' : i === r.step && !isTerminal(r.phase) ? 'current' : '';
-      return h('li', { class: cls, title: `${pct(s.weight)} for ${s.hold}` }, pct(s.weight));
+    r.steps.flatMap((s, i) => {
+      const waiting = i === r.step && r.phase === 'awaitingApproval';
+      const done = i < r.step || r.phase === 'promoted' || waiting;
+      const cls = done ? 'done' : i === r.step && !isTerminal(r.phase) ? 'current' : '';
+      const step = h('li', { class: cls, title: `${pct(s.weight)} for ${s.hold}` }, pct(s.weight));
+      if (!s.approve) return [step];
+      const gate = h('li', { class: waiting ? 'approval current' : 'approval', title: 'a person approves before the next step' }, 'approve');
+      return [step, gate];
     }),
   );
   const target = r.weight;

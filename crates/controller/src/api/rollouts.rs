@@ -141,19 +141,21 @@ pub async fn act(
     MaybeJson(body): MaybeJson<ActionBody>,
 ) -> ApiResult {
     let body = body.unwrap_or_default();
-    let action = RolloutAction::parse(&action)?;
-    let command = if let RolloutAction::Approve | RolloutAction::Reject = action {
-        let client = client.map(|Extension(ConnectInfo(addr))| addr.ip());
-        let approval = Approval { by: approver(&state, &headers, client, body.by.as_deref())?, reason: body.reason };
-        if action == RolloutAction::Approve { Command::Approve(approval) } else { Command::Reject(approval) }
-    } else {
-        let reason = body.reason.unwrap_or_else(|| "by an operator".to_owned());
-        match action {
-            RolloutAction::Promote => Command::Promote(reason),
-            RolloutAction::Abort => Command::Abort(reason),
-            RolloutAction::Pause => Command::Pause(reason),
-            _ => Command::Resume,
-        }
+    let reason = || body.reason.clone().unwrap_or_else(|| "by an operator".to_owned());
+    let approval = || {
+        let client = client.as_ref().map(|Extension(ConnectInfo(addr))| addr.ip());
+        Ok::<_, ApiError>(Approval {
+            by: approver(&state, &headers, client, body.by.as_deref())?,
+            reason: body.reason.clone(),
+        })
+    };
+    let command = match RolloutAction::parse(&action)? {
+        RolloutAction::Promote => Command::Promote(reason()),
+        RolloutAction::Abort => Command::Abort(reason()),
+        RolloutAction::Pause => Command::Pause(reason()),
+        RolloutAction::Resume => Command::Resume,
+        RolloutAction::Approve => Command::Approve(approval()?),
+        RolloutAction::Reject => Command::Reject(approval()?),
     };
     let view = state.controller.act(&name, command).await?;
     Ok(ok(format!("{name}: rollout {} is {}.", view.rollout.id, view.rollout.phase.name()), view))
