@@ -178,3 +178,19 @@ async fn every_route_served_is_documented_and_every_documented_route_served() {
     assert!(served.contains(&("get".to_owned(), "/api/v1/stream".to_owned())), "{served:?}");
     assert_eq!(served.len(), 13, "{served:#?}");
 }
+
+#[tokio::test]
+async fn the_document_lists_the_approval_actions_and_phase() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = served_document(&router(state(dir.path(), None).await)).await;
+    let act = &doc["paths"]["/api/v1/services/{name}/rollout/{action}"]["post"];
+    let action = act["parameters"].as_array().unwrap().iter().find(|p| p["name"] == "action").expect("the action");
+    let actions = &resolve(&doc, &action["schema"])["enum"];
+    for name in ["promote", "abort", "pause", "resume", "approve", "reject"] {
+        assert!(actions.as_array().unwrap().contains(&Value::from(name)), "{name} missing from {actions}");
+    }
+    let body = resolve(&doc, &doc["components"]["schemas"]["ActionBody"]);
+    assert!(body["properties"]["by"].is_object(), "{body:#}");
+    let phase = resolve(&doc, &doc["components"]["schemas"]["Phase"]);
+    assert!(phase["enum"].as_array().unwrap().contains(&Value::from("awaitingApproval")), "{phase:#}");
+}
