@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use crate::admin::AdminConfig;
+use crate::gate::{GateConfig, check_gates};
 use crate::names;
 use crate::team::{TeamMetric, check_team_metrics};
 use crate::weight::Weight;
@@ -180,6 +181,10 @@ pub struct ServiceConfig {
     /// names its own (`[[service.metric]]`, see [`crate::team`]).
     #[serde(default, rename = "metric")]
     pub metrics: Vec<TeamMetric>,
+    /// Release gates: the team's own checks before a rollout moves on (`[[service.gate]]`,
+    /// see [`crate::gate`]).
+    #[serde(default, rename = "gate")]
+    pub gates: Vec<GateConfig>,
 }
 
 /// `breaker = { window = "10s", min_requests = 20, error_ratio = 0.25, stable_factor = 5,
@@ -628,6 +633,7 @@ impl Config {
             }
             check_team_metrics(&s.metrics, self.prometheus_url().is_some())
                 .map_err(|e| ConfigError::Invalid(format!("service {name:?}: {e}")))?;
+            check_gates(&s.gates).map_err(|e| ConfigError::Invalid(format!("service {name:?}: {e}")))?;
         }
         self.admin.check()?;
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {

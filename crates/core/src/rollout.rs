@@ -11,6 +11,9 @@
 //!
 //! from pending, progressing or paused:   promote (by hand) ──► promoted
 //!                                        abort (by hand)   ──► aborted
+//!                                        fail (a gate)     ──► failed
+//!                                        gate (an event; the phase stays)
+//! pending ── stage (canary at 0 % for the before-start gates) ──► pending
 //! ```
 //!
 //! [`Rollout::apply`] is a pure function: the current record and a command in, the next record,
@@ -269,6 +272,11 @@ pub enum Command {
     Abort(String),
     /// Roll back automatically.
     Fail(String),
+    /// Deploy the canary at weight 0 and stay pending, for the before-start gates
+    /// ([`crate::gate`]): their requests reach it through the override, no user does.
+    Stage,
+    /// A release gate started, passed or failed: logged as an event, nothing else changes.
+    Gate(String),
 }
 
 impl Command {
@@ -282,6 +290,8 @@ impl Command {
             Command::Promote(_) => "promote",
             Command::Abort(_) => "abort",
             Command::Fail(_) => "fail",
+            Command::Stage => "stage",
+            Command::Gate(_) => "gate",
         }
     }
 }
@@ -429,7 +439,12 @@ impl Rollout {
                 next.reason = Some(why.clone());
                 (RouteChange::RemoveCanary, format!("aborted: {why}"))
             }
-            (Command::Fail(why), Progressing | Paused) => {
+            (Command::Stage, Pending) => (
+                RouteChange::Canary { weight: Weight::ZERO },
+                format!("staged: {} deployed at 0% for the before-start gates", self.canary.version.as_str()),
+            ),
+            (Command::Gate(what), Pending | Progressing | Paused) => (RouteChange::None, what.clone()),
+            (Command::Fail(why), Pending | Progressing | Paused) => {
                 next.phase = Failed;
                 next.reason = Some(why.clone());
                 (RouteChange::RemoveCanary, format!("rolled back: {why}"))
@@ -527,7 +542,7 @@ mod tests {
     #[test]
     fn commands_that_do_not_fit_the_phase_are_refused() {
         let pending = rollout();
-        for command in [Command::Advance, Command::Resume, Command::Pause("x".into()), Command::Fail("x".into())] {
+        for command in [Command::Advance, Command::Resume, Command::Pause("x".into())] {
             let e = pending.apply(&command, 0).unwrap_err();
             assert_eq!(e.phase, "pending");
         }
@@ -550,6 +565,22 @@ mod tests {
         r.step = 0;
         r.steps.clear();
         assert!(r.check().unwrap_err().contains("at least one step"));
+    }
+
+    #[test]
+    fn a_staged_rollout_deploys_the_canary_at_zero_and_begins_after_its_gates() {
+        let staged = rollout().apply(&Command::Stage, 0).unwrap();
+        assert_eq!(staged.route, RouteChange::Canary { weight: Weight::ZERO });
+        assert_eq!(staged.rollout.phase, Phase::Pending);
+        assert_eq!(staged.rollout.weight(), Weight::ZERO);
+        let noted = staged.rollout.apply(&Command::Gate("gate e2e started".into()), 1).unwrap();
+        assert_eq!((noted.route, noted.event.action.as_str(), noted.event.seq), (RouteChange::None, "gate", 1));
+        assert_eq!(noted.rollout.phase, Phase::Pending);
+        let begun = noted.rollout.apply(&Command::Begin, 2).unwrap();
+        assert_eq!(begun.route, RouteChange::Canary { weight: Weight::from_percent(10.0).unwrap() });
+        let failed = noted.rollout.apply(&Command::Fail("gate e2e failed".into()), 2).unwrap();
+        assert_eq!((failed.rollout.phase, failed.route), (Phase::Failed, RouteChange::RemoveCanary));
+        assert!(begun.rollout.apply(&Command::Stage, 3).is_err());
     }
 
     #[test]

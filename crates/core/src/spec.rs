@@ -49,6 +49,11 @@ pub struct RouteSpec {
     /// judge's tail test; fixed for a rollout from stable's own p99.
     #[serde(default)]
     pub slow_bucket: Option<u8>,
+    /// A token the controller draws for each rollout: sent as `x-canary-force-token`, it makes
+    /// `x-canary-force` trusted while this rollout is in force, so a release gate's test suite
+    /// reaches the canary with no configured token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_token: Option<String>,
 }
 
 /// Why a route spec cannot be applied.
@@ -92,6 +97,7 @@ impl RouteSpec {
             draining: None,
             generation: 1,
             slow_bucket: None,
+            force_token: None,
         }
     }
 

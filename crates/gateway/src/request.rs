@@ -88,8 +88,15 @@ pub fn mint_uid() -> String {
     format!("{bits:032x}")
 }
 
-/// The override the client asked for, if it may ask.
-pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAddr) -> Option<Force> {
+/// The override the client asked for, if it may ask: from a trusted network, with the
+/// service's configured token, or with the token of the rollout in force (`rollout_token`,
+/// drawn by the controller for the rollout's release gates and valid for that rollout only).
+pub fn trusted_force(
+    settings: &ServiceSettings,
+    rollout_token: Option<&str>,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Option<Force> {
     let asked = headers.get(&FORCE)?.as_bytes();
     let force = if asked.eq_ignore_ascii_case(b"canary") {
         Force::Canary
@@ -98,12 +105,13 @@ pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAd
     } else {
         return None;
     };
-    let by_token = match (&settings.force_token, headers.get(&FORCE_TOKEN)) {
-        // Constant time in the bytes compared, so a guess learns nothing from the answer's
-        // timing but the token's length, which is no secret (config asks at least 16).
-        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
-        _ => false,
-    };
+    // Constant time in the bytes compared, so a guess learns nothing from the answer's
+    // timing but the token's length, which is no secret (config asks at least 16).
+    let matches = |expected: Option<&str>, given: &[u8]| expected.is_some_and(|e| bool::from(e.as_bytes().ct_eq(given)));
+    let by_token = headers.get(&FORCE_TOKEN).is_some_and(|given| {
+        let given = given.as_bytes();
+        matches(settings.force_token.as_deref(), given) | matches(rollout_token, given)
+    });
     (by_token || settings.is_trusted(peer)).then_some(force)
 }
 
@@ -166,13 +174,31 @@ stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
         let forced = |token: &'static str| {
             let h = headers(&[(FORCE_HEADER, "canary"), (FORCE_TOKEN_HEADER, token)]);
-            trusted_force(&settings, &h, peer)
+            trusted_force(&settings, None, &h, peer)
         };
         assert_eq!(forced("qa-token-1234567890"), Some(Force::Canary));
         for wrong in ["", "qa-token-123456789", "qa-token-12345678901", "QA-TOKEN-1234567890"] {
             assert_eq!(forced(wrong), None, "{wrong:?}");
         }
-        assert_eq!(trusted_force(&settings, &headers(&[(FORCE_HEADER, "canary")]), peer), None);
+        assert_eq!(trusted_force(&settings, None, &headers(&[(FORCE_HEADER, "canary")]), peer), None);
+    }
+
+    #[test]
+    fn the_rollout_token_trusts_an_override_while_its_rollout_is_in_force() {
+        let text = r#"
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
+"#;
+        let config = canary_core::config::Config::from_toml(text).unwrap();
+        let shared = std::sync::Arc::new(crate::Shared::default());
+        let settings = crate::Service::new(&config.services[0], true, shared).settings;
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let h = headers(&[(FORCE_HEADER, "canary"), (FORCE_TOKEN_HEADER, "0123456789abcdef0123456789abcdef")]);
+        assert_eq!(trusted_force(&settings, Some("0123456789abcdef0123456789abcdef"), &h, peer), Some(Force::Canary));
+        assert_eq!(trusted_force(&settings, Some("fedcba9876543210fedcba9876543210"), &h, peer), None);
+        assert_eq!(trusted_force(&settings, None, &h, peer), None);
     }
 
     #[test]

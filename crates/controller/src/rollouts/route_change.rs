@@ -19,6 +19,7 @@ pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, sett
             spec.canary = Some(rollout.canary.clone());
             spec.weight = *weight;
             spec.slow_bucket = settings.slow_bucket;
+            spec.force_token = Some(format!("{:032x}", rand::random::<u128>()));
         }
         RouteChange::Weight(weight) => spec.weight = *weight,
         RouteChange::Promote => {
@@ -29,8 +30,10 @@ pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, sett
             }
             spec.weight = Weight::ZERO;
             spec.salt = Some(next_salt(settings.fixed_salt, &rollout.service));
+            spec.force_token = None;
         }
         RouteChange::RemoveCanary => {
+            spec.force_token = None;
             spec.canary = None;
             spec.weight = Weight::ZERO;
             spec.salt = Some(next_salt(settings.fixed_salt, &rollout.service));
@@ -81,6 +84,7 @@ mod tests {
             draining: None,
             generation: 1,
             slow_bucket: None,
+            force_token: None,
         }
     }
 
@@ -122,7 +126,9 @@ mod tests {
         );
         assert_eq!(spec.rollout_id, "web-19a");
         assert_eq!(spec.salt_in_force(), counted_under, "the cohort is the one counted before");
+        assert_eq!(spec.force_token.as_ref().map(String::len), Some(32), "the rollout's gates get a token");
         apply(&mut spec, &RouteChange::RemoveCanary, &rollout, &settings(None));
+        assert_eq!(spec.force_token, None, "the token ends with its rollout");
         let next = spec.salt_in_force().to_owned();
         assert_ne!(next, counted_under, "the next rollout gets a cohort of its own");
         assert!(canary_core::names::check_id(&next, "salt").is_ok(), "{next}");

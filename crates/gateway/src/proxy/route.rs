@@ -37,7 +37,7 @@ pub fn route(conn: &ConnContext, snapshot: &Route, headers: &HeaderMap, now: u64
     let facts = RequestFacts {
         key,
         pin: cookie(headers, PIN_COOKIE),
-        force: trusted_force(settings, headers, client.peer.ip()),
+        force: trusted_force(settings, snapshot.spec.force_token.as_deref(), headers, client.peer.ip()),
         boundary: is_navigation(headers),
         canary_healthy: service.canary_open(),
         now,
