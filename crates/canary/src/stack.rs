@@ -12,7 +12,7 @@ use canary_controller::prometheus::PrometheusMetrics;
 use canary_controller::routing::{ServiceEntry, StoreHealth};
 use canary_controller::{Controller, ControllerSettings, Routing};
 use canary_core::admin::Access;
-use canary_core::config::{Config, MetricsConfig};
+use canary_core::config::{Config, MetricsConfig, StoreConfig};
 use canary_core::pin::PinSecret;
 use canary_gateway::{Gateway, Running};
 use canary_store::{Revision, Store};
@@ -108,7 +108,7 @@ impl Stack {
         }
         let health = routing.health().clone();
         let gateway = local.as_ref().map(|l| l.gateway.clone());
-        let controller = controller(config, routing, gateway.as_ref())?;
+        let controller = controller(config, base, routing, gateway.as_ref())?;
         if role != Role::Gateway {
             tasks.push(controller.spawn_leader());
         }
@@ -151,10 +151,16 @@ impl Stack {
 }
 
 /// The controller, reading counters and breakers from this process's gateway or Prometheus.
-fn controller(config: &Config, routing: Routing, gateway: Option<&Arc<Gateway>>) -> anyhow::Result<Arc<Controller>> {
+fn controller(
+    config: &Config,
+    base: &Path,
+    routing: Routing,
+    gateway: Option<&Arc<Gateway>>,
+) -> anyhow::Result<Arc<Controller>> {
     let settings = ControllerSettings {
         tick: config.controller.tick.0,
         prometheus_url: config.prometheus_url().map(str::to_owned),
+        gates: gate_settings(config, base),
     };
     Ok(match (&config.metrics, gateway) {
         (MetricsConfig::Prometheus { url, scrape_interval }, _) => {
@@ -169,6 +175,19 @@ fn controller(config: &Config, routing: Routing, gateway: Option<&Arc<Gateway>>)
             "--role controller has no gateway of its own to count requests: set [metrics] source = \"prometheus\""
         ),
     })
+}
+
+/// Gates run in the config file's folder and write their output beside the embedded store (or
+/// in `canary-data/` there with etcd).
+fn gate_settings(config: &Config, base: &Path) -> canary_controller::gates::GateSettings {
+    let data = match &config.store {
+        StoreConfig::Embedded { path } => {
+            let path = if path.is_absolute() { path.clone() } else { base.join(path) };
+            path.parent().map_or_else(|| base.to_path_buf(), Path::to_path_buf)
+        }
+        StoreConfig::Etcd { .. } => base.join("canary-data"),
+    };
+    canary_controller::gates::GateSettings { work_dir: base.to_path_buf(), output_dir: data.join("gates") }
 }
 
 /// Everything `/metrics` exposes.

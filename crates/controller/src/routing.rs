@@ -94,6 +94,10 @@ pub struct ServiceEntry {
     pub configured: RouteSpec,
     /// The team's own metrics its rollouts are judged with unless they name their own.
     pub team_metrics: Vec<TeamMetric>,
+    /// Its release gates.
+    pub gates: Vec<canary_core::gate::GateConfig>,
+    /// Whether its listener speaks TLS.
+    pub tls: bool,
 }
 
 impl ServiceEntry {
@@ -107,6 +111,8 @@ impl ServiceEntry {
                 listen: service.listen.to_string(),
                 configured: RouteSpec::from_config(service),
                 team_metrics: service.metrics.clone(),
+                gates: service.gates.clone(),
+                tls: service.tls.is_some(),
             })
             .collect()
     }

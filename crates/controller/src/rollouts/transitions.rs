@@ -58,7 +58,8 @@ impl Controller {
             let slow_bucket = runner::slow_bucket(&pending.analysis, &baseline);
             let lock = keys::rollout_lock(service);
             let txn = Txn::new().require_absent(lock.clone()).put(lock.clone(), pending.id.clone().into_bytes());
-            let transition = pending.apply(&Command::Begin, now)?;
+            let first = if self.starts_staged(service) { Command::Stage } else { Command::Begin };
+            let transition = pending.apply(&first, now)?;
             let commit = Commit {
                 transition,
                 spec,
@@ -143,9 +144,16 @@ impl Controller {
                         live.active = (!ended).then(|| (next.clone(), next_revision));
                         if ended {
                             live.judge = None;
+                            // Dropping the run kills its processes.
+                            live.gates = None;
                         }
-                        RolloutView::new(next, live.judge.clone())
+                        let mut view = RolloutView::new(next, live.judge.clone());
+                        view.gates = super::gating::gate_views(&live, &view.rollout.id);
+                        view
                     };
+                    if ended {
+                        self.after_rollback(&view.rollout);
+                    }
                     return Ok(view);
                 }
                 None => {

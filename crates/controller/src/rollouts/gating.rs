@@ -1,0 +1,139 @@
+//! Release gates in a rollout's life: what the policy's command becomes once the gates of its
+//! moment have had their say, the before-start gates of a staged rollout, and the hooks after
+//! a rollback.
+//!
+//! Only an automatic advance waits for gates: a `before-step` gate before each move to the next
+//! step, a `before-promote` gate before the move past the last. Any other command (the judge's
+//! rollback, a pause) stops the running gates and goes through as it is. A person's promote or
+//! abort is not gated.
+
+use std::sync::Arc;
+
+use canary_core::gate::{GateConfig, GateView, GateWhen, OnFailure};
+use canary_core::rollout::{Command, Phase, Rollout};
+
+use super::{Controller, Live};
+use crate::gates::{RunContext, StageOutcome, StageRun, after_rollback};
+
+impl Controller {
+    /// The gates of `service` that run at `when`.
+    pub(super) fn gates_at(&self, service: &str, when: GateWhen) -> Vec<GateConfig> {
+        let Ok(entry) = self.routing.service(service) else { return Vec::new() };
+        entry.gates.iter().filter(|g| g.when == when).cloned().collect()
+    }
+
+    /// `command` once the gates have had their say: an advance waits (`None`) while the
+    /// step's gates run, goes through once they all passed, and becomes a rollback or a pause
+    /// when one failed.
+    pub(super) async fn gated(self: &Arc<Self>, service: &str, rollout: &Rollout, command: Command) -> Option<Command> {
+        if command != Command::Advance {
+            self.stop_gates(service);
+            return Some(command);
+        }
+        let when = if rollout.step + 1 < rollout.steps.len() { GateWhen::BeforeStep } else { GateWhen::BeforePromote };
+        self.through_gates(service, rollout, when, command).await
+    }
+
+    /// `pass` once every gate of `when` passed at `rollout`'s current step; starts them when
+    /// they have not run yet.
+    async fn through_gates(
+        self: &Arc<Self>,
+        service: &str,
+        rollout: &Rollout,
+        when: GateWhen,
+        pass: Command,
+    ) -> Option<Command> {
+        let gates = self.gates_at(service, when);
+        if gates.is_empty() {
+            return Some(pass);
+        }
+        let slot = self.slot(service).ok()?.clone();
+        let outcome = {
+            let live = slot.live.lock().expect("live");
+            live.gates.as_ref().filter(|run| run.is_for(rollout, when)).map(StageRun::outcome)
+        };
+        match outcome {
+            None => {
+                let (spec, _) = self.routing.current(service).await.ok()?;
+                let token = spec.force_token.as_deref().filter(|_| spec.rollout_id == rollout.id);
+                let judge = slot.live.lock().expect("live").judge.clone();
+                let entry = self.routing.service(service).ok()?;
+                let context = RunContext::new(entry, token, rollout, judge.as_ref(), &self.settings.gates);
+                let run = StageRun::start(self.clone(), rollout, when, gates, context);
+                slot.live.lock().expect("live").gates = Some(run);
+                None
+            }
+            Some(StageOutcome::Running) => None,
+            Some(StageOutcome::Passed) => Some(pass),
+            Some(StageOutcome::Failed { on_failure, reason }) => match on_failure {
+                OnFailure::Pause if rollout.phase == Phase::Progressing => Some(Command::Pause(reason)),
+                _ => Some(Command::Fail(reason)),
+            },
+        }
+    }
+
+    /// Kills the gates running for `service`, if any.
+    fn stop_gates(&self, service: &str) {
+        if let Ok(slot) = self.slot(service) {
+            let stopped = slot.live.lock().expect("live").gates.take();
+            drop(stopped);
+        }
+    }
+
+    /// For a staged rollout (pending, its canary at 0 %): runs the before-start gates each
+    /// tick until they pass and the rollout begins (`true`), or one fails and it is rolled back,
+    /// or it ends or this controller stops leading (`false`).
+    pub(super) async fn before_start(self: &Arc<Self>, service: &str) -> bool {
+        let mut interval = tokio::time::interval(self.settings.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            interval.tick().await;
+            if !self.is_leading() {
+                return false;
+            }
+            let rollout = match self.refresh(service).await {
+                Ok(Some(rollout)) => rollout,
+                Ok(None) => return false,
+                Err(e) => {
+                    tracing::warn!(service, error = %e, "cannot read the rollout this tick; holding");
+                    continue;
+                }
+            };
+            if rollout.phase != Phase::Pending {
+                return true;
+            }
+            let Some(command) = self.through_gates(service, &rollout, GateWhen::BeforeStart, Command::Begin).await
+            else {
+                continue;
+            };
+            match self.transition(service, command, true).await {
+                Ok(view) => return view.rollout.phase == Phase::Progressing,
+                Err(e) => tracing::warn!(service, error = %e, "transition failed; retrying next tick"),
+            }
+        }
+    }
+
+    /// Whether a rollout of `service` starts staged, for its before-start gates.
+    pub(super) fn starts_staged(&self, service: &str) -> bool {
+        !self.gates_at(service, GateWhen::BeforeStart).is_empty()
+    }
+
+    /// Starts the after-rollback hooks of a rollout that was rolled back or aborted.
+    pub(super) fn after_rollback(&self, rollout: &Rollout) {
+        if !matches!(rollout.phase, Phase::Failed | Phase::Aborted) {
+            return;
+        }
+        let gates = self.gates_at(&rollout.service, GateWhen::AfterRollback);
+        let Ok(entry) = self.routing.service(&rollout.service) else { return };
+        if gates.is_empty() {
+            return;
+        }
+        let context = RunContext::new(entry, None, rollout, None, &self.settings.gates);
+        after_rollback(gates, context, rollout.step);
+    }
+}
+
+/// The gate views of `live` that belong to rollout `id`.
+pub(super) fn gate_views(live: &Live, id: &str) -> Vec<GateView> {
+    live.gates.as_ref().filter(|run| run.rollout_id() == id).map(StageRun::views).unwrap_or_default()
+}
