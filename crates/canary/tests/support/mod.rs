@@ -40,6 +40,7 @@ pub struct Upstream {
     fail_with: Arc<std::sync::atomic::AtomicU16>,
     fail_every: Arc<AtomicU64>,
     reject_every: Arc<AtomicU64>,
+    broken_path: Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
 }
@@ -60,6 +61,8 @@ impl Upstream {
         let reject_every = Arc::new(AtomicU64::new(0));
         let (v, h, f, e) = (version.to_owned(), hits.clone(), fail_with.clone(), fail_every.clone());
         let r = reject_every.clone();
+        let broken_path: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let b = broken_path.clone();
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conns = connections.clone();
         let task = tokio::spawn(async move {
@@ -67,11 +70,12 @@ impl Upstream {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (v, h, f, e, r) = (v.clone(), h.clone(), f.clone(), e.clone(), r.clone());
+                let (v, h, f, e, r, b) = (v.clone(), h.clone(), f.clone(), e.clone(), r.clone(), b.clone());
                 let connection = tokio::spawn(async move {
                     let svc = service_fn(move |req| {
+                        let broken = b.lock().unwrap().as_deref().is_some_and(|p| p == req.uri().path());
                         let failure = Failure {
-                            status: f.load(Ordering::Relaxed),
+                            status: if broken { 500 } else { f.load(Ordering::Relaxed) },
                             every: e.load(Ordering::Relaxed),
                             reject_every: r.load(Ordering::Relaxed),
                         };
@@ -84,7 +88,22 @@ impl Upstream {
                 conns.lock().unwrap().push(connection.abort_handle());
             }
         });
-        Upstream { addr, version: version.to_owned(), hits, fail_with, fail_every, reject_every, task, connections }
+        Upstream {
+            addr,
+            version: version.to_owned(),
+            hits,
+            fail_with,
+            fail_every,
+            reject_every,
+            broken_path,
+            task,
+            connections,
+        }
+    }
+
+    /// Makes requests for exactly `path` answer 500: a version with one broken page.
+    pub fn break_path(&self, path: &str) {
+        *self.broken_path.lock().unwrap() = Some(path.to_owned());
     }
 
     /// Makes every later plain request answer `status` (0 = behave normally).

@@ -88,6 +88,8 @@ impl JunitSummary {
         let mut summary = JunitSummary::default();
         let mut buf = Vec::new();
         let mut case: Option<Case> = None;
+        // The names of the open `<testsuite>`s: a test is named after the innermost one.
+        let mut suites: Vec<String> = Vec::new();
         loop {
             let error = |reader: &Reader<_>, e: &dyn std::fmt::Display| JunitError {
                 position: reader.buffer_position(),
@@ -95,8 +97,14 @@ impl JunitSummary {
             };
             let event = reader.read_event_into(&mut buf).map_err(|e| error(&reader, &e))?;
             match event {
-                Event::Start(e) => case = open(&e, case, &mut summary, false),
-                Event::Empty(e) => case = open(&e, case, &mut summary, true),
+                Event::Start(e) if e.name().as_ref() == "testsuite" => {
+                    suites.push(cut(&attribute(&e, "name").unwrap_or_default(), MAX_NAME));
+                }
+                Event::End(e) if e.name().as_ref() == "testsuite" => {
+                    suites.pop();
+                }
+                Event::Start(e) => case = open(&e, case, &mut summary, suites.last(), false),
+                Event::Empty(e) => case = open(&e, case, &mut summary, suites.last(), true),
                 Event::End(e) if e.name().as_ref() == "testcase" => {
                     if let Some(done) = case.take() {
                         summary.add(done);
@@ -178,12 +186,21 @@ impl JunitSummary {
     }
 }
 
-/// Handles an opening tag; returns the test case being read after it.
-fn open(tag: &BytesStart<'_>, case: Option<Case>, summary: &mut JunitSummary, empty: bool) -> Option<Case> {
+/// Handles an opening tag inside the suite named `suite`; returns the test case being read
+/// after it.
+fn open(
+    tag: &BytesStart<'_>,
+    case: Option<Case>,
+    summary: &mut JunitSummary,
+    suite: Option<&String>,
+    empty: bool,
+) -> Option<Case> {
     match tag.name().as_ref() {
         "testcase" => {
             let name = attribute(tag, "name").unwrap_or_default();
-            let class = attribute(tag, "classname").filter(|c| !c.is_empty() && *c != name);
+            // Playwright names the suite after the file and node after the `describe`; node's
+            // `classname` is always "test", so the suite names a test better than its class.
+            let class = suite.cloned().or_else(|| attribute(tag, "classname")).filter(|c| !c.is_empty() && *c != name);
             let name = match class {
                 Some(class) => format!("{class} › {name}"),
                 None => name,
@@ -259,6 +276,7 @@ AssertionError: expected 200, got 500
         assert_eq!(s.failed[1].name, "home <h1>");
         assert_eq!(s.failed[1].message, "TypeError: fetch failed");
         assert_eq!(s.slowest[0].name, "checkout › applies a coupon");
+        assert_eq!(s.slowest[2].name, "checkout › adds to cart", "node's classname \"test\" gives way to the suite");
         assert_eq!(s.line(), "4 tests: 1 passed, 2 failed, 1 skipped");
     }
 
