@@ -187,7 +187,8 @@ async fn a_broken_page_pauses_a_gate_that_says_pause() {
     v2.break_path("/cart/summary");
     let gateway = Gateway::start(&gated_config(&v1, &e2e_gate("pause")));
     start(&gateway, &v2, "10%/1s,100%").await;
-    let paused = wait_for(&gateway, Duration::from_secs(150), "the pause", |v| phase(v) == "paused" || terminal(v)).await;
+    let paused =
+        wait_for(&gateway, Duration::from_secs(150), "the pause", |v| phase(v) == "paused" || terminal(v)).await;
     assert_eq!(phase(&paused), "paused", "{paused}");
     assert_eq!(paused["weight"], 10.0, "a pause holds the weight: {paused}");
     let status = status_text(&gateway).await;
@@ -217,7 +218,8 @@ async fn receiver() -> (Arc<Receiver>, String) {
                 let service = service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let state = state.clone();
                     async move {
-                        let signature = request.headers().get("x-canary-signature").map(|v| v.to_str().unwrap().to_owned());
+                        let signature =
+                            request.headers().get("x-canary-signature").map(|v| v.to_str().unwrap().to_owned());
                         let body = request.into_body().collect().await?.to_bytes();
                         let expected = format!("sha256={}", hex(&hmac_sha256(b"gate-secret", &body)));
                         assert_eq!(signature.as_deref(), Some(expected.as_str()), "a wrong signature");
@@ -327,7 +329,9 @@ run = "echo \"$CANARY_ROLLOUT $CANARY_VERSION $CANARY_STABLE_VERSION\" > after-r
     let deadline = Instant::now() + Duration::from_secs(20);
     let pids: Vec<u32> = loop {
         let all: Vec<u32> = (1..=2)
-            .flat_map(|shard| pids_of(shard).unwrap_or_default().lines().map(|l| l.parse().unwrap()).collect::<Vec<_>>())
+            .flat_map(|shard| {
+                pids_of(shard).unwrap_or_default().lines().map(|l| l.parse().unwrap()).collect::<Vec<_>>()
+            })
             .collect();
         if all.len() == 4 {
             break all;
@@ -353,7 +357,10 @@ run = "echo \"$CANARY_ROLLOUT $CANARY_VERSION $CANARY_STABLE_VERSION\" > after-r
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(std::fs::read_to_string(&hook).unwrap().trim(), format!("{id} v2 v1"));
     let events = events(&gateway).await;
-    assert!(events.iter().any(|(a, m)| a == "gate" && m == "gate slow started (before-step, 2 shard(s))"), "{events:?}");
+    assert!(
+        events.iter().any(|(a, m)| a == "gate" && m == "gate slow started (before-step, 2 shard(s))"),
+        "{events:?}"
+    );
     assert_eq!(events.last().unwrap().0, "abort", "{events:?}");
 }
 

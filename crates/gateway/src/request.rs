@@ -107,7 +107,8 @@ pub fn trusted_force(
     };
     // Constant time in the bytes compared, so a guess learns nothing from the answer's
     // timing but the token's length, which is no secret (config asks at least 16).
-    let matches = |expected: Option<&str>, given: &[u8]| expected.is_some_and(|e| bool::from(e.as_bytes().ct_eq(given)));
+    let matches =
+        |expected: Option<&str>, given: &[u8]| expected.is_some_and(|e| bool::from(e.as_bytes().ct_eq(given)));
     let by_token = headers.get(&FORCE_TOKEN).is_some_and(|given| {
         let given = given.as_bytes();
         matches(settings.force_token.as_deref(), given) | matches(rollout_token, given)

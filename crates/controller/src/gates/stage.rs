@@ -70,7 +70,16 @@ impl StageRun {
             views.clone(),
             groups.clone(),
         ));
-        StageRun { rollout_id: rollout.id.clone(), step: rollout.step, when, started_ms: now, gates, views, groups, task }
+        StageRun {
+            rollout_id: rollout.id.clone(),
+            step: rollout.step,
+            when,
+            started_ms: now,
+            gates,
+            views,
+            groups,
+            task,
+        }
     }
 
     /// Whether this run is the one of `rollout`'s current step at moment `when`: a run from
@@ -98,11 +107,7 @@ impl StageRun {
         if let Some((view, gate)) = views.iter().zip(&self.gates).find(|(v, _)| v.status == GateStatus::Failed) {
             return StageOutcome::Failed { on_failure: gate.on_failure, reason: failure_reason(view) };
         }
-        if views.iter().all(|v| v.status == GateStatus::Passed) {
-            StageOutcome::Passed
-        } else {
-            StageOutcome::Running
-        }
+        if views.iter().all(|v| v.status == GateStatus::Passed) { StageOutcome::Passed } else { StageOutcome::Running }
     }
 }
 

@@ -152,13 +152,7 @@ impl JunitSummary {
 
     /// One line for a person: `30 tests: 29 passed, 1 failed, 0 skipped`.
     pub fn line(&self) -> String {
-        format!(
-            "{} tests: {} passed, {} failed, {} skipped",
-            self.tests,
-            self.passed(),
-            self.failures,
-            self.skipped
-        )
+        format!("{} tests: {} passed, {} failed, {} skipped", self.tests, self.passed(), self.failures, self.skipped)
     }
 
     fn add(&mut self, case: Case) {
