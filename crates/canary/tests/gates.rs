@@ -446,3 +446,79 @@ timeout = "10m"
         assert!(!ok && stderr.contains(expected), "expected {expected:?} for {to:?}: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_command_keeps_its_output_and_a_timeout_kills_its_group() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gates = r#"
+[[service.gate]]
+name = "build"
+kind = "command"
+when = "before-step"
+run = "echo first line; for i in $(seq 1 50); do echo noise $i; done; echo 'the build is broken' >&2; exit 3"
+timeout = "30s"
+"#;
+    let gateway = Gateway::start(&gated_config(&v1, gates));
+    let rollout = start(&gateway, &v2, "10%/200ms,100%").await;
+    let id = rollout["id"].as_str().unwrap().to_owned();
+    let ended = wait_for(&gateway, Duration::from_secs(30), "the rollback", terminal).await;
+    assert_eq!(phase(&ended), "failed", "{ended}");
+    assert_eq!(ended["reason"], "gate build failed: shard 1/1 exited with 3", "{ended}");
+    let events = events(&gateway).await;
+    let failed = &events.iter().find(|(a, m)| a == "gate" && m.starts_with("gate build failed")).unwrap().1;
+    assert!(failed.contains("noise 50\nthe build is broken"), "the event carries the output's end: {failed}");
+    assert!(!failed.contains("first line"), "only its end: {failed}");
+    let file = gateway.dir.path().join(format!("canary-data/gates/{id}/build-step1-shard1.log"));
+    assert!(failed.ends_with(&format!("(whole output: {})", file.display())), "{failed}");
+    let whole = std::fs::read_to_string(&file).unwrap();
+    assert!(whole.starts_with("first line\nnoise 1\n") && whole.contains("the build is broken"), "{whole}");
+
+    let gates = r#"
+[[service.gate]]
+name = "stuck"
+kind = "command"
+when = "before-step"
+run = "sleep 120 & echo $! > stuck.pid; wait"
+timeout = "1s"
+"#;
+    let gateway = Gateway::start(&gated_config(&v1, gates));
+    start(&gateway, &v2, "10%/200ms,100%").await;
+    let ended = wait_for(&gateway, Duration::from_secs(30), "the rollback", terminal).await;
+    assert_eq!(ended["reason"], "gate stuck failed: timed out after 1s", "{ended}");
+    let pid: u32 = std::fs::read_to_string(gateway.dir.path().join("stuck.pid")).unwrap().trim().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "the timed-out gate left process {pid} behind");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_killed_mid_gate_runs_the_gate_again_after_its_restart() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gates = r#"
+[[service.gate]]
+name = "e2e"
+kind = "command"
+when = "before-step"
+run = "echo run >> runs.txt; sleep 2"
+timeout = "30s"
+"#;
+    let mut gateway = Gateway::start(&gated_config(&v1, gates));
+    start(&gateway, &v2, "10%/200ms,100%").await;
+    let runs = gateway.dir.path().join("runs.txt");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !runs.exists() {
+        assert!(Instant::now() < deadline, "the gate did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gateway.restart();
+    let ended = wait_for(&gateway, Duration::from_secs(30), "promotion", terminal).await;
+    assert_eq!(phase(&ended), "promoted", "{ended}");
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\nrun\n", "the gate ran again from the start");
+    let gate_events: Vec<String> =
+        events(&gateway).await.into_iter().filter(|(a, _)| a == "gate").map(|(_, m)| m).collect();
+    assert_eq!(gate_events.len(), 3, "{gate_events:?}");
+    assert!(gate_events[0].contains("started") && gate_events[1].contains("started"), "{gate_events:?}");
+    assert!(gate_events[2].starts_with("gate e2e passed"), "{gate_events:?}");
+}
