@@ -255,6 +255,12 @@ pub struct StartArgs {
     /// Judge this rollout without the service's configured team metrics.
     #[arg(long, conflicts_with = "team_metrics")]
     pub no_team_metrics: bool,
+    /// Run only these of the service's release gates (`[[service.gate]]` names, comma-separated).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub gates: Vec<String>,
+    /// Run none of the service's release gates.
+    #[arg(long, conflicts_with = "gates")]
+    pub no_gates: bool,
 }
 
 /// `canary rollout status`.

@@ -86,7 +86,13 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
     let floor = duration("--latency-floor", &args.latency_floor)?;
     let team_metrics = team_metrics(args)?;
     let warmup = duration("--warmup", &args.warmup)?;
-    let any = args.alpha.is_some()
+    let gates = match (args.no_gates, args.gates.is_empty()) {
+        (true, _) => Some(Vec::new()),
+        (false, true) => None,
+        (false, false) => Some(args.gates.clone()),
+    };
+    let any = gates.is_some()
+        || args.alpha.is_some()
         || args.min_requests.is_some()
         || args.min_step_requests.is_some()
         || floor.is_some()
@@ -105,6 +111,7 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
         observe: args.observe,
         team_metrics,
         warmup_seconds: warmup.map_or(defaults.warmup_seconds, |w| w.0.as_secs_f64()),
+        gates,
         ..defaults
     }))
 }
@@ -305,6 +312,19 @@ mod tests {
         std::fs::write(&file, metric.replace("ratio", "rate")).unwrap();
         let error = start(&["--team-metrics", path]).unwrap_err().to_string();
         assert!(error.starts_with(&format!("--team-metrics {path}: TOML parse error at line 3")), "{error}");
+    }
+
+    #[test]
+    fn a_start_can_choose_among_the_gates_or_run_none() {
+        assert_eq!(start(&[]).unwrap().analysis, None, "without the flags, every configured gate runs");
+        let some = start(&["--gates", "e2e,smoke"]).unwrap().analysis.unwrap();
+        assert_eq!(some.gates, Some(vec!["e2e".to_owned(), "smoke".to_owned()]));
+        assert!(some.runs_gate("smoke") && !some.runs_gate("load"));
+        let none = start(&["--no-gates"]).unwrap().analysis.unwrap();
+        assert_eq!(none.gates, Some(Vec::new()));
+        assert!(!none.runs_gate("e2e"));
+        let body = serde_json::to_value(start(&["--no-gates"]).unwrap()).unwrap();
+        assert_eq!(body["analysis"]["gates"], serde_json::json!([]));
     }
 
     #[test]

@@ -293,6 +293,23 @@ timeout = "1s"
     assert_eq!(ended["reason"], "gate smoke failed: timed out after 1s", "{ended}");
     let (_, service) = gateway.get("/api/v1/services/web").await;
     assert_eq!(service["data"]["stable"]["version"], "v2", "only the first canary was promoted");
+    // A rollout may choose among the configured gates, or run none; never a gate of its own.
+    let v5 = Upstream::start("v5").await;
+    let body = |gates: Value| {
+        json!({"version": "v5", "upstreams": [v5.addr.to_string()], "steps": "10%/200ms,100%",
+               "analysis": {"observe": true, "gates": gates}})
+    };
+    let (status, refused) = post(&gateway, "/api/v1/services/web/rollouts", Some(body(json!(["load"])))).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(
+        refused["clientMessage"].as_str().unwrap().contains("has no gate \"load\" (its gates: smoke)"),
+        "{refused}"
+    );
+    let (status, started) = post(&gateway, "/api/v1/services/web/rollouts", Some(body(json!([])))).await;
+    assert_eq!(status, 200, "{started}");
+    let ended = wait_for(&gateway, Duration::from_secs(30), "promotion", terminal).await;
+    assert_eq!(phase(&ended), "promoted", "{ended}");
+    assert_eq!(state.received.lock().unwrap().len(), 3, "a rollout without gates sent no check");
 }
 
 /// Whether process `pid` still runs (a zombie waiting for its parent does not).

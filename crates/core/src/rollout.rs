@@ -152,6 +152,11 @@ pub struct Analysis {
     /// Seconds after each step begins during which the canary's latencies are not judged (its
     /// errors are): a process that just got traffic is slower for its first seconds.
     pub warmup_seconds: f64,
+    /// The release gates this rollout runs, by name among its service's `[[service.gate]]`s
+    /// ([`crate::gate`]): absent means all of them, `[]` none. A rollout only chooses among the
+    /// configured gates and never brings a command of its own, so the API runs no new code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gates: Option<Vec<String>>,
 }
 
 impl Default for Analysis {
@@ -168,6 +173,7 @@ impl Default for Analysis {
             observe: false,
             team_metrics: None,
             warmup_seconds: 10.0,
+            gates: None,
         }
     }
 }
@@ -187,6 +193,11 @@ impl Analysis {
     /// Whether a step that began at `step_started_ms` is still warming up at `now_ms`.
     pub fn warming_up(&self, step_started_ms: u64, now_ms: u64) -> bool {
         (now_ms.saturating_sub(step_started_ms) as f64) < self.warmup_seconds * 1000.0
+    }
+
+    /// Whether this rollout runs the configured gate `name`.
+    pub fn runs_gate(&self, name: &str) -> bool {
+        self.gates.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
     }
 
     /// The team metrics this analysis judges (none when unset).

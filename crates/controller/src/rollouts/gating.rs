@@ -10,16 +10,33 @@
 use std::sync::Arc;
 
 use canary_core::gate::{GateConfig, GateView, GateWhen, OnFailure};
-use canary_core::rollout::{Command, Phase, Rollout};
+use canary_core::rollout::{Analysis, Command, Phase, Rollout};
 
 use super::{Controller, Live};
+use crate::error::ControllerError;
 use crate::gates::{RunContext, StageOutcome, StageRun, after_rollback};
 
 impl Controller {
-    /// The gates of `service` that run at `when`.
-    pub(super) fn gates_at(&self, service: &str, when: GateWhen) -> Vec<GateConfig> {
-        let Ok(entry) = self.routing.service(service) else { return Vec::new() };
-        entry.gates.iter().filter(|g| g.when == when).cloned().collect()
+    /// The gates of `rollout` that run at `when`.
+    pub(super) fn gates_at(&self, rollout: &Rollout, when: GateWhen) -> Vec<GateConfig> {
+        let Ok(entry) = self.routing.service(&rollout.service) else { return Vec::new() };
+        let runs = |g: &&GateConfig| g.when == when && rollout.analysis.runs_gate(&g.name);
+        entry.gates.iter().filter(runs).cloned().collect()
+    }
+
+    /// Refuses a rollout that names a gate its service does not have.
+    pub(super) fn check_gate_names(&self, service: &str, analysis: &Analysis) -> Result<(), ControllerError> {
+        let entry = self.routing.service(service)?;
+        for name in analysis.gates.iter().flatten() {
+            if !entry.gates.iter().any(|g| &g.name == name) {
+                let known: Vec<&str> = entry.gates.iter().map(|g| g.name.as_str()).collect();
+                let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+                return Err(ControllerError::Invalid(format!(
+                    "service {service:?} has no gate {name:?} (its gates: {known})"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// `command` once the gates have had their say: an advance waits (`None`) while the
@@ -43,7 +60,7 @@ impl Controller {
         when: GateWhen,
         pass: Command,
     ) -> Option<Command> {
-        let gates = self.gates_at(service, when);
+        let gates = self.gates_at(rollout, when);
         if gates.is_empty() {
             return Some(pass);
         }
@@ -113,9 +130,9 @@ impl Controller {
         }
     }
 
-    /// Whether a rollout of `service` starts staged, for its before-start gates.
-    pub(super) fn starts_staged(&self, service: &str) -> bool {
-        !self.gates_at(service, GateWhen::BeforeStart).is_empty()
+    /// Whether `rollout` starts staged, for its before-start gates.
+    pub(super) fn starts_staged(&self, rollout: &Rollout) -> bool {
+        !self.gates_at(rollout, GateWhen::BeforeStart).is_empty()
     }
 
     /// Starts the after-rollback hooks of a rollout that was rolled back or aborted.
@@ -123,7 +140,7 @@ impl Controller {
         if !matches!(rollout.phase, Phase::Failed | Phase::Aborted) {
             return;
         }
-        let gates = self.gates_at(&rollout.service, GateWhen::AfterRollback);
+        let gates = self.gates_at(rollout, GateWhen::AfterRollback);
         let Ok(entry) = self.routing.service(&rollout.service) else { return };
         if gates.is_empty() {
             return;

@@ -43,6 +43,7 @@ impl Controller {
         let mut analysis = request.analysis.clone().unwrap_or_default();
         self.resolve_team_metrics(service, &mut analysis)?;
         analysis.validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.check_gate_names(service, &analysis)?;
         let _serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {
             let (spec, spec_revision) = self.routing.current(service).await?;
@@ -58,7 +59,7 @@ impl Controller {
             let slow_bucket = runner::slow_bucket(&pending.analysis, &baseline);
             let lock = keys::rollout_lock(service);
             let txn = Txn::new().require_absent(lock.clone()).put(lock.clone(), pending.id.clone().into_bytes());
-            let first = if self.starts_staged(service) { Command::Stage } else { Command::Begin };
+            let first = if self.starts_staged(&pending) { Command::Stage } else { Command::Begin };
             let transition = pending.apply(&first, now)?;
             let commit = Commit {
                 transition,
