@@ -36,6 +36,14 @@ fn suite() -> PathBuf {
     assert!(chromium.exists(), "{} is missing: install Debian's chromium (or set CHROMIUM)", chromium.display());
     let driver = root.join("tests/browser/node_modules/playwright-core/package.json");
     assert!(driver.exists(), "{} is missing: run `npm ci --prefix tests/browser`", driver.display());
+    // The suite shards with `node --test --test-shard` and reports with its JUnit reporter.
+    let node = std::process::Command::new("node").arg("--version").output().expect("`node` is not on PATH");
+    let version = String::from_utf8_lossy(&node.stdout).trim().trim_start_matches('v').to_owned();
+    let parts: Vec<u32> = version.split('.').take(2).map(|p| p.parse().unwrap_or(0)).collect();
+    assert!(
+        parts >= vec![20, 11],
+        "the gate suite needs Node.js 20.11 or later (node --test's junit reporter), not {version}"
+    );
     root.join("tests/browser/gate-suite/run.sh")
 }
 
