@@ -94,6 +94,8 @@ pub struct ServiceEntry {
     pub configured: RouteSpec,
     /// The team's own metrics its rollouts are judged with unless they name their own.
     pub team_metrics: Vec<TeamMetric>,
+    /// How long a rolled-back canary still serves the pages it served (`rollback_grace`).
+    pub rollback_grace: Duration,
 }
 
 impl ServiceEntry {
@@ -107,6 +109,7 @@ impl ServiceEntry {
                 listen: service.listen.to_string(),
                 configured: RouteSpec::from_config(service),
                 team_metrics: service.metrics.clone(),
+                rollback_grace: service.rollback_grace.0,
             })
             .collect()
     }

@@ -150,6 +150,10 @@ pub struct ServiceConfig {
     /// Inactivity after which a session pin lapses (a sliding window).
     #[serde(default = "default_pin_ttl")]
     pub pin_ttl: HumanDuration,
+    /// After a rollback or an abort, how long the pages the canary already served may still
+    /// load their chunks and data from it (their next page load goes to stable); 0 = none.
+    #[serde(default = "default_rollback_grace")]
+    pub rollback_grace: HumanDuration,
     /// A fixed bucket salt, to keep one early-adopter cohort across rollouts.
     pub salt: Option<String>,
     /// The stable version.
@@ -288,6 +292,10 @@ impl Default for GatewayConfig {
     }
 }
 
+/// The longest `rollback_grace`: beyond it a rolled-back canary serves open pages for longer than
+/// anyone keeps a page open without a navigation.
+const MAX_ROLLBACK_GRACE: Duration = Duration::from_secs(3600);
+
 fn yes() -> bool {
     true
 }
@@ -299,6 +307,9 @@ fn default_upgrades() -> Vec<UpgradeProtocol> {
 }
 fn default_pin_ttl() -> HumanDuration {
     HumanDuration(Duration::from_secs(30 * 60))
+}
+fn default_rollback_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5 * 60))
 }
 fn default_drain_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
@@ -614,6 +625,11 @@ impl Config {
             if s.pin_ttl.0 < Duration::from_secs(60) {
                 return invalid(format!("service {name:?}: pin_ttl must be at least 1m"));
             }
+            if s.rollback_grace.0 > MAX_ROLLBACK_GRACE {
+                return invalid(format!(
+                    "service {name:?}: rollback_grace must be at most 1h (a rolled-back canary keeps serving open pages that long)"
+                ));
+            }
             let b = &s.breaker;
             if !(b.error_ratio > 0.0 && b.error_ratio <= 1.0) || b.stable_factor < 1.0 || b.min_requests == 0 {
                 return invalid(format!(
@@ -701,6 +717,15 @@ weight = 12.5
 
     fn error(text: &str) -> String {
         Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rollback_grace_defaults_to_five_minutes_and_is_bounded() {
+        assert_eq!(Config::from_toml(GOOD).unwrap().services[0].rollback_grace.0, Duration::from_secs(300));
+        let with =
+            |grace: &str| GOOD.replace("pin_ttl = \"30m\"", &format!("pin_ttl = \"30m\"\nrollback_grace = {grace:?}"));
+        assert_eq!(Config::from_toml(&with("0s")).unwrap().services[0].rollback_grace.0, Duration::ZERO);
+        assert!(error(&with("2h")).contains("rollback_grace must be at most 1h"), "{}", error(&with("2h")));
     }
 
     #[test]

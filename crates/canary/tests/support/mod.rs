@@ -1,6 +1,7 @@
 //! End-to-end test kit: fake upstreams that count hits, and a real `canary serve` process.
 #![allow(dead_code, missing_docs)]
 
+pub mod app;
 pub mod browser;
 pub mod fleet;
 pub mod link;
