@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -251,4 +252,21 @@ async fn a_client_without_cookies_keeps_its_version_through_the_pin_header() {
         .await
         .unwrap();
     assert_eq!(version_of(&both), "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_chromium_an_open_canary_page_opens_its_lazy_chunks_after_an_abort() {
+    let root = support::chromium::workspace();
+    let chromium = support::chromium::browser_tools(&root);
+    let (v1, v2) = (App::start("v1").await, App::start("v2").await);
+    let gateway = Gateway::start(&app_config(&v1, ""));
+    start_rollout(&gateway, &v2).await;
+    let mut node = Command::new("node");
+    node.arg("rollback.test.mjs")
+        .current_dir(root.join("tests/browser"))
+        .env("CANARY_ADMIN_URL", &gateway.admin)
+        .env("CANARY_SERVICE_URL", gateway.url("web", ""))
+        .env("CHROMIUM", &chromium);
+    let status = tokio::task::spawn_blocking(move || node.status()).await.unwrap().expect("run node");
+    assert!(status.success(), "the browser test failed ({status}); its output is above");
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod chromium;
 pub mod fleet;
 pub mod link;
 pub mod prometheus;
