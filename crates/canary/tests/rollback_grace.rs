@@ -270,3 +270,31 @@ async fn in_chromium_an_open_canary_page_opens_its_lazy_chunks_after_an_abort() 
     let status = tokio::task::spawn_blocking(move || node.status()).await.unwrap().expect("run node");
     assert!(status.success(), "the browser test failed ({status}); its output is above");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_canary_that_fails_in_its_grace_window_is_tripped_and_gets_nothing_more() {
+    let (v1, v2) = (App::start("v1").await, App::start("v2").await);
+    let gateway = Gateway::start(&app_config(&v1, ""));
+    start_rollout(&gateway, &v2).await;
+    let client = support::client();
+    let browser = canary_page(&client, &gateway).await;
+    let pin = browser.cookie("canary_pin").unwrap().to_owned();
+    post(&gateway, "/api/v1/services/web/rollout/abort", json!({})).await;
+    let data = page_request(&client, &gateway, "/api/data.json", &pin).await;
+    assert_eq!(version_of(&data), "v2", "the open page is in its grace window");
+
+    v2.fail_with(500);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut served_by = String::new();
+    while served_by != "v1" && Instant::now() < deadline {
+        served_by = version_of(&page_request(&client, &gateway, "/api/data.json", &pin).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(served_by, "v1", "the breaker never tripped the failing retired canary");
+    let v2_hits = v2.hits();
+    for _ in 0..10 {
+        let response = page_request(&client, &gateway, "/api/data.json", &pin).await;
+        assert_eq!((response.status().as_u16(), version_of(&response)), (200, "v1".into()));
+    }
+    assert_eq!(v2.hits(), v2_hits, "nothing more reaches it");
+}
