@@ -99,6 +99,8 @@ async fn after_an_abort_an_open_canary_page_loads_its_chunks_and_its_next_page_l
 
     let (status, body) = post(&gateway, "/api/v1/services/web/rollout/abort", json!({"reason": "test"})).await;
     assert_eq!((status, body["data"]["phase"].as_str()), (200, Some("aborted")), "{body}");
+    let (_, service) = gateway.get("/api/v1/services/web").await;
+    assert_eq!((&service["data"]["canary"], &service["data"]["retired"]), (&Value::Null, &json!("v2")), "{service}");
     // Stable's build has no such chunk: without the grace the page would get this 404.
     let beta_path = chunk_path("v2", "beta");
     let from_stable = client.get(format!("http://{}{beta_path}", v1.addr)).send().await.unwrap();
@@ -133,6 +135,8 @@ async fn without_a_grace_window_the_rollback_moves_every_request_at_once() {
     let browser = canary_page(&client, &gateway).await;
     let pin = browser.cookie("canary_pin").unwrap().to_owned();
     post(&gateway, "/api/v1/services/web/rollout/abort", json!({})).await;
+    let (_, service) = gateway.get("/api/v1/services/web").await;
+    assert_eq!(service["data"]["retired"], Value::Null, "{service}");
     let beta = page_request(&client, &gateway, &chunk_path("v2", "beta"), &pin).await;
     assert_eq!((beta.status().as_u16(), version_of(&beta)), (404, "v1".into()));
 }

@@ -123,6 +123,11 @@ impl RouteSpec {
         }
     }
 
+    /// The rolled-back canary's name while its grace window is open at `now_ms`.
+    pub fn retired_at(&self, now_ms: u64) -> Option<&str> {
+        self.retired.as_ref().filter(|r| now_ms < r.until_ms).map(|r| r.version.version.as_str())
+    }
+
     /// The salt buckets are computed under: the spec's own, else the rollout id.
     pub fn salt_in_force(&self) -> &str {
         self.salt.as_deref().unwrap_or(&self.rollout_id)

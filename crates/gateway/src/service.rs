@@ -281,6 +281,7 @@ impl Service {
             canary_tripped: !self.canary_open(),
             trip_reason: self.trip_reason(),
             draining: spec.draining.as_ref().map(|d| d.version.version.as_str().to_owned()),
+            retired: spec.retired_at(canary_core::clock::unix_ms()).map(str::to_owned),
             generation: spec.generation,
         }
     }
