@@ -113,6 +113,17 @@ async fn after_an_abort_an_open_canary_page_loads_its_chunks_and_its_next_page_l
     assert_eq!((version_of(&data), gone(&data)), ("v2".into(), true));
     assert_eq!(data.text().await.unwrap(), r#"{"version":"v2"}"#, "the open page's runtime data is its own version's");
     assert_eq!(v2.hits(), v2_hits + 2);
+    // A write of the open page does not go to the rolled-back version.
+    let pin = browser.cookie("canary_pin").unwrap().to_owned();
+    let post = client
+        .post(gateway.url("web", "/api/data.json"))
+        .header("cookie", format!("canary_pin={pin}"))
+        .header("sec-fetch-dest", "empty")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((version_of(&post), gone(&post)), ("v1".into(), true));
+    assert_eq!(pin_of(&post), None, "a write leaves the open page its pin");
 
     // Its next page load moves the session to stable, still told the old version is gone.
     let next = browser.navigate(&client, &gateway.url("web", "/orders")).await.unwrap();

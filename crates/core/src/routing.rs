@@ -11,8 +11,8 @@
 //! whose local breaker is closed, or the previous stable inside its drain window after a
 //! promotion. The decision reads one immutable [`RoutingTable`] and allocates nothing.
 //!
-//! A rolled-back canary ([`Retired`]) is not routable, but inside its grace window a request
-//! pinned to it that is *not* a page load still goes to it while its breaker is closed: the
+//! A rolled-back canary ([`Retired`]) is not routable, but inside its grace window a `GET` or
+//! `HEAD` pinned to it that is *not* a page load still goes to it while its breaker is closed: the
 //! pages it served keep loading their chunks and data from the version that has them, and
 //! their next page load moves to stable. Every request whose pin names a version the table no
 //! longer has (a rolled-back canary, with or without a grace window, or a drained stable) is
@@ -261,17 +261,27 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
     if let Some(pin) = pin
         && !facts.boundary
     {
-        let side = match table.routable(pin.version, weighted, facts.now) {
-            Some(side) => Some(side),
-            None if facts.read_only && table.in_grace(pin.version, facts.canary_healthy, facts.now) => {
-                Some(Side::Retired)
-            }
-            None => None,
+        let refresh = if this_rollout && fresh(&pin) { PinAction::Keep } else { PinAction::Issue };
+        let pinned = |side, pin| Decision {
+            side,
+            reason: Reason::Pinned,
+            pin,
+            bucket,
+            key_hash,
+            new_session: false,
+            version_gone,
         };
-        if let Some(side) = side {
-            let action = if this_rollout && fresh(&pin) { PinAction::Keep } else { PinAction::Issue };
-            let reason = Reason::Pinned;
-            return Decision { side, reason, pin: action, bucket, key_hash, new_session: false, version_gone };
+        if let Some(side) = table.routable(pin.version, weighted, facts.now) {
+            return pinned(side, refresh);
+        }
+        if table.in_grace(pin.version, facts.canary_healthy, facts.now) {
+            // An open page of the rolled-back canary: its reads still go there; its writes go to
+            // stable without moving its pin, so its next chunk still finds the build that has it.
+            return if facts.read_only {
+                pinned(Side::Retired, refresh)
+            } else {
+                pinned(Side::Stable, PinAction::Keep)
+            };
         }
     }
     let side = if weighted && bucket < table.weight.basis_points() { Side::Canary } else { Side::Stable };
@@ -421,6 +431,10 @@ mod tests {
         let d = decide(&t, &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!((d.side, d.reason, d.pin, d.version_gone), (Side::Retired, Reason::Pinned, PinAction::Keep, true));
         assert_eq!(t.version(d.side), Some("v2"));
+        // A write of the open page goes to stable, and leaves the page its pin for its next chunk.
+        let post = RequestFacts { read_only: false, ..facts(b"u", Some(pin.as_bytes())) };
+        let d = decide(&t, &key, TTL, &post);
+        assert_eq!((d.side, d.pin, d.version_gone), (Side::Stable, PinAction::Keep, true));
         // A page load moves the session to stable at once, and still says the version is gone.
         let nav = RequestFacts { boundary: true, ..facts(b"u", Some(pin.as_bytes())) };
         let d = decide(&t, &key, TTL, &nav);
@@ -439,9 +453,7 @@ mod tests {
         assert_eq!(decide(&rolled_back(60), &key, TTL, &tripped).side, Side::Stable);
         let d = decide(&rolled_back(0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!(d.side, Side::Stable);
-        // A write of an open page does not reach the rolled-back version.
-        let post = RequestFacts { read_only: false, ..facts(b"u", Some(pin.as_bytes())) };
-        assert_eq!(decide(&rolled_back(60), &key, TTL, &post).side, Side::Stable);
+
         // Sessions pinned to stable, and new ones, never hear of it.
         let stable_pin = key.sign("web-1", "v1", NOW + TTL);
         let d = decide(&rolled_back(60), &key, TTL, &facts(b"u", Some(stable_pin.as_bytes())));
