@@ -5,11 +5,16 @@
 //! listeners and runs the worker threads; routing changes go through each [`Service`] and take
 //! effect on the next request, atomically.
 
+pub mod accept;
 pub mod body;
 pub mod breaker;
+pub mod conn_clock;
+pub mod conn_table;
+pub mod connection;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod headers;
+pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -19,6 +24,7 @@ pub mod sketch;
 pub mod status;
 pub mod tls;
 pub mod upstream;
+pub mod watched;
 pub mod worker;
 
 use std::sync::Arc;
@@ -69,6 +75,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     workers: usize,
     shutdown_timeout: Duration,
+    limits: limits::ConnLimits,
     tls: Vec<Option<tokio_rustls::TlsAcceptor>>,
 }
 
@@ -114,7 +121,9 @@ impl Gateway {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         let pins = services.iter().map(|s| Arc::new(secret.for_service(s.name()))).collect();
-        Ok(Gateway { services, pins, shared, workers, shutdown_timeout: config.gateway.shutdown_timeout.0, tls })
+        let limits = limits::ConnLimits::new(&config.gateway, workers, limits::descriptor_limit());
+        let shutdown_timeout = config.gateway.shutdown_timeout.0;
+        Ok(Gateway { services, pins, shared, workers, shutdown_timeout, limits, tls })
     }
 
     /// The services, in configuration order.
@@ -125,6 +134,11 @@ impl Gateway {
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.iter().find(|s| s.name() == name)
+    }
+
+    /// The limits and timeouts of client connections.
+    pub fn limits(&self) -> &limits::ConnLimits {
+        &self.limits
     }
 
     /// Every version's counters.
@@ -172,10 +186,10 @@ impl Gateway {
         let mut threads = Vec::new();
         for (index, listeners) in per_worker.into_iter().enumerate() {
             let stopped = stopped.clone();
-            let timeout = self.shutdown_timeout;
+            let (timeout, limits) = (self.shutdown_timeout, self.limits);
             let thread = std::thread::Builder::new()
                 .name(format!("canary-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, stopped, timeout))
+                .spawn(move || run_worker(index, listeners, stopped, timeout, limits))
                 .map_err(GatewayError::Thread)?;
             threads.push(thread);
         }
