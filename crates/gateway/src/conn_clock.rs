@@ -169,13 +169,15 @@ impl Watch {
             }
             // In flight, nothing moves the deadline earlier without a wake-up; look again
             // after the shorter timeout in case the request ended meanwhile.
-            let (at, why) = clock
-                .deadline(deadlines)
-                .unwrap_or((Instant::now() + deadlines.idle.min(deadlines.header_read), Closing::Idle));
+            let at = match clock.deadline(deadlines) {
+                Some((at, _)) => at,
+                None => Instant::now() + deadlines.idle.min(deadlines.header_read),
+            };
             tokio::select! {
                 () = tokio::time::sleep_until(at) => {
-                    let now = Instant::now();
-                    if self.clock().deadline(deadlines).is_some_and(|(d, _)| d <= now) {
+                    if let Some((due, why)) = self.clock().deadline(deadlines)
+                        && due <= Instant::now()
+                    {
                         return why;
                     }
                 }
@@ -202,9 +204,11 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        // The idle deadline that starts now may come before the one the watchdog sleeps
+        // towards (a first request's header-read deadline runs from the accept).
         self.0.update(|clock| {
             clock.request_finished(Instant::now());
-            false
+            clock.in_flight == 0
         });
     }
 }
@@ -289,6 +293,23 @@ mod tests {
         assert_eq!(waiting.await.unwrap(), Closing::Idle);
         let waited = Instant::now() - started;
         assert!(waited >= secs(180) && waited <= secs(181), "closed {waited:?} after the start");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_deadline_earlier_than_the_first_request_s_wakes_the_watchdog() {
+        let deadlines = Deadlines { header_read: secs(30), idle: secs(1) };
+        let watch = Watch::new();
+        let started = Instant::now();
+        let waiting = tokio::spawn({
+            let watch = watch.clone();
+            async move { watch.expired(deadlines).await }
+        });
+        tokio::time::sleep(secs(1)).await;
+        let request = InFlight::start(watch.clone());
+        tokio::time::sleep(secs(2)).await;
+        drop(request);
+        assert_eq!(waiting.await.unwrap(), Closing::Idle);
+        assert_eq!(Instant::now() - started, secs(4), "idle 1 s after the answer, not 30 s after the accept");
     }
 
     #[tokio::test(start_paused = true)]

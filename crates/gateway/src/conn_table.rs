@@ -69,6 +69,11 @@ impl ConnTable {
         self.lock().by_id.len()
     }
 
+    /// Connections asked to close whose sockets are still open.
+    pub fn shedding(&self) -> usize {
+        self.lock().shedding
+    }
+
     /// Whether no connection is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -182,6 +182,13 @@ impl Gateway {
                 per_worker[worker].push(listener);
             }
         }
+        tracing::info!(
+            workers = self.workers,
+            per_worker = self.limits.per_worker,
+            nofile = limits::descriptor_limit(),
+            "client connections: at most {} per worker",
+            self.limits.per_worker
+        );
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::new();
         for (index, listeners) in per_worker.into_iter().enumerate() {

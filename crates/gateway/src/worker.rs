@@ -178,5 +178,9 @@ async fn accept_loop(
             connection.await;
             drop(open);
         });
+        if worker.table.shedding() > 0 {
+            // Let the shed connections close before taking more descriptors from the backlog.
+            tokio::task::yield_now().await;
+        }
     }
 }
