@@ -20,8 +20,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use canary_gateway::accept::{LOG_INTERVAL, RateLimitedLog, backoff};
 use axum::body::Body;
+use canary_gateway::accept::{LOG_INTERVAL, RateLimitedLog, backoff};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -37,7 +37,7 @@ fn closed_within(mut stream: &TcpStream, limit: Duration) -> bool {
 /// gateway closed within `limit`, and how long the first took to close.
 async fn open_and_wait(addr: SocketAddr, count: usize, bytes: &'static [u8], limit: Duration) -> (usize, Duration) {
     tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let sockets: Vec<TcpStream> = (0..count)
             .map(|_| {
                 let mut socket = TcpStream::connect(addr).unwrap();
@@ -61,7 +61,8 @@ async fn silent_connections_are_closed_after_the_header_read_timeout() {
     let (closed, after) = open_and_wait(gateway.addr("web"), 50, b"", Duration::from_secs(5)).await;
     assert_eq!(closed, 50, "silent sockets still open 5 s after a 1 s header-read timeout");
     assert!(after >= Duration::from_millis(900), "closed after {after:?}, before its deadline");
-    let (closed, _) = open_and_wait(gateway.addr("web"), 5, b"GET / HTTP/1.1\r\nHost: a\r\n", Duration::from_secs(5)).await;
+    let (closed, _) =
+        open_and_wait(gateway.addr("web"), 5, b"GET / HTTP/1.1\r\nHost: a\r\n", Duration::from_secs(5)).await;
     assert_eq!(closed, 5, "half-sent request heads are closed too");
     let response = support::client().get(gateway.url("web", "/")).send().await.unwrap();
     assert_eq!(response.status(), 200, "a prompt client is served");
@@ -154,7 +155,8 @@ async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     let gateway = Gateway::start(&config(&v1, &v2, 0.0, "idle_timeout = \"1s\""));
     let client = support::client();
-    let requests = (0..40).map(|i| client.get(gateway.url("web", "/slow/300")).header("x-user-id", format!("u{i}")).send());
+    let requests =
+        (0..40).map(|i| client.get(gateway.url("web", "/slow/300")).header("x-user-id", format!("u{i}")).send());
     for response in futures_util::future::join_all(requests).await {
         assert_eq!(response.unwrap().status(), 200);
     }

@@ -79,9 +79,7 @@ mod tests {
         let start = Instant::now();
         let mut log = RateLimitedLog::new(LOG_INTERVAL);
         assert_eq!(log.record(start), Some(1), "the first failure is logged at once");
-        let lines: Vec<u64> = (1..=500)
-            .filter_map(|i| log.record(start + Duration::from_millis(20 * i)))
-            .collect();
+        let lines: Vec<u64> = (1..=500).filter_map(|i| log.record(start + Duration::from_millis(20 * i))).collect();
         assert_eq!(lines, vec![500], "501 failures in 10 s: the first, then one count");
         assert_eq!(log.due(start + Duration::from_secs(15)), None, "nothing left to report");
         log.record(start + Duration::from_secs(16));

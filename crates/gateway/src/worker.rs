@@ -167,12 +167,18 @@ async fn accept_loop(
             Admission::Refused => {
                 if let Some(count) = refusals.record(Instant::now()) {
                     let max = worker.table.max();
-                    tracing::warn!(service, count, max, "connection limit reached: refused {count} new connections, every open one is busy");
+                    tracing::warn!(
+                        service,
+                        count,
+                        max,
+                        "connection limit reached: refused {count} new connections, every open one is busy"
+                    );
                 }
                 continue;
             }
         };
-        let connection = serve_connection(stream, peer, registration, accepted.clone(), worker.clone(), shutdown.clone());
+        let connection =
+            serve_connection(stream, peer, registration, accepted.clone(), worker.clone(), shutdown.clone());
         let open = open.clone();
         tokio::spawn(async move {
             connection.await;

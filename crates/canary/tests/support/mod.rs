@@ -99,7 +99,17 @@ impl Upstream {
                 conns.lock().unwrap().push(connection.abort_handle());
             }
         });
-        Upstream { addr, version: version.to_owned(), hits, fail_with, fail_every, reject_every, task, connections, open }
+        Upstream {
+            addr,
+            version: version.to_owned(),
+            hits,
+            fail_with,
+            fail_every,
+            reject_every,
+            task,
+            connections,
+            open,
+        }
     }
 
     /// Connections from the gateway open right now.
