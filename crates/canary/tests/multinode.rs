@@ -315,3 +315,47 @@ async fn a_controller_s_dashboard_charts_the_whole_fleet_from_prometheus() {
         t.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_logs_in_to_etcd_as_its_user_and_says_so_when_it_cannot() {
+    let etcd = EtcdServer::start().await;
+    etcd.enable_auth("canary", "etcd-password-of-canary").await;
+    let stable = Upstream::start("v1").await;
+    let canary = Upstream::start("v2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("etcd-password");
+    std::fs::write(&password_file, "etcd-password-of-canary\n").unwrap();
+    let config = node_config(&etcd.endpoint(), "http://127.0.0.1:9", &stable, Some(&canary));
+    let login =
+        format!("kind = \"etcd\"\nusername = \"canary\"\npassword_file = {:?}", password_file.display().to_string());
+
+    let node = Gateway::start(&config.replace("kind = \"etcd\"", &login));
+    node.set_weight("web", 100.0).await;
+    let served = support::client().get(node.url("web", "/")).send().await.unwrap();
+    assert_eq!(support::version_of(&served), "v2", "the weight written to etcd reached the gateway");
+
+    let anonymous = run_serve(&config);
+    assert!(!anonymous.status.success(), "a node without credentials must not start on an etcd that wants them");
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.contains("set [store] username and password"), "{stderr}");
+}
+
+/// Runs `canary serve` to its end (it is expected to fail at start), at most 30 s.
+fn run_serve(config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
