@@ -359,3 +359,31 @@ fn run_serve(config: &str) -> std::process::Output {
     let _ = child.kill();
     child.wait_with_output().unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_under_load_leaves_the_others_serving_and_following() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let mut cluster = Cluster::start(&v1, Some(&v2)).await;
+    let traffic = cluster.traffic(20, 4, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before: Vec<u64> = traffic.iter().map(Traffic::sent).collect();
+    cluster.gateways[0].kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = cluster.controllers[0].put("/api/v1/services/web/weight", json!({ "weight": 100.0 })).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent: Vec<u64> = traffic.iter().map(Traffic::sent).collect();
+    let failed: Vec<u64> = traffic.iter().map(Traffic::failed).collect();
+    println!(
+        "gateway kill -9 under load: requests sent per gateway before {before:?}, in all {sent:?}; failed {failed:?}"
+    );
+    assert!(failed[0] > 0, "the killed gateway's clients saw it go: {failed:?}");
+    assert_eq!(&failed[1..], &[0, 0], "the other gateways failed no request");
+    for (i, lane) in traffic.iter().enumerate().skip(1) {
+        assert!(sent[i] > before[i] + 50, "gateway {i} kept serving: {sent:?}");
+        assert!(lane.answered_by("v2") > 0, "gateway {i} followed the weight change made after the kill");
+    }
+    for lane in traffic {
+        lane.stop().await;
+    }
+}
