@@ -244,6 +244,10 @@ pub struct StartArgs {
     /// How long after each step begins the canary's latencies are not judged (default 10s).
     #[arg(long)]
     pub warmup: Option<String>,
+    /// How much wider "safe" is for steps that lead to less than full traffic (default 1.5;
+    /// 1 asks every step for the proof the step to full traffic needs).
+    #[arg(long)]
+    pub early_step_margin: Option<f64>,
     /// Dry run: the judge's verdicts are shown but never act; steps advance on their hold
     /// (the local breakers still roll back a canary that fails hard).
     #[arg(long)]

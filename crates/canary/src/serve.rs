@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use canary_core::admin::Tokens;
 use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinSecret;
-use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
+use canary_store::{CasOutcome, EtcdCredentials, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 
 use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
 use crate::output::outln;
@@ -41,11 +41,22 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
             }
             Arc::new(RedbStore::open(&path).with_context(|| format!("cannot open the store {}", path.display()))?)
         }
-        StoreConfig::Etcd { endpoints } => Arc::new(
-            EtcdStore::connect(endpoints, EtcdOptions::default())
-                .await
-                .with_context(|| format!("cannot reach etcd at {}", endpoints.join(", ")))?,
-        ),
+        StoreConfig::Etcd { endpoints, username, password, password_file } => {
+            let credentials = match username {
+                Some(user) => Some(EtcdCredentials {
+                    user: user.clone(),
+                    password: secret("store", "password", password, password_file)?
+                        .context("[store]: username needs password or password_file")?,
+                }),
+                None => None,
+            };
+            let options = EtcdOptions { credentials, ..EtcdOptions::default() };
+            Arc::new(
+                EtcdStore::connect(endpoints, options)
+                    .await
+                    .with_context(|| format!("cannot reach etcd at {}", endpoints.join(", ")))?,
+            )
+        }
     })
 }
 
@@ -114,9 +125,9 @@ pub(crate) async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Resul
 pub(crate) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
     let admin = &config.admin;
     let tokens = Tokens {
-        admin: secret("token", &admin.token, &admin.token_file)?,
-        read: secret("read_token", &admin.read_token, &admin.read_token_file)?,
-        metrics: secret("metrics_token", &admin.metrics_token, &admin.metrics_token_file)?,
+        admin: secret("admin", "token", &admin.token, &admin.token_file)?,
+        read: secret("admin", "read_token", &admin.read_token, &admin.read_token_file)?,
+        metrics: secret("admin", "metrics_token", &admin.metrics_token, &admin.metrics_token_file)?,
     };
     if tokens.read.is_some() && tokens.read == tokens.admin {
         bail!("[admin] read_token must differ from token");
@@ -124,20 +135,25 @@ pub(crate) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
     Ok(tokens)
 }
 
-/// `[admin] key`, given inline or in `key_file` (trailing whitespace ignored); never empty.
-fn secret(key: &str, inline: &Option<String>, file: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
+/// `[section] key`, given inline or in `key_file` (trailing whitespace ignored); never empty.
+fn secret(
+    section: &str,
+    key: &str,
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<String>> {
     let value = match (inline, file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
-                .with_context(|| format!("[admin] {key}_file: cannot read {}", path.display()))?
+                .with_context(|| format!("[{section}] {key}_file: cannot read {}", path.display()))?
                 .trim_end()
                 .to_owned(),
         ),
         (None, None) => None,
     };
     if value.as_deref().is_some_and(str::is_empty) {
-        bail!("[admin] {key} must not be empty");
+        bail!("[{section}] {key} must not be empty");
     }
     Ok(value)
 }

@@ -55,12 +55,34 @@ pub enum StoreConfig {
     Etcd {
         /// `http://host:port` endpoints.
         endpoints: Vec<String>,
+        /// The etcd user to authenticate as, when etcd has authentication enabled.
+        #[serde(default)]
+        username: Option<String>,
+        /// That user's password, inline…
+        #[serde(default)]
+        password: Option<String>,
+        /// …or in a file (trailing whitespace ignored).
+        #[serde(default)]
+        password_file: Option<PathBuf>,
     },
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig::Embedded { path: default_store_path() }
+    }
+}
+
+/// An etcd store's endpoints and user: at least one endpoint, and a password for a user.
+fn check_etcd(endpoints: &[String], username: Option<&str>, has_password: bool) -> Result<(), ConfigError> {
+    if endpoints.is_empty() {
+        return Err(ConfigError::Invalid("[store]: kind \"etcd\" needs at least one endpoint".into()));
+    }
+    match (username, has_password) {
+        (Some(""), _) => Err(ConfigError::Invalid("[store]: username must not be empty".into())),
+        (Some(_), false) => Err(ConfigError::Invalid("[store]: username needs password or password_file".into())),
+        (None, true) => Err(ConfigError::Invalid("[store]: password needs a username".into())),
+        _ => Ok(()),
     }
 }
 
@@ -700,10 +722,18 @@ impl Config {
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
             return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
         }
-        if let StoreConfig::Etcd { endpoints } = &self.store
-            && endpoints.is_empty()
-        {
-            return invalid("[store]: kind \"etcd\" needs at least one endpoint".into());
+        if let StoreConfig::Etcd { endpoints, username, password, password_file } = &self.store {
+            check_etcd(endpoints, username.as_deref(), password.is_some() || password_file.is_some())?;
+            if password.is_some() && password_file.is_some() {
+                return invalid("[store]: set password or password_file, not both".into());
+            }
+            if self.gateway.pin_secret.is_none() && self.gateway.pin_secret_file.is_none() {
+                return invalid(
+                    "[store]: kind \"etcd\" needs [gateway] pin_secret or pin_secret_file (the same on every node): \
+                     a secret kept in etcd could be read by anyone who reaches etcd, and used to forge pins"
+                        .into(),
+                );
+            }
         }
         if let MetricsConfig::Prometheus { url, scrape_interval } = &self.metrics {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -898,5 +928,23 @@ prometheus = "http://127.0.0.1:9090"
         assert!(error(&same).contains("must differ"));
         let open = GOOD.replace("127.0.0.1:7070", "0.0.0.0:7070");
         assert!(error(&open).contains("token"));
+    }
+
+    #[test]
+    fn an_etcd_store_needs_a_configured_pin_secret_and_whole_credentials() {
+        let etcd = |extra: &str, gateway: &str| {
+            format!("{gateway}\n[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n{extra}\n{GOOD}")
+        };
+        let secret = "[gateway]\npin_secret = \"sixteen-characters-at-least\"";
+        let e = error(&etcd("", ""));
+        assert!(e.contains("needs [gateway] pin_secret or pin_secret_file"), "{e}");
+        assert!(Config::from_toml(&etcd("", secret)).is_ok());
+        let e = error(&etcd("username = \"canary\"", secret));
+        assert!(e.contains("username needs password or password_file"), "{e}");
+        let e = error(&etcd("password = \"pw\"", secret));
+        assert!(e.contains("password needs a username"), "{e}");
+        let e = error(&etcd("username = \"canary\"\npassword = \"pw\"\npassword_file = \"/run/pw\"", secret));
+        assert!(e.contains("not both"), "{e}");
+        assert!(Config::from_toml(&etcd("username = \"canary\"\npassword_file = \"/run/pw\"", secret)).is_ok());
     }
 }
