@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// What this process does: serve traffic (`gateway`), lead rollouts (`controller`), or both.
     #[arg(long, value_enum, default_value = "all", env = "CANARY_ROLE")]
     pub role: Role,
+    /// Restart without refusing a connection: take the listening sockets (and, once released,
+    /// the store) of the `canary serve` running with this config, which then drains and exits.
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 /// The parts one `canary serve` process runs.

@@ -7,6 +7,7 @@ mod completions;
 mod demo;
 mod export;
 mod follow;
+mod handover;
 mod live_view;
 mod local_metrics;
 mod output;

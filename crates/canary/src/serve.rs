@@ -10,6 +10,7 @@ use canary_core::pin::PinSecret;
 use canary_store::{CasOutcome, EtcdCredentials, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 
 use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
+use crate::handover::{self, Inherited};
 use crate::output::outln;
 use crate::stack::Stack;
 
@@ -28,7 +29,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let base = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(serve(config, &base, args.role))
+    runtime.block_on(serve(config, &base, args.role, args.take_over))
 }
 
 /// Opens the configured store; a relative embedded path is taken from `base`.
@@ -60,9 +61,19 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
     })
 }
 
-/// Starts everything for `config` and serves until a stop signal.
-pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()> {
-    let stack = Stack::start_as(&config, base, role).await?;
+/// Starts everything for `config` and serves until a stop signal or until another process
+/// takes over; with `take_over`, starts on the sockets of the process running now.
+pub async fn serve(config: Config, base: &Path, role: Role, take_over: bool) -> anyhow::Result<()> {
+    let handover_socket = base.join(&config.gateway.handover_socket);
+    let inherited = if take_over { handover::take_over(&handover_socket)? } else { Inherited::default() };
+    let stack = Stack::start_as(&config, base, role, inherited).await?;
+    let taken = match handover::listen(handover_socket, stack.handover_sockets()?) {
+        Ok(taken) => Some(taken),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "no take-over of this process will be possible");
+            None
+        }
+    };
     // Registered before the listeners are announced, so no SIGHUP from then on can stop us.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
@@ -73,7 +84,40 @@ pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()
         }
     }
     outln!("listening admin http://{}", stack.admin_addr)?;
-    stack.run(stop_signal()).await
+    stack.run(stop_or_taken(taken)).await
+}
+
+/// Completes on SIGTERM, Ctrl-C, or when another process has taken the listening sockets.
+async fn stop_or_taken(taken: Option<tokio::sync::oneshot::Receiver<()>>) {
+    let taken = async {
+        // A dropped sender means the hand-over thread ended without a take-over: keep serving.
+        if let Some(taken) = taken
+            && taken.await.is_ok()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = stop_signal() => {}
+        _ = taken => {}
+    }
+}
+
+/// The store, once the process being taken over has released it: it holds the embedded file
+/// until it has drained, so opening is retried for its shutdown timeout and a little more.
+pub async fn open_store_when_released(config: &Config, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let patience = config.gateway.shutdown_timeout.0 + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match open_store(&config.store, base).await {
+            Ok(store) => return Ok(store),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context(format!("the store was not released within {patience:?}")));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// SIGHUP would end the process by default, and `systemctl reload` sends it: say instead that

@@ -167,6 +167,14 @@ pub struct GatewayConfig {
     /// Client connections open at once over all workers; beyond it idle ones are closed to
     /// make room, else new ones are refused. Default: what the descriptor limit allows.
     pub max_connections: Option<usize>,
+    /// Where `canary serve` answers `canary serve --take-over` (a Unix socket; a relative path
+    /// is relative to the config file).
+    #[serde(default = "default_handover_socket")]
+    pub handover_socket: PathBuf,
+}
+
+fn default_handover_socket() -> PathBuf {
+    PathBuf::from("canary-data/handover.sock")
 }
 
 /// `[[service]]`: one proxied service.
@@ -332,6 +340,7 @@ impl Default for GatewayConfig {
             http2_keepalive_interval: default_http2_keepalive_interval(),
             http2_keepalive_timeout: default_http2_keepalive_timeout(),
             max_connections: None,
+            handover_socket: default_handover_socket(),
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use canary_core::pin::PinKey;
@@ -24,6 +25,10 @@ use crate::worker::{Worker, stopped};
 
 /// How long a connection past its deadline may take to say goodbye (an HTTP/2 `GOAWAY`).
 const GOODBYE: Duration = Duration::from_secs(1);
+/// How long a stopping gateway keeps an HTTP/1.1 connection open for its client's next request,
+/// which then gets its answer with `Connection: close`. Closing an idle kept-alive connection at
+/// once would reset a request the client was sending at that moment.
+const LAST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// What every connection accepted by one listener shares.
 pub struct Accepted {
@@ -79,10 +84,19 @@ async fn serve_http<I>(
         client: ClientConn::new(peer, accepted.tls.is_some()),
     });
     let requests = watch.clone();
+    let closing = Arc::new(AtomicBool::new(false));
+    let last_answer = closing.clone();
     let svc = service_fn(move |req| {
         let in_flight = InFlight::start(requests.clone());
+        let says_goodbye = last_answer.load(Ordering::Relaxed) && req.version() == http::Version::HTTP_11;
         let response = handle(ctx.clone(), req);
-        async move { Ok::<_, Infallible>(response.await?.map(|body| InFlightBody::new(body, in_flight))) }
+        async move {
+            let mut response = response.await?;
+            if says_goodbye && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+        }
     });
     let conn = worker.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
@@ -97,8 +111,14 @@ async fn serve_http<I>(
             return;
         }
         () = stopped(&mut shutdown) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            closing.store(true, Ordering::Relaxed);
+            match tokio::time::timeout(LAST_REQUEST_GRACE, conn.as_mut()).await {
+                Ok(result) => result,
+                Err(_) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
     };
     // An upgraded socket lives on as a tunnel, with its place in the table but no deadline.
