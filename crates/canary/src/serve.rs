@@ -9,7 +9,7 @@ use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinSecret;
 use canary_store::{CasOutcome, EtcdCredentials, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 
-use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
+use crate::cli::{LogFormat, ServeArgs, ValidateArgs};
 use crate::handover::{self, Inherited};
 use crate::output::outln;
 use crate::stack::Stack;
@@ -27,9 +27,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.services.is_empty() {
         bail!("{}: no [[service]] is configured", args.config.display());
     }
-    let base = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(serve(config, &base, args.role, args.take_over))
+    runtime.block_on(serve(config, &args))
 }
 
 /// Opens the configured store; a relative embedded path is taken from `base`.
@@ -63,10 +62,11 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
 
 /// Starts everything for `config` and serves until a stop signal or until another process
 /// takes over; with `take_over`, starts on the sockets of the process running now.
-pub async fn serve(config: Config, base: &Path, role: Role, take_over: bool) -> anyhow::Result<()> {
-    let handover_socket = base.join(&config.gateway.handover_socket);
-    let inherited = if take_over { handover::take_over(&handover_socket)? } else { Inherited::default() };
-    let stack = Stack::start_as(&config, base, role, inherited).await?;
+pub async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
+    let base = args.config.parent().unwrap_or(Path::new("."));
+    let handover_socket = handover_socket(&config, base);
+    let inherited = if args.take_over { handover::take_over(&handover_socket)? } else { Inherited::default() };
+    let stack = Stack::start_as(&config, base, args.role, inherited).await?;
     let taken = match handover::listen(handover_socket, stack.handover_sockets()?) {
         Ok(taken) => Some(taken),
         Err(e) => {
@@ -77,14 +77,25 @@ pub async fn serve(config: Config, base: &Path, role: Role, take_over: bool) -> 
     // Registered before the listeners are announced, so no SIGHUP from then on can stop us.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
-    tokio::spawn(refuse_reloads(hangups));
+    tokio::spawn(crate::reload::on_hangups(hangups, args.config.clone()));
     for service in stack.gateway.iter().flat_map(|g| g.services()) {
         if let Some(addr) = service.bound() {
             outln!("listening service {} http://{addr}", service.name())?;
         }
     }
     outln!("listening admin http://{}", stack.admin_addr)?;
+    crate::sd_notify::ready();
     stack.run(stop_or_taken(taken)).await
+}
+
+/// Where this process answers take-overs: as configured, else beside the embedded store's file
+/// (a place the process may write to by design), else in `canary-data` beside the config.
+fn handover_socket(config: &Config, base: &Path) -> std::path::PathBuf {
+    let default = match &config.store {
+        StoreConfig::Embedded { path } => path.with_file_name("handover.sock"),
+        StoreConfig::Etcd { .. } => std::path::PathBuf::from("canary-data/handover.sock"),
+    };
+    base.join(config.gateway.handover_socket.as_ref().unwrap_or(&default))
 }
 
 /// Completes on SIGTERM, Ctrl-C, or when another process has taken the listening sockets.
@@ -117,16 +128,6 @@ pub async fn open_store_when_released(config: &Config, base: &Path) -> anyhow::R
             }
             Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
         }
-    }
-}
-
-/// SIGHUP would end the process by default, and `systemctl reload` sends it: say instead that
-/// this version does not re-read its configuration, and keep serving.
-async fn refuse_reloads(mut hangups: tokio::signal::unix::Signal) {
-    while hangups.recv().await.is_some() {
-        tracing::warn!(
-            "SIGHUP received: this version does not reload its configuration; restart canary to apply a changed file"
-        );
     }
 }
 

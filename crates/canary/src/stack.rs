@@ -114,6 +114,7 @@ impl Stack {
         let access = Access::new(&config.admin, admin_tokens(config)?);
         let mut routing = Routing::new(store.clone(), ServiceEntry::from_config(config));
         routing.sync_at_start().await.context("cannot read the stored routing")?;
+        routing.sync_stable_upstreams().await.context("cannot store the configured stable upstreams")?;
         let local = match role {
             Role::Controller => None,
             Role::Gateway | Role::All => {

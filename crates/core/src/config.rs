@@ -168,13 +168,9 @@ pub struct GatewayConfig {
     /// make room, else new ones are refused. Default: what the descriptor limit allows.
     pub max_connections: Option<usize>,
     /// Where `canary serve` answers `canary serve --take-over` (a Unix socket; a relative path
-    /// is relative to the config file).
-    #[serde(default = "default_handover_socket")]
-    pub handover_socket: PathBuf,
-}
-
-fn default_handover_socket() -> PathBuf {
-    PathBuf::from("canary-data/handover.sock")
+    /// is relative to the config file). Default: `handover.sock` beside the embedded store's
+    /// file, or `canary-data/handover.sock` beside the config with etcd.
+    pub handover_socket: Option<PathBuf>,
 }
 
 /// `[[service]]`: one proxied service.
@@ -340,7 +336,7 @@ impl Default for GatewayConfig {
             http2_keepalive_interval: default_http2_keepalive_interval(),
             http2_keepalive_timeout: default_http2_keepalive_timeout(),
             max_connections: None,
-            handover_socket: default_handover_socket(),
+            handover_socket: None,
         }
     }
 }
