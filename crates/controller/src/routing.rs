@@ -200,6 +200,29 @@ impl Routing {
         Ok(())
     }
 
+    /// Stores the configured upstreams of each service's stable version where the stored
+    /// routing still runs that version elsewhere: the file says where its stable version runs,
+    /// so a restart or a reload with a changed upstream list applies it. Canaries, weights and
+    /// other versions stay as the store has them.
+    pub async fn sync_stable_upstreams(&self) -> Result<(), ControllerError> {
+        for entry in self.services.iter() {
+            let configured = &entry.configured.stable;
+            let (stored, _) = self.current(&entry.name).await?;
+            if stored.stable.version != configured.version || stored.stable.upstreams == configured.upstreams {
+                continue;
+            }
+            self.change(&entry.name, |spec| {
+                if spec.stable.version == configured.version {
+                    spec.stable.upstreams = configured.upstreams.clone();
+                }
+                Ok(())
+            })
+            .await?;
+            tracing::info!(service = %entry.name, version = %configured.version.as_str(), "stable's upstreams are now the configured ones");
+        }
+        Ok(())
+    }
+
     /// The stored routing of `service` and its revision (the configured one and 0 when none is
     /// stored).
     pub async fn current(&self, service: &str) -> Result<(RouteSpec, Revision), ControllerError> {

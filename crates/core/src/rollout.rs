@@ -149,6 +149,9 @@ pub struct Analysis {
     /// Seconds after each step begins during which the canary's latencies are not judged (its
     /// errors are): a process that just got traffic is slower for its first seconds.
     pub warmup_seconds: f64,
+    /// How much wider the "safe" tolerances are for steps that lead to less than full traffic
+    /// ([`JudgeConfig::early_step_margin`]); 1 asks every step for the same proof.
+    pub early_step_margin: f64,
 }
 
 impl Default for Analysis {
@@ -165,6 +168,7 @@ impl Default for Analysis {
             observe: false,
             team_metrics: None,
             warmup_seconds: 10.0,
+            early_step_margin: judge.early_step_margin,
         }
     }
 }
@@ -207,6 +211,7 @@ impl Analysis {
             min_requests_for_rollback: self.min_requests_for_rollback,
             tolerances,
             latency_floor_seconds: self.latency_floor_seconds,
+            early_step_margin: self.early_step_margin,
             ..JudgeConfig::default()
         }
     }
@@ -375,6 +380,13 @@ impl Rollout {
             Phase::Progressing => self.step_banked_ms + now_ms.saturating_sub(self.step_started_ms),
             _ => self.step_banked_ms,
         }
+    }
+
+    /// Whether the current step leads to full traffic: the last step, or one whose next step
+    /// sends everyone to the canary. Promotion follows such a step, so it alone must show the
+    /// canary safe at the tolerances themselves.
+    pub fn step_leads_to_full(&self) -> bool {
+        self.steps.get(self.step + 1).is_none_or(|next| next.weight == Weight::FULL)
     }
 
     /// Whether the current step's hold has passed at `now_ms`.
