@@ -97,6 +97,7 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
         || args.min_step_requests.is_some()
         || floor.is_some()
         || warmup.is_some()
+        || args.early_step_margin.is_some()
         || args.observe
         || team_metrics.is_some();
     if !any {
@@ -112,6 +113,7 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
         team_metrics,
         warmup_seconds: warmup.map_or(defaults.warmup_seconds, |w| w.0.as_secs_f64()),
         gates,
+        early_step_margin: args.early_step_margin.unwrap_or(defaults.early_step_margin),
         ..defaults
     }))
 }
@@ -284,12 +286,23 @@ mod tests {
         // The server reads bodies strictly (`deny_unknown_fields`): the CLI's must read back.
         let _: StartRollout = serde_json::from_value(body).unwrap();
 
-        let analysis = start(&["--alpha", "0.01", "--latency-floor", "5ms", "--observe", "--warmup", "30s"])
-            .unwrap()
-            .analysis
-            .unwrap();
+        let analysis = start(&[
+            "--alpha",
+            "0.01",
+            "--latency-floor",
+            "5ms",
+            "--observe",
+            "--warmup",
+            "30s",
+            "--early-step-margin",
+            "1",
+        ])
+        .unwrap()
+        .analysis
+        .unwrap();
         assert_eq!((analysis.alpha, analysis.latency_floor_seconds, analysis.observe), (0.01, 0.005, true));
         assert_eq!(analysis.warmup_seconds, 30.0);
+        assert_eq!(analysis.early_step_margin, 1.0);
         assert_eq!(analysis.min_requests_per_version, Analysis::default().min_requests_per_version);
     }
 

@@ -31,6 +31,10 @@ use crate::rollout::{Command, Phase, Rollout};
 use crate::team;
 use crate::weight::Weight;
 
+/// How the reason of a rollback a local breaker caused begins: the canary failed hard, so it
+/// gets no grace for its open pages ([`crate::spec::RetiredSpec`]).
+pub const BREAKER_TRIPPED: &str = "local breaker tripped";
+
 /// What the judge concluded this tick.
 #[derive(Debug, Clone, Copy)]
 pub struct Judgement<'a> {
@@ -58,7 +62,7 @@ pub fn next_command(rollout: &Rollout, judgement: &Judgement<'_>, signals: &Sign
     if let Some(why) = signals.breaker_tripped
         && matches!(rollout.phase, Phase::Progressing | Phase::Paused)
     {
-        return Some(Command::Fail(format!("local breaker tripped: {why}")));
+        return Some(Command::Fail(format!("{BREAKER_TRIPPED}: {why}")));
     }
     if rollout.phase != Phase::Progressing {
         return None;

@@ -157,6 +157,9 @@ pub struct Analysis {
     /// configured gates and never brings a command of its own, so the API runs no new code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gates: Option<Vec<String>>,
+    /// How much wider the "safe" tolerances are for steps that lead to less than full traffic
+    /// ([`JudgeConfig::early_step_margin`]); 1 asks every step for the same proof.
+    pub early_step_margin: f64,
 }
 
 impl Default for Analysis {
@@ -174,6 +177,7 @@ impl Default for Analysis {
             team_metrics: None,
             warmup_seconds: 10.0,
             gates: None,
+            early_step_margin: judge.early_step_margin,
         }
     }
 }
@@ -221,6 +225,7 @@ impl Analysis {
             min_requests_for_rollback: self.min_requests_for_rollback,
             tolerances,
             latency_floor_seconds: self.latency_floor_seconds,
+            early_step_margin: self.early_step_margin,
             ..JudgeConfig::default()
         }
     }
@@ -396,6 +401,13 @@ impl Rollout {
             Phase::Progressing => self.step_banked_ms + now_ms.saturating_sub(self.step_started_ms),
             _ => self.step_banked_ms,
         }
+    }
+
+    /// Whether the current step leads to full traffic: the last step, or one whose next step
+    /// sends everyone to the canary. Promotion follows such a step, so it alone must show the
+    /// canary safe at the tolerances themselves.
+    pub fn step_leads_to_full(&self) -> bool {
+        self.steps.get(self.step + 1).is_none_or(|next| next.weight == Weight::FULL)
     }
 
     /// Whether the current step's hold has passed at `now_ms`.

@@ -13,6 +13,12 @@ use crate::service::{KeyFrom, ServiceSettings};
 
 /// The cookie holding the session pin.
 pub const PIN_COOKIE: &str = "canary_pin";
+/// The header form of the session pin, for clients without cookies (apps, service workers,
+/// servers): the same signed token, sent as a request header and given back as a response
+/// header whenever the gateway issues a pin.
+pub const PIN_HEADER: &str = "x-canary-pin";
+/// The response header telling a page that the version it runs was rolled back.
+pub const VERSION_GONE_HEADER: &str = "x-canary-version-gone";
 /// The cookie holding the anonymous user id the gateway mints.
 pub const UID_COOKIE: &str = "canary_uid";
 /// The override header.
@@ -25,6 +31,10 @@ pub const FORCE_TOKEN_HEADER: &str = "x-canary-force-token";
 pub static FORCE: HeaderName = HeaderName::from_static(FORCE_HEADER);
 /// [`FORCE_TOKEN_HEADER`] as a header name.
 pub static FORCE_TOKEN: HeaderName = HeaderName::from_static(FORCE_TOKEN_HEADER);
+/// [`PIN_HEADER`] as a header name.
+pub static PIN: HeaderName = HeaderName::from_static(PIN_HEADER);
+/// [`VERSION_GONE_HEADER`] as a header name.
+pub static VERSION_GONE: HeaderName = HeaderName::from_static(VERSION_GONE_HEADER);
 static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
@@ -50,6 +60,12 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
         }
     }
     None
+}
+
+/// The session pin the request carries: the `canary_pin` cookie, else the `x-canary-pin`
+/// header. Either is only a candidate: [`canary_core::decide`] checks its signature.
+pub fn session_pin(headers: &HeaderMap) -> Option<&[u8]> {
+    cookie(headers, PIN_COOKIE).or_else(|| headers.get(&PIN).map(|v| trim(v.as_bytes())).filter(|v| !v.is_empty()))
 }
 
 /// `s` without surrounding spaces and tabs (HTTP's optional whitespace).
@@ -149,6 +165,15 @@ mod tests {
         assert_eq!(cookie(&h, "a"), Some(&b"1"[..]));
         assert_eq!(cookie(&h, "junk"), None);
         assert_eq!(cookie(&headers(&[("cookie", "=;==;;x=")]), "x"), None);
+    }
+
+    #[test]
+    fn the_pin_comes_from_the_cookie_else_the_header() {
+        assert_eq!(session_pin(&headers(&[(PIN_HEADER, " p-header ")])), Some(&b"p-header"[..]));
+        let both = headers(&[(PIN_HEADER, "p-header"), ("cookie", "canary_pin=p-cookie")]);
+        assert_eq!(session_pin(&both), Some(&b"p-cookie"[..]));
+        assert_eq!(session_pin(&headers(&[(PIN_HEADER, "")])), None);
+        assert_eq!(session_pin(&headers(&[])), None);
     }
 
     #[test]

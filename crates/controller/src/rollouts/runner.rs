@@ -93,6 +93,7 @@ impl Judging {
     /// Feeds the judge this tick's counters; `false` when they could not be read or were refused.
     async fn observe(&mut self, controller: &Controller, service: &str, rollout: &Rollout) -> bool {
         self.judge.enter_step(rollout.step);
+        self.judge.set_leads_to_full(rollout.step_leads_to_full());
         let Some(tick) = self.versions.read(controller, service, rollout.weight()).await else {
             tracing::warn!(service, "counters unavailable this tick; holding");
             return false;

@@ -176,8 +176,10 @@ impl Controller {
         let Commit { transition, mut spec, spec_revision, slow_bucket, rollout_revision, fenced } = commit;
         let Transition { rollout, event, route } = transition;
         let now = now_ms();
-        let fixed_salt = self.routing.service(service)?.configured.salt.clone();
-        let settings = route_change::Settings { slow_bucket, fixed_salt: fixed_salt.as_deref(), now_ms: now };
+        let entry = self.routing.service(service)?;
+        let (fixed_salt, rollback_grace) = (entry.configured.salt.clone(), entry.rollback_grace);
+        let settings =
+            route_change::Settings { slow_bucket, fixed_salt: fixed_salt.as_deref(), now_ms: now, rollback_grace };
         route_change::apply(&mut spec, &route, &rollout, &settings);
         let routing_changed = route != canary_core::rollout::RouteChange::None;
         if routing_changed {
