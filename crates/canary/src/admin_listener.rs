@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use canary_gateway::accept::{LOG_INTERVAL, RateLimitedLog, backoff};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -56,14 +57,18 @@ pub async fn serve(
     builder.http1().keep_alive(true).header_read_timeout(None);
     let builder = Arc::new(builder);
     tokio::pin!(stop);
+    let mut failures = RateLimitedLog::new(LOG_INTERVAL);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "admin: accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    // Out of file descriptors and the like: back off instead of spinning, and
+                    // count instead of logging every failure.
+                    if let Some(count) = failures.record(Instant::now()) {
+                        tracing::warn!(error = %e, count, "admin: accept failed ({count} times since the last report)");
+                    }
+                    tokio::time::sleep(backoff(&e)).await;
                     continue;
                 }
             },

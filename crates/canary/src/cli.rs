@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// What this process does: serve traffic (`gateway`), lead rollouts (`controller`), or both.
     #[arg(long, value_enum, default_value = "all", env = "CANARY_ROLE")]
     pub role: Role,
+    /// Restart without refusing a connection: take the listening sockets (and, once released,
+    /// the store) of the `canary serve` running with this config, which then drains and exits.
+    #[arg(long)]
+    pub take_over: bool,
 }
 
 /// The parts one `canary serve` process runs.
@@ -248,6 +252,10 @@ pub struct StartArgs {
     /// How long after each step begins the canary's latencies are not judged (default 10s).
     #[arg(long)]
     pub warmup: Option<String>,
+    /// How much wider "safe" is for steps that lead to less than full traffic (default 1.5;
+    /// 1 asks every step for the proof the step to full traffic needs).
+    #[arg(long)]
+    pub early_step_margin: Option<f64>,
     /// Dry run: the judge's verdicts are shown but never act; steps advance on their hold
     /// (the local breakers still roll back a canary that fails hard).
     #[arg(long)]
@@ -259,6 +267,12 @@ pub struct StartArgs {
     /// Judge this rollout without the service's configured team metrics.
     #[arg(long, conflicts_with = "team_metrics")]
     pub no_team_metrics: bool,
+    /// Run only these of the service's release gates (`[[service.gate]]` names, comma-separated).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub gates: Vec<String>,
+    /// Run none of the service's release gates.
+    #[arg(long, conflicts_with = "gates")]
+    pub no_gates: bool,
 }
 
 /// `canary rollout status`.

@@ -88,11 +88,18 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
     let floor = duration("--latency-floor", &args.latency_floor)?;
     let team_metrics = team_metrics(args)?;
     let warmup = duration("--warmup", &args.warmup)?;
-    let any = args.alpha.is_some()
+    let gates = match (args.no_gates, args.gates.is_empty()) {
+        (true, _) => Some(Vec::new()),
+        (false, true) => None,
+        (false, false) => Some(args.gates.clone()),
+    };
+    let any = gates.is_some()
+        || args.alpha.is_some()
         || args.min_requests.is_some()
         || args.min_step_requests.is_some()
         || floor.is_some()
         || warmup.is_some()
+        || args.early_step_margin.is_some()
         || args.observe
         || team_metrics.is_some();
     if !any {
@@ -107,6 +114,8 @@ fn analysis(args: &StartArgs) -> anyhow::Result<Option<Analysis>> {
         observe: args.observe,
         team_metrics,
         warmup_seconds: warmup.map_or(defaults.warmup_seconds, |w| w.0.as_secs_f64()),
+        gates,
+        early_step_margin: args.early_step_margin.unwrap_or(defaults.early_step_margin),
         ..defaults
     }))
 }
@@ -288,12 +297,23 @@ mod tests {
         // The server reads bodies strictly (`deny_unknown_fields`): the CLI's must read back.
         let _: StartRollout = serde_json::from_value(body).unwrap();
 
-        let analysis = start(&["--alpha", "0.01", "--latency-floor", "5ms", "--observe", "--warmup", "30s"])
-            .unwrap()
-            .analysis
-            .unwrap();
+        let analysis = start(&[
+            "--alpha",
+            "0.01",
+            "--latency-floor",
+            "5ms",
+            "--observe",
+            "--warmup",
+            "30s",
+            "--early-step-margin",
+            "1",
+        ])
+        .unwrap()
+        .analysis
+        .unwrap();
         assert_eq!((analysis.alpha, analysis.latency_floor_seconds, analysis.observe), (0.01, 0.005, true));
         assert_eq!(analysis.warmup_seconds, 30.0);
+        assert_eq!(analysis.early_step_margin, 1.0);
         assert_eq!(analysis.min_requests_per_version, Analysis::default().min_requests_per_version);
     }
 
@@ -316,6 +336,19 @@ mod tests {
         std::fs::write(&file, metric.replace("ratio", "rate")).unwrap();
         let error = start(&["--team-metrics", path]).unwrap_err().to_string();
         assert!(error.starts_with(&format!("--team-metrics {path}: TOML parse error at line 3")), "{error}");
+    }
+
+    #[test]
+    fn a_start_can_choose_among_the_gates_or_run_none() {
+        assert_eq!(start(&[]).unwrap().analysis, None, "without the flags, every configured gate runs");
+        let some = start(&["--gates", "e2e,smoke"]).unwrap().analysis.unwrap();
+        assert_eq!(some.gates, Some(vec!["e2e".to_owned(), "smoke".to_owned()]));
+        assert!(some.runs_gate("smoke") && !some.runs_gate("load"));
+        let none = start(&["--no-gates"]).unwrap().analysis.unwrap();
+        assert_eq!(none.gates, Some(Vec::new()));
+        assert!(!none.runs_gate("e2e"));
+        let body = serde_json::to_value(start(&["--no-gates"]).unwrap()).unwrap();
+        assert_eq!(body["analysis"]["gates"], serde_json::json!([]));
     }
 
     #[test]

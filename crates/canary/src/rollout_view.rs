@@ -6,6 +6,7 @@
 //! the demo shows exactly what an operator watching a real rollout sees.
 
 use canary_core::api::RolloutView;
+use canary_core::gate::GateStatus;
 use canary_core::judge::Verdict;
 use canary_core::rollout::{Phase, Rollout};
 
@@ -139,11 +140,39 @@ pub fn judge_words(view: &RolloutView) -> String {
     format!("{}: {detail}", decision_words(judge.decision))
 }
 
+/// The release gates of the current step: `step 2 waiting on gate e2e (shard 2/3 running,
+/// 41 s)`, `gate e2e passed in 12.0 s: 30 tests: …`, or the failure and its failed tests.
+pub fn gate_lines(view: &RolloutView, now_ms: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for gate in &view.gates {
+        match gate.status {
+            GateStatus::Running if view.rollout.phase == Phase::Pending => {
+                out.push(format!("before the first step {}", gate.waiting_line(now_ms)));
+            }
+            GateStatus::Running => out.push(format!("step {} {}", gate.step + 1, gate.waiting_line(now_ms))),
+            GateStatus::Passed => out.push(gate.outcome_line()),
+            GateStatus::Failed => {
+                out.push(format!("gate {} failed", gate.name));
+                let report = gate.report.as_ref();
+                out.extend(report.map(|r| format!("  {}", r.line())));
+                for test in report.map(|r| r.failed.as_slice()).unwrap_or_default() {
+                    let message = test.message.lines().next().unwrap_or_default();
+                    out.push(format!("  ✗ {}: {message}", test.name));
+                }
+                out.extend(gate.message.as_ref().map(|m| format!("  {m}")));
+                out.extend(gate.output_file.as_ref().map(|f| format!("  output: {f}")));
+            }
+        }
+    }
+    out
+}
+
 /// Everything, as plain lines.
 pub fn lines(view: &RolloutView) -> Vec<String> {
     let r = &view.rollout;
     let mut out = vec![headline(r), plan_line(r), step_line(view)];
     out.extend(verdict_lines(view).into_iter().map(|l| format!("  {l}")));
+    out.extend(gate_lines(view, canary_core::clock::unix_ms()));
     out.extend(outcome_line(r));
     out
 }
@@ -229,6 +258,26 @@ pub(crate) mod tests {
         v.rollout.phase = Phase::Failed;
         v.rollout.reason = Some("canary error rate 6.1× stable's".into());
         assert_eq!(judge_words(&v), "rolled back: canary error rate 6.1× stable's");
+    }
+
+    #[test]
+    fn gates_read_as_lines() {
+        use canary_core::gate::{FailedTest, GateKind, GateView, GateWhen, JunitSummary, ShardStatus};
+        let mut v = view();
+        let mut gate = GateView::start("e2e", GateKind::Command, GateWhen::BeforeStep, 1, 3, 1_000);
+        gate.shards[0].status = ShardStatus::Passed;
+        gate.shards[2].status = ShardStatus::Passed;
+        v.gates = vec![gate.clone()];
+        assert_eq!(gate_lines(&v, 42_000), ["step 2 waiting on gate e2e (shard 2/3 running, 41 s)"]);
+        gate.shards[1].status = ShardStatus::Failed;
+        let failed = FailedTest { name: "checkout › pays".into(), message: "expected 200\nat line 3".into() };
+        gate.report = Some(JunitSummary { tests: 30, failures: 1, failed: vec![failed], ..JunitSummary::default() });
+        gate.finish(43_000);
+        v.gates = vec![gate];
+        assert_eq!(
+            gate_lines(&v, 50_000),
+            ["gate e2e failed", "  30 tests: 29 passed, 1 failed, 0 skipped", "  ✗ checkout › pays: expected 200"]
+        );
     }
 
     #[test]

@@ -7,9 +7,10 @@ use anyhow::{Context, bail};
 use canary_core::admin::Tokens;
 use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinSecret;
-use canary_store::{CasOutcome, EtcdOptions, EtcdStore, RedbStore, Store, keys};
+use canary_store::{CasOutcome, EtcdCredentials, EtcdOptions, EtcdStore, RedbStore, Store, keys};
 
-use crate::cli::{LogFormat, Role, ServeArgs, ValidateArgs};
+use crate::cli::{LogFormat, ServeArgs, ValidateArgs};
+use crate::handover::{self, Inherited};
 use crate::output::outln;
 use crate::stack::Stack;
 
@@ -35,9 +36,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     if config.services.is_empty() {
         bail!("{}: no [[service]] is configured", args.config.display());
     }
-    let base = args.config.parent().unwrap_or(Path::new(".")).to_path_buf();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(serve(config, &base, args.role))
+    runtime.block_on(serve(config, &args))
 }
 
 /// Opens the configured store; a relative embedded path is taken from `base`.
@@ -50,37 +50,93 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
             }
             Arc::new(RedbStore::open(&path).with_context(|| format!("cannot open the store {}", path.display()))?)
         }
-        StoreConfig::Etcd { endpoints } => Arc::new(
-            EtcdStore::connect(endpoints, EtcdOptions::default())
-                .await
-                .with_context(|| format!("cannot reach etcd at {}", endpoints.join(", ")))?,
-        ),
+        StoreConfig::Etcd { endpoints, username, password, password_file } => {
+            let credentials = match username {
+                Some(user) => Some(EtcdCredentials {
+                    user: user.clone(),
+                    password: secret("store", "password", password, password_file)?
+                        .context("[store]: username needs password or password_file")?,
+                }),
+                None => None,
+            };
+            let options = EtcdOptions { credentials, ..EtcdOptions::default() };
+            Arc::new(
+                EtcdStore::connect(endpoints, options)
+                    .await
+                    .with_context(|| format!("cannot reach etcd at {}", endpoints.join(", ")))?,
+            )
+        }
     })
 }
 
-/// Starts everything for `config` and serves until a stop signal.
-pub async fn serve(config: Config, base: &Path, role: Role) -> anyhow::Result<()> {
-    let stack = Stack::start_as(&config, base, role).await?;
+/// Starts everything for `config` and serves until a stop signal or until another process
+/// takes over; with `take_over`, starts on the sockets of the process running now.
+pub async fn serve(config: Config, args: &ServeArgs) -> anyhow::Result<()> {
+    let base = args.config.parent().unwrap_or(Path::new("."));
+    let handover_socket = handover_socket(&config, base);
+    let inherited = if args.take_over { handover::take_over(&handover_socket)? } else { Inherited::default() };
+    let stack = Stack::start_as(&config, base, args.role, inherited).await?;
+    let taken = match handover::listen(handover_socket, stack.handover_sockets()?) {
+        Ok(taken) => Some(taken),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "no take-over of this process will be possible");
+            None
+        }
+    };
     // Registered before the listeners are announced, so no SIGHUP from then on can stop us.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot install the SIGHUP handler")?;
-    tokio::spawn(refuse_reloads(hangups));
+    tokio::spawn(crate::reload::on_hangups(hangups, args.config.clone()));
     for service in stack.gateway.iter().flat_map(|g| g.services()) {
         if let Some(addr) = service.bound() {
             outln!("listening service {} http://{addr}", service.name())?;
         }
     }
     outln!("listening admin http://{}", stack.admin_addr)?;
-    stack.run(stop_signal()).await
+    crate::sd_notify::ready();
+    stack.run(stop_or_taken(taken)).await
 }
 
-/// SIGHUP would end the process by default, and `systemctl reload` sends it: say instead that
-/// this version does not re-read its configuration, and keep serving.
-async fn refuse_reloads(mut hangups: tokio::signal::unix::Signal) {
-    while hangups.recv().await.is_some() {
-        tracing::warn!(
-            "SIGHUP received: this version does not reload its configuration; restart canary to apply a changed file"
-        );
+/// Where this process answers take-overs: as configured, else beside the embedded store's file
+/// (a place the process may write to by design), else in `canary-data` beside the config.
+fn handover_socket(config: &Config, base: &Path) -> std::path::PathBuf {
+    let default = match &config.store {
+        StoreConfig::Embedded { path } => path.with_file_name("handover.sock"),
+        StoreConfig::Etcd { .. } => std::path::PathBuf::from("canary-data/handover.sock"),
+    };
+    base.join(config.gateway.handover_socket.as_ref().unwrap_or(&default))
+}
+
+/// Completes on SIGTERM, Ctrl-C, or when another process has taken the listening sockets.
+async fn stop_or_taken(taken: Option<tokio::sync::oneshot::Receiver<()>>) {
+    let taken = async {
+        // A dropped sender means the hand-over thread ended without a take-over: keep serving.
+        if let Some(taken) = taken
+            && taken.await.is_ok()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        _ = stop_signal() => {}
+        _ = taken => {}
+    }
+}
+
+/// The store, once the process being taken over has released it: it holds the embedded file
+/// until it has drained, so opening is retried for its shutdown timeout and a little more.
+pub async fn open_store_when_released(config: &Config, base: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    let patience = config.gateway.shutdown_timeout.0 + std::time::Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match open_store(&config.store, base).await {
+            Ok(store) => return Ok(store),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e.context(format!("the store was not released within {patience:?}")));
+            }
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
     }
 }
 
@@ -123,9 +179,9 @@ pub(crate) async fn pin_key(config: &Config, store: &dyn Store) -> anyhow::Resul
 pub(crate) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
     let admin = &config.admin;
     let tokens = Tokens {
-        admin: secret("token", &admin.token, &admin.token_file)?,
-        read: secret("read_token", &admin.read_token, &admin.read_token_file)?,
-        metrics: secret("metrics_token", &admin.metrics_token, &admin.metrics_token_file)?,
+        admin: secret("admin", "token", &admin.token, &admin.token_file)?,
+        read: secret("admin", "read_token", &admin.read_token, &admin.read_token_file)?,
+        metrics: secret("admin", "metrics_token", &admin.metrics_token, &admin.metrics_token_file)?,
     };
     if tokens.read.is_some() && tokens.read == tokens.admin {
         bail!("[admin] read_token must differ from token");
@@ -133,20 +189,25 @@ pub(crate) fn admin_tokens(config: &Config) -> anyhow::Result<Tokens> {
     Ok(tokens)
 }
 
-/// `[admin] key`, given inline or in `key_file` (trailing whitespace ignored); never empty.
-fn secret(key: &str, inline: &Option<String>, file: &Option<std::path::PathBuf>) -> anyhow::Result<Option<String>> {
+/// `[section] key`, given inline or in `key_file` (trailing whitespace ignored); never empty.
+fn secret(
+    section: &str,
+    key: &str,
+    inline: &Option<String>,
+    file: &Option<std::path::PathBuf>,
+) -> anyhow::Result<Option<String>> {
     let value = match (inline, file) {
         (Some(t), _) => Some(t.clone()),
         (None, Some(path)) => Some(
             std::fs::read_to_string(path)
-                .with_context(|| format!("[admin] {key}_file: cannot read {}", path.display()))?
+                .with_context(|| format!("[{section}] {key}_file: cannot read {}", path.display()))?
                 .trim_end()
                 .to_owned(),
         ),
         (None, None) => None,
     };
     if value.as_deref().is_some_and(str::is_empty) {
-        bail!("[admin] {key} must not be empty");
+        bail!("[{section}] {key} must not be empty");
     }
     Ok(value)
 }

@@ -6,43 +6,16 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use support::chromium::{browser_tools, workspace};
 use support::{Gateway, Upstream, client, config};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// The browser and the driver, or a panic that says what to install.
-fn browser_tools(root: &Path) -> PathBuf {
-    let chromium = std::env::var_os("CHROMIUM").map(PathBuf::from).unwrap_or_else(|| "/usr/bin/chromium".into());
-    assert!(
-        chromium.exists(),
-        "{} is missing: the dashboard test drives real Chromium. Install it with \
-         `apt-get install chromium` (or set CHROMIUM to a Chromium binary).",
-        chromium.display()
-    );
-    let driver = root.join("tests/browser/node_modules/playwright-core/package.json");
-    assert!(
-        driver.exists(),
-        "{} is missing: run `npm ci --prefix tests/browser` (needs node and npm).",
-        driver.display()
-    );
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "`node` is not on PATH: install Node.js 20 or later (Debian: `apt-get install nodejs npm`)."
-    );
-    chromium
-}
 
 /// Sends requests as 400 different users, about 60 a second, until `stop`.
 fn traffic(gateway: &Gateway, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {

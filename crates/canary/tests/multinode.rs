@@ -315,3 +315,75 @@ async fn a_controller_s_dashboard_charts_the_whole_fleet_from_prometheus() {
         t.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_logs_in_to_etcd_as_its_user_and_says_so_when_it_cannot() {
+    let etcd = EtcdServer::start().await;
+    etcd.enable_auth("canary", "etcd-password-of-canary").await;
+    let stable = Upstream::start("v1").await;
+    let canary = Upstream::start("v2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("etcd-password");
+    std::fs::write(&password_file, "etcd-password-of-canary\n").unwrap();
+    let config = node_config(&etcd.endpoint(), "http://127.0.0.1:9", &stable, Some(&canary));
+    let login =
+        format!("kind = \"etcd\"\nusername = \"canary\"\npassword_file = {:?}", password_file.display().to_string());
+
+    let node = Gateway::start(&config.replace("kind = \"etcd\"", &login));
+    node.set_weight("web", 100.0).await;
+    let served = support::client().get(node.url("web", "/")).send().await.unwrap();
+    assert_eq!(support::version_of(&served), "v2", "the weight written to etcd reached the gateway");
+
+    let anonymous = run_serve(&config);
+    assert!(!anonymous.status.success(), "a node without credentials must not start on an etcd that wants them");
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(stderr.contains("set [store] username and password"), "{stderr}");
+}
+
+/// Runs `canary serve` to its end (it is expected to fail at start), at most 30 s.
+fn run_serve(config: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("canary.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_canary"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_under_load_leaves_the_others_serving_and_following() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let mut cluster = Cluster::start(&v1, Some(&v2)).await;
+    let traffic = cluster.traffic(20, 4, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before: Vec<u64> = traffic.iter().map(Traffic::sent).collect();
+    cluster.gateways[0].kill9();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (status, body) = cluster.controllers[0].put("/api/v1/services/web/weight", json!({ "weight": 100.0 })).await;
+    assert_eq!(status, 200, "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent: Vec<u64> = traffic.iter().map(Traffic::sent).collect();
+    let failed: Vec<u64> = traffic.iter().map(Traffic::failed).collect();
+    println!(
+        "gateway kill -9 under load: requests sent per gateway before {before:?}, in all {sent:?}; failed {failed:?}"
+    );
+    assert!(failed[0] > 0, "the killed gateway's clients saw it go: {failed:?}");
+    assert_eq!(&failed[1..], &[0, 0], "the other gateways failed no request");
+    for (i, lane) in traffic.iter().enumerate().skip(1) {
+        assert!(sent[i] > before[i] + 50, "gateway {i} kept serving: {sent:?}");
+        assert!(lane.answered_by("v2") > 0, "gateway {i} followed the weight change made after the kill");
+    }
+    for lane in traffic {
+        lane.stop().await;
+    }
+}

@@ -83,6 +83,8 @@ fn the_sandbox_is_tight() {
         ("Restart", "on-failure"),
         ("KillSignal", "SIGTERM"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        ("Type", "notify"),
+        ("NotifyAccess", "all"),
     ] {
         assert_eq!(setting(key).as_deref(), Some(value), "{key}");
     }

@@ -537,11 +537,12 @@ function judgePanel(r) {
   const j = r.judge;
   if (!j) {
     const why = r.phase === 'paused' && r.reason ? `Paused: ${r.reason}.` : 'The judge has not looked yet.';
-    return [h('p', { class: 'headline', 'data-testid': 'headline' }, why)];
+    return [h('p', { class: 'headline', 'data-testid': 'headline' }, why), ...gateLines(r)];
   }
   const rows = j.verdicts.map((v) => verdictRow(v, j, r));
   return [
     h('p', { class: `headline headline-${j.decision}`, 'data-testid': 'headline' }, headline(r, j)),
+    ...gateLines(r),
     h(
       'div',
       { class: 'table-wrap' },
@@ -554,6 +555,24 @@ function judgePanel(r) {
     ),
     h('p', { class: 'muted small' }, `Judged ${clockTime(j.atMs)} · α = ${r.analysis.alpha} over the whole rollout · intervals hold at any time the judge looks.`),
   ];
+}
+
+/** The release gates of the current step, one line each (see docs/gates.md). */
+function gateLines(r) {
+  return (r.gates ?? []).map((g) => {
+    let text;
+    if (g.status === 'running') {
+      const running = g.shards.filter((s) => s.status === 'running').map((s) => s.shard);
+      const seconds = Math.round((Date.now() - g.startedMs) / 1000);
+      text = `Waiting on gate ${g.name}: shard${running.length === 1 ? '' : 's'} ${running.join(', ')} of ${g.shards.length} running, ${seconds} s.`;
+    } else if (g.status === 'passed') {
+      text = `Gate ${g.name} passed${g.report ? `: ${g.report.tests} tests` : ''}.`;
+    } else {
+      const failed = (g.report?.failed ?? []).map((t) => t.name);
+      text = `Gate ${g.name} failed${failed.length ? `: ${failed.join('; ')}` : g.message ? `: ${g.message}` : ''}.`;
+    }
+    return h('p', { class: `gate gate-${g.status}`, 'data-testid': 'gate' }, text);
+  });
 }
 
 function headline(r, j) {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod error;
+pub mod gates;
 pub mod metrics_source;
 pub mod notify;
 pub mod prometheus;

@@ -94,6 +94,12 @@ pub struct ServiceEntry {
     pub configured: RouteSpec,
     /// The team's own metrics its rollouts are judged with unless they name their own.
     pub team_metrics: Vec<TeamMetric>,
+    /// Its release gates.
+    pub gates: Vec<canary_core::gate::GateConfig>,
+    /// Whether its listener speaks TLS.
+    pub tls: bool,
+    /// How long a rolled-back canary still serves the pages it served (`rollback_grace`).
+    pub rollback_grace: Duration,
 }
 
 impl ServiceEntry {
@@ -107,6 +113,9 @@ impl ServiceEntry {
                 listen: service.listen.to_string(),
                 configured: RouteSpec::from_config(service),
                 team_metrics: service.metrics.clone(),
+                gates: service.gates.clone(),
+                tls: service.tls.is_some(),
+                rollback_grace: service.rollback_grace.0,
             })
             .collect()
     }
@@ -193,6 +202,29 @@ impl Routing {
         for entry in self.services.iter() {
             let value = serde_json::to_vec(&entry.configured).expect("route specs serialize");
             self.store.compare_and_swap(&keys::routing(&entry.name), 0, value).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores the configured upstreams of each service's stable version where the stored
+    /// routing still runs that version elsewhere: the file says where its stable version runs,
+    /// so a restart or a reload with a changed upstream list applies it. Canaries, weights and
+    /// other versions stay as the store has them.
+    pub async fn sync_stable_upstreams(&self) -> Result<(), ControllerError> {
+        for entry in self.services.iter() {
+            let configured = &entry.configured.stable;
+            let (stored, _) = self.current(&entry.name).await?;
+            if stored.stable.version != configured.version || stored.stable.upstreams == configured.upstreams {
+                continue;
+            }
+            self.change(&entry.name, |spec| {
+                if spec.stable.version == configured.version {
+                    spec.stable.upstreams = configured.upstreams.clone();
+                }
+                Ok(())
+            })
+            .await?;
+            tracing::info!(service = %entry.name, version = %configured.version.as_str(), "stable's upstreams are now the configured ones");
         }
         Ok(())
     }

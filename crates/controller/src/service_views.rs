@@ -25,6 +25,7 @@ pub fn service_view(entry: &ServiceEntry, spec: &RouteSpec, tripped: Option<Stri
         canary_tripped: tripped.is_some(),
         trip_reason: tripped,
         draining: spec.draining.as_ref().map(|d| d.version.version.as_str().to_owned()),
+        retired: spec.retired_at(canary_core::clock::unix_ms()).map(str::to_owned),
         generation: spec.generation,
     }
 }

@@ -31,6 +31,7 @@ fn routing(c: &mut Criterion) {
                 pin: None,
                 force: None,
                 boundary: false,
+                read_only: true,
                 canary_healthy: true,
                 now,
             };
@@ -45,6 +46,7 @@ fn routing(c: &mut Criterion) {
                 pin: Some(pins[i].as_bytes()),
                 force: None,
                 boundary: false,
+                read_only: true,
                 canary_healthy: true,
                 now,
             };

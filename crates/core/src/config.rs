@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 pub use crate::admin::AdminConfig;
+use crate::gate::{GateConfig, check_gates};
 use crate::names;
 use crate::team::{TeamMetric, check_team_metrics};
 use crate::weight::Weight;
@@ -58,12 +59,34 @@ pub enum StoreConfig {
     Etcd {
         /// `http://host:port` endpoints.
         endpoints: Vec<String>,
+        /// The etcd user to authenticate as, when etcd has authentication enabled.
+        #[serde(default)]
+        username: Option<String>,
+        /// That user's password, inline…
+        #[serde(default)]
+        password: Option<String>,
+        /// …or in a file (trailing whitespace ignored).
+        #[serde(default)]
+        password_file: Option<PathBuf>,
     },
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig::Embedded { path: default_store_path() }
+    }
+}
+
+/// An etcd store's endpoints and user: at least one endpoint, and a password for a user.
+fn check_etcd(endpoints: &[String], username: Option<&str>, has_password: bool) -> Result<(), ConfigError> {
+    if endpoints.is_empty() {
+        return Err(ConfigError::Invalid("[store]: kind \"etcd\" needs at least one endpoint".into()));
+    }
+    match (username, has_password) {
+        (Some(""), _) => Err(ConfigError::Invalid("[store]: username must not be empty".into())),
+        (Some(_), false) => Err(ConfigError::Invalid("[store]: username needs password or password_file".into())),
+        (None, true) => Err(ConfigError::Invalid("[store]: password needs a username".into())),
+        _ => Ok(()),
     }
 }
 
@@ -128,6 +151,30 @@ pub struct GatewayConfig {
     /// How long `SIGTERM` waits for in-flight requests before exiting.
     #[serde(default = "default_drain_timeout")]
     pub shutdown_timeout: HumanDuration,
+    /// Time a client has to send a complete request head: a new connection its first one
+    /// from the moment it is accepted, a kept-alive one from the head's first byte.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// Time a client connection with no request in flight waits for its next one (HTTP/1.1
+    /// keep-alive and HTTP/2 alike).
+    #[serde(default = "default_client_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Time a TLS client has to finish its handshake.
+    #[serde(default = "default_tls_handshake_timeout")]
+    pub tls_handshake_timeout: HumanDuration,
+    /// How often an HTTP/2 connection that has been quiet this long is pinged.
+    #[serde(default = "default_http2_keepalive_interval")]
+    pub http2_keepalive_interval: HumanDuration,
+    /// How long an HTTP/2 ping may go unanswered before its connection is closed.
+    #[serde(default = "default_http2_keepalive_timeout")]
+    pub http2_keepalive_timeout: HumanDuration,
+    /// Client connections open at once over all workers; beyond it idle ones are closed to
+    /// make room, else new ones are refused. Default: what the descriptor limit allows.
+    pub max_connections: Option<usize>,
+    /// Where `canary serve` answers `canary serve --take-over` (a Unix socket; a relative path
+    /// is relative to the config file). Default: `handover.sock` beside the embedded store's
+    /// file, or `canary-data/handover.sock` beside the config with etcd.
+    pub handover_socket: Option<PathBuf>,
 }
 
 /// `[[service]]`: one proxied service.
@@ -153,6 +200,10 @@ pub struct ServiceConfig {
     /// Inactivity after which a session pin lapses (a sliding window).
     #[serde(default = "default_pin_ttl")]
     pub pin_ttl: HumanDuration,
+    /// After a rollback or an abort, how long the pages the canary already served may still
+    /// load their chunks and data from it (their next page load goes to stable); 0 = none.
+    #[serde(default = "default_rollback_grace")]
+    pub rollback_grace: HumanDuration,
     /// A fixed bucket salt, to keep one early-adopter cohort across rollouts.
     pub salt: Option<String>,
     /// The stable version.
@@ -183,6 +234,10 @@ pub struct ServiceConfig {
     /// names its own (`[[service.metric]]`, see [`crate::team`]).
     #[serde(default, rename = "metric")]
     pub metrics: Vec<TeamMetric>,
+    /// Release gates: the team's own checks before a rollout moves on (`[[service.gate]]`,
+    /// see [`crate::gate`]).
+    #[serde(default, rename = "gate")]
+    pub gates: Vec<GateConfig>,
 }
 
 /// `breaker = { window = "10s", min_requests = 20, error_ratio = 0.25, stable_factor = 5,
@@ -287,7 +342,44 @@ impl Default for GatewayConfig {
             pin_secret_file: None,
             version_header_in_response: true,
             shutdown_timeout: default_drain_timeout(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_client_idle_timeout(),
+            tls_handshake_timeout: default_tls_handshake_timeout(),
+            http2_keepalive_interval: default_http2_keepalive_interval(),
+            http2_keepalive_timeout: default_http2_keepalive_timeout(),
+            max_connections: None,
+            handover_socket: None,
         }
+    }
+}
+
+/// The longest `rollback_grace`: beyond it a rolled-back canary serves open pages for longer than
+/// anyone keeps a page open without a navigation.
+const MAX_ROLLBACK_GRACE: Duration = Duration::from_secs(3600);
+
+impl GatewayConfig {
+    /// The rules of the section's limits and timeouts.
+    fn check(&self) -> Result<(), ConfigError> {
+        let secs = Duration::from_secs;
+        let bounds = [
+            (self.header_read_timeout, "header_read_timeout", secs(1), secs(300), "1s and 5m"),
+            (self.idle_timeout, "idle_timeout", secs(1), secs(3600), "1s and 1h"),
+            (self.tls_handshake_timeout, "tls_handshake_timeout", Duration::from_millis(100), secs(60), "100ms and 1m"),
+            (self.http2_keepalive_interval, "http2_keepalive_interval", secs(1), secs(3600), "1s and 1h"),
+            (self.http2_keepalive_timeout, "http2_keepalive_timeout", secs(1), secs(300), "1s and 5m"),
+        ];
+        for (value, key, min, max, range) in bounds {
+            if value.0 < min || value.0 > max {
+                return Err(ConfigError::Invalid(format!("[gateway]: {key} must be between {range}")));
+            }
+        }
+        if self.max_connections == Some(0) {
+            return Err(ConfigError::Invalid("[gateway]: max_connections must be at least 1".into()));
+        }
+        if self.workers == Some(0) {
+            return Err(ConfigError::Invalid("[gateway]: workers must be at least 1".into()));
+        }
+        Ok(())
     }
 }
 
@@ -303,8 +395,26 @@ fn default_upgrades() -> Vec<UpgradeProtocol> {
 fn default_pin_ttl() -> HumanDuration {
     HumanDuration(Duration::from_secs(30 * 60))
 }
+fn default_rollback_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5 * 60))
+}
 fn default_drain_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
+}
+fn default_header_read_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_client_idle_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+fn default_tls_handshake_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_http2_keepalive_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(20))
+}
+fn default_http2_keepalive_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(20))
 }
 fn default_connect_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
@@ -617,6 +727,11 @@ impl Config {
             if s.pin_ttl.0 < Duration::from_secs(60) {
                 return invalid(format!("service {name:?}: pin_ttl must be at least 1m"));
             }
+            if s.rollback_grace.0 > MAX_ROLLBACK_GRACE {
+                return invalid(format!(
+                    "service {name:?}: rollback_grace must be at most 1h (a rolled-back canary keeps serving open pages that long)"
+                ));
+            }
             let b = &s.breaker;
             if !(b.error_ratio > 0.0 && b.error_ratio <= 1.0) || b.stable_factor < 1.0 || b.min_requests == 0 {
                 return invalid(format!(
@@ -631,15 +746,24 @@ impl Config {
             }
             check_team_metrics(&s.metrics, self.prometheus_url().is_some())
                 .map_err(|e| ConfigError::Invalid(format!("service {name:?}: {e}")))?;
+            check_gates(&s.gates).map_err(|e| ConfigError::Invalid(format!("service {name:?}: {e}")))?;
         }
         self.admin.check()?;
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
             return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
         }
-        if let StoreConfig::Etcd { endpoints } = &self.store
-            && endpoints.is_empty()
-        {
-            return invalid("[store]: kind \"etcd\" needs at least one endpoint".into());
+        if let StoreConfig::Etcd { endpoints, username, password, password_file } = &self.store {
+            check_etcd(endpoints, username.as_deref(), password.is_some() || password_file.is_some())?;
+            if password.is_some() && password_file.is_some() {
+                return invalid("[store]: set password or password_file, not both".into());
+            }
+            if self.gateway.pin_secret.is_none() && self.gateway.pin_secret_file.is_none() {
+                return invalid(
+                    "[store]: kind \"etcd\" needs [gateway] pin_secret or pin_secret_file (the same on every node): \
+                     a secret kept in etcd could be read by anyone who reaches etcd, and used to forge pins"
+                        .into(),
+                );
+            }
         }
         if let MetricsConfig::Prometheus { url, scrape_interval } = &self.metrics {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -652,11 +776,8 @@ impl Config {
         if self.controller.tick.0 < Duration::from_millis(50) || self.controller.tick.0 > Duration::from_secs(60) {
             return invalid("[controller]: tick must be between 50ms and 1m".into());
         }
-        if self.gateway.workers == Some(0) {
-            return invalid("[gateway]: workers must be at least 1".into());
-        }
         crate::notify::check_sinks(&self.notify).map_err(ConfigError::Invalid)?;
-        Ok(())
+        self.gateway.check()
     }
 
     /// The Prometheus of `[metrics] source = "prometheus"`, which team metrics ask unless
@@ -705,6 +826,15 @@ weight = 12.5
 
     fn error(text: &str) -> String {
         Config::from_toml(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn rollback_grace_defaults_to_five_minutes_and_is_bounded() {
+        assert_eq!(Config::from_toml(GOOD).unwrap().services[0].rollback_grace.0, Duration::from_secs(300));
+        let with =
+            |grace: &str| GOOD.replace("pin_ttl = \"30m\"", &format!("pin_ttl = \"30m\"\nrollback_grace = {grace:?}"));
+        assert_eq!(Config::from_toml(&with("0s")).unwrap().services[0].rollback_grace.0, Duration::ZERO);
+        assert!(error(&with("2h")).contains("rollback_grace must be at most 1h"), "{}", error(&with("2h")));
     }
 
     #[test]
@@ -807,6 +937,30 @@ prometheus = "http://127.0.0.1:9090"
     }
 
     #[test]
+    fn gateway_limits_default_and_are_bounded() {
+        let g = Config::from_toml(GOOD).unwrap().gateway;
+        let secs = |d: HumanDuration| d.0.as_secs();
+        assert_eq!((secs(g.header_read_timeout), secs(g.idle_timeout), secs(g.tls_handshake_timeout)), (30, 60, 10));
+        assert_eq!((secs(g.http2_keepalive_interval), secs(g.http2_keepalive_timeout)), (20, 20));
+        assert_eq!(g.max_connections, None);
+        let with = |line: &str| format!("[gateway]\n{line}\n{GOOD}");
+        for (line, key) in [
+            ("header_read_timeout = \"500ms\"", "header_read_timeout"),
+            ("idle_timeout = \"2h\"", "idle_timeout"),
+            ("tls_handshake_timeout = \"10ms\"", "tls_handshake_timeout"),
+            ("http2_keepalive_interval = \"0s\"", "http2_keepalive_interval"),
+            ("http2_keepalive_timeout = \"10m\"", "http2_keepalive_timeout"),
+            ("max_connections = 0", "max_connections"),
+            ("workers = 0", "workers"),
+        ] {
+            let e = error(&with(line));
+            assert!(e.starts_with("[gateway]: ") && e.contains(key), "{line}: {e}");
+        }
+        let c = Config::from_toml(&with("max_connections = 5000\nheader_read_timeout = \"1s\"")).unwrap();
+        assert_eq!((c.gateway.max_connections, c.gateway.header_read_timeout.0), (Some(5000), Duration::from_secs(1)));
+    }
+
+    #[test]
     fn cross_key_rules_name_the_service() {
         let twice = format!("{GOOD}\n{}", &GOOD[GOOD.find("[[service]]").unwrap()..].replace("8080", "8081"));
         assert!(error(&twice).contains("defined twice"));
@@ -814,5 +968,23 @@ prometheus = "http://127.0.0.1:9090"
         assert!(error(&same).contains("must differ"));
         let open = GOOD.replace("127.0.0.1:7070", "0.0.0.0:7070");
         assert!(error(&open).contains("token"));
+    }
+
+    #[test]
+    fn an_etcd_store_needs_a_configured_pin_secret_and_whole_credentials() {
+        let etcd = |extra: &str, gateway: &str| {
+            format!("{gateway}\n[store]\nkind = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\n{extra}\n{GOOD}")
+        };
+        let secret = "[gateway]\npin_secret = \"sixteen-characters-at-least\"";
+        let e = error(&etcd("", ""));
+        assert!(e.contains("needs [gateway] pin_secret or pin_secret_file"), "{e}");
+        assert!(Config::from_toml(&etcd("", secret)).is_ok());
+        let e = error(&etcd("username = \"canary\"", secret));
+        assert!(e.contains("username needs password or password_file"), "{e}");
+        let e = error(&etcd("password = \"pw\"", secret));
+        assert!(e.contains("password needs a username"), "{e}");
+        let e = error(&etcd("username = \"canary\"\npassword = \"pw\"\npassword_file = \"/run/pw\"", secret));
+        assert!(e.contains("not both"), "{e}");
+        assert!(Config::from_toml(&etcd("username = \"canary\"\npassword_file = \"/run/pw\"", secret)).is_ok());
     }
 }

@@ -10,6 +10,7 @@ pub mod bucket;
 pub mod clock;
 pub mod cohort;
 pub mod config;
+pub mod gate;
 pub mod gateway_api;
 pub mod istio;
 pub mod judge;

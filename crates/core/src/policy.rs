@@ -37,6 +37,10 @@ use crate::rollout::{Command, Phase, Rollout};
 use crate::team;
 use crate::weight::Weight;
 
+/// How the reason of a rollback a local breaker caused begins: the canary failed hard, so it
+/// gets no grace for its open pages ([`crate::spec::RetiredSpec`]).
+pub const BREAKER_TRIPPED: &str = "local breaker tripped";
+
 /// What the judge concluded this tick.
 #[derive(Debug, Clone, Copy)]
 pub struct Judgement<'a> {
@@ -64,7 +68,7 @@ pub fn next_command(rollout: &Rollout, judgement: &Judgement<'_>, signals: &Sign
     if let Some(why) = signals.breaker_tripped
         && matches!(rollout.phase, Phase::Progressing | Phase::Paused | Phase::AwaitingApproval)
     {
-        return Some(Command::Fail(format!("local breaker tripped: {why}")));
+        return Some(Command::Fail(format!("{BREAKER_TRIPPED}: {why}")));
     }
     match rollout.phase {
         Phase::AwaitingApproval => {

@@ -11,6 +11,9 @@
 //!
 //! from pending, progressing or paused:   promote (by hand) ──► promoted
 //!                                        abort (by hand)   ──► aborted
+//!                                        fail (a gate)     ──► failed
+//!                                        gate (an event; the phase stays)
+//! pending ── stage (canary at 0 % for the before-start gates) ──► pending
 //!
 //! a step marked `approve`, held and judged safe:
 //! progressing ── await approval ──► awaitingApproval ── approve (a person) ──► next step | promoted
@@ -191,6 +194,14 @@ pub struct Analysis {
     /// Seconds after each step begins during which the canary's latencies are not judged (its
     /// errors are): a process that just got traffic is slower for its first seconds.
     pub warmup_seconds: f64,
+    /// The release gates this rollout runs, by name among its service's `[[service.gate]]`s
+    /// ([`crate::gate`]): absent means all of them, `[]` none. A rollout only chooses among the
+    /// configured gates and never brings a command of its own, so the API runs no new code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gates: Option<Vec<String>>,
+    /// How much wider the "safe" tolerances are for steps that lead to less than full traffic
+    /// ([`JudgeConfig::early_step_margin`]); 1 asks every step for the same proof.
+    pub early_step_margin: f64,
 }
 
 impl Default for Analysis {
@@ -207,6 +218,8 @@ impl Default for Analysis {
             observe: false,
             team_metrics: None,
             warmup_seconds: 10.0,
+            gates: None,
+            early_step_margin: judge.early_step_margin,
         }
     }
 }
@@ -226,6 +239,11 @@ impl Analysis {
     /// Whether a step that began at `step_started_ms` is still warming up at `now_ms`.
     pub fn warming_up(&self, step_started_ms: u64, now_ms: u64) -> bool {
         (now_ms.saturating_sub(step_started_ms) as f64) < self.warmup_seconds * 1000.0
+    }
+
+    /// Whether this rollout runs the configured gate `name`.
+    pub fn runs_gate(&self, name: &str) -> bool {
+        self.gates.as_ref().is_none_or(|names| names.iter().any(|n| n == name))
     }
 
     /// The team metrics this analysis judges (none when unset).
@@ -249,6 +267,7 @@ impl Analysis {
             min_requests_for_rollback: self.min_requests_for_rollback,
             tolerances,
             latency_floor_seconds: self.latency_floor_seconds,
+            early_step_margin: self.early_step_margin,
             ..JudgeConfig::default()
         }
     }
@@ -317,6 +336,11 @@ pub enum Command {
     Approve(Approval),
     /// A person refuses: the rollout is aborted.
     Reject(Approval),
+    /// Deploy the canary at weight 0 and stay pending, for the before-start gates
+    /// ([`crate::gate`]): their requests reach it through the override, no user does.
+    Stage,
+    /// A release gate started, passed or failed: logged as an event, nothing else changes.
+    Gate(String),
 }
 
 /// Who approved or rejected a rollout, and why.
@@ -352,6 +376,8 @@ impl Command {
             Command::AwaitApproval => "await_approval",
             Command::Approve(_) => "approve",
             Command::Reject(_) => "reject",
+            Command::Stage => "stage",
+            Command::Gate(_) => "gate",
         }
     }
 
@@ -360,7 +386,8 @@ impl Command {
         match self {
             Command::Pause(why) | Command::Promote(why) | Command::Abort(why) | Command::Fail(why) => Some(why.clone()),
             Command::Approve(a) | Command::Reject(a) => a.reason.clone(),
-            Command::Begin | Command::Advance | Command::Resume | Command::AwaitApproval => None,
+            Command::Begin | Command::Advance | Command::Resume | Command::AwaitApproval | Command::Stage => None,
+            Command::Gate(_) => None,
         }
     }
 
@@ -470,6 +497,13 @@ impl Rollout {
         }
     }
 
+    /// Whether the current step leads to full traffic: the last step, or one whose next step
+    /// sends everyone to the canary. Promotion follows such a step, so it alone must show the
+    /// canary safe at the tolerances themselves.
+    pub fn step_leads_to_full(&self) -> bool {
+        self.steps.get(self.step + 1).is_none_or(|next| next.weight == Weight::FULL)
+    }
+
     /// Whether the current step's hold has passed at `now_ms`.
     pub fn hold_passed(&self, now_ms: u64) -> bool {
         self.held_ms(now_ms) >= self.steps[self.step].hold.0.as_millis() as u64
@@ -551,7 +585,14 @@ impl Rollout {
                 next.reason = Some(why.clone());
                 (RouteChange::RemoveCanary, format!("aborted: {why}"))
             }
-            (Command::Fail(why), Progressing | Paused | AwaitingApproval) => {
+            (Command::Stage, Pending) => (
+                RouteChange::Canary { weight: Weight::ZERO },
+                format!("staged: {} deployed at 0% for the before-start gates", self.canary.version.as_str()),
+            ),
+            (Command::Gate(what), Pending | Progressing | Paused | AwaitingApproval) => {
+                (RouteChange::None, what.clone())
+            }
+            (Command::Fail(why), Pending | Progressing | Paused | AwaitingApproval) => {
                 next.phase = Failed;
                 next.reason = Some(why.clone());
                 (RouteChange::RemoveCanary, format!("rolled back: {why}"))
@@ -649,7 +690,7 @@ mod tests {
     #[test]
     fn commands_that_do_not_fit_the_phase_are_refused() {
         let pending = rollout();
-        for command in [Command::Advance, Command::Resume, Command::Pause("x".into()), Command::Fail("x".into())] {
+        for command in [Command::Advance, Command::Resume, Command::Pause("x".into())] {
             let e = pending.apply(&command, 0).unwrap_err();
             assert_eq!(e.phase, "pending");
         }
@@ -672,6 +713,22 @@ mod tests {
         r.step = 0;
         r.steps.clear();
         assert!(r.check().unwrap_err().contains("at least one step"));
+    }
+
+    #[test]
+    fn a_staged_rollout_deploys_the_canary_at_zero_and_begins_after_its_gates() {
+        let staged = rollout().apply(&Command::Stage, 0).unwrap();
+        assert_eq!(staged.route, RouteChange::Canary { weight: Weight::ZERO });
+        assert_eq!(staged.rollout.phase, Phase::Pending);
+        assert_eq!(staged.rollout.weight(), Weight::ZERO);
+        let noted = staged.rollout.apply(&Command::Gate("gate e2e started".into()), 1).unwrap();
+        assert_eq!((noted.route, noted.event.action.as_str(), noted.event.seq), (RouteChange::None, "gate", 1));
+        assert_eq!(noted.rollout.phase, Phase::Pending);
+        let begun = noted.rollout.apply(&Command::Begin, 2).unwrap();
+        assert_eq!(begun.route, RouteChange::Canary { weight: Weight::from_percent(10.0).unwrap() });
+        let failed = noted.rollout.apply(&Command::Fail("gate e2e failed".into()), 2).unwrap();
+        assert_eq!((failed.rollout.phase, failed.route), (Phase::Failed, RouteChange::RemoveCanary));
+        assert!(begun.rollout.apply(&Command::Stage, 3).is_err());
     }
 
     #[test]

@@ -10,6 +10,13 @@
 //! A version is routable while it is the stable version, the canary at a weight above zero
 //! whose local breaker is closed, or the previous stable inside its drain window after a
 //! promotion. The decision reads one immutable [`RoutingTable`] and allocates nothing.
+//!
+//! A rolled-back canary ([`Retired`]) is not routable, but inside its grace window a `GET` or
+//! `HEAD` pinned to it that is *not* a page load still goes to it while its breaker is closed: the
+//! pages it served keep loading their chunks and data from the version that has them, and
+//! their next page load moves to stable. Every request whose pin names a version the table no
+//! longer has (a rolled-back canary, with or without a grace window, or a drained stable) is
+//! marked ([`Decision::version_gone`]) so the page can learn that its version is gone.
 
 use crate::pin::{Pin, PinKey};
 use crate::weight::Weight;
@@ -23,6 +30,8 @@ pub enum Side {
     Canary,
     /// The previous stable version, serving the sessions pinned to it while it drains.
     Draining,
+    /// A rolled-back canary, serving the pages it already served during its grace window.
+    Retired,
 }
 
 /// Why a request went where it went.
@@ -83,6 +92,15 @@ pub struct Draining {
     pub until: u64,
 }
 
+/// A canary just rolled back: its open pages' requests still reach it until `until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retired {
+    /// Its version name.
+    pub version: String,
+    /// Unix time (milliseconds) at which its grace window ends.
+    pub until_ms: u64,
+}
+
 /// One immutable routing table of a service: what every request of a snapshot sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutingTable {
@@ -98,6 +116,8 @@ pub struct RoutingTable {
     pub weight: Weight,
     /// The previous stable, while it drains.
     pub draining: Option<Draining>,
+    /// The canary last rolled back, while its open pages finish loading.
+    pub retired: Option<Retired>,
 }
 
 /// What is known about one request when its version is chosen.
@@ -111,7 +131,11 @@ pub struct RequestFacts<'a> {
     pub force: Option<Force>,
     /// Whether the request is a top-level document navigation.
     pub boundary: bool,
-    /// Whether the canary's local breaker lets requests through.
+    /// Whether the request only reads (`GET`, `HEAD`): only these of an open page reach a
+    /// rolled-back canary during its grace window.
+    pub read_only: bool,
+    /// Whether the canary's local breaker lets requests through. After a rollback it still
+    /// says how the rolled-back canary last fared: a tripped one gets no grace.
     pub canary_healthy: bool,
     /// Unix time in seconds.
     pub now: u64,
@@ -136,6 +160,10 @@ pub struct Decision {
     /// rollout (a busy site always has some) follows its pin to stable, which says nothing about
     /// whether the rule splits users as the weight says.
     pub new_session: bool,
+    /// Whether the request's pin names a version the table no longer has (a rolled-back
+    /// canary, an old stable whose drain window ended): the page that sent it runs a version
+    /// that is gone, and should load itself again at its next chance.
+    pub version_gone: bool,
 }
 
 /// A pin older than this (of its TTL) is re-issued, so the TTL slides without signing a new
@@ -152,6 +180,7 @@ impl RoutingTable {
             canary: None,
             weight: Weight::ZERO,
             draining: None,
+            retired: None,
         }
     }
 
@@ -161,7 +190,30 @@ impl RoutingTable {
             Side::Stable => Some(&self.stable),
             Side::Canary => self.canary.as_deref(),
             Side::Draining => self.draining.as_ref().map(|d| d.version.as_str()),
+            Side::Retired => self.retired.as_ref().map(|r| r.version.as_str()),
         }
+    }
+
+    /// Whether `version` is the rolled-back canary (and not also a version the table routes).
+    fn is_retired(&self, version: &[u8]) -> bool {
+        self.retired.as_ref().is_some_and(|r| r.version.as_bytes() == version)
+            && self.stable.as_bytes() != version
+            && self.canary.as_deref().is_none_or(|c| c.as_bytes() != version)
+    }
+
+    /// Whether `version` is gone: neither stable, nor the canary (at any weight, tripped or
+    /// not), nor a draining stable inside its window.
+    fn is_gone(&self, version: &[u8], now: u64) -> bool {
+        let draining = self.draining.as_ref().is_some_and(|d| d.version.as_bytes() == version && now < d.until);
+        self.stable.as_bytes() != version && self.canary.as_deref().is_none_or(|c| c.as_bytes() != version) && !draining
+    }
+
+    /// Whether a page pinned to `version` may still load from it: the rolled-back canary, inside
+    /// its grace window, its breaker closed.
+    fn in_grace(&self, version: &[u8], canary_open: bool, now: u64) -> bool {
+        canary_open
+            && self.is_retired(version)
+            && self.retired.as_ref().is_some_and(|r| now.saturating_mul(1000) < r.until_ms)
     }
 
     /// The side a pinned version maps to, if it is still routable.
@@ -190,18 +242,47 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
             Force::Canary if canary_open => Side::Canary,
             _ => Side::Stable,
         };
-        return Decision { side, reason: Reason::Forced, pin: PinAction::Keep, bucket, key_hash, new_session: false };
+        let version_gone = false;
+        return Decision {
+            side,
+            reason: Reason::Forced,
+            pin: PinAction::Keep,
+            bucket,
+            key_hash,
+            new_session: false,
+            version_gone,
+        };
     }
     let weighted = canary_open && table.weight.basis_points() > 0;
     let pin: Option<Pin<'_>> = facts.pin.and_then(|v| pins.verify(v, facts.now));
     let this_rollout = pin.is_some_and(|p| p.rollout_id == table.rollout_id.as_bytes());
     let fresh = |p: &Pin<'_>| p.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS);
+    let version_gone = pin.is_some_and(|p| table.is_gone(p.version, facts.now));
     if let Some(pin) = pin
         && !facts.boundary
-        && let Some(side) = table.routable(pin.version, weighted, facts.now)
     {
-        let action = if this_rollout && fresh(&pin) { PinAction::Keep } else { PinAction::Issue };
-        return Decision { side, reason: Reason::Pinned, pin: action, bucket, key_hash, new_session: false };
+        let refresh = if this_rollout && fresh(&pin) { PinAction::Keep } else { PinAction::Issue };
+        let pinned = |side, pin| Decision {
+            side,
+            reason: Reason::Pinned,
+            pin,
+            bucket,
+            key_hash,
+            new_session: false,
+            version_gone,
+        };
+        if let Some(side) = table.routable(pin.version, weighted, facts.now) {
+            return pinned(side, refresh);
+        }
+        if table.in_grace(pin.version, facts.canary_healthy, facts.now) {
+            // An open page of the rolled-back canary: its reads still go there; its writes go to
+            // stable without moving its pin, so its next chunk still finds the build that has it.
+            return if facts.read_only {
+                pinned(Side::Retired, refresh)
+            } else {
+                pinned(Side::Stable, PinAction::Keep)
+            };
+        }
     }
     let side = if weighted && bucket < table.weight.basis_points() { Side::Canary } else { Side::Stable };
     let unchanged = pin
@@ -209,7 +290,7 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
     let action = if unchanged { PinAction::Keep } else { PinAction::Issue };
     // While a breaker holds traffic off the canary the rule does not decide, so nobody counts.
     let by_the_rule = !this_rollout && (facts.canary_healthy || table.canary.is_none());
-    Decision { side, reason: Reason::Bucket, pin: action, bucket, key_hash, new_session: by_the_rule }
+    Decision { side, reason: Reason::Bucket, pin: action, bucket, key_hash, new_session: by_the_rule, version_gone }
 }
 
 #[cfg(test)]
@@ -228,7 +309,7 @@ mod tests {
     }
 
     fn facts<'a>(key: &'a [u8], pin: Option<&'a [u8]>) -> RequestFacts<'a> {
-        RequestFacts { key, pin, force: None, boundary: false, canary_healthy: true, now: NOW }
+        RequestFacts { key, pin, force: None, boundary: false, read_only: true, canary_healthy: true, now: NOW }
     }
 
     fn keys() -> impl Iterator<Item = String> {
@@ -275,7 +356,7 @@ mod tests {
         let key = PinKey::new(b"k", "web");
         let pin = key.sign("web-1", "v2", NOW + TTL);
         let d = decide(&table(0.0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
-        assert_eq!((d.side, d.reason), (Side::Stable, Reason::Bucket));
+        assert_eq!((d.side, d.reason, d.version_gone), (Side::Stable, Reason::Bucket, false));
         let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", Some(pin.as_bytes())) };
         assert_eq!(decide(&table(100.0), &key, TTL, &tripped).side, Side::Stable);
     }
@@ -328,8 +409,66 @@ mod tests {
         let pin = key.sign("web-1", "v1", NOW + TTL);
         let d = decide(&t, &key, TTL, &facts(b"u", Some(pin.as_bytes())));
         assert_eq!((d.side, d.pin), (Side::Draining, PinAction::Issue));
+        assert!(!d.version_gone);
         let later = RequestFacts { now: NOW + 10, ..facts(b"u", Some(pin.as_bytes())) };
-        assert_eq!(decide(&t, &key, TTL, &later).side, Side::Stable);
+        let d = decide(&t, &key, TTL, &later);
+        assert_eq!((d.side, d.version_gone), (Side::Stable, true));
+    }
+
+    fn rolled_back(grace_secs: u64) -> RoutingTable {
+        let until_ms = (NOW + grace_secs) * 1000;
+        RoutingTable {
+            retired: Some(Retired { version: "v2".into(), until_ms }),
+            ..RoutingTable::stable_only("web-1", "v1")
+        }
+    }
+
+    #[test]
+    fn a_rolled_back_canary_serves_its_open_pages_until_the_grace_ends() {
+        let key = PinKey::new(b"k", "web");
+        let t = rolled_back(60);
+        let pin = key.sign("web-1", "v2", NOW + TTL);
+        let d = decide(&t, &key, TTL, &facts(b"u", Some(pin.as_bytes())));
+        assert_eq!((d.side, d.reason, d.pin, d.version_gone), (Side::Retired, Reason::Pinned, PinAction::Keep, true));
+        assert_eq!(t.version(d.side), Some("v2"));
+        // A write of the open page goes to stable, and leaves the page its pin for its next chunk.
+        let post = RequestFacts { read_only: false, ..facts(b"u", Some(pin.as_bytes())) };
+        let d = decide(&t, &key, TTL, &post);
+        assert_eq!((d.side, d.pin, d.version_gone), (Side::Stable, PinAction::Keep, true));
+        // A page load moves the session to stable at once, and still says the version is gone.
+        let nav = RequestFacts { boundary: true, ..facts(b"u", Some(pin.as_bytes())) };
+        let d = decide(&t, &key, TTL, &nav);
+        assert_eq!((d.side, d.pin, d.version_gone), (Side::Stable, PinAction::Issue, true));
+        // After the window, nothing goes to it.
+        let later = RequestFacts { now: NOW + 60, ..facts(b"u", Some(pin.as_bytes())) };
+        let d = decide(&t, &key, TTL, &later);
+        assert_eq!((d.side, d.pin, d.version_gone), (Side::Stable, PinAction::Issue, true));
+    }
+
+    #[test]
+    fn a_tripped_or_graceless_rollback_sends_everything_to_stable() {
+        let key = PinKey::new(b"k", "web");
+        let pin = key.sign("web-1", "v2", NOW + TTL);
+        let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", Some(pin.as_bytes())) };
+        assert_eq!(decide(&rolled_back(60), &key, TTL, &tripped).side, Side::Stable);
+        let d = decide(&rolled_back(0), &key, TTL, &facts(b"u", Some(pin.as_bytes())));
+        assert_eq!(d.side, Side::Stable);
+
+        // Sessions pinned to stable, and new ones, never hear of it.
+        let stable_pin = key.sign("web-1", "v1", NOW + TTL);
+        let d = decide(&rolled_back(60), &key, TTL, &facts(b"u", Some(stable_pin.as_bytes())));
+        assert_eq!((d.side, d.version_gone), (Side::Stable, false));
+        assert!(!decide(&rolled_back(60), &key, TTL, &facts(b"u", None)).version_gone);
+    }
+
+    #[test]
+    fn a_retired_name_that_is_routed_again_is_not_gone() {
+        let key = PinKey::new(b"k", "web");
+        let t =
+            RoutingTable { canary: Some("v2".into()), weight: Weight::from_percent(10.0).unwrap(), ..rolled_back(60) };
+        let pin = key.sign("web-1", "v2", NOW + TTL);
+        let d = decide(&t, &key, TTL, &facts(b"u", Some(pin.as_bytes())));
+        assert_eq!((d.side, d.version_gone), (Side::Canary, false));
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! The desired routing of a service, as stored, sent over the API and followed by gateways.
 //!
 //! A [`RouteSpec`] is plain data: the versions with their addresses, the weight, the rollout id
-//! that names pins and seeds the bucket salt, and the previous stable while it drains. Every
-//! change bumps `generation`, so a gateway can tell a newer spec from an older one.
+//! that names pins and seeds the bucket salt, the previous stable while it drains, and a
+//! rolled-back canary while the pages it served still load their assets from it. Every change
+//! bumps `generation`, so a gateway can tell a newer spec from an older one.
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ServiceConfig, VersionConfig};
-use crate::routing::{Draining, RoutingTable};
+use crate::routing::{Draining, Retired, RoutingTable};
 use crate::weight::Weight;
 
 /// The previous stable version after a promotion, serving its pinned sessions until `until`.
@@ -18,6 +19,18 @@ pub struct DrainingSpec {
     pub version: VersionConfig,
     /// Unix time (seconds) at which its sessions move on.
     pub until: u64,
+}
+
+/// A canary just rolled back or aborted: the sessions pinned to it move to stable at their next
+/// page load, but until `until_ms` the requests of pages it already served (scripts, chunks,
+/// data) still go to it, so an open page does not break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredSpec {
+    /// The version and its addresses.
+    pub version: VersionConfig,
+    /// Unix time (milliseconds) at which its grace window ends.
+    pub until_ms: u64,
 }
 
 /// The desired routing of one service.
@@ -42,6 +55,10 @@ pub struct RouteSpec {
     /// The previous stable while it drains.
     #[serde(default)]
     pub draining: Option<DrainingSpec>,
+    /// The canary last rolled back, while its open pages finish loading. Left out when absent,
+    /// so a gateway that predates it still reads every spec without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<RetiredSpec>,
     /// Bumped by every change.
     #[serde(default)]
     pub generation: u64,
@@ -49,6 +66,11 @@ pub struct RouteSpec {
     /// judge's tail test; fixed for a rollout from stable's own p99.
     #[serde(default)]
     pub slow_bucket: Option<u8>,
+    /// A token the controller draws for each rollout: sent as `x-canary-force-token`, it makes
+    /// `x-canary-force` trusted while this rollout is in force, so a release gate's test suite
+    /// reaches the canary with no configured token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_token: Option<String>,
 }
 
 /// Why a route spec cannot be applied.
@@ -90,8 +112,10 @@ impl RouteSpec {
             canary: service.canary.clone(),
             weight: service.weight,
             draining: None,
+            retired: None,
             generation: 1,
             slow_bucket: None,
+            force_token: None,
         }
     }
 
@@ -103,6 +127,11 @@ impl RouteSpec {
             Some(c) if c.version == self.stable.version => Err(SpecError::CanaryIsStable(c.version.as_str().into())),
             _ => Ok(()),
         }
+    }
+
+    /// The rolled-back canary's name while its grace window is open at `now_ms`.
+    pub fn retired_at(&self, now_ms: u64) -> Option<&str> {
+        self.retired.as_ref().filter(|r| now_ms < r.until_ms).map(|r| r.version.version.as_str())
     }
 
     /// The salt buckets are computed under: the spec's own, else the rollout id.
@@ -122,6 +151,10 @@ impl RouteSpec {
                 .draining
                 .as_ref()
                 .map(|d| Draining { version: d.version.version.as_str().to_owned(), until: d.until }),
+            retired: self
+                .retired
+                .as_ref()
+                .map(|r| Retired { version: r.version.version.as_str().to_owned(), until_ms: r.until_ms }),
         }
     }
 }

@@ -24,7 +24,7 @@ fn request(c: &mut Criterion) {
         c.bench_function(name, |b| {
             b.iter(|| {
                 i = (i + 1) & 1023;
-                black_box(route(&conn, &snapshot, black_box(&requests[i]), NOW))
+                black_box(route(&conn, &snapshot, &http::Method::GET, black_box(&requests[i]), NOW))
             })
         });
     }

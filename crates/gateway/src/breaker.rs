@@ -8,6 +8,11 @@
 //! new requests and its pins are ignored; idempotent or unsent requests already go to stable.
 //! The breaker closes again only when the canary changes (a new version or rollout), since the
 //! controller fails the rollout as soon as it sees the trip.
+//!
+//! After a rollback it keeps watching the canary while the routing names it retired: the pages
+//! it served still send it requests in the grace window, and a canary that starts failing hard
+//! then is tripped like a live one. Rolled back, a canary keeps its name and rollout id, so the
+//! window and a trip carry over from before the rollback.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,7 +20,7 @@ use std::time::Duration;
 
 use canary_core::config::BreakerConfig;
 
-use crate::service::Service;
+use crate::service::{Route, Service, VersionTarget};
 use canary_core::metrics::VersionCounts;
 
 const TICK: Duration = Duration::from_millis(250);
@@ -84,12 +89,12 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
     loop {
         interval.tick().await;
         let route = service.route();
-        let Some(canary) = route.canary.as_ref() else {
+        let Some((canary, name)) = watched_canary(&route) else {
             watched = None;
             samples.clear();
             continue;
         };
-        let identity = (route.spec.rollout_id.clone(), route.table.canary.clone().unwrap_or_default());
+        let identity = (route.spec.rollout_id.clone(), name.to_owned());
         if watched.as_ref() != Some(&identity) {
             // A new canary starts with a closed breaker and a window that begins when it got
             // its routing, so requests it failed before this first look still count.
@@ -120,6 +125,14 @@ pub async fn watch(service: Arc<Service>, policy: BreakerConfig) {
             tracing::warn!(service = service.name(), "breaker tripped: {why}; canary traffic goes to stable");
             service.trip_canary(why);
         }
+    }
+}
+
+/// The canary the breaker watches: the routed one, else the one retired by a rollback.
+fn watched_canary(route: &Route) -> Option<(&VersionTarget, &str)> {
+    match (&route.canary, &route.table.canary) {
+        (Some(target), Some(name)) => Some((target, name)),
+        _ => route.retired.as_ref().zip(route.table.retired.as_ref().map(|r| r.version.as_str())),
     }
 }
 
@@ -232,6 +245,28 @@ breaker = { window = "10s", min_requests = 20, error_ratio = 0.25 }
         pass(TICK).await;
         assert!(!service.canary_open(), "25 failures within the window trip the breaker");
         assert!(service.trip_reason().unwrap().contains("over 25 requests"), "{:?}", service.trip_reason());
+        breaker.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retired_canary_that_fails_in_its_grace_window_is_tripped() {
+        let service = service_with_canary();
+        let breaker = tokio::spawn(watch(service.clone(), service.breaker().clone()));
+        pass(TICK).await;
+        let mut spec = service.route().spec.clone();
+        let canary = spec.canary.take().unwrap();
+        spec.weight = canary_core::Weight::ZERO;
+        spec.retired = Some(canary_core::spec::RetiredSpec { version: canary, until_ms: u64::MAX });
+        spec.generation += 1;
+        service.apply(spec).unwrap();
+        pass(TICK).await;
+        let route = service.route();
+        let retired = route.retired.as_ref().unwrap();
+        for _ in 0..25 {
+            retired.stats.record_response(&retired.ranges, 503, 1_000, JudgeFacts { bucket: 0, slow_bucket: None });
+        }
+        pass(TICK).await;
+        assert!(!service.canary_open(), "the open pages' failures trip the retired canary");
         breaker.abort();
     }
 }

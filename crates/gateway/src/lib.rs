@@ -5,11 +5,16 @@
 //! listeners and runs the worker threads; routing changes go through each [`Service`] and take
 //! effect on the next request, atomically.
 
+pub mod accept;
 pub mod body;
 pub mod breaker;
+pub mod conn_clock;
+pub mod conn_table;
+pub mod connection;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod headers;
+pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -19,6 +24,7 @@ pub mod sketch;
 pub mod status;
 pub mod tls;
 pub mod upstream;
+pub mod watched;
 pub mod worker;
 
 use std::sync::Arc;
@@ -69,6 +75,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     workers: usize,
     shutdown_timeout: Duration,
+    limits: limits::ConnLimits,
     tls: Vec<Option<tokio_rustls::TlsAcceptor>>,
 }
 
@@ -76,9 +83,20 @@ pub struct Gateway {
 pub struct Running {
     threads: Vec<JoinHandle<std::io::Result<()>>>,
     stop: watch::Sender<bool>,
+    listening: Vec<(String, std::net::TcpListener)>,
 }
 
+/// Listening sockets another process handed over, by service name: a restart takes them
+/// instead of binding, so no connection waiting in their queues is lost.
+pub type InheritedSockets = std::collections::HashMap<String, Vec<std::net::TcpListener>>;
+
 impl Running {
+    /// Every service's listening sockets (copies of the workers'), for a process that takes
+    /// over from this one.
+    pub fn listening(&self) -> &[(String, std::net::TcpListener)] {
+        &self.listening
+    }
+
     /// Stops accepting, drains in-flight requests (bounded) and waits for the workers.
     pub fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -114,7 +132,9 @@ impl Gateway {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         let pins = services.iter().map(|s| Arc::new(secret.for_service(s.name()))).collect();
-        Ok(Gateway { services, pins, shared, workers, shutdown_timeout: config.gateway.shutdown_timeout.0, tls })
+        let limits = limits::ConnLimits::new(&config.gateway, workers, limits::descriptor_limit());
+        let shutdown_timeout = config.gateway.shutdown_timeout.0;
+        Ok(Gateway { services, pins, shared, workers, shutdown_timeout, limits, tls })
     }
 
     /// The services, in configuration order.
@@ -125,6 +145,11 @@ impl Gateway {
     /// The service called `name`.
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.iter().find(|s| s.name() == name)
+    }
+
+    /// The limits and timeouts of client connections.
+    pub fn limits(&self) -> &limits::ConnLimits {
+        &self.limits
     }
 
     /// Every version's counters.
@@ -149,36 +174,69 @@ impl Gateway {
 
     /// Binds every service's listeners and starts the worker threads.
     pub fn start(&self) -> Result<Running, GatewayError> {
+        self.start_on(&mut InheritedSockets::new())
+    }
+
+    /// Like [`Gateway::start`], taking a service's sockets from `inherited` when they listen
+    /// where the service is configured to, and binding the others. Inherited sockets are shared
+    /// out over the workers, whatever their number.
+    pub fn start_on(&self, inherited: &mut InheritedSockets) -> Result<Running, GatewayError> {
         let mut per_worker: Vec<Vec<WorkerListener>> = (0..self.workers).map(|_| Vec::new()).collect();
+        let mut listening = Vec::new();
         for ((service, tls), pins) in self.services.iter().zip(&self.tls).zip(&self.pins) {
             let addr = service.settings.listen;
-            let sockets = bind_reuseport(addr, self.workers).map_err(|source| GatewayError::Bind {
-                service: service.name().to_owned(),
-                addr,
-                source,
-            })?;
+            let sockets = match inherited.remove(service.name()).filter(|s| listens_on(s, addr)) {
+                Some(sockets) => sockets,
+                None => bind_reuseport(addr, self.workers).map_err(|source| GatewayError::Bind {
+                    service: service.name().to_owned(),
+                    addr,
+                    source,
+                })?,
+            };
             if let Some(first) = sockets.first()
                 && let Ok(bound) = first.local_addr()
             {
                 service.set_bound(bound);
             }
-            for (worker, socket) in sockets.into_iter().enumerate() {
+            for (index, socket) in sockets.into_iter().enumerate() {
+                let copy = socket.try_clone().map_err(|source| GatewayError::Bind {
+                    service: service.name().to_owned(),
+                    addr,
+                    source,
+                })?;
+                listening.push((service.name().to_owned(), copy));
                 let listener =
                     WorkerListener { service: service.clone(), socket, tls: tls.clone(), pins: pins.clone() };
-                per_worker[worker].push(listener);
+                per_worker[index % self.workers].push(listener);
             }
         }
+        tracing::info!(
+            workers = self.workers,
+            per_worker = self.limits.per_worker,
+            nofile = limits::descriptor_limit(),
+            "client connections: at most {} per worker",
+            self.limits.per_worker
+        );
         let (stop, stopped) = watch::channel(false);
         let mut threads = Vec::new();
         for (index, listeners) in per_worker.into_iter().enumerate() {
             let stopped = stopped.clone();
-            let timeout = self.shutdown_timeout;
+            let (timeout, limits) = (self.shutdown_timeout, self.limits);
             let thread = std::thread::Builder::new()
                 .name(format!("canary-worker-{index}"))
-                .spawn(move || run_worker(index, listeners, stopped, timeout))
+                .spawn(move || run_worker(index, listeners, stopped, timeout, limits))
                 .map_err(GatewayError::Thread)?;
             threads.push(thread);
         }
-        Ok(Running { threads, stop })
+        Ok(Running { threads, stop, listening })
     }
+}
+
+/// Whether inherited sockets listen on `addr` (any port when `addr`'s is 0).
+fn listens_on(sockets: &[std::net::TcpListener], addr: std::net::SocketAddr) -> bool {
+    !sockets.is_empty()
+        && sockets.iter().all(|s| {
+            s.local_addr()
+                .is_ok_and(|bound| bound.ip() == addr.ip() && (addr.port() == 0 || bound.port() == addr.port()))
+        })
 }

@@ -4,6 +4,10 @@
 //! used without a lock: a connection is taken out before a request and put back when the
 //! response body has been read to its end ([`PooledBody`]). A connection whose response body is
 //! dropped early is closed instead, since it may still carry unread bytes.
+//!
+//! An idle connection is closed `idle_timeout` after it was put back: [`sweep_idle`] runs on
+//! every worker and drops expired and upstream-closed ones, so descriptors are not held for
+//! clients that left long ago.
 
 use std::cell::RefCell;
 use std::pin::Pin;
@@ -28,7 +32,13 @@ const MAX_IDLE: usize = 512;
 
 struct IdleConn {
     sender: SendRequest<UpstreamBody>,
-    since: Instant,
+    expires: Instant,
+}
+
+impl IdleConn {
+    fn usable(&self, now: Instant) -> bool {
+        !self.sender.is_closed() && now < self.expires
+    }
 }
 
 thread_local! {
@@ -38,6 +48,7 @@ thread_local! {
 /// A connection checked out of the pool for one exchange.
 pub struct Conn {
     upstream_id: usize,
+    idle_timeout: Duration,
     /// Where requests are sent.
     pub sender: SendRequest<UpstreamBody>,
 }
@@ -51,16 +62,43 @@ pub struct ConnectSettings {
     pub idle_timeout: Duration,
 }
 
-fn take_idle(upstream_id: usize, idle_timeout: Duration) -> Option<SendRequest<UpstreamBody>> {
+fn take_idle(upstream_id: usize) -> Option<SendRequest<UpstreamBody>> {
     IDLE.with_borrow_mut(|pools| {
         let pool = pools.get_mut(upstream_id)?;
+        let now = Instant::now();
         while let Some(conn) = pool.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < idle_timeout {
+            if conn.usable(now) {
                 return Some(conn.sender);
             }
         }
         None
     })
+}
+
+/// Closes this worker's idle connections that expired or that their upstream closed.
+pub fn close_expired() {
+    let now = Instant::now();
+    IDLE.with_borrow_mut(|pools| {
+        for pool in pools.iter_mut() {
+            pool.retain(|conn| conn.usable(now));
+        }
+    });
+}
+
+/// Idle connections this worker holds.
+pub fn idle_count() -> usize {
+    IDLE.with_borrow(|pools| pools.iter().map(Vec::len).sum())
+}
+
+/// Runs [`close_expired`] every `every`, on the worker's own thread, for as long as the
+/// worker runs.
+pub async fn sweep_idle(every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        close_expired();
+    }
 }
 
 /// Returns a connection whose exchange finished cleanly to this worker's pool.
@@ -74,16 +112,16 @@ pub fn checkin(conn: Conn) {
         }
         let pool = &mut pools[conn.upstream_id];
         if pool.len() < MAX_IDLE {
-            pool.push(IdleConn { sender: conn.sender, since: Instant::now() });
+            pool.push(IdleConn { sender: conn.sender, expires: Instant::now() + conn.idle_timeout });
         }
     });
 }
 
 /// A ready connection to `upstream`: a pooled one if any is alive, else a new one.
 pub async fn checkout(upstream: &Upstream, settings: &ConnectSettings) -> Result<Conn, UpstreamErrorKind> {
-    while let Some(mut sender) = take_idle(upstream.id, settings.idle_timeout) {
+    while let Some(mut sender) = take_idle(upstream.id) {
         if sender.ready().await.is_ok() {
-            return Ok(Conn { upstream_id: upstream.id, sender });
+            return Ok(Conn { upstream_id: upstream.id, idle_timeout: settings.idle_timeout, sender });
         }
     }
     connect(upstream, settings).await
@@ -116,7 +154,7 @@ pub async fn connect(upstream: &Upstream, settings: &ConnectSettings) -> Result<
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(Conn { upstream_id: upstream.id, sender })
+    Ok(Conn { upstream_id: upstream.id, idle_timeout: settings.idle_timeout, sender })
 }
 
 /// A response body from an upstream that returns its connection to the pool once read to the

@@ -13,6 +13,12 @@ use crate::service::{KeyFrom, ServiceSettings};
 
 /// The cookie holding the session pin.
 pub const PIN_COOKIE: &str = "canary_pin";
+/// The header form of the session pin, for clients without cookies (apps, service workers,
+/// servers): the same signed token, sent as a request header and given back as a response
+/// header whenever the gateway issues a pin.
+pub const PIN_HEADER: &str = "x-canary-pin";
+/// The response header telling a page that the version it runs was rolled back.
+pub const VERSION_GONE_HEADER: &str = "x-canary-version-gone";
 /// The cookie holding the anonymous user id the gateway mints.
 pub const UID_COOKIE: &str = "canary_uid";
 /// The override header.
@@ -25,6 +31,10 @@ pub const FORCE_TOKEN_HEADER: &str = "x-canary-force-token";
 pub static FORCE: HeaderName = HeaderName::from_static(FORCE_HEADER);
 /// [`FORCE_TOKEN_HEADER`] as a header name.
 pub static FORCE_TOKEN: HeaderName = HeaderName::from_static(FORCE_TOKEN_HEADER);
+/// [`PIN_HEADER`] as a header name.
+pub static PIN: HeaderName = HeaderName::from_static(PIN_HEADER);
+/// [`VERSION_GONE_HEADER`] as a header name.
+pub static VERSION_GONE: HeaderName = HeaderName::from_static(VERSION_GONE_HEADER);
 static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
@@ -50,6 +60,12 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
         }
     }
     None
+}
+
+/// The session pin the request carries: the `canary_pin` cookie, else the `x-canary-pin`
+/// header. Either is only a candidate: [`canary_core::decide`] checks its signature.
+pub fn session_pin(headers: &HeaderMap) -> Option<&[u8]> {
+    cookie(headers, PIN_COOKIE).or_else(|| headers.get(&PIN).map(|v| trim(v.as_bytes())).filter(|v| !v.is_empty()))
 }
 
 /// `s` without surrounding spaces and tabs (HTTP's optional whitespace).
@@ -88,8 +104,15 @@ pub fn mint_uid() -> String {
     format!("{bits:032x}")
 }
 
-/// The override the client asked for, if it may ask.
-pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAddr) -> Option<Force> {
+/// The override the client asked for, if it may ask: from a trusted network, with the
+/// service's configured token, or with the token of the rollout in force (`rollout_token`,
+/// drawn by the controller for the rollout's release gates and valid for that rollout only).
+pub fn trusted_force(
+    settings: &ServiceSettings,
+    rollout_token: Option<&str>,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Option<Force> {
     let asked = headers.get(&FORCE)?.as_bytes();
     let force = if asked.eq_ignore_ascii_case(b"canary") {
         Force::Canary
@@ -98,12 +121,14 @@ pub fn trusted_force(settings: &ServiceSettings, headers: &HeaderMap, peer: IpAd
     } else {
         return None;
     };
-    let by_token = match (&settings.force_token, headers.get(&FORCE_TOKEN)) {
-        // Constant time in the bytes compared, so a guess learns nothing from the answer's
-        // timing but the token's length, which is no secret (config asks at least 16).
-        (Some(expected), Some(given)) => bool::from(expected.as_bytes().ct_eq(given.as_bytes())),
-        _ => false,
-    };
+    // Constant time in the bytes compared, so a guess learns nothing from the answer's
+    // timing but the token's length, which is no secret (config asks at least 16).
+    let matches =
+        |expected: Option<&str>, given: &[u8]| expected.is_some_and(|e| bool::from(e.as_bytes().ct_eq(given)));
+    let by_token = headers.get(&FORCE_TOKEN).is_some_and(|given| {
+        let given = given.as_bytes();
+        matches(settings.force_token.as_deref(), given) | matches(rollout_token, given)
+    });
     (by_token || settings.is_trusted(peer)).then_some(force)
 }
 
@@ -143,6 +168,15 @@ mod tests {
     }
 
     #[test]
+    fn the_pin_comes_from_the_cookie_else_the_header() {
+        assert_eq!(session_pin(&headers(&[(PIN_HEADER, " p-header ")])), Some(&b"p-header"[..]));
+        let both = headers(&[(PIN_HEADER, "p-header"), ("cookie", "canary_pin=p-cookie")]);
+        assert_eq!(session_pin(&both), Some(&b"p-cookie"[..]));
+        assert_eq!(session_pin(&headers(&[(PIN_HEADER, "")])), None);
+        assert_eq!(session_pin(&headers(&[])), None);
+    }
+
+    #[test]
     fn navigation_prefers_fetch_metadata() {
         assert!(is_navigation(&headers(&[("sec-fetch-dest", "document"), ("sec-fetch-mode", "navigate")])));
         assert!(!is_navigation(&headers(&[("sec-fetch-dest", "script"), ("accept", "text/html")])));
@@ -166,13 +200,31 @@ stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
         let forced = |token: &'static str| {
             let h = headers(&[(FORCE_HEADER, "canary"), (FORCE_TOKEN_HEADER, token)]);
-            trusted_force(&settings, &h, peer)
+            trusted_force(&settings, None, &h, peer)
         };
         assert_eq!(forced("qa-token-1234567890"), Some(Force::Canary));
         for wrong in ["", "qa-token-123456789", "qa-token-12345678901", "QA-TOKEN-1234567890"] {
             assert_eq!(forced(wrong), None, "{wrong:?}");
         }
-        assert_eq!(trusted_force(&settings, &headers(&[(FORCE_HEADER, "canary")]), peer), None);
+        assert_eq!(trusted_force(&settings, None, &headers(&[(FORCE_HEADER, "canary")]), peer), None);
+    }
+
+    #[test]
+    fn the_rollout_token_trusts_an_override_while_its_rollout_is_in_force() {
+        let text = r#"
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
+"#;
+        let config = canary_core::config::Config::from_toml(text).unwrap();
+        let shared = std::sync::Arc::new(crate::Shared::default());
+        let settings = crate::Service::new(&config.services[0], true, shared).settings;
+        let peer: IpAddr = "192.0.2.7".parse().unwrap();
+        let h = headers(&[(FORCE_HEADER, "canary"), (FORCE_TOKEN_HEADER, "0123456789abcdef0123456789abcdef")]);
+        assert_eq!(trusted_force(&settings, Some("0123456789abcdef0123456789abcdef"), &h, peer), Some(Force::Canary));
+        assert_eq!(trusted_force(&settings, Some("fedcba9876543210fedcba9876543210"), &h, peer), None);
+        assert_eq!(trusted_force(&settings, None, &h, peer), None);
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub struct Route {
     pub canary: Option<VersionTarget>,
     /// The previous stable, while it drains.
     pub draining: Option<VersionTarget>,
+    /// The rolled-back canary, while its open pages finish loading.
+    pub retired: Option<VersionTarget>,
     /// The users seen in this rollout, shared by every snapshot of the same rollout id.
     pub users: Arc<crate::sketch::UserSketch>,
     /// The canary's and stable's counters when this canary first got routing in this rollout:
@@ -62,6 +64,7 @@ impl Route {
             Side::Stable => &self.stable,
             Side::Canary => self.canary.as_ref().unwrap_or(&self.stable),
             Side::Draining => self.draining.as_ref().unwrap_or(&self.stable),
+            Side::Retired => self.retired.as_ref().unwrap_or(&self.stable),
         }
     }
 }
@@ -278,6 +281,7 @@ impl Service {
             canary_tripped: !self.canary_open(),
             trip_reason: self.trip_reason(),
             draining: spec.draining.as_ref().map(|d| d.version.version.as_str().to_owned()),
+            retired: spec.retired_at(canary_core::clock::unix_ms()).map(str::to_owned),
             generation: spec.generation,
         }
     }
@@ -311,6 +315,7 @@ fn build_route(service: &str, spec: RouteSpec, shared: &Shared, previous: Option
         stable,
         canary,
         draining: spec.draining.as_ref().map(|d| target(&d.version)),
+        retired: spec.retired.as_ref().map(|r| target(&r.version)),
         users,
         canary_since,
         spec,

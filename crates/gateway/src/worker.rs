@@ -3,29 +3,34 @@
 //!
 //! The kernel spreads new connections over the workers' sockets; a connection then lives on
 //! one thread for its whole life, with that thread's upstream pool, so the hot path needs no
-//! lock and no cross-thread wake-up. Shutdown: stop accepting, let in-flight requests finish
-//! (bounded by the shutdown timeout), then return.
+//! lock and no cross-thread wake-up. Each worker holds at most its share of
+//! `max_connections` ([`crate::conn_table`]) and times every connection
+//! ([`crate::conn_clock`]). Shutdown: stop accepting, let in-flight requests finish (bounded by
+//! the shutdown timeout), then return.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use canary_core::pin::PinKey;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::proxy::{ClientConn, ConnContext, handle};
+use crate::accept::{LOG_INTERVAL, RateLimitedLog, backoff, out_of_descriptors};
+use crate::conn_table::{Admission, ConnTable};
+use crate::connection::{Accepted, serve_connection};
+use crate::limits::ConnLimits;
+use crate::pool;
 use crate::service::Service;
 
 /// Largest request head accepted; a larger one gets `431`.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Time a client has to send a complete request head.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a worker closes its expired idle upstream connections.
+const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A listening socket of one service for one worker.
 pub struct WorkerListener {
@@ -37,6 +42,16 @@ pub struct WorkerListener {
     pub tls: Option<TlsAcceptor>,
     /// The key of the service's pins.
     pub pins: Arc<PinKey>,
+}
+
+/// What every connection of one worker shares.
+pub struct Worker {
+    /// The HTTP/1.1 and HTTP/2 server settings.
+    pub builder: auto::Builder<TokioExecutor>,
+    /// The worker's open connections.
+    pub table: Arc<ConnTable>,
+    /// The limits and timeouts of each connection.
+    pub limits: ConnLimits,
 }
 
 /// Binds `count` sockets sharing `addr` through `SO_REUSEPORT`. Port 0 is resolved by the
@@ -60,106 +75,118 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std
     Ok(sockets)
 }
 
+/// The server settings of every client connection.
+fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // The header-read and idle deadlines are the connection clock's: hyper's own header timer
+    // also runs while a connection is idle, and would close kept-alive ones early.
+    builder.http1().header_read_timeout(None).max_buf_size(MAX_HEADER_BYTES).writev(false);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .keep_alive_interval(limits.http2_keepalive_interval)
+        .keep_alive_timeout(limits.http2_keepalive_timeout);
+    builder
+}
+
 /// Runs one worker until `shutdown` turns true and its connections have drained.
 pub fn run_worker(
     index: usize,
     listeners: Vec<WorkerListener>,
     shutdown: watch::Receiver<bool>,
     shutdown_timeout: Duration,
+    limits: ConnLimits,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let graceful = Arc::new(GracefulShutdown::new());
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEADER_BYTES)
-            .writev(false);
-        builder.http2().timer(TokioTimer::new()).max_header_list_size(MAX_HEADER_BYTES as u32);
-        let builder = Arc::new(builder);
+        let worker =
+            Arc::new(Worker { builder: http_builder(&limits), table: ConnTable::new(limits.per_worker), limits });
+        // Every connection holds a sender; the receiver sees the end once all have closed.
+        let (open, mut all_closed) = mpsc::channel::<()>(1);
+        let sweeper = tokio::spawn(pool::sweep_idle(POOL_SWEEP_INTERVAL));
         let mut accepting = Vec::new();
         for listener in listeners {
             let socket = TcpListener::from_std(listener.socket)?;
-            accepting.push(tokio::spawn(accept_loop(
-                socket,
-                listener.service,
-                listener.tls,
-                listener.pins,
-                builder.clone(),
-                graceful.clone(),
-                shutdown.clone(),
-            )));
+            let accepted = Accepted { service: listener.service, tls: listener.tls, pins: listener.pins };
+            let task = accept_loop(socket, Arc::new(accepted), worker.clone(), shutdown.clone(), open.clone());
+            accepting.push(tokio::spawn(task));
         }
+        drop(open);
         for task in accepting {
             let _ = task.await;
         }
-        tracing::debug!(worker = index, connections = graceful.count(), "draining");
-        let graceful = Arc::into_inner(graceful).expect("accept loops have ended");
-        if tokio::time::timeout(shutdown_timeout, graceful.shutdown()).await.is_err() {
+        tracing::debug!(worker = index, connections = worker.table.len(), "draining");
+        if tokio::time::timeout(shutdown_timeout, all_closed.recv()).await.is_err() {
             tracing::warn!(worker = index, "shutdown timeout passed with requests still in flight");
         }
+        sweeper.abort();
         Ok(())
     })
 }
 
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+/// Completes once `shutdown` turns true.
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 async fn accept_loop(
     socket: TcpListener,
-    service: Arc<Service>,
-    tls: Option<TlsAcceptor>,
-    pins: Arc<PinKey>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    graceful: Arc<GracefulShutdown>,
+    accepted: Arc<Accepted>,
+    worker: Arc<Worker>,
     mut shutdown: watch::Receiver<bool>,
+    open: mpsc::Sender<()>,
 ) {
+    let service = accepted.service.name().to_owned();
+    let mut failures = RateLimitedLog::new(LOG_INTERVAL);
+    let mut refusals = RateLimitedLog::new(LOG_INTERVAL);
     loop {
-        let (stream, peer) = tokio::select! {
-            accepted = socket.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, service = service.name(), "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
+        let result = tokio::select! {
+            result = socket.accept() => result,
             _ = stopped(&mut shutdown) => return,
         };
-        let _ = stream.set_nodelay(true);
-        let ctx = Arc::new(ConnContext {
-            service: service.clone(),
-            pins: pins.clone(),
-            client: ClientConn::new(peer, tls.is_some()),
-        });
-        let svc = service_fn(move |req| handle(ctx.clone(), req));
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
+        let (stream, peer) = match result {
+            Ok(pair) => pair,
+            Err(e) => {
+                if out_of_descriptors(&e) {
+                    // Closing the longest idle client frees a descriptor for the next accept.
+                    worker.table.shed_one();
                 }
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls_stream) => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), svc);
-                        watcher.watch(conn.into_owned()).await
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                        return;
-                    }
-                },
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "client connection ended with an error");
+                if let Some(count) = failures.record(Instant::now()) {
+                    tracing::warn!(error = %e, service, count, "accept failed ({count} times since the last report)");
+                }
+                tokio::time::sleep(backoff(&e)).await;
+                continue;
             }
+        };
+        if let Some(count) = failures.due(Instant::now()) {
+            tracing::warn!(service, count, "accept failed ({count} times since the last report)");
+        }
+        let registration = match worker.table.admit() {
+            Admission::Admitted(registration) => registration,
+            Admission::Refused => {
+                if let Some(count) = refusals.record(Instant::now()) {
+                    let max = worker.table.max();
+                    tracing::warn!(
+                        service,
+                        count,
+                        max,
+                        "connection limit reached: refused {count} new connections, every open one is busy"
+                    );
+                }
+                continue;
+            }
+        };
+        let connection =
+            serve_connection(stream, peer, registration, accepted.clone(), worker.clone(), shutdown.clone());
+        let open = open.clone();
+        tokio::spawn(async move {
+            connection.await;
+            drop(open);
         });
+        if worker.table.shedding() > 0 {
+            // Let the shed connections close before taking more descriptors from the backlog.
+            tokio::task::yield_now().await;
+        }
     }
 }

@@ -11,7 +11,7 @@ use http::HeaderMap;
 /// Routes one request the way the gateway does: one snapshot load, then the route phase.
 fn route_one(conn: &ConnContext, headers: &HeaderMap) -> Routed {
     let snapshot = conn.service.route();
-    route(conn, &snapshot, headers, NOW)
+    route(conn, &snapshot, &http::Method::GET, headers, NOW)
 }
 
 #[test]

@@ -92,6 +92,9 @@ pub struct Record {
     pub cohort_baseline: Option<bool>,
     /// The metric that rolled it back (`errors`, `latencyTail`, …, or `breaker`).
     pub failing_metric: Option<String>,
+    /// The rollback metrics the judge's last look had not shown safe (what held a paused step).
+    #[serde(default)]
+    pub not_shown_safe: Vec<String>,
     /// The plan.
     pub plan: String,
     /// Requests per second per service.
@@ -167,6 +170,12 @@ pub fn failing_metric(reason: Option<&str>, judge: Option<&JudgeView>) -> Option
         return serde_json::to_value(metric).ok().and_then(|v| v.as_str().map(str::to_owned));
     }
     judge.and_then(|j| j.verdicts.iter().find(|v| v.verdict == "worse")).map(|v| v.metric.clone())
+}
+
+/// The rollback metrics whose verdict at the judge's last look was not a pass.
+pub fn not_shown_safe(judge: Option<&JudgeView>) -> Vec<String> {
+    let verdicts = judge.map_or(&[][..], |j| j.verdicts.as_slice());
+    verdicts.iter().filter(|v| v.metric != "sampleRatio" && v.verdict != "pass").map(|v| v.metric.clone()).collect()
 }
 
 /// Where records go: kept for the summary, and appended to a file if asked.

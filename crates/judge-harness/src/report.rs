@@ -118,9 +118,13 @@ fn scenario_details(scenario: &str, group: &[&Record]) -> String {
     if !by_metric.is_empty() {
         let _ = writeln!(out, "  rolled back by: {}", join(&by_metric));
     }
-    let paused = ended.iter().filter(|r| r.outcome == Outcome::Paused);
-    for (reason, times) in tally(paused.map(|r| r.reason.clone().unwrap_or_else(|| "no reason".into()))) {
+    let paused: Vec<&&Record> = ended.iter().copied().filter(|r| r.outcome == Outcome::Paused).collect();
+    for (reason, times) in tally(paused.iter().map(|r| r.reason.clone().unwrap_or_else(|| "no reason".into()))) {
         let _ = writeln!(out, "  paused {times}× (aborted by the harness): {reason}");
+    }
+    let holding = tally(paused.iter().flat_map(|r| r.not_shown_safe.iter().cloned()));
+    if !holding.is_empty() {
+        let _ = writeln!(out, "  not shown safe when paused: {}", join(&holding));
     }
     out
 }
@@ -163,6 +167,7 @@ mod tests {
             tail_threshold_seconds: Some(0.01),
             cohort_baseline: Some(false),
             failing_metric: metric.map(str::to_owned),
+            not_shown_safe: Vec::new(),
             plan: "5%/10s,100%".into(),
             rps: 50.0,
             users: 2000,

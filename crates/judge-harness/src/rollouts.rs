@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::admin::{Admin, RolloutView, StartRollout};
 use crate::load::ServiceLoad;
-use crate::record::{Ending, LastLook, Outcome, Record, Sink, failing_metric};
+use crate::record::{Ending, LastLook, Outcome, Record, Sink, failing_metric, not_shown_safe};
 use crate::scenario::Scenario;
 
 /// How often the rollout is read while it runs.
@@ -221,6 +221,7 @@ impl ServiceRollouts {
             version: version.to_owned(),
             outcome,
             failing_metric: failed.then(|| failing_metric(view.reason.as_deref(), judge.as_ref())).flatten(),
+            not_shown_safe: not_shown_safe(judge.as_ref()),
             reason: view.reason,
             seconds: view.updated_ms.saturating_sub(view.created_ms) as f64 / 1000.0,
             step: view.step + 1,

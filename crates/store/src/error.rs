@@ -61,6 +61,15 @@ pub enum StoreError {
         /// The backend's reason.
         detail: String,
     },
+    /// The backend refused who we are: wrong user name or password, a user without the
+    /// permission, or authentication switched on in etcd while no credentials are configured.
+    #[error("{backend} refused access: {detail}")]
+    Denied {
+        /// `"redb"` or `"etcd"`.
+        backend: &'static str,
+        /// The backend's reason and what to change.
+        detail: String,
+    },
     /// The caller asked for something no backend can do: an empty key, a transaction that
     /// writes one key twice.
     #[error("invalid store request: {0}")]

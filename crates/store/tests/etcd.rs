@@ -5,6 +5,7 @@
 
 mod conformance;
 mod support {
+    #[allow(dead_code, reason = "the shared etcd helper also sets up authentication, tested elsewhere")]
     pub mod etcd_server;
 }
 

@@ -1,7 +1,9 @@
 //! End-to-end test kit: fake upstreams that count hits, and a real `canary serve` process.
 #![allow(dead_code, missing_docs)]
 
+pub mod app;
 pub mod browser;
+pub mod chromium;
 pub mod fleet;
 pub mod hooks;
 pub mod link;
@@ -41,8 +43,19 @@ pub struct Upstream {
     fail_with: Arc<std::sync::atomic::AtomicU16>,
     fail_every: Arc<AtomicU64>,
     reject_every: Arc<AtomicU64>,
+    broken_path: Arc<std::sync::Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    open: Arc<AtomicU64>,
+}
+
+/// Counts one open connection for as long as it lives.
+struct OpenConnection(Arc<AtomicU64>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Upstream {
@@ -61,18 +74,26 @@ impl Upstream {
         let reject_every = Arc::new(AtomicU64::new(0));
         let (v, h, f, e) = (version.to_owned(), hits.clone(), fail_with.clone(), fail_every.clone());
         let r = reject_every.clone();
+        let broken_path: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let b = broken_path.clone();
         let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
         let conns = connections.clone();
+        let open = Arc::new(AtomicU64::new(0));
+        let counted = open.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (v, h, f, e, r) = (v.clone(), h.clone(), f.clone(), e.clone(), r.clone());
+                let (v, h, f, e, r, b) = (v.clone(), h.clone(), f.clone(), e.clone(), r.clone(), b.clone());
+                counted.fetch_add(1, Ordering::Relaxed);
+                let open_connection = OpenConnection(counted.clone());
                 let connection = tokio::spawn(async move {
+                    let _open = open_connection;
                     let svc = service_fn(move |req| {
+                        let broken = b.lock().unwrap().as_deref().is_some_and(|p| p == req.uri().path());
                         let failure = Failure {
-                            status: f.load(Ordering::Relaxed),
+                            status: if broken { 500 } else { f.load(Ordering::Relaxed) },
                             every: e.load(Ordering::Relaxed),
                             reject_every: r.load(Ordering::Relaxed),
                         };
@@ -85,7 +106,28 @@ impl Upstream {
                 conns.lock().unwrap().push(connection.abort_handle());
             }
         });
-        Upstream { addr, version: version.to_owned(), hits, fail_with, fail_every, reject_every, task, connections }
+        Upstream {
+            addr,
+            version: version.to_owned(),
+            hits,
+            fail_with,
+            fail_every,
+            reject_every,
+            broken_path,
+            task,
+            connections,
+            open,
+        }
+    }
+
+    /// Makes requests for exactly `path` answer 500: a version with one broken page.
+    pub fn break_path(&self, path: &str) {
+        *self.broken_path.lock().unwrap() = Some(path.to_owned());
+    }
+
+    /// Connections from the gateway open right now.
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Makes every later plain request answer `status` (0 = behave normally).
@@ -282,15 +324,43 @@ impl Drop for Gateway {
 
 /// Starts `canary serve --config path` and waits until it reports every listener.
 fn spawn_serve(path: &std::path::Path, role: Option<&str>) -> (Child, String, HashMap<String, SocketAddr>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canary"))
-        .args(["serve", "--config"])
-        .arg(path)
-        .args(["--role", role.unwrap_or("all")])
-        .args(["--log", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start canary serve");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_canary"));
+    command.args(["serve", "--config"]).arg(path).args(["--role", role.unwrap_or("all")]).args(["--log", "warn"]);
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start canary serve");
+    wait_for_listeners(child)
+}
+
+impl Gateway {
+    /// Starts `canary serve` with `config` under a soft and hard limit of `nofile` open files
+    /// (`ulimit -n`), its log written to `log.txt` in its directory ([`Gateway::log`]).
+    pub fn start_with_nofile(config: &str, nofile: u32) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("log.txt")).unwrap();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_canary"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .args(["--log", "warn"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start canary serve under ulimit");
+        let (child, admin, services) = wait_for_listeners(child);
+        Gateway { child: Some(child), admin, services, dir, role: None }
+    }
+
+    /// What a gateway started by [`Gateway::start_with_nofile`] has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log.txt")).unwrap_or_default()
+    }
+}
+
+/// Reads a starting `canary serve`'s stdout until it has reported every listener.
+fn wait_for_listeners(mut child: Child) -> (Child, String, HashMap<String, SocketAddr>) {
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

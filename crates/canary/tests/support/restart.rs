@@ -27,3 +27,22 @@ impl Gateway {
         self.child.is_some()
     }
 }
+
+impl Gateway {
+    /// Starts `canary serve --take-over` on the same config and store: this handle then drives
+    /// the new process, and the old one, which drains and exits, is returned.
+    pub fn take_over(&mut self) -> std::process::Child {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_canary"));
+        command.args(["serve", "--take-over", "--config"]).arg(self.dir.path().join("canary.toml"));
+        command.args(["--role", self.role.as_deref().unwrap_or("all"), "--log", "warn"]);
+        let child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start canary serve --take-over");
+        let (child, admin, services) = super::wait_for_listeners(child);
+        self.admin = admin;
+        self.services = services;
+        self.child.replace(child).expect("a running process to take over")
+    }
+}

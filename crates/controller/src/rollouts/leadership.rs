@@ -36,9 +36,12 @@ impl Controller {
             *self.fence.lock().expect("fence") = None;
             scanner.abort();
             for slot in self.slots.values() {
-                if let Some(runner) = slot.live.lock().expect("live").runner.take() {
+                let mut live = slot.live.lock().expect("live");
+                if let Some(runner) = live.runner.take() {
                     runner.abort();
                 }
+                // The new leader runs the gates again; this one's processes must not go on.
+                live.gates = None;
             }
             tracing::warn!(candidate, "lost the leadership; rollouts are left to the new leader");
         }

@@ -8,6 +8,7 @@
 //! Only after the commit does the local gateway get the new routing.
 
 mod evidence;
+mod gating;
 mod leadership;
 mod route_change;
 mod runner;
@@ -43,6 +44,8 @@ struct Live {
     active: Option<(Rollout, Revision)>,
     judge: Option<JudgeView>,
     runner: Option<tokio::task::JoinHandle<()>>,
+    /// The release gates running or last run at the current step; dropped, they are killed.
+    gates: Option<crate::gates::StageRun>,
 }
 
 #[derive(Default)]
@@ -58,6 +61,8 @@ pub struct ControllerSettings {
     pub tick: Duration,
     /// The Prometheus team metrics ask when they name none of their own (`[metrics] url`).
     pub prometheus_url: Option<String>,
+    /// Where release gates run and write their output.
+    pub gates: crate::gates::GateSettings,
 }
 
 /// 1 while this controller leads, for `/metrics`.

@@ -1,15 +1,22 @@
 //! How a rollout transition changes a service's routing spec.
 
+use std::time::Duration;
+
 use canary_core::RouteSpec;
 use canary_core::Weight;
+use canary_core::policy::BREAKER_TRIPPED;
 use canary_core::rollout::{Rollout, RouteChange};
-use canary_core::spec::DrainingSpec;
+use canary_core::spec::{DrainingSpec, RetiredSpec};
 
 /// Applies a transition's routing change to `spec` (without bumping its generation).
 ///
 /// The salt: a rollout keeps the salt in force when it starts — the gateways have been
 /// counting its cohort under it since the previous rollout ended (the judge's cohort baseline)
 /// — and the end of a rollout draws the next one, unless the service's config fixes it.
+///
+/// A rollback or an abort retires the canary for the service's `rollback_grace`, so the pages it
+/// served can still load what only it has; a canary a local breaker tripped gets no grace, since
+/// it fails hard (and a gateway whose own breaker did not see it would still send it requests).
 pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, settings: &Settings<'_>) {
     match change {
         RouteChange::None => {}
@@ -17,8 +24,14 @@ pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, sett
             spec.salt = Some(spec.salt_in_force().to_owned());
             spec.rollout_id = rollout.id.clone();
             spec.canary = Some(rollout.canary.clone());
+            // A canary of the retired version's name takes its place; another leaves the grace.
+            spec.retired = spec
+                .retired
+                .take()
+                .filter(|r| r.until_ms > settings.now_ms && r.version.version != rollout.canary.version);
             spec.weight = *weight;
             spec.slow_bucket = settings.slow_bucket;
+            spec.force_token = Some(format!("{:032x}", rand::random::<u128>()));
         }
         RouteChange::Weight(weight) => spec.weight = *weight,
         RouteChange::Promote => {
@@ -29,9 +42,18 @@ pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, sett
             }
             spec.weight = Weight::ZERO;
             spec.salt = Some(next_salt(settings.fixed_salt, &rollout.service));
+            spec.force_token = None;
         }
         RouteChange::RemoveCanary => {
-            spec.canary = None;
+            spec.force_token = None;
+            let grace = settings.rollback_grace.as_millis() as u64;
+            let tripped = rollout.reason.as_deref().is_some_and(|r| r.starts_with(BREAKER_TRIPPED));
+            if let Some(canary) = spec.canary.take()
+                && grace > 0
+                && !tripped
+            {
+                spec.retired = Some(RetiredSpec { version: canary, until_ms: settings.now_ms + grace });
+            }
             spec.weight = Weight::ZERO;
             spec.salt = Some(next_salt(settings.fixed_salt, &rollout.service));
         }
@@ -46,6 +68,8 @@ pub struct Settings<'a> {
     pub fixed_salt: Option<&'a str>,
     /// The time of the change.
     pub now_ms: u64,
+    /// How long a rolled-back canary still serves its open pages.
+    pub rollback_grace: Duration,
 }
 
 /// The salt of the service's next rollout.
@@ -79,8 +103,10 @@ mod tests {
             canary: None,
             weight: Weight::ZERO,
             draining: None,
+            retired: None,
             generation: 1,
             slow_bucket: None,
+            force_token: None,
         }
     }
 
@@ -106,7 +132,7 @@ mod tests {
     }
 
     fn settings(fixed_salt: Option<&str>) -> Settings<'_> {
-        Settings { slow_bucket: Some(9), fixed_salt, now_ms: 0 }
+        Settings { slow_bucket: Some(9), fixed_salt, now_ms: 0, rollback_grace: Duration::ZERO }
     }
 
     #[test]
@@ -122,10 +148,38 @@ mod tests {
         );
         assert_eq!(spec.rollout_id, "web-19a");
         assert_eq!(spec.salt_in_force(), counted_under, "the cohort is the one counted before");
+        assert_eq!(spec.force_token.as_ref().map(String::len), Some(32), "the rollout's gates get a token");
         apply(&mut spec, &RouteChange::RemoveCanary, &rollout, &settings(None));
+        assert_eq!(spec.force_token, None, "the token ends with its rollout");
         let next = spec.salt_in_force().to_owned();
         assert_ne!(next, counted_under, "the next rollout gets a cohort of its own");
         assert!(canary_core::names::check_id(&next, "salt").is_ok(), "{next}");
+    }
+
+    #[test]
+    fn a_rollback_retires_the_canary_for_the_grace_unless_a_breaker_tripped_it() {
+        let ten_pct = RouteChange::Canary { weight: Weight::from_percent(10.0).unwrap() };
+        let grace = Settings { now_ms: 5_000, rollback_grace: Duration::from_secs(300), ..settings(None) };
+        let rolled_back = |reason: &str| {
+            let mut spec = spec();
+            let rollout = Rollout { reason: Some(reason.to_owned()), ..rollout() };
+            apply(&mut spec, &ten_pct, &rollout, &grace);
+            apply(&mut spec, &RouteChange::RemoveCanary, &rollout, &grace);
+            spec
+        };
+        let judged = rolled_back("WORSE: error rate");
+        assert_eq!(judged.canary, None);
+        let retired = judged.retired.clone().expect("a judged rollback retires the canary");
+        assert_eq!((retired.version.version.as_str(), retired.until_ms), ("v2", 305_000));
+        assert_eq!(rolled_back("local breaker tripped: canary failed 5 connections").retired, None);
+        let mut no_grace = spec();
+        apply(&mut no_grace, &ten_pct, &rollout(), &settings(None));
+        apply(&mut no_grace, &RouteChange::RemoveCanary, &rollout(), &settings(None));
+        assert_eq!(no_grace.retired, None, "rollback_grace = 0 retires nothing");
+        // The same version deployed again takes the place of its retired self.
+        let mut again = judged.clone();
+        apply(&mut again, &ten_pct, &rollout(), &grace);
+        assert_eq!(again.retired, None);
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl Judging {
     /// Feeds the judge this tick's counters; `false` when they could not be read or were refused.
     async fn observe(&mut self, controller: &Controller, service: &str, rollout: &Rollout) -> bool {
         self.judge.enter_step(rollout.step);
+        self.judge.set_leads_to_full(rollout.step_leads_to_full());
         let Some(tick) = self.versions.read(controller, service, rollout.weight()).await else {
             tracing::warn!(service, "counters unavailable this tick; holding");
             return false;
@@ -150,6 +151,9 @@ async fn fresh_judge(controller: &Controller, service: &str, rollout: &Rollout, 
 /// Watches the active rollout of `service` until it ends: each tick reads the counters, asks
 /// the pure policy what to do, and applies its command.
 pub async fn run(controller: Arc<Controller>, service: String) {
+    if !controller.before_start(&service).await {
+        return;
+    }
     let Some(mut judging) = Judging::start(&controller, &service).await else { return };
     let mut interval = tokio::time::interval(controller.settings.tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -184,6 +188,7 @@ pub async fn run(controller: Arc<Controller>, service: String) {
             canary_requests_in_step: judging.judge.requests_in_step().0,
         };
         let Some(command) = next_command(&rollout, &judgement, &signals) else { continue };
+        let Some(command) = controller.gated(&service, &rollout, command).await else { continue };
         match controller.transition(&service, command, true).await {
             Ok(view) if view.rollout.phase.is_terminal() => {
                 controller.drop_evidence(&service, &judging.rollout_id).await;

@@ -43,6 +43,7 @@ impl Controller {
         let mut analysis = request.analysis.clone().unwrap_or_default();
         self.resolve_team_metrics(service, &mut analysis)?;
         analysis.validate().map_err(|e| ControllerError::Invalid(e.to_string()))?;
+        self.check_gate_names(service, &analysis)?;
         let _serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {
             let (spec, spec_revision) = self.routing.current(service).await?;
@@ -58,7 +59,8 @@ impl Controller {
             let slow_bucket = runner::slow_bucket(&pending.analysis, &baseline);
             let lock = keys::rollout_lock(service);
             let txn = Txn::new().require_absent(lock.clone()).put(lock.clone(), pending.id.clone().into_bytes());
-            let transition = pending.apply(&Command::Begin, now)?;
+            let first = if self.starts_staged(&pending) { Command::Stage } else { Command::Begin };
+            let transition = pending.apply(&first, now)?;
             let commit = Commit {
                 transition,
                 spec,
@@ -143,9 +145,16 @@ impl Controller {
                         live.active = (!ended).then(|| (next.clone(), next_revision));
                         if ended {
                             live.judge = None;
+                            // Dropping the run kills its processes.
+                            live.gates = None;
                         }
-                        RolloutView::new(next, live.judge.clone())
+                        let mut view = RolloutView::new(next, live.judge.clone());
+                        view.gates = super::gating::gate_views(&live, &view.rollout.id);
+                        view
                     };
+                    if ended {
+                        self.after_rollback(&view.rollout);
+                    }
                     return Ok(view);
                 }
                 None => {
@@ -167,8 +176,10 @@ impl Controller {
         let Commit { transition, mut spec, spec_revision, slow_bucket, rollout_revision, fenced } = commit;
         let Transition { rollout, event, route } = transition;
         let now = now_ms();
-        let fixed_salt = self.routing.service(service)?.configured.salt.clone();
-        let settings = route_change::Settings { slow_bucket, fixed_salt: fixed_salt.as_deref(), now_ms: now };
+        let entry = self.routing.service(service)?;
+        let (fixed_salt, rollback_grace) = (entry.configured.salt.clone(), entry.rollback_grace);
+        let settings =
+            route_change::Settings { slow_bucket, fixed_salt: fixed_salt.as_deref(), now_ms: now, rollback_grace };
         route_change::apply(&mut spec, &route, &rollout, &settings);
         let routing_changed = route != canary_core::rollout::RouteChange::None;
         if routing_changed {

@@ -44,7 +44,9 @@ impl Controller {
         let rollout = rollout
             .or_else(|| live.active.as_ref().map(|(r, _)| r.clone()))
             .ok_or_else(|| ControllerError::NoActiveRollout(service.to_owned()))?;
-        Ok(RolloutView::new(rollout, live.judge.clone()))
+        let mut view = RolloutView::new(rollout, live.judge.clone());
+        view.gates = super::gating::gate_views(&live, &view.rollout.id);
+        Ok(view)
     }
 
     /// The active rollout, or else the most recent one.
@@ -79,13 +81,15 @@ impl Controller {
         let rollout = {
             let mut live = slot.live.lock().expect("live");
             live.judge = Some(view.clone());
-            live.active.as_ref().map(|(r, _)| r.clone())
+            live.active.as_ref().map(|(r, _)| (r.clone(), super::gating::gate_views(&live, &r.id)))
         };
-        if let Some(rollout) = rollout {
+        if let Some((rollout, gates)) = rollout {
+            let mut rollout = RolloutView::new(rollout, Some(view));
+            rollout.gates = gates;
             let _ = self.updates.send(Update {
                 kind: UpdateKind::Tick,
                 service: service.to_owned(),
-                rollout: Some(RolloutView::new(rollout, Some(view))),
+                rollout: Some(rollout),
                 event: None,
             });
         }

@@ -108,7 +108,11 @@ pub async fn state_with_access(dir: &Path, access: Access, source: Arc<SetCounts
         routing,
         source.clone(),
         source,
-        ControllerSettings { tick: Duration::from_secs(1), prometheus_url: None },
+        ControllerSettings {
+            tick: Duration::from_secs(1),
+            prometheus_url: None,
+            gates: canary_controller::gates::GateSettings::default(),
+        },
     );
     AppState {
         controller,

@@ -130,6 +130,10 @@ pub struct ServiceView {
     pub trip_reason: Option<String>,
     /// The previous stable, while it still serves pinned sessions.
     pub draining: Option<String>,
+    /// The canary last rolled back, while the pages it served may still load from it
+    /// (`rollback_grace`).
+    #[serde(default)]
+    pub retired: Option<String>,
     /// Bumped on every routing change.
     pub generation: u64,
 }

@@ -59,6 +59,9 @@ pub struct RolloutView {
     /// The judge's latest view, while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub judge: Option<JudgeView>,
+    /// The release gates of the current step, while the rollout is not over ([`crate::gate`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<crate::gate::GateView>,
 }
 
 /// What the judge says at the latest tick.
@@ -119,6 +122,7 @@ impl RolloutView {
             held_seconds: rollout.held_ms(now) as f64 / 1000.0,
             hold_seconds: hold,
             judge: if rollout.phase.is_terminal() { None } else { judge },
+            gates: Vec::new(),
             rollout,
         }
     }

@@ -15,6 +15,11 @@
 //!   stable's plus `absolute` (e.g. half a percentage point of errors). Steps advance, and the
 //!   rollout promotes, only on this: "no evidence of harm" because the evidence was diluted is
 //!   not safety.
+//! - **earlier steps**: a step that leads to less than full traffic (10 % → 50 %) needs the
+//!   canary shown below `safe_below × early_step_margin` (default 1.5: errors below 3×); only
+//!   the step that leads to full traffic needs `safe_below` itself. Exposure grows with the
+//!   proof: a canary that may be up to 3× as error-prone reaches half the users, whose traffic
+//!   then shows the difference (or rolls it back) many times faster than 10 % could.
 //! - in between, the judge keeps collecting, up to the step's `max_step_wait`; then the rollout
 //!   pauses for a person with the reason.
 //!
@@ -120,6 +125,19 @@ pub struct JudgeConfig {
     pub burst_windows: usize,
     /// What worse and safe mean per metric.
     pub tolerances: Tolerances,
+    /// A step that leads to less than full traffic advances once the canary is shown below
+    /// `safe_below × early_step_margin` (and, for counts, within `absolute × early_step_margin`);
+    /// the step that leads to full traffic needs `safe_below` itself.
+    #[serde(default = "default_early_step_margin")]
+    pub early_step_margin: f64,
+}
+
+/// Errors shown below 3× (2× · 1.5) are enough to go from 10 % to 50 %; to go to 100 % they must
+/// be shown below 2×.
+pub const DEFAULT_EARLY_STEP_MARGIN: f64 = 1.5;
+
+fn default_early_step_margin() -> f64 {
+    DEFAULT_EARLY_STEP_MARGIN
 }
 
 impl Default for JudgeConfig {
@@ -138,6 +156,7 @@ impl Default for JudgeConfig {
             correct_dispersion: true,
             burst_windows: 32,
             tolerances: Tolerances::default(),
+            early_step_margin: DEFAULT_EARLY_STEP_MARGIN,
         }
     }
 }
@@ -195,6 +214,9 @@ impl JudgeConfig {
         }
         if self.correct_dispersion && (self.ranges == 1 || self.burst_windows == 1) {
             return invalid("ranges", "dispersion needs at least 2 ranges and 2 burst windows");
+        }
+        if !(1.0..=5.0).contains(&self.early_step_margin) {
+            return invalid("earlyStepMargin", "must be between 1 and 5");
         }
         let t = self.tolerances;
         for tolerance in [t.errors, t.latency_tail, t.latency_quantiles] {

@@ -236,6 +236,14 @@ pub struct Judge {
     ticks: u64,
     /// The cohort baseline's per-range rates and the requests each version served per range.
     cohort: Option<CohortState>,
+    /// Whether the current step leads to full traffic, where safety is shown at `safe_below`
+    /// itself rather than with the early steps' margin.
+    #[serde(default = "leads_to_full_by_default")]
+    leads_to_full: bool,
+}
+
+fn leads_to_full_by_default() -> bool {
+    true
 }
 
 /// The cohort baseline in use, and what it needs to say how sure it is.
@@ -330,6 +338,7 @@ impl Judge {
             counter_resets: 0,
             ticks: 0,
             cohort,
+            leads_to_full: true,
         })
     }
 
@@ -494,7 +503,7 @@ impl Judge {
             self.alpha_of(metric),
             (self.canary.timed as f64 / dispersion, self.stable.timed as f64 / dispersion),
             &dkw::Practical {
-                tolerance: self.config.tolerances.latency_quantiles,
+                tolerance: self.for_this_step(self.config.tolerances.latency_quantiles),
                 floor_seconds: self.config.latency_floor_seconds,
             },
         )
@@ -507,13 +516,13 @@ impl Judge {
         match metric {
             Metric::Errors => CountParts {
                 evidence: &self.errors,
-                tolerance: tolerances.errors,
+                tolerance: self.for_this_step(tolerances.errors),
                 events: (canary.errors, stable.errors),
                 trials: (canary.requests, stable.requests),
             },
             _ => CountParts {
                 evidence: &self.slow,
-                tolerance: tolerances.latency_tail,
+                tolerance: self.for_this_step(tolerances.latency_tail),
                 events: (canary.slow, stable.slow),
                 trials: (canary.timed, stable.timed),
             },
@@ -591,6 +600,23 @@ impl Judge {
             self.step = Some(step);
             self.begin_step();
         }
+    }
+
+    /// Tells the judge whether the current step leads to full traffic (the default): only then
+    /// must safety be shown at the tolerances themselves; an earlier step shows it within
+    /// `early_step_margin` of them.
+    pub fn set_leads_to_full(&mut self, leads_to_full: bool) {
+        self.leads_to_full = leads_to_full;
+    }
+
+    /// A tolerance as the current step applies it: `safe_below` and `absolute` widened by the
+    /// early-step margin unless the step leads to full traffic.
+    fn for_this_step(&self, tolerance: Tolerance) -> Tolerance {
+        if self.leads_to_full {
+            return tolerance;
+        }
+        let margin = self.config.early_step_margin;
+        Tolerance { safe_below: tolerance.safe_below * margin, absolute: tolerance.absolute * margin, ..tolerance }
     }
 
     /// Requests of (canary, stable) since the current step began.
@@ -733,7 +759,7 @@ impl Judge {
             e_value: None,
             threshold: 1.0 / alpha,
             alpha,
-            tolerance: Some(self.config.tolerances.latency_quantiles),
+            tolerance: Some(self.for_this_step(self.config.tolerances.latency_quantiles)),
             dispersion: self.slow.dispersion(),
             canary: Samples { requests: self.canary.timed, events: None },
             stable: Samples { requests: self.stable.timed, events: None },

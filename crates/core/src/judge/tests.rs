@@ -427,3 +427,39 @@ fn a_warming_canary_s_slow_requests_do_not_count_but_its_errors_do() {
     let tail = judge.verdicts().into_iter().find(|v| v.metric == Metric::LatencyTail).unwrap();
     assert_eq!((tail.canary.requests, tail.canary.events), (300, Some(0)), "{tail:?}");
 }
+
+/// Ticks until the judge first advances a healthy canary (1 % errors on both sides, 10 % of
+/// the traffic), the hold long over; `None` if it never does within 20 minutes of ticks.
+fn ticks_to_advance(leads_to_full: bool) -> Option<usize> {
+    let mut judge = Judge::new(JudgeConfig { min_requests_per_version: 200, ..config() }, baseline()).unwrap();
+    judge.set_leads_to_full(leads_to_full);
+    let mut feed = Feed::new(1_000);
+    judge.begin_step();
+    (1..=1_200).find(|second| {
+        let canary_errors = u64::from(second % 10 == 0);
+        let stable_errors = u64::from(second % 10 < 9);
+        judge.observe(feed.add((10, canary_errors, 0), (90, stable_errors, 1))).unwrap();
+        judge.decision(true) == StepDecision::Advance
+    })
+}
+
+#[test]
+fn an_early_step_needs_less_proof_than_the_step_to_full_traffic() {
+    let early = ticks_to_advance(false).expect("an early step advances a healthy canary");
+    let to_full = ticks_to_advance(true).expect("the step to full traffic advances it too, later");
+    assert!(early * 3 / 2 <= to_full, "early step after {early} ticks, the step to full traffic after {to_full}");
+}
+
+#[test]
+fn the_early_step_margin_is_shown_in_the_verdict_and_never_lets_a_rollback_through() {
+    let mut judge = Judge::new(JudgeConfig { min_requests_per_version: 200, ..config() }, baseline()).unwrap();
+    judge.set_leads_to_full(false);
+    let mut feed = Feed::new(1_000);
+    for _ in 0..200 {
+        judge.observe(feed.add((10, 1, 0), (90, 1, 1))).unwrap(); // 10 % errors against 1.1 %
+    }
+    let errors = &judge.verdicts()[0];
+    assert_eq!(errors.tolerance.unwrap().safe_below, 2.0 * config::DEFAULT_EARLY_STEP_MARGIN, "{errors:?}");
+    assert_eq!(errors.tolerance.unwrap().worse_above, 1.25, "harm is judged the same on every step");
+    assert_eq!(judge.decision(true), StepDecision::Rollback);
+}

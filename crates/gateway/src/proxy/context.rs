@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use canary_core::{Decision, Side};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use tokio::time::Instant;
 
 use super::ConnContext;
@@ -47,13 +47,13 @@ pub(super) struct Outcome {
 
 impl<'c> RequestCtx<'c> {
     /// Starts a request on `conn`: takes the time, loads the routing snapshot once and runs the
-    /// route phase on `headers`.
+    /// route phase on `method` and `headers`.
     #[inline]
-    pub(super) fn new(conn: &'c ConnContext, headers: &HeaderMap) -> RequestCtx<'c> {
+    pub(super) fn new(conn: &'c ConnContext, method: &Method, headers: &HeaderMap) -> RequestCtx<'c> {
         let started = Instant::now();
         let snapshot = conn.service.route();
         let now = canary_core::clock::unix_secs();
-        let Routed { decision, minted } = route(conn, &snapshot, headers, now);
+        let Routed { decision, minted } = route(conn, &snapshot, method, headers, now);
         RequestCtx {
             conn,
             route: snapshot,

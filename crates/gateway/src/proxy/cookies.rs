@@ -20,7 +20,17 @@ struct IssuedPin {
     expires: u64,
     max_age: u64,
     secure: bool,
-    cookie: HeaderValue,
+    headers: PinHeaders,
+}
+
+/// A pin as a response gives it: the `Set-Cookie` for browsers, and the bare token for the
+/// `x-canary-pin` header that clients without cookies send back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PinHeaders {
+    /// `canary_pin=<token>; Path=/; …`.
+    pub(super) cookie: HeaderValue,
+    /// `<token>`.
+    pub(super) token: HeaderValue,
 }
 
 /// Versions (stable, canary, draining) times services a worker is likely to serve at once.
@@ -30,14 +40,14 @@ thread_local! {
     static ISSUED: RefCell<Vec<IssuedPin>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The `Set-Cookie` header pinning `version` of `rollout_id` until `expires`.
-pub(super) fn pin_cookie(
+/// The headers pinning `version` of `rollout_id` until `expires`.
+pub(super) fn pin_headers(
     pins: &Arc<PinKey>,
     rollout_id: &str,
     version: &str,
     expires: u64,
     settings: &ServiceSettings,
-) -> HeaderValue {
+) -> PinHeaders {
     let (max_age, secure) = (settings.pin_ttl_secs, settings.tls);
     ISSUED.with_borrow_mut(|issued| {
         // Holding the key's Arc keeps its address from being reused by another key.
@@ -51,9 +61,12 @@ pub(super) fn pin_cookie(
         if let Some(i) = slot
             && issued[i].expires == expires
         {
-            return issued[i].cookie.clone();
+            return issued[i].headers.clone();
         }
-        let cookie = set_cookie(PIN_COOKIE, &pins.sign(rollout_id, version, expires), max_age, secure);
+        let token = pins.sign(rollout_id, version, expires);
+        let cookie = set_cookie(PIN_COOKIE, &token, max_age, secure);
+        let token = HeaderValue::from_str(&token).expect("a pin is a plain token");
+        let headers = PinHeaders { cookie, token };
         let entry = IssuedPin {
             pins: pins.clone(),
             rollout_id: rollout_id.to_owned(),
@@ -61,14 +74,14 @@ pub(super) fn pin_cookie(
             expires,
             max_age,
             secure,
-            cookie: cookie.clone(),
+            headers: headers.clone(),
         };
         match slot {
             Some(i) => issued[i] = entry,
             None if issued.len() < ISSUED_PINS => issued.push(entry),
             None => issued[(expires as usize) % ISSUED_PINS] = entry,
         }
-        cookie
+        headers
     })
 }
 
@@ -105,8 +118,14 @@ stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
         let other_key = Arc::new(PinKey::new(b"other", "web"));
         let plain = settings(false);
         let fresh = |pins: &PinKey, version, expires, secure| {
-            set_cookie(PIN_COOKIE, &pins.sign("r1", version, expires), 1800, secure)
+            let token = pins.sign("r1", version, expires);
+            let cookie = set_cookie(PIN_COOKIE, &token, 1800, secure);
+            PinHeaders { cookie, token: HeaderValue::from_str(&token).unwrap() }
         };
+        let pin_cookie =
+            |pins: &Arc<PinKey>, rollout: &str, version: &str, expires: u64, settings: &ServiceSettings| {
+                pin_headers(pins, rollout, version, expires, settings)
+            };
         for _ in 0..2 {
             assert_eq!(pin_cookie(&pins, "r1", "v1", 100, &plain), fresh(&pins, "v1", 100, false));
             assert_eq!(pin_cookie(&pins, "r1", "v2", 100, &plain), fresh(&pins, "v2", 100, false));
@@ -115,7 +134,8 @@ stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
         assert_eq!(pin_cookie(&other_key, "r1", "v1", 101, &plain), fresh(&other_key, "v1", 101, false));
         assert_eq!(pin_cookie(&pins, "r1", "v1", 101, &settings(true)), fresh(&pins, "v1", 101, true));
         let other_rollout = pin_cookie(&pins, "r2", "v1", 101, &plain);
-        assert_eq!(other_rollout, set_cookie(PIN_COOKIE, &pins.sign("r2", "v1", 101), 1800, false));
+        assert_eq!(other_rollout.cookie, set_cookie(PIN_COOKIE, &pins.sign("r2", "v1", 101), 1800, false));
+        assert_eq!(other_rollout.token, HeaderValue::from_str(&pins.sign("r2", "v1", 101)).unwrap());
         for expires in 0..(2 * ISSUED_PINS as u64) {
             assert_eq!(pin_cookie(&pins, "r1", "v1", expires, &plain), fresh(&pins, "v1", expires, false));
         }

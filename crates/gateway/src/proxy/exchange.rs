@@ -89,8 +89,8 @@ impl std::fmt::Debug for ExchangeError {
 /// What an exchange produced: a response head and the connection it came over, or why not.
 pub(super) type Exchanged = Result<(Response<Incoming>, Conn), ExchangeError>;
 
-/// Sends the request to the decided version; when that is the canary and it failed in a
-/// retry-safe way, sends it to stable instead.
+/// Sends the request to the decided version; when that is the canary (or the rolled-back
+/// canary serving an open page) and it failed in a retry-safe way, sends it to stable instead.
 pub(super) async fn exchange(
     ctx: &mut RequestCtx<'_>,
     req: Request<UpstreamBody>,
@@ -101,7 +101,7 @@ pub(super) async fn exchange(
     // An HTTP/1.0 client may send no Host; the upstream then gets its own address as Host.
     let host = if req.headers().contains_key(HOST) { HostFrom::Client } else { HostFrom::Upstream };
     let mut again = match send(settings, decided, &mut ctx.outcome.errors, req, replay, host).await {
-        Err(error) if ctx.side == Side::Canary => error.into_retry()?,
+        Err(error) if matches!(ctx.side, Side::Canary | Side::Retired) => error.into_retry()?,
         answered_or_stable => return answered_or_stable,
     };
     let stable = &ctx.route.stable;

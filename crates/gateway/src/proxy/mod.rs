@@ -87,7 +87,7 @@ pub async fn handle(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Re
     if let Err(bad) = check_head(&req) {
         return Ok(bad_request(bad));
     }
-    let mut ctx = RequestCtx::new(&conn, req.headers()); // 1. route
+    let mut ctx = RequestCtx::new(&conn, req.method(), req.headers()); // 1. route
     let UpstreamRequest { request, mut replay, client_upgrade } = upstream_request(&ctx, req); // 2. upstream request
     let outcome = exchange(&mut ctx, request, &mut replay).await; // 3. exchange
     Ok(response(&mut ctx, outcome, client_upgrade)) // 4. response

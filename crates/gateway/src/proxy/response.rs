@@ -9,15 +9,16 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::RequestCtx;
-use super::cookies::{pin_cookie, set_cookie};
+use super::cookies::{pin_headers, set_cookie};
 use super::exchange::Exchanged;
 use crate::body::ProxyBody;
 use crate::headers::{X_CANARY_VERSION, strip_hop_by_hop};
 use crate::pool::{Conn, PooledBody};
-use crate::request::UID_COOKIE;
+use crate::request::{PIN, UID_COOKIE, VERSION_GONE};
 
 /// The response to send: the upstream's, or a 502/504 saying which version failed how; with
-/// `x-canary-version`, the session pin for the version that served, and a minted anonymous id.
+/// `x-canary-version`, the session pin for the version that served (cookie and header), a
+/// minted anonymous id, and `x-canary-version-gone` when the session's version was rolled back.
 #[inline]
 pub(super) fn response(
     ctx: &mut RequestCtx<'_>,
@@ -65,13 +66,21 @@ fn add_session_headers(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
     if settings.version_header_in_response {
         headers.insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
     }
+    if ctx.decision.version_gone {
+        headers.insert(VERSION_GONE.clone(), HeaderValue::from_static("1"));
+    }
     // A request sent to stable after all pins its session there.
     let pin_moved = ctx.side != ctx.decision.side;
     if (ctx.decision.pin == PinAction::Issue || pin_moved)
         && let Some(version) = ctx.route.table.version(ctx.side)
     {
         let expires = ctx.now + settings.pin_ttl_secs;
-        headers.append(SET_COOKIE, pin_cookie(&ctx.conn.pins, &ctx.route.table.rollout_id, version, expires, settings));
+        let pin = pin_headers(&ctx.conn.pins, &ctx.route.table.rollout_id, version, expires, settings);
+        headers.append(SET_COOKIE, pin.cookie);
+        // Always, not only to clients that sent the header form: a client without cookies has
+        // no pin to send on its first request. The token names no user (every session pinned to
+        // the same version in the same second gets the same one), so page scripts may read it.
+        headers.insert(PIN.clone(), pin.token);
     }
     if let Some(uid) = &ctx.minted {
         headers.append(SET_COOKIE, set_cookie(UID_COOKIE, uid, 365 * 24 * 3600, settings.tls));

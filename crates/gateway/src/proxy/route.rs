@@ -1,10 +1,10 @@
 //! Phase 1, **route**: which version serves a request.
 
 use canary_core::{Decision, RequestFacts, decide};
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 
 use super::ConnContext;
-use crate::request::{PIN_COOKIE, cookie, is_navigation, mint_uid, trusted_force, user_key};
+use crate::request::{is_navigation, mint_uid, session_pin, trusted_force, user_key};
 use crate::service::Route;
 
 /// What the route phase decided for one request.
@@ -17,16 +17,16 @@ pub struct Routed {
     pub minted: Option<String>,
 }
 
-/// Decides the version of a request with `headers` on `conn`, under the routing snapshot
+/// Decides the version of a `method` request with `headers` on `conn`, under the routing snapshot
 /// `snapshot`, at `now` (Unix seconds; pins expire by it).
 ///
 /// Reads the user key (the configured sources, else a `canary_uid` the gateway minted, else a
-/// new one), the session pin, a trusted override and whether the request is a top-level
+/// new one), the session pin (cookie or header), a trusted override and whether the request is a top-level
 /// navigation, then applies [`decide`]. Everything borrows from the headers: nothing is
 /// allocated unless an anonymous id has to be minted. This is the function the gateway runs
 /// for every request; its benchmark and its zero-allocation test call it too.
 #[inline]
-pub fn route(conn: &ConnContext, snapshot: &Route, headers: &HeaderMap, now: u64) -> Routed {
+pub fn route(conn: &ConnContext, snapshot: &Route, method: &Method, headers: &HeaderMap, now: u64) -> Routed {
     let ConnContext { service, pins, client } = conn;
     let settings = &service.settings;
     let mut minted = None;
@@ -36,9 +36,10 @@ pub fn route(conn: &ConnContext, snapshot: &Route, headers: &HeaderMap, now: u64
     };
     let facts = RequestFacts {
         key,
-        pin: cookie(headers, PIN_COOKIE),
-        force: trusted_force(settings, headers, client.peer.ip()),
+        pin: session_pin(headers),
+        force: trusted_force(settings, snapshot.spec.force_token.as_deref(), headers, client.peer.ip()),
         boundary: is_navigation(headers),
+        read_only: matches!(*method, Method::GET | Method::HEAD),
         canary_healthy: service.canary_open(),
         now,
     };

@@ -61,8 +61,9 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>)
     req.headers_mut().insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
     // A bodiless idempotent request to the canary can be sent again if the canary drops it
     // before answering (it crashed mid-request); keeping its head costs a copy, so only these.
-    let replay = (ctx.side == Side::Canary && !upgrade && is_idempotent(req.method()) && req.body().is_end_stream())
-        .then(|| Replay::of(&req));
+    let to_canary = matches!(ctx.side, Side::Canary | Side::Retired);
+    let replay =
+        (to_canary && !upgrade && is_idempotent(req.method()) && req.body().is_end_stream()).then(|| Replay::of(&req));
     UpstreamRequest { request: req.map(UpstreamBody::Client), client_upgrade, replay }
 }
 

@@ -5,23 +5,31 @@
 //! building machine, and the default product (the embedded store) should build with nothing but
 //! Rust. The JSON gateway is the same API, message for message, over plain HTTP/1.1.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::wire::{self, GatewayError, StreamLine};
-use super::{BACKEND, EtcdOptions, corrupt, unavailable};
+use super::{BACKEND, EtcdCredentials, EtcdOptions, corrupt, unavailable};
 use crate::{Result, StoreError};
 
 /// gRPC status codes etcd answers with, as its gateway passes them on.
 mod code {
     pub(super) const INVALID_ARGUMENT: i32 = 3;
     pub(super) const NOT_FOUND: i32 = 5;
+    pub(super) const PERMISSION_DENIED: i32 = 7;
     pub(super) const FAILED_PRECONDITION: i32 = 9;
     pub(super) const OUT_OF_RANGE: i32 = 11;
+    pub(super) const UNAUTHENTICATED: i32 = 16;
+}
+
+/// What etcd's authentication needs: the credentials, and the token they last bought.
+struct Auth {
+    credentials: EtcdCredentials,
+    token: Mutex<Option<Arc<str>>>,
 }
 
 /// The HTTP side of [`EtcdStore`](super::EtcdStore): endpoints, deadlines and error mapping.
@@ -33,6 +41,7 @@ pub struct EtcdClient {
     /// Index of the endpoint tried first: the one that answered last.
     preferred: Arc<AtomicUsize>,
     request_timeout: Duration,
+    auth: Option<Arc<Auth>>,
 }
 
 impl EtcdClient {
@@ -61,6 +70,10 @@ impl EtcdClient {
             endpoints: endpoints.into(),
             preferred: Arc::new(AtomicUsize::new(0)),
             request_timeout: options.request_timeout,
+            auth: options
+                .credentials
+                .clone()
+                .map(|credentials| Arc::new(Auth { credentials, token: Mutex::new(None) })),
         })
     }
 
@@ -80,9 +93,55 @@ impl EtcdClient {
         Ok(Lines { response, buffer: Vec::new(), path: path.to_owned() })
     }
 
-    /// Posts to the preferred endpoint, moving on to the next one only when the connection
-    /// could not be made, so a request that may have been applied is never sent twice.
+    /// Posts with the current auth token; when etcd says the token expired (simple tokens
+    /// do after a few idle minutes, and with every etcd restart), authenticates once more and
+    /// sends again — an unauthenticated request was not applied, so that is never a repeat.
     async fn send(&self, path: &str, body: &impl Serialize, deadline: Option<Duration>) -> Result<reqwest::Response> {
+        let token = self.token().await?;
+        match self.send_as(token.as_deref(), path, body, deadline).await? {
+            Ok(response) => Ok(response),
+            Err(error) if error.code == code::UNAUTHENTICATED && self.auth.is_some() => {
+                let token = self.authenticate().await?;
+                self.send_as(Some(&token), path, body, deadline).await?.map_err(|e| status_error(&e))
+            }
+            Err(error) => Err(status_error(&error)),
+        }
+    }
+
+    /// The token to send, authenticating first when there is none yet.
+    async fn token(&self) -> Result<Option<Arc<str>>> {
+        let Some(auth) = &self.auth else { return Ok(None) };
+        let current = auth.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        match current {
+            Some(token) => Ok(Some(token)),
+            None => self.authenticate().await.map(Some),
+        }
+    }
+
+    /// Trades the configured user name and password for a fresh token, and keeps it.
+    async fn authenticate(&self) -> Result<Arc<str>> {
+        let Some(auth) = &self.auth else { return Err(unavailable("no etcd credentials are configured")) };
+        let request = wire::AuthenticateRequest { name: &auth.credentials.user, password: &auth.credentials.password };
+        let answer = self.send_as(None, "/v3/auth/authenticate", &request, Some(self.request_timeout)).await?;
+        let response = answer.map_err(|e| status_error(&e))?;
+        let bytes = response.bytes().await.map_err(|e| unavailable(format!("/v3/auth/authenticate: {e}")))?;
+        let answer: wire::AuthenticateResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(format!("/v3/auth/authenticate answered unreadable JSON: {e}")))?;
+        let token: Arc<str> = answer.token.into();
+        *auth.token.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(token.clone());
+        Ok(token)
+    }
+
+    /// Posts to the preferred endpoint, moving on to the next one only when the connection
+    /// could not be made, so a request that may have been applied is never sent twice. The
+    /// inner error is etcd's own refusal, for the caller to act on.
+    async fn send_as(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        body: &impl Serialize,
+        deadline: Option<Duration>,
+    ) -> Result<Result<reqwest::Response, GatewayError>> {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut last_error = String::new();
         for attempt in 0..self.endpoints.len() {
@@ -91,10 +150,13 @@ impl EtcdClient {
             if let Some(deadline) = deadline {
                 request = request.timeout(deadline);
             }
+            if let Some(token) = token {
+                request = request.header(reqwest::header::AUTHORIZATION, token);
+            }
             match request.send().await {
                 Ok(response) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    return check_status(path, response).await;
+                    return refusal_of(path, response).await;
                 }
                 Err(e) if e.is_connect() => last_error = format!("{}: {e}", self.endpoints[index]),
                 Err(e) => return Err(unavailable(format!("{path}: {e}"))),
@@ -128,20 +190,23 @@ impl EtcdClient {
     }
 }
 
-/// Turns a non-2xx answer into the error its gRPC code stands for.
-async fn check_status(path: &str, response: reqwest::Response) -> Result<reqwest::Response> {
+/// A 2xx answer as it is; otherwise etcd's refusal, or an error when it is not one of etcd's.
+async fn refusal_of(path: &str, response: reqwest::Response) -> Result<Result<reqwest::Response, GatewayError>> {
     if response.status().is_success() {
-        return Ok(response);
+        return Ok(Ok(response));
     }
     let status = response.status();
     let body = response.bytes().await.unwrap_or_default();
     match serde_json::from_slice::<GatewayError>(&body) {
-        Ok(error) => Err(status_error(&error)),
+        Ok(error) => Ok(Err(error)),
         Err(_) => Err(unavailable(format!("{path}: HTTP {status}: {}", String::from_utf8_lossy(&body)))),
     }
 }
 
 pub(crate) fn status_error(error: &GatewayError) -> StoreError {
+    if let Some(denied) = access_error(error) {
+        return denied;
+    }
     match error.code {
         code::INVALID_ARGUMENT | code::OUT_OF_RANGE | code::FAILED_PRECONDITION => {
             StoreError::Rejected { backend: BACKEND, detail: error.message.clone() }
@@ -149,6 +214,26 @@ pub(crate) fn status_error(error: &GatewayError) -> StoreError {
         code::NOT_FOUND => StoreError::Rejected { backend: BACKEND, detail: format!("not found: {}", error.message) },
         other => unavailable(format!("gRPC code {other}: {}", error.message)),
     }
+}
+
+/// etcd's refusals of who we are, each with what the operator should change.
+fn access_error(error: &GatewayError) -> Option<StoreError> {
+    let message = &error.message;
+    let detail = match error.code {
+        code::PERMISSION_DENIED => format!("{message}: grant the user read and write on the /canary/ prefix"),
+        code::UNAUTHENTICATED => format!("{message}: check [store] username and password"),
+        code::INVALID_ARGUMENT if message.contains("user name is empty") => {
+            format!("{message}: etcd has authentication enabled; set [store] username and password")
+        }
+        code::INVALID_ARGUMENT if message.contains("authentication failed") => {
+            format!("{message}: check [store] username and password")
+        }
+        code::FAILED_PRECONDITION if message.contains("authentication is not enabled") => {
+            format!("{message}: remove [store] username and password, or enable authentication in etcd")
+        }
+        _ => return None,
+    };
+    Some(StoreError::Denied { backend: BACKEND, detail })
 }
 
 /// The lines of a streamed answer, each one JSON message.

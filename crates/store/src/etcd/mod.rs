@@ -53,6 +53,23 @@ pub struct EtcdOptions {
     pub keep_alive_interval: Duration,
     /// Where leader keys live: `<leader_prefix><election>`.
     pub leader_prefix: String,
+    /// The etcd user to authenticate as, when etcd has authentication enabled.
+    pub credentials: Option<EtcdCredentials>,
+}
+
+/// An etcd user name and password (`etcdctl user add`). The password never appears in `Debug`.
+#[derive(Clone)]
+pub struct EtcdCredentials {
+    /// The user name.
+    pub user: String,
+    /// The user's password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdCredentials").field("user", &self.user).field("password", &"<redacted>").finish()
+    }
 }
 
 impl Default for EtcdOptions {
@@ -62,6 +79,7 @@ impl Default for EtcdOptions {
             connect_timeout: Duration::from_secs(3),
             keep_alive_interval: Duration::from_secs(10),
             leader_prefix: keys::LEADERS.to_owned(),
+            credentials: None,
         }
     }
 }

@@ -263,6 +263,19 @@ pub(crate) struct GatewayError {
     pub message: String,
 }
 
+/// `AuthenticateRequest`.
+#[derive(Serialize)]
+pub(crate) struct AuthenticateRequest<'a> {
+    pub name: &'a str,
+    pub password: &'a str,
+}
+
+/// `AuthenticateResponse`: the token to send as `Authorization` with every later request.
+#[derive(Deserialize)]
+pub(crate) struct AuthenticateResponse {
+    pub token: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use canary_store::{EtcdOptions, EtcdStore, Store};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use canary_store::{EtcdCredentials, EtcdOptions, EtcdStore, Store, StoreError};
 use tokio::time::Instant;
 
 /// How long etcd may take to answer after it was started.
@@ -21,17 +23,31 @@ pub struct EtcdServer {
     data_dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    extra_args: Vec<String>,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it answers. Panics (fails the test) when the binary is
     /// missing: CI must install it, and a silently skipped test would hide that.
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// [`start`](Self::start) with more etcd flags, e.g. `--auth-token-ttl=1`.
+    pub async fn start_with(extra_args: &[&str]) -> Self {
         let binary = etcd_binary();
+        let extra_args: Vec<String> = extra_args.iter().map(|&a| a.to_owned()).collect();
         let mut data_dir = tempfile::tempdir().expect("temp dir for etcd");
         for _ in 0..PORT_ATTEMPTS {
             let (client_port, peer_port) = free_port_pair();
-            let mut server = EtcdServer { child: None, binary: binary.clone(), data_dir, client_port, peer_port };
+            let mut server = EtcdServer {
+                child: None,
+                binary: binary.clone(),
+                data_dir,
+                client_port,
+                peer_port,
+                extra_args: extra_args.clone(),
+            };
             server.spawn();
             if server.wait_until_serving().await {
                 return server;
@@ -52,13 +68,47 @@ impl EtcdServer {
 
     /// A store connected to this server.
     pub async fn store(&self) -> EtcdStore {
+        self.store_as(None).await
+    }
+
+    /// A store connected to this server that authenticates with `credentials`.
+    pub async fn store_as(&self, credentials: Option<EtcdCredentials>) -> EtcdStore {
         let options = EtcdOptions {
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             keep_alive_interval: Duration::from_secs(1),
+            credentials,
             ..EtcdOptions::default()
         };
         EtcdStore::connect(&[self.endpoint()], options).await.expect("connect to test etcd")
+    }
+
+    /// Creates `root` and a user `user` that may read and write `/canary/` only, then enables
+    /// authentication — what an operator does with `etcdctl user add` and `etcdctl auth enable`.
+    pub async fn enable_auth(&self, user: &str, password: &str) {
+        let prefix = serde_json::json!({
+            "permType": "READWRITE",
+            "key": STANDARD.encode("/canary/"),
+            "range_end": STANDARD.encode("/canary0"),
+        });
+        let steps = [
+            ("/v3/auth/user/add", serde_json::json!({"name": "root", "password": format!("root-{password}")})),
+            ("/v3/auth/role/add", serde_json::json!({"name": "root"})),
+            ("/v3/auth/user/grant", serde_json::json!({"user": "root", "role": "root"})),
+            ("/v3/auth/user/add", serde_json::json!({"name": user, "password": password})),
+            ("/v3/auth/role/add", serde_json::json!({"name": user})),
+            ("/v3/auth/role/grant", serde_json::json!({"name": user, "perm": prefix})),
+            ("/v3/auth/user/grant", serde_json::json!({"user": user, "role": user})),
+            ("/v3/auth/enable", serde_json::json!({})),
+        ];
+        let http = reqwest::Client::new();
+        for (path, body) in steps {
+            let response = http.post(format!("{}{path}", self.endpoint())).json(&body).send().await;
+            let response = response.unwrap_or_else(|e| panic!("{path}: {e}"));
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            assert!(status.is_success(), "{path}: {status} {text}");
+        }
     }
 
     /// SIGKILLs etcd, as a crash would.
@@ -93,6 +143,7 @@ impl EtcdServer {
             .arg(format!("--initial-cluster=test={peer}"))
             .arg("--initial-cluster-state=new")
             .arg("--logger=zap")
+            .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("etcd log file"))
             .stderr(log)
@@ -111,7 +162,8 @@ impl EtcdServer {
             {
                 return false;
             }
-            if store.get("/health-probe").await.is_ok() {
+            // A refusal of who we are is an answer too: etcd with authentication enabled.
+            if matches!(store.get("/health-probe").await, Ok(_) | Err(StoreError::Denied { .. })) {
                 return true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
