@@ -2,7 +2,8 @@
 //! answer within the timeout passes.
 
 use canary_core::clock::unix_ms;
-use canary_core::gate::{GateConfig, SIGNATURE_HEADER, ShardStatus, sign};
+use canary_core::gate::{GateConfig, ShardStatus};
+use canary_core::signature::{SIGNATURE_HEADER, sign_body};
 
 use super::command::Views;
 use super::context::RunContext;
@@ -46,7 +47,7 @@ async fn send(gate: &GateConfig, body: Vec<u8>) -> Result<u16, (Option<u16>, Str
         .map_err(|e| (None, format!("cannot build an HTTP client: {e}")))?;
     let mut request = client.post(url).header("content-type", "application/json");
     if let Some(secret) = &gate.secret {
-        request = request.header(SIGNATURE_HEADER, sign(secret.as_bytes(), &body));
+        request = request.header(SIGNATURE_HEADER, sign_body(secret.as_bytes(), &body));
     }
     let answer = match request.body(body).send().await {
         Ok(answer) => answer,

@@ -8,8 +8,8 @@
 //!
 //! Everything here is pure: the configuration and its checks ([`GateConfig`]), the expansion of
 //! `{shard}`/`{shards}` in a command ([`expand`]), the process environment ([`command_env`]),
-//! the streaming JUnit summary ([`JunitSummary`]), the signature of an HTTP gate's body
-//! ([`sign`]) and the state the API shows ([`GateView`]). The controller runs the processes and
+//! the streaming JUnit summary ([`JunitSummary`]) and the state the API shows ([`GateView`]);
+//! an HTTP gate's body is signed like a notification's ([`crate::signature`]). The controller runs the processes and
 //! the requests (`canary_controller::gates`).
 //!
 //! A gate must be idempotent: a controller that restarts while a gate runs runs it again from
@@ -18,13 +18,11 @@
 mod config;
 mod env;
 mod junit;
-mod signature;
 mod state;
 mod template;
 
 pub use config::{GateConfig, GateKind, GateWhen, OnFailure, check_gates};
 pub use env::{CommandContext, command_env};
 pub use junit::{FailedTest, JunitError, JunitSummary, MAX_FAILURES, MAX_MESSAGE, MAX_SLOWEST, SlowTest};
-pub use signature::{SIGNATURE_HEADER, sign};
 pub use state::{GateStatus, GateView, ShardStatus, ShardView, failure_reason};
 pub use template::expand;
