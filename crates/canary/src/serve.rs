@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use canary_core::admin::Tokens;
 use canary_core::config::{Config, StoreConfig};
 use canary_core::pin::PinSecret;
-use canary_store::{CasOutcome, EtcdCredentials, EtcdOptions, EtcdStore, RedbStore, Store, keys};
+use canary_store::{CasOutcome, EtcdCredentials, EtcdOptions, EtcdStore, EtcdTls, RedbStore, Store, keys};
 
 use crate::cli::{LogFormat, ServeArgs, ValidateArgs};
 use crate::handover::{self, Inherited};
@@ -50,7 +50,7 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
             }
             Arc::new(RedbStore::open(&path).with_context(|| format!("cannot open the store {}", path.display()))?)
         }
-        StoreConfig::Etcd { endpoints, username, password, password_file } => {
+        StoreConfig::Etcd { endpoints, username, password, password_file, ca_file, cert_file, key_file } => {
             let credentials = match username {
                 Some(user) => Some(EtcdCredentials {
                     user: user.clone(),
@@ -59,7 +59,10 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
                 }),
                 None => None,
             };
-            let options = EtcdOptions { credentials, ..EtcdOptions::default() };
+            let https = endpoints.iter().all(|e| e.starts_with("https://"));
+            let tls =
+                https.then(|| etcd_tls(ca_file.as_deref(), cert_file.as_deref(), key_file.as_deref())).transpose()?;
+            let options = EtcdOptions { credentials, tls, ..EtcdOptions::default() };
             Arc::new(
                 EtcdStore::connect(endpoints, options)
                     .await
@@ -67,6 +70,19 @@ pub async fn open_store(config: &StoreConfig, base: &Path) -> anyhow::Result<Arc
             )
         }
     })
+}
+
+/// The PEM files of `[store]`'s TLS, read.
+fn etcd_tls(ca: Option<&Path>, cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<EtcdTls> {
+    let read = |key: &str, path: &Path| {
+        std::fs::read(path).with_context(|| format!("[store] {key}: cannot read {}", path.display()))
+    };
+    let ca_pem = ca.map(|path| read("ca_file", path)).transpose()?;
+    let identity_pem = match (cert, key) {
+        (Some(cert), Some(key)) => Some([read("cert_file", cert)?, read("key_file", key)?].concat()),
+        _ => None,
+    };
+    Ok(EtcdTls { ca_pem, identity_pem })
 }
 
 /// Starts everything for `config` and serves until a stop signal or until another process

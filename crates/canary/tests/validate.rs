@@ -57,7 +57,7 @@ fn bad_notification_sinks_are_named_with_what_is_wrong() {
     let err = sink("kind = \"webhook\"\nurl = \"http://127.0.0.1:9999/hook\"\nsecret = \"too short\"");
     assert!(err.contains("secret must be at least 16 characters") && err.contains("line 10"), "{err}");
     let err = sink("kind = \"webhook\"\nurl = \"127.0.0.1:9999/hook\"");
-    assert!(err.contains("must start with http://"), "{err}");
+    assert!(err.contains("must start with https:// or http://"), "{err}");
     let err = sink("kind = \"webhook\"\nurl = \"http://127.0.0.1:9999/hook\"\nevents = [\"rolledback\"]");
     assert!(err.contains("unknown event \"rolledback\"") && err.contains("rolled_back"), "{err}");
 

@@ -68,6 +68,16 @@ pub enum StoreConfig {
         /// …or in a file (trailing whitespace ignored).
         #[serde(default)]
         password_file: Option<PathBuf>,
+        /// The CA that signed etcd's server certificates, for `https://` endpoints (default:
+        /// the system's roots).
+        #[serde(default)]
+        ca_file: Option<PathBuf>,
+        /// A client certificate for etcd's `--client-cert-auth` (PEM), with `key_file`.
+        #[serde(default)]
+        cert_file: Option<PathBuf>,
+        /// The client certificate's private key (PEM).
+        #[serde(default)]
+        key_file: Option<PathBuf>,
     },
 }
 
@@ -88,6 +98,22 @@ fn check_etcd(endpoints: &[String], username: Option<&str>, has_password: bool) 
         (None, true) => Err(ConfigError::Invalid("[store]: password needs a username".into())),
         _ => Ok(()),
     }
+}
+
+/// An etcd store's TLS: every endpoint `https://` or none, TLS files only for `https://`, and a
+/// client certificate with its key.
+fn check_etcd_tls(endpoints: &[String], ca: bool, (cert, key): (bool, bool)) -> Result<(), ConfigError> {
+    let https = endpoints.iter().filter(|e| e.starts_with("https://")).count();
+    if https != 0 && https != endpoints.len() {
+        return Err(ConfigError::Invalid("[store]: endpoints must be all https:// or all http://".into()));
+    }
+    if https == 0 && (ca || cert || key) {
+        return Err(ConfigError::Invalid("[store]: ca_file, cert_file and key_file need https:// endpoints".into()));
+    }
+    if cert != key {
+        return Err(ConfigError::Invalid("[store]: cert_file and key_file go together".into()));
+    }
+    Ok(())
 }
 
 fn default_store_path() -> PathBuf {
@@ -752,8 +778,11 @@ impl Config {
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
             return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
         }
-        if let StoreConfig::Etcd { endpoints, username, password, password_file } = &self.store {
+        if let StoreConfig::Etcd { endpoints, username, password, password_file, ca_file, cert_file, key_file } =
+            &self.store
+        {
             check_etcd(endpoints, username.as_deref(), password.is_some() || password_file.is_some())?;
+            check_etcd_tls(endpoints, ca_file.is_some(), (cert_file.is_some(), key_file.is_some()))?;
             if password.is_some() && password_file.is_some() {
                 return invalid("[store]: set password or password_file, not both".into());
             }
@@ -986,5 +1015,23 @@ prometheus = "http://127.0.0.1:9090"
         let e = error(&etcd("username = \"canary\"\npassword = \"pw\"\npassword_file = \"/run/pw\"", secret));
         assert!(e.contains("not both"), "{e}");
         assert!(Config::from_toml(&etcd("username = \"canary\"\npassword_file = \"/run/pw\"", secret)).is_ok());
+    }
+
+    #[test]
+    fn etcd_tls_needs_https_endpoints_and_a_whole_client_certificate() {
+        let etcd = |endpoints: &str, extra: &str| {
+            format!(
+                "[gateway]\npin_secret = \"sixteen-characters-at-least\"\n[store]\nkind = \"etcd\"\nendpoints = [{endpoints}]\n{extra}\n{GOOD}"
+            )
+        };
+        let https = "\"https://10.0.0.1:2379\", \"https://10.0.0.2:2379\"";
+        assert!(Config::from_toml(&etcd(https, "ca_file = \"/etc/ca.pem\"")).is_ok());
+        assert!(Config::from_toml(&etcd(https, "")).is_ok(), "the system's roots");
+        let e = error(&etcd("\"https://10.0.0.1:2379\", \"http://10.0.0.2:2379\"", ""));
+        assert!(e.contains("all https:// or all http://"), "{e}");
+        let e = error(&etcd("\"http://10.0.0.1:2379\"", "ca_file = \"/etc/ca.pem\""));
+        assert!(e.contains("need https:// endpoints"), "{e}");
+        let e = error(&etcd(https, "cert_file = \"/etc/client.pem\""));
+        assert!(e.contains("cert_file and key_file go together"), "{e}");
     }
 }

@@ -70,7 +70,7 @@ use async_trait::async_trait;
 
 pub use embedded::{RedbOptions, RedbStore};
 pub use error::{Result, StoreError};
-pub use etcd::{EtcdCredentials, EtcdOptions, EtcdStore};
+pub use etcd::{EtcdCredentials, EtcdOptions, EtcdStore, EtcdTls};
 pub use leadership::Leadership;
 pub use txn::{CasOutcome, Compare, Op, Txn, TxnOutcome};
 pub use watch::{EventKind, PrefixFollower, WatchEvent, WatchStream};

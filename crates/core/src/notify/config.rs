@@ -32,8 +32,8 @@ impl SinkKind {
     }
 }
 
-/// An `http://` URL with a host. `https://` is refused with the reason: this build's HTTP
-/// client has no TLS, and a sink whose every attempt fails is worse than a clear error.
+/// An `http://` or `https://` URL with a host (`https://` verified against the system's roots,
+/// or the bundle `SSL_CERT_FILE` names).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct SinkUrl(String);
@@ -41,14 +41,8 @@ pub struct SinkUrl(String);
 impl TryFrom<String> for SinkUrl {
     type Error = String;
     fn try_from(url: String) -> Result<Self, Self::Error> {
-        if url.starts_with("https://") {
-            return Err(format!(
-                "url {url:?}: https is not supported by this build (its HTTP client has no TLS); \
-                 send to an http:// relay on a trusted network"
-            ));
-        }
-        let Some(rest) = url.strip_prefix("http://") else {
-            return Err(format!("url {url:?} must start with http://"));
+        let Some(rest) = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")) else {
+            return Err(format!("url {url:?} must start with https:// or http://"));
         };
         let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
         if host.is_empty() || host.contains(char::is_whitespace) || url.contains(char::is_control) {
@@ -197,9 +191,8 @@ mod tests {
         let e = sink("kind = \"email\"\nurl = \"http://x\"");
         assert!(e.contains("unknown variant `email`") && e.contains("webhook") && e.contains("line 2"), "{e}");
         let e = sink("kind = \"webhook\"\nurl = \"ftp://x\"");
-        assert!(e.contains("must start with http://"), "{e}");
-        let e = sink("kind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"");
-        assert!(e.contains("https is not supported by this build"), "{e}");
+        assert!(e.contains("must start with https:// or http://"), "{e}");
+        assert!(parse("[[notify]]\nkind = \"slack\"\nurl = \"https://hooks.slack.com/services/T/B/X\"\n").is_ok());
         let e = sink("kind = \"webhook\"\nurl = \"http:///hook\"");
         assert!(e.contains("no host"), "{e}");
         let e = sink("kind = \"webhook\"\nurl = \"http://x\"\nsecret = \"short\"");

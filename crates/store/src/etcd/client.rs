@@ -50,21 +50,18 @@ impl EtcdClient {
         if endpoints.is_empty() {
             return Err(StoreError::InvalidArgument("etcd needs at least one endpoint".into()));
         }
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
         for endpoint in &endpoints {
             let url = reqwest::Url::parse(endpoint)
                 .map_err(|e| StoreError::InvalidArgument(format!("etcd endpoint {endpoint:?}: {e}")))?;
-            if url.scheme() != "http" {
+            if url.scheme() != scheme {
                 return Err(StoreError::InvalidArgument(format!(
-                    "etcd endpoint {endpoint:?}: only http:// endpoints are supported"
+                    "etcd endpoint {endpoint:?}: {scheme}:// expected ({})",
+                    if scheme == "https" { "TLS is configured" } else { "set [store] TLS files for https://" }
                 )));
             }
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .tcp_keepalive(options.keep_alive_interval)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))?;
+        let http = http_client(options)?;
         Ok(Self {
             http,
             endpoints: endpoints.into(),
@@ -188,6 +185,27 @@ impl EtcdClient {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The HTTP client, with the TLS settings when etcd is reached over https.
+fn http_client(options: &EtcdOptions) -> Result<reqwest::Client> {
+    let invalid = |what: &str, e: reqwest::Error| StoreError::InvalidArgument(format!("etcd TLS: {what}: {e}"));
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(options.connect_timeout)
+        .tcp_keepalive(options.keep_alive_interval)
+        .tcp_nodelay(true);
+    if let Some(tls) = &options.tls {
+        if let Some(ca) = &tls.ca_pem {
+            for certificate in reqwest::Certificate::from_pem_bundle(ca).map_err(|e| invalid("the CA file", e))? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some(identity) = &tls.identity_pem {
+            builder = builder
+                .identity(reqwest::Identity::from_pem(identity).map_err(|e| invalid("the client certificate", e))?);
+        }
+    }
+    builder.build().map_err(|e| unavailable(format!("cannot build the HTTP client: {e}")))
 }
 
 /// A 2xx answer as it is; otherwise etcd's refusal, or an error when it is not one of etcd's.

@@ -55,6 +55,28 @@ pub struct EtcdOptions {
     pub leader_prefix: String,
     /// The etcd user to authenticate as, when etcd has authentication enabled.
     pub credentials: Option<EtcdCredentials>,
+    /// TLS to etcd's `https://` endpoints: whom to trust, and the client certificate to show.
+    pub tls: Option<EtcdTls>,
+}
+
+/// How to reach etcd over TLS, in PEM.
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    /// The certificate authority that signed etcd's server certificates (`--trusted-ca-file`
+    /// on the etcd side); without it, the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its private key, one after the other (etcd's
+    /// `--client-cert-auth`).
+    pub identity_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for EtcdTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdTls")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.identity_pem.is_some())
+            .finish()
+    }
 }
 
 /// An etcd user name and password (`etcdctl user add`). The password never appears in `Debug`.
@@ -80,6 +102,7 @@ impl Default for EtcdOptions {
             keep_alive_interval: Duration::from_secs(10),
             leader_prefix: keys::LEADERS.to_owned(),
             credentials: None,
+            tls: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use canary_store::{EtcdCredentials, EtcdOptions, EtcdStore, Store, StoreError};
+use canary_store::{EtcdCredentials, EtcdOptions, EtcdStore, EtcdTls, Store, StoreError};
 use tokio::time::Instant;
 
 /// How long etcd may take to answer after it was started.
@@ -24,6 +24,8 @@ pub struct EtcdServer {
     client_port: u16,
     peer_port: u16,
     extra_args: Vec<String>,
+    /// How clients reach it over TLS, when it serves `https://`.
+    tls: Option<EtcdTls>,
 }
 
 impl EtcdServer {
@@ -35,6 +37,16 @@ impl EtcdServer {
 
     /// [`start`](Self::start) with more etcd flags, e.g. `--auth-token-ttl=1`.
     pub async fn start_with(extra_args: &[&str]) -> Self {
+        Self::start_configured(extra_args, None).await
+    }
+
+    /// etcd serving `https://` with the TLS flags in `extra_args` (`--cert-file`, …); clients
+    /// (and the readiness probe) connect with `client`.
+    pub async fn start_tls(extra_args: &[&str], client: EtcdTls) -> Self {
+        Self::start_configured(extra_args, Some(client)).await
+    }
+
+    async fn start_configured(extra_args: &[&str], tls: Option<EtcdTls>) -> Self {
         let binary = etcd_binary();
         let extra_args: Vec<String> = extra_args.iter().map(|&a| a.to_owned()).collect();
         let mut data_dir = tempfile::tempdir().expect("temp dir for etcd");
@@ -47,6 +59,7 @@ impl EtcdServer {
                 client_port,
                 peer_port,
                 extra_args: extra_args.clone(),
+                tls: tls.clone(),
             };
             server.spawn();
             if server.wait_until_serving().await {
@@ -61,9 +74,10 @@ impl EtcdServer {
         panic!("etcd did not start after {PORT_ATTEMPTS} attempts");
     }
 
-    /// The client URL, `http://127.0.0.1:<port>`.
+    /// The client URL, `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// A store connected to this server.
@@ -78,6 +92,7 @@ impl EtcdServer {
             connect_timeout: Duration::from_secs(1),
             keep_alive_interval: Duration::from_secs(1),
             credentials,
+            tls: self.tls.clone(),
             ..EtcdOptions::default()
         };
         EtcdStore::connect(&[self.endpoint()], options).await.expect("connect to test etcd")
@@ -130,7 +145,7 @@ impl EtcdServer {
     }
 
     fn spawn(&mut self) {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("etcd log file");
         let child = Command::new(&self.binary)
