@@ -13,21 +13,18 @@
 //! it when its deadline passes. While a request is in flight no deadline applies; after an
 //! upgrade the socket belongs to the feed, whose own rules apply (a hello within 10 s).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use canary_gateway::accept::{LOG_INTERVAL, RateLimitedLog, backoff};
+use canary_gateway::watched::{Observed, OnRead};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -98,7 +95,7 @@ async fn connection(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let _ = stream.set_nodelay(true);
     let watch = Arc::new(Watch::new(Instant::now()));
-    let io = TokioIo::new(Watched { inner: stream, watch: watch.clone() });
+    let io = TokioIo::new(Observed::new(stream, ArrivingBytes(watch.clone())));
     let requests = watch.clone();
     let service = service_fn(move |mut req: http::Request<Incoming>| {
         let in_flight = InFlight::start(requests.clone());
@@ -231,47 +228,12 @@ impl Drop for InFlight {
     }
 }
 
-/// The socket, telling its clock when bytes arrive.
-struct Watched {
-    inner: TcpStream,
-    watch: Arc<Watch>,
-}
+/// The socket's reads, told to its clock.
+struct ArrivingBytes(Arc<Watch>);
 
-impl AsyncRead for Watched {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.watch.update(|clock| clock.bytes_read(Instant::now()));
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for Watched {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+impl OnRead for ArrivingBytes {
+    fn on_read(&mut self, _arrived: &[u8]) {
+        self.0.update(|clock| clock.bytes_read(Instant::now()));
     }
 }
 

@@ -15,34 +15,49 @@ use tokio::time::Instant;
 use crate::conn_clock::InFlight;
 use crate::conn_table::Registration;
 
-/// A client socket (plain or TLS) that tells its clock when bytes arrive.
-#[derive(Debug)]
-pub struct Watched<I> {
-    inner: I,
-    registration: Registration,
+/// What a stream tells when bytes arrive.
+pub trait OnRead: Unpin {
+    /// `arrived` came in with the last read.
+    fn on_read(&mut self, arrived: &[u8]);
 }
 
-impl<I> Watched<I> {
-    /// Wraps `inner`, registered as `registration`.
-    pub fn new(inner: I, registration: Registration) -> Watched<I> {
-        Watched { inner, registration }
+/// A stream whose reads are reported to `O`; writes pass through untouched.
+#[derive(Debug)]
+pub struct Observed<I, O> {
+    inner: I,
+    observer: O,
+}
+
+impl<I, O> Observed<I, O> {
+    /// Wraps `inner`, reporting its reads to `observer`.
+    pub fn new(inner: I, observer: O) -> Observed<I, O> {
+        Observed { inner, observer }
     }
 }
 
-impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+/// A client socket (plain or TLS) that tells its clock when bytes arrive, and holds its place
+/// in its worker's table.
+pub type Watched<I> = Observed<I, Registration>;
+
+impl OnRead for Registration {
+    fn on_read(&mut self, arrived: &[u8]) {
+        self.watch.update(|clock| clock.bytes_read(Instant::now(), arrived));
+    }
+}
+
+impl<I: AsyncRead + Unpin, O: OnRead> AsyncRead for Observed<I, O> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
         if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let arrived = &buf.filled()[before..];
-            this.registration.watch.update(|clock| clock.bytes_read(Instant::now(), arrived));
+            this.observer.on_read(&buf.filled()[before..]);
         }
         poll
     }
 }
 
-impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+impl<I: AsyncWrite + Unpin, O: Unpin> AsyncWrite for Observed<I, O> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
