@@ -185,6 +185,13 @@ mod tests {
         assert!(!is_navigation(&headers(&[("accept", "*/*")])));
     }
 
+    /// The settings of the first service of a config file.
+    fn settings_of(text: &str) -> crate::service::ServiceSettings {
+        let config = canary_core::config::Config::from_toml(text).unwrap();
+        let shared = std::sync::Arc::new(crate::Shared::default());
+        crate::Service::new(&config.services[0], true, shared).settings
+    }
+
     #[test]
     fn only_the_exact_token_trusts_an_override_from_anywhere() {
         let text = r#"
@@ -194,9 +201,7 @@ listen = "127.0.0.1:0"
 force_token = "qa-token-1234567890"
 stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
 "#;
-        let config = canary_core::config::Config::from_toml(text).unwrap();
-        let shared = std::sync::Arc::new(crate::Shared::default());
-        let settings = crate::Service::new(&config.services[0], true, shared).settings;
+        let settings = settings_of(text);
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
         let forced = |token: &'static str| {
             let h = headers(&[(FORCE_HEADER, "canary"), (FORCE_TOKEN_HEADER, token)]);
@@ -217,9 +222,7 @@ name = "web"
 listen = "127.0.0.1:0"
 stable = { version = "v1", upstreams = ["127.0.0.1:9001"] }
 "#;
-        let config = canary_core::config::Config::from_toml(text).unwrap();
-        let shared = std::sync::Arc::new(crate::Shared::default());
-        let settings = crate::Service::new(&config.services[0], true, shared).settings;
+        let settings = settings_of(text);
         let peer: IpAddr = "192.0.2.7".parse().unwrap();
         let h = headers(&[(FORCE_HEADER, "canary"), (FORCE_TOKEN_HEADER, "0123456789abcdef0123456789abcdef")]);
         assert_eq!(trusted_force(&settings, Some("0123456789abcdef0123456789abcdef"), &h, peer), Some(Force::Canary));
