@@ -210,3 +210,40 @@ async fn with_two_controllers_only_the_leader_sends_and_each_event_arrives_once(
         Some("canary_notify_delivered_total{sink=\"hooks\"} 4")
     );
 }
+
+/// A CA and a certificate it signed for 127.0.0.1: the CA's PEM, and an acceptor serving the
+/// certificate.
+fn private_ca() -> (String, tokio_rustls::TlsAcceptor) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .unwrap();
+    (ca.pem(), tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_sink_is_reached_when_its_ca_is_trusted() {
+    let (ca, tls) = private_ca();
+    let receiver = HookReceiver::start_tls(Answer::Accept, tls).await;
+    assert!(receiver.url("/hook").starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::write(&bundle, ca).unwrap();
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start_with_env(&config(&v1, &webhook(&receiver)), &[("SSL_CERT_FILE", bundle.as_os_str())]);
+    let rollout = start(&gateway, &v2, "10%/300ms,100%").await;
+    wait_until(Duration::from_secs(30), "webhooks over https", || receiver.accepted("/hook").len() >= 3).await;
+    assert_signed(&receiver.received("/hook"));
+    assert_eq!(ids(&receiver.accepted("/hook"))[0], format!("{rollout}/0"));
+}

@@ -48,6 +48,7 @@ impl Received {
 /// The receiver; stops when dropped.
 pub struct HookReceiver {
     pub addr: SocketAddr,
+    scheme: &'static str,
     answer: Arc<AtomicU8>,
     received: Arc<Mutex<Vec<Received>>>,
     task: tokio::task::JoinHandle<()>,
@@ -61,28 +62,45 @@ impl Drop for HookReceiver {
 
 impl HookReceiver {
     pub async fn start(answer: Answer) -> HookReceiver {
+        HookReceiver::start_on(answer, None).await
+    }
+
+    /// A receiver that speaks only HTTPS, with the certificate `tls` serves.
+    pub async fn start_tls(answer: Answer, tls: tokio_rustls::TlsAcceptor) -> HookReceiver {
+        HookReceiver::start_on(answer, Some(tls)).await
+    }
+
+    async fn start_on(answer: Answer, tls: Option<tokio_rustls::TlsAcceptor>) -> HookReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let answer = Arc::new(AtomicU8::new(answer as u8));
         let received = Arc::new(Mutex::new(Vec::new()));
         let (a, r) = (answer.clone(), received.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let (a, r) = (a.clone(), r.clone());
+                let (a, r, tls) = (a.clone(), r.clone(), tls.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| receive(a.clone(), r.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else { return };
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                    }
                 });
             }
         });
-        HookReceiver { addr, answer, received, task }
+        HookReceiver { addr, scheme, answer, received, task }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     pub fn answer(&self, answer: Answer) {

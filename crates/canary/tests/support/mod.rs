@@ -250,6 +250,15 @@ impl Gateway {
         Gateway { child: Some(child), admin, services, dir, role: None }
     }
 
+    /// Starts `canary serve` with `config` and the environment variables `env`.
+    pub fn start_with_env(config: &str, env: &[(&str, &std::ffi::OsStr)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canary.toml");
+        std::fs::write(&path, config).unwrap();
+        let (child, admin, services) = spawn_serve_with_env(&path, None, env);
+        Gateway { child: Some(child), admin, services, dir, role: None }
+    }
+
     /// Starts `canary serve --role ROLE` (`gateway`, `controller` or `all`).
     pub fn start_role(config: &str, role: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
@@ -324,8 +333,18 @@ impl Drop for Gateway {
 
 /// Starts `canary serve --config path` and waits until it reports every listener.
 fn spawn_serve(path: &std::path::Path, role: Option<&str>) -> (Child, String, HashMap<String, SocketAddr>) {
+    spawn_serve_with_env(path, role, &[])
+}
+
+/// [`spawn_serve`] with environment variables set for the process.
+fn spawn_serve_with_env(
+    path: &std::path::Path,
+    role: Option<&str>,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Child, String, HashMap<String, SocketAddr>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_canary"));
     command.args(["serve", "--config"]).arg(path).args(["--role", role.unwrap_or("all")]).args(["--log", "warn"]);
+    command.envs(env.iter().copied());
     let child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start canary serve");
     wait_for_listeners(child)
 }
