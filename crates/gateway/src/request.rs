@@ -186,7 +186,7 @@ mod tests {
     }
 
     /// The settings of the first service of a config file.
-    fn settings_of(text: &str) -> crate::service::ServiceSettings {
+    fn settings_of(text: &str) -> ServiceSettings {
         let config = canary_core::config::Config::from_toml(text).unwrap();
         let shared = std::sync::Arc::new(crate::Shared::default());
         crate::Service::new(&config.services[0], true, shared).settings
