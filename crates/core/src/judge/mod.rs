@@ -101,6 +101,9 @@ pub use ranges::RangeCounts;
 /// Distinct burst windows the canary's events of a count metric must fall in before that
 /// metric may roll back.
 pub const MIN_EVENT_WINDOWS: usize = 5;
+/// Distinct cohort ranges the canary's events of a count metric must come from before that
+/// metric may roll back (or all the ranges the canary served, when it served fewer).
+pub const MIN_EVENT_RANGES: usize = 3;
 pub use verdict::{Interval, Metric, MetricVerdict, Reason, Samples, StepDecision, Verdict};
 
 /// Cumulative counters of one version.
@@ -536,6 +539,16 @@ impl Judge {
         evidence.by_time.is_empty() || evidence.by_time.groups_with_canary_events() >= MIN_EVENT_WINDOWS
     }
 
+    /// Whether the canary's events of a count metric come from enough cohort ranges — groups of
+    /// different users — to say how they cluster by user: until then one heavy, error-prone user
+    /// who is most of the canary's traffic would be read as the canary's rate (the ranges cannot
+    /// show that one user's range carries most of both the exposure and the events). A canary
+    /// that serves fewer ranges (a 1 % step) needs them all. Off without ranges.
+    fn spread_over_users(evidence: &CountEvidence) -> bool {
+        let (with_events, exposed) = evidence.by_users.canary_spread();
+        evidence.by_users.is_empty() || with_events >= MIN_EVENT_RANGES.min(exposed.max(1))
+    }
+
     /// Whether both versions have served enough requests for a rollback on statistical grounds.
     fn may_roll_back(&self) -> bool {
         let minimum = self.config.min_requests_for_rollback;
@@ -553,7 +566,9 @@ impl Judge {
                 let CountParts { evidence, tolerance, .. } = judge.count_parts(metric);
                 let worse_above = tolerance.worse_above * judge.adjustment(metric).margin;
                 let log_e = evidence.process.log_e_value_above(worse_above, evidence.dispersion());
-                Judge::spread_in_time(evidence) && log_e >= log_threshold(judge.alpha_of(metric))
+                Judge::spread_in_time(evidence)
+                    && Judge::spread_over_users(evidence)
+                    && log_e >= log_threshold(judge.alpha_of(metric))
             }
             Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
             Metric::SampleRatio | Metric::Team => false,

@@ -71,6 +71,13 @@ impl RangeDispersion {
         self.canary.is_empty()
     }
 
+    /// Ranges in which the canary had events, and ranges in which it had any exposure.
+    pub fn canary_spread(&self) -> (usize, usize) {
+        let with_events = self.canary.iter().filter(|c| c.events > 0.0).count();
+        let exposed = self.canary.iter().filter(|c| c.exposure > 0.0).count();
+        (with_events, exposed)
+    }
+
     /// Adds one tick of range `range`: each version's new events and their exposure.
     pub fn observe(&mut self, range: usize, canary: (u64, f64), stable: (u64, f64)) {
         for (cells, (events, exposure)) in [(&mut self.canary, canary), (&mut self.stable, stable)] {

@@ -463,3 +463,50 @@ fn the_early_step_margin_is_shown_in_the_verdict_and_never_lets_a_rollback_throu
     assert_eq!(errors.tolerance.unwrap().worse_above, 1.25, "harm is judged the same on every step");
     assert_eq!(judge.decision(true), StepDecision::Rollback);
 }
+
+/// Ticks where the canary serves ranges `0..10` and stable the other 90; `canary_errors(range)`
+/// gives each canary range's requests and errors per tick, stable ranges serve 10 requests a
+/// tick with an error every tenth tick (in turns, so that they make no burst).
+fn ranged_judge(ticks: u64, canary: impl Fn(usize) -> (u64, u64)) -> Judge {
+    let config = JudgeConfig { min_requests_per_version: 200, latency_floor_seconds: 0.0, ..JudgeConfig::default() };
+    let mut judge = Judge::new(config, baseline()).unwrap();
+    let mut tick = TickCounts { canary_weight: Weight::from_basis_points(1_000).unwrap(), ..TickCounts::default() };
+    tick.canary.ranges = vec![RangeCounts::default(); crate::cohort::RANGES];
+    tick.stable.ranges = vec![RangeCounts::default(); crate::cohort::RANGES];
+    for t in 0..ticks {
+        for range in 0..crate::cohort::RANGES {
+            let (requests, errors, counts) = if range < 10 {
+                let (requests, errors) = canary(range);
+                (requests, errors, &mut tick.canary)
+            } else {
+                (10, u64::from((t + range as u64).is_multiple_of(10)), &mut tick.stable)
+            };
+            counts.requests += requests;
+            counts.errors += errors;
+            counts.new_users += requests.min(1);
+            counts.latency[8] += requests;
+            counts.ranges[range].requests += requests;
+            counts.ranges[range].errors += errors;
+        }
+        judge.observe(&tick).unwrap();
+    }
+    judge
+}
+
+#[test]
+fn one_error_prone_user_who_is_most_of_the_canary_is_no_reason_to_roll_back() {
+    // Range 3 holds one heavy user who fails a request in ten; two other users of the canary
+    // send a little and fail nothing yet: 9 % errors against stable's 1 %, all from one range.
+    let one_user = ranged_judge(20, |range| match range {
+        3 => (20, 2),
+        5 | 7 => (1, 0),
+        _ => (0, 0),
+    });
+    let errors = &one_user.verdicts()[0];
+    assert!(errors.canary.events.unwrap() >= 40 && errors.e_value.unwrap() > 50.0, "{errors:?}");
+    assert_eq!(one_user.rollback_reason(), None, "{errors:?}");
+
+    // Errors from users in every canary range are a regression.
+    let many_users = ranged_judge(20, |range| (if range == 3 { 11 } else { 2 }, u64::from(range < 10)));
+    assert_eq!(many_users.rollback_reason(), Some(Metric::Errors), "{:?}", many_users.verdicts()[0]);
+}
