@@ -108,12 +108,8 @@ async fn an_idle_http2_connection_is_closed_but_a_slow_request_is_not_cut() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_client_that_never_says_hello_is_closed_after_the_handshake_timeout() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let tls = format!("tls = {{ cert = {cert_path:?}, key = {key_path:?} }}");
+    let (tls, _) = support::self_signed_tls(dir.path());
     let gateway = Gateway::start(&with_gateway(&config(&v1, &v2, 0.0, &tls), "tls_handshake_timeout = \"1s\""));
     let (closed, after) = open_and_wait(gateway.addr("web"), 20, b"", Duration::from_secs(5)).await;
     assert_eq!(closed, 20, "TLS connections without a ClientHello still open 5 s after a 1 s handshake timeout");

@@ -53,12 +53,8 @@ async fn http2_cleartext_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_negotiates_http2_through_alpn() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let tls = format!("tls = {{ cert = {:?}, key = {:?} }}", cert_path, key_path);
+    let (tls, cert) = support::self_signed_tls(dir.path());
     let gateway = Gateway::start(&config(&v1, &v2, 0.0, &tls));
 
     let mut roots = rustls::RootCertStore::empty();

@@ -778,35 +778,50 @@ impl Config {
         if self.gateway.pin_secret.is_some() && self.gateway.pin_secret_file.is_some() {
             return invalid("[gateway]: set pin_secret or pin_secret_file, not both".into());
         }
-        if let StoreConfig::Etcd { endpoints, username, password, password_file, ca_file, cert_file, key_file } =
-            &self.store
-        {
-            check_etcd(endpoints, username.as_deref(), password.is_some() || password_file.is_some())?;
-            check_etcd_tls(endpoints, ca_file.is_some(), (cert_file.is_some(), key_file.is_some()))?;
-            if password.is_some() && password_file.is_some() {
-                return invalid("[store]: set password or password_file, not both".into());
-            }
-            if self.gateway.pin_secret.is_none() && self.gateway.pin_secret_file.is_none() {
-                return invalid(
-                    "[store]: kind \"etcd\" needs [gateway] pin_secret or pin_secret_file (the same on every node): \
-                     a secret kept in etcd could be read by anyone who reaches etcd, and used to forge pins"
-                        .into(),
-                );
-            }
-        }
-        if let MetricsConfig::Prometheus { url, scrape_interval } = &self.metrics {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return invalid(format!("[metrics]: url {url:?} must start with http:// or https://"));
-            }
-            if scrape_interval.0 < Duration::from_millis(100) {
-                return invalid("[metrics]: scrape_interval must be at least 100ms".into());
-            }
-        }
+        self.check_store()?;
+        self.check_metrics_source()?;
         if self.controller.tick.0 < Duration::from_millis(50) || self.controller.tick.0 > Duration::from_secs(60) {
             return invalid("[controller]: tick must be between 50ms and 1m".into());
         }
         crate::notify::check_sinks(&self.notify).map_err(ConfigError::Invalid)?;
         self.gateway.check()
+    }
+
+    /// `[store]`: an etcd store's endpoints, credentials and TLS, and a pin secret kept out of it.
+    fn check_store(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let StoreConfig::Etcd { endpoints, username, password, password_file, ca_file, cert_file, key_file } =
+            &self.store
+        else {
+            return Ok(());
+        };
+        check_etcd(endpoints, username.as_deref(), password.is_some() || password_file.is_some())?;
+        check_etcd_tls(endpoints, ca_file.is_some(), (cert_file.is_some(), key_file.is_some()))?;
+        if password.is_some() && password_file.is_some() {
+            return invalid("[store]: set password or password_file, not both");
+        }
+        if self.gateway.pin_secret.is_none() && self.gateway.pin_secret_file.is_none() {
+            return invalid(
+                "[store]: kind \"etcd\" needs [gateway] pin_secret or pin_secret_file (the same on every node): \
+                 a secret kept in etcd could be read by anyone who reaches etcd, and used to forge pins",
+            );
+        }
+        Ok(())
+    }
+
+    /// `[metrics]`: a Prometheus URL and a scrape interval it can keep.
+    fn check_metrics_source(&self) -> Result<(), ConfigError> {
+        if let MetricsConfig::Prometheus { url, scrape_interval } = &self.metrics {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "[metrics]: url {url:?} must start with http:// or https://"
+                )));
+            }
+            if scrape_interval.0 < Duration::from_millis(100) {
+                return Err(ConfigError::Invalid("[metrics]: scrape_interval must be at least 100ms".into()));
+            }
+        }
+        Ok(())
     }
 
     /// The Prometheus of `[metrics] source = "prometheus"`, which team metrics ask unless

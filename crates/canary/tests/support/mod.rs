@@ -407,6 +407,16 @@ fn wait_for_listeners(mut child: Child) -> (Child, String, HashMap<String, Socke
     (child, admin, services)
 }
 
+/// A service's `tls = { cert, key }` line for a certificate of `localhost` signed by itself,
+/// written into `dir`, and the certificate (for a client to trust).
+pub fn self_signed_tls(dir: &std::path::Path) -> (String, rcgen::CertifiedKey<rcgen::KeyPair>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    (format!("tls = {{ cert = {cert_path:?}, key = {key_path:?} }}"), cert)
+}
+
 /// A config with one service `web` on port 0, stable and canary at the given upstreams.
 pub fn config(stable: &Upstream, canary: &Upstream, weight: f64, extra: &str) -> String {
     format!(
