@@ -543,10 +543,11 @@ impl Judge {
     /// different users — to say how they cluster by user: until then one heavy, error-prone user
     /// who is most of the canary's traffic would be read as the canary's rate (the ranges cannot
     /// show that one user's range carries most of both the exposure and the events). A canary
-    /// that serves fewer ranges (a 1 % step) needs them all. Off without ranges.
+    /// that serves fewer ranges (a 1 % step) needs them all. Off without ranges, and when the
+    /// gateways report none (the counts then say nothing about users).
     fn spread_over_users(evidence: &CountEvidence) -> bool {
         let (with_events, exposed) = evidence.by_users.canary_spread();
-        evidence.by_users.is_empty() || with_events >= MIN_EVENT_RANGES.min(exposed.max(1))
+        exposed == 0 || with_events >= MIN_EVENT_RANGES.min(exposed)
     }
 
     /// Whether both versions have served enough requests for a rollback on statistical grounds.
