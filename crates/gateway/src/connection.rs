@@ -1,6 +1,12 @@
 //! One client connection, from its accept to its close: the TLS handshake (bounded by
 //! `tls_handshake_timeout`), then HTTP/1.1 or HTTP/2 until the client leaves, the connection
 //! clock closes it ([`crate::conn_clock`]), its worker sheds it, or the gateway shuts down.
+//!
+//! A gateway holds many connections that sit idle between requests, and each one's task keeps
+//! its whole future, sized for the largest state it can ever be in. So what only some
+//! connections or some moments need lives in a box of its own: the TLS handshake and stream
+//! (a plain connection does not carry their room), and each request's proxy future (hyper
+//! keeps a connection's slot for it, as large as the future, from the accept to the close).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use crate::conn_clock::{Closing, InFlight, Watch};
 use crate::conn_table::Registration;
@@ -54,18 +61,39 @@ pub async fn serve_connection(
     let Some(acceptor) = accepted.tls.clone() else {
         return serve_http(Watched::new(stream, registration), peer, &accepted, &worker, &watch, shutdown).await;
     };
+    let Some(tls_stream) = Box::pin(tls_handshake(acceptor, stream, peer, &worker, &watch)).await else {
+        return;
+    };
+    let tls = serve_http(Watched::new(tls_stream, registration), peer, &accepted, &worker, &watch, shutdown);
+    Box::pin(tls).await
+}
+
+/// The TLS stream of `stream`, once its handshake is done in time.
+async fn tls_handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: &Worker,
+    watch: &Watch,
+) -> Option<TlsStream<TcpStream>> {
     let handshake = tokio::time::timeout(worker.limits.tls_handshake, acceptor.accept(stream));
-    let tls_stream = tokio::select! {
+    tokio::select! {
         done = handshake => match done {
-            Ok(Ok(tls_stream)) => tls_stream,
-            Ok(Err(e)) => return tracing::debug!(error = %e, %peer, "TLS handshake failed"),
-            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            Ok(Ok(tls_stream)) => Some(tls_stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                None
+            }
         },
         why = watch.expired(worker.limits.deadlines) => {
-            return tracing::debug!(?why, %peer, "closing a client connection during its TLS handshake");
+            tracing::debug!(?why, %peer, "closing a client connection during its TLS handshake");
+            None
         }
-    };
-    serve_http(Watched::new(tls_stream, registration), peer, &accepted, &worker, &watch, shutdown).await
+    }
 }
 
 async fn serve_http<I>(
@@ -89,7 +117,7 @@ async fn serve_http<I>(
     let svc = service_fn(move |req| {
         let in_flight = InFlight::start(requests.clone());
         let says_goodbye = last_answer.load(Ordering::Relaxed) && req.version() == http::Version::HTTP_11;
-        let response = handle(ctx.clone(), req);
+        let response = Box::pin(handle(ctx.clone(), req));
         async move {
             let mut response = response.await?;
             if says_goodbye && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {

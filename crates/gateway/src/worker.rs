@@ -177,11 +177,12 @@ async fn accept_loop(
                 continue;
             }
         };
-        let connection =
-            serve_connection(stream, peer, registration, accepted.clone(), worker.clone(), shutdown.clone());
-        let open = open.clone();
+        let shared = (accepted.clone(), worker.clone(), shutdown.clone(), open.clone());
+        // The future is made inside the task: one made outside and moved in would take the
+        // task's room twice, for as long as the connection lives.
         tokio::spawn(async move {
-            connection.await;
+            let (accepted, worker, shutdown, open) = shared;
+            serve_connection(stream, peer, registration, accepted, worker, shutdown).await;
             drop(open);
         });
         if worker.table.shedding() > 0 {
