@@ -34,7 +34,7 @@ die() { echo "run-memory.sh: $*" >&2; exit 2; }
 log() { echo "[memory] $*" >&2; }
 
 [[ $N =~ ^[0-9]+$ ]] && (( N >= 1 && N <= 30000 )) || die "N must be 1..30000"
-[[ $settle =~ ^[0-9]+$ ]] && (( settle <= 60 )) || die "SETTLE must be 0..60 seconds"
+[[ $settle =~ ^[0-9]+$ ]] && (( settle <= 120 )) || die "SETTLE must be 0..120 seconds"
 [[ -x $nginx_bin ]] || die "missing $nginx_bin (apt-get install nginx-light)"
 [[ -x $canary_bin ]] || die "missing $canary_bin (cargo build --release -p canary)"
 command -v python3 >/dev/null || die "missing python3"

@@ -5,28 +5,35 @@
 //! A gateway holds many connections that sit idle between requests, and each one's task keeps
 //! its whole future, sized for the largest state it can ever be in. So what only some
 //! connections or some moments need lives in a box of its own: the TLS handshake and stream
-//! (a plain connection does not carry their room), and each request's proxy future (hyper
-//! keeps a connection's slot for it, as large as the future, from the accept to the close).
+//! (a plain connection does not carry their room), HTTP/2's state (the first bytes tell the
+//! protocol, [`crate::sniff`]), and each request's proxy future (hyper keeps a connection's
+//! slot for it, as large as the future, from the accept to the close).
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use canary_core::pin::PinKey;
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::body::ProxyBody;
 use crate::conn_clock::{Closing, InFlight, Watch};
 use crate::conn_table::Registration;
 use crate::proxy::{ClientConn, ConnContext, handle};
-use crate::service::Service;
+use crate::sniff::{Protocol, Replayed, Sniff, sniff};
 use crate::watched::{InFlightBody, Watched};
 use crate::worker::{Worker, stopped};
 
@@ -40,7 +47,7 @@ const LAST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// What every connection accepted by one listener shares.
 pub struct Accepted {
     /// The service it serves.
-    pub service: Arc<Service>,
+    pub service: Arc<crate::service::Service>,
     /// TLS, when the service has a certificate.
     pub tls: Option<TlsAcceptor>,
     /// The key of the service's pins.
@@ -102,52 +109,31 @@ async fn serve_http<I>(
     accepted: &Accepted,
     worker: &Worker,
     watch: &Arc<Watch>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = Arc::new(ConnContext {
-        service: accepted.service.clone(),
-        pins: accepted.pins.clone(),
-        client: ClientConn::new(peer, accepted.tls.is_some()),
-    });
-    let requests = watch.clone();
-    let closing = Arc::new(AtomicBool::new(false));
-    let last_answer = closing.clone();
-    let svc = service_fn(move |req| {
-        let in_flight = InFlight::start(requests.clone());
-        let says_goodbye = last_answer.load(Ordering::Relaxed) && req.version() == http::Version::HTTP_11;
-        let response = Box::pin(handle(ctx.clone(), req));
-        async move {
-            let mut response = response.await?;
-            if says_goodbye && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-            }
-            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+    let mut serving =
+        Serving { peer, worker, watch, shutdown, closing: Arc::new(AtomicBool::new(false)), grace_ends: None };
+    let Some((protocol, io)) = serving.first_bytes(sniff(io)).await else {
+        return;
+    };
+    let svc = proxy_service(accepted, peer, watch, serving.closing.clone());
+    let io = TokioIo::new(io);
+    let result = match protocol {
+        Protocol::Http1 => {
+            let conn = worker.http1.serve_connection(io, svc).with_upgrades();
+            tokio::pin!(conn);
+            serving.drive(conn, |conn| conn.graceful_shutdown()).await
         }
-    });
-    let conn = worker.builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        result = conn.as_mut() => result,
-        why = watch.expired(worker.limits.deadlines) => {
-            tracing::debug!(?why, %peer, "closing a client connection");
-            if why != Closing::Shed {
-                conn.as_mut().graceful_shutdown();
-                let _ = tokio::time::timeout(GOODBYE, conn.as_mut()).await;
-            }
-            return;
+        Protocol::Http2 => {
+            // In a box: HTTP/1.1 connections, most of them, do not carry the room of its state.
+            let mut conn = Box::pin(worker.http2.serve_connection(io, svc));
+            serving.drive(conn.as_mut(), |conn| conn.graceful_shutdown()).await
         }
-        () = stopped(&mut shutdown) => {
-            closing.store(true, Ordering::Relaxed);
-            match tokio::time::timeout(LAST_REQUEST_GRACE, conn.as_mut()).await {
-                Ok(result) => result,
-                Err(_) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }
+    };
+    let Some(result) = result else {
+        return;
     };
     // An upgraded socket lives on as a tunnel, with its place in the table but no deadline.
     watch.update(|clock| {
@@ -156,5 +142,109 @@ async fn serve_http<I>(
     });
     if let Err(e) = result {
         tracing::debug!(error = %e, %peer, "client connection ended with an error");
+    }
+}
+
+/// The proxy, as hyper calls it for each request of one connection. Once `closing` is set, an
+/// HTTP/1.1 answer says `Connection: close`.
+fn proxy_service(
+    accepted: &Accepted,
+    peer: SocketAddr,
+    watch: &Arc<Watch>,
+    closing: Arc<AtomicBool>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<InFlightBody<ProxyBody>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Send
++ use<> {
+    let ctx = Arc::new(ConnContext {
+        service: accepted.service.clone(),
+        pins: accepted.pins.clone(),
+        client: ClientConn::new(peer, accepted.tls.is_some()),
+    });
+    let requests = watch.clone();
+    service_fn(move |req: Request<Incoming>| {
+        let in_flight = InFlight::start(requests.clone());
+        let says_goodbye = closing.load(Ordering::Relaxed) && req.version() == http::Version::HTTP_11;
+        let response = Box::pin(handle(ctx.clone(), req));
+        async move {
+            let mut response = response.await?;
+            if says_goodbye && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+        }
+    })
+}
+
+/// One connection being served, until its clock, the client or a shutdown ends it.
+struct Serving<'a> {
+    peer: SocketAddr,
+    worker: &'a Worker,
+    watch: &'a Watch,
+    shutdown: watch::Receiver<bool>,
+    /// Set once the gateway stops: the connection's last answer says so.
+    closing: Arc<AtomicBool>,
+    /// When a stopping gateway stops waiting for this connection's next request.
+    grace_ends: Option<Instant>,
+}
+
+impl Serving<'_> {
+    /// The connection's protocol, once its first bytes have come; none if it closed or its
+    /// clock closed it first.
+    async fn first_bytes<I: AsyncRead + Unpin>(&mut self, mut sniff: Sniff<I>) -> Option<(Protocol, Replayed<I>)> {
+        let sniffed = tokio::select! {
+            sniffed = &mut sniff => sniffed,
+            why = self.watch.expired(self.worker.limits.deadlines) => {
+                tracing::debug!(?why, peer = %self.peer, "closing a client connection");
+                return None;
+            }
+            () = stopped(&mut self.shutdown) => {
+                let grace_ends = self.gateway_stopped();
+                tokio::time::timeout_at(grace_ends, &mut sniff).await.ok()?
+            }
+        };
+        sniffed
+            .inspect_err(|e| tracing::debug!(error = %e, peer = %self.peer, "client connection ended with an error"))
+            .ok()
+    }
+
+    /// Serves `conn` to its end; none if its clock closed it. `goodbye` asks it to finish its
+    /// requests and close.
+    async fn drive<C>(&mut self, mut conn: Pin<&mut C>, goodbye: fn(Pin<&mut C>)) -> Option<hyper::Result<()>>
+    where
+        C: Future<Output = hyper::Result<()>>,
+    {
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            why = self.watch.expired(self.worker.limits.deadlines) => {
+                tracing::debug!(?why, peer = %self.peer, "closing a client connection");
+                if why != Closing::Shed {
+                    goodbye(conn.as_mut());
+                    let _ = tokio::time::timeout(GOODBYE, conn.as_mut()).await;
+                }
+                return None;
+            }
+            () = stopped(&mut self.shutdown) => {
+                let grace_ends = self.gateway_stopped();
+                match tokio::time::timeout_at(grace_ends, conn.as_mut()).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        goodbye(conn.as_mut());
+                        conn.await
+                    }
+                }
+            }
+        };
+        Some(result)
+    }
+
+    /// The gateway is stopping: marks the connection closing and returns until when it waits
+    /// for the client's next request.
+    fn gateway_stopped(&mut self) -> Instant {
+        self.closing.store(true, Ordering::Relaxed);
+        *self.grace_ends.get_or_insert_with(|| Instant::now() + LAST_REQUEST_GRACE)
     }
 }

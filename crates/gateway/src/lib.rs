@@ -21,6 +21,7 @@ pub mod proxy;
 pub mod request;
 pub mod service;
 pub mod sketch;
+pub mod sniff;
 pub mod status;
 pub mod tls;
 pub mod upstream;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canary_core::pin::PinKey;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -46,8 +46,10 @@ pub struct WorkerListener {
 
 /// What every connection of one worker shares.
 pub struct Worker {
-    /// The HTTP/1.1 and HTTP/2 server settings.
-    pub builder: auto::Builder<TokioExecutor>,
+    /// The HTTP/1.1 server settings.
+    pub http1: http1::Builder,
+    /// The HTTP/2 server settings.
+    pub http2: http2::Builder<TokioExecutor>,
     /// The worker's open connections.
     pub table: Arc<ConnTable>,
     /// The limits and timeouts of each connection.
@@ -75,14 +77,22 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std
     Ok(sockets)
 }
 
-/// The server settings of every client connection.
-fn http_builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// The HTTP/1.1 server settings of every client connection.
+fn http1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
     // The header-read and idle deadlines are the connection clock's: hyper's own header timer
     // also runs while a connection is idle, and would close kept-alive ones early.
-    builder.http1().header_read_timeout(None).max_buf_size(MAX_HEADER_BYTES).writev(false);
+    builder.header_read_timeout(None).writev(false);
+    // `max_buf_size` only stops a head still incomplete when the buffer is full, so a larger
+    // one read in a few big reads would pass; `max_header_size` checks the parsed head.
+    builder.max_header_size(MAX_HEADER_BYTES).max_buf_size(MAX_HEADER_BYTES);
     builder
-        .http2()
+}
+
+/// The HTTP/2 server settings of every client connection.
+fn http2_builder(limits: &ConnLimits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32)
         .keep_alive_interval(limits.http2_keepalive_interval)
@@ -100,8 +110,12 @@ pub fn run_worker(
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let worker =
-            Arc::new(Worker { builder: http_builder(&limits), table: ConnTable::new(limits.per_worker), limits });
+        let worker = Arc::new(Worker {
+            http1: http1_builder(),
+            http2: http2_builder(&limits),
+            table: ConnTable::new(limits.per_worker),
+            limits,
+        });
         // Every connection holds a sender; the receiver sees the end once all have closed.
         let (open, mut all_closed) = mpsc::channel::<()>(1);
         let sweeper = tokio::spawn(pool::sweep_idle(POOL_SWEEP_INTERVAL));
