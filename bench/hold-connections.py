@@ -24,10 +24,13 @@ def parse_args():
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--connections", type=int, default=10000)
+    p.add_argument("--path", default="/", help="the path requested on each connection")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to open them all")
     a = p.parse_args()
     if not a.host.startswith("127."):
         p.error("loopback addresses only (127.x.x.x)")
+    if not a.path.startswith("/"):
+        p.error("--path must start with /")
     if not 1 <= a.connections <= 60000:
         p.error("--connections must be 1..60000")
     return a
@@ -61,7 +64,7 @@ def open_all(args):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         s.connect_ex((args.host, args.port))
-        request = f"GET / HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nx-user-id: user-{i:05d}\r\n\r\n"
+        request = f"GET {args.path} HTTP/1.1\r\nHost: {args.host}:{args.port}\r\nx-user-id: user-{i:05d}\r\n\r\n"
         sel.register(s, selectors.EVENT_WRITE, request.encode())
         pending[s] = b""
 

@@ -3,7 +3,8 @@
 # worker) beside an nginx proxy peer (one worker), same upstreams, same run, loopback only.
 #
 # For each target: RSS idle, then with N keep-alive client connections open and idle (each
-# served one request, x-user-id varied), then a few seconds after they all closed. RSS is
+# served one request, x-user-id varied), then a few seconds after they all closed, then with N
+# open again (whether the memory kept after the close is reused or grows). RSS is
 # VmRSS from /proc (nginx: master + workers). Only the proxy's own processes are measured; the
 # upstream connections each proxy keeps are printed beside it.
 #
@@ -13,7 +14,8 @@
 # Environment: N (connections, default 10000), BASE_PORT (18080: upstreams +1/+2, nginx +11,
 # gateway +15, as run.sh and run-canary.sh), CANARY_BIN (default target/release/canary, or
 # $CARGO_TARGET_DIR/release/canary), BENCH_DIR (../shared/bench), SETTLE (seconds waited
-# after the close, default 5), PROXY_CPUS / UPSTREAM_CPUS (1) / CLIENT_CPUS (0), CANARY_WRAPPER
+# after the close, default 5), RESPONSE_KB (0: each request gets the upstreams' 7-byte answer;
+# else a body of that many KB, served by the upstreams as /big), PROXY_CPUS / UPSTREAM_CPUS (1) / CLIENT_CPUS (0), CANARY_WRAPPER
 # (a profiler to run the gateway under, e.g. "heaptrack -o /tmp/gw"; its RSS is then not the
 # gateway's alone).
 set -Eeuo pipefail
@@ -24,6 +26,7 @@ N=${N:-10000}
 base=${BASE_PORT:-18080}
 stable_port=$((base + 1)) canary_port=$((base + 2)) nginx_port=$((base + 11)) gateway_port=$((base + 15))
 settle=${SETTLE:-5}
+response_kb=${RESPONSE_KB:-0}
 proxy_cpus=${PROXY_CPUS-1} upstream_cpus=${UPSTREAM_CPUS-1} client_cpus=${CLIENT_CPUS-0}
 nginx_bin=${NGINX_BIN:-/usr/sbin/nginx}
 default_bin=$root/target/release/canary
@@ -34,6 +37,7 @@ die() { echo "run-memory.sh: $*" >&2; exit 2; }
 log() { echo "[memory] $*" >&2; }
 
 [[ $N =~ ^[0-9]+$ ]] && (( N >= 1 && N <= 30000 )) || die "N must be 1..30000"
+[[ $response_kb =~ ^[0-9]+$ ]] && (( response_kb <= 1024 )) || die "RESPONSE_KB must be 0..1024"
 [[ $settle =~ ^[0-9]+$ ]] && (( settle <= 120 )) || die "SETTLE must be 0..120 seconds"
 [[ -x $nginx_bin ]] || die "missing $nginx_bin (apt-get install nginx-light)"
 [[ -x $canary_bin ]] || die "missing $canary_bin (cargo build --release -p canary)"
@@ -91,12 +95,14 @@ wait_ready() {   # NAME PORT PID LOG
     cat "$4" >&2; die "$1 did not answer on port $2"
 }
 
-start_nginx() {   # NAME CPUS TEMPLATE PORT KEY=VALUE... ; worker_connections and keep-alive raised
-    local name=$1 cpus=$2 tmpl=$3 port=$4 d=$run/$1 kv args=(); shift 4
+start_nginx() {   # NAME CPUS TEMPLATE PORT KEY=VALUE... ; worker_connections and keep-alive raised,
+    local name=$1 cpus=$2 tmpl=$3 port=$4 d=$run/$1 kv args=(); shift 4   # and /big (RESPONSE_KB) served
     mkdir -p "$d/tmp"
+    head -c "$(( response_kb * 1024 ))" /dev/zero | tr '\0' x >"$d/big"
     for kv in DIR="$d" HOST=127.0.0.1 PORT="$port" "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
     sed "${args[@]}" -e "s/worker_connections [0-9]*;/worker_connections $(( N + 1024 ));/" \
-        -e "s/keepalive_timeout [0-9]*s;/keepalive_timeout 600s;/" "$tmpl" >"$d/nginx.conf"
+        -e "s/keepalive_timeout [0-9]*s;/keepalive_timeout 600s;/" \
+        -e "s|^\( *\)location / {|\1location = /big { alias $d/big; }\n&|" "$tmpl" >"$d/nginx.conf"
     ! grep -n '@[A-Z_]*@' "$d/nginx.conf" >&2 || die "unrendered placeholder in $d/nginx.conf"
     "$nginx_bin" -q -t -p "$d" -e "$d/error.log" -c "$d/nginx.conf" || die "bad nginx config for $name"
     launch "$d/stdout.log" "$cpus" "$nginx_bin" -p "$d" -e "$d/error.log" -c "$d/nginx.conf" -g 'daemon off;'
@@ -135,26 +141,36 @@ upstream_conns() {   # PID : connections it (or its workers) holds to the two up
         | grep -cE "pid=($owners)," || true
 }
 
-declare -A IDLE=() HELD=() AFTER=() UPS=()
-measure() {   # NAME PID PORT
-    local name=$1 pid=$2 port=$3 line
-    sleep 1
-    IDLE[$name]=$(rss_kb "$pid")
+path=/
+(( response_kb == 0 )) || path=/big
+declare -A IDLE=() HELD=() AFTER=() AGAIN=() UPS=()
+HELD_KB=0
+hold_all() {   # NAME PID PORT : opens N connections, samples RSS into HELD_KB, closes them
+    local name=$1 pid=$2 port=$3 line client_pid
     coproc CLIENT { pinned "$client_cpus" python3 "$root/bench/hold-connections.py" --port "$port" \
-        --connections "$N" --timeout 120; }
-    local client_pid=$CLIENT_PID
+        --connections "$N" --path "$path" --timeout 120; }
+    client_pid=$CLIENT_PID
     read -r -t 150 line <&"${CLIENT[0]}" || true
     [[ $line == "holding $N" ]] || { wait "$client_pid" || true; die "$name: the client could not open $N connections"; }
     sleep 2
-    HELD[$name]=$(rss_kb "$pid") UPS[$name]=$(upstream_conns "$pid")
-    log "$name: $N connections idle, RSS $(( HELD[$name] / 1024 )) MB, ${UPS[$name]} upstream connections"
+    HELD_KB=$(rss_kb "$pid") UPS[$name]=$(upstream_conns "$pid")
+    log "$name: $N connections idle, RSS $(( HELD_KB / 1024 )) MB, ${UPS[$name]} upstream connections"
     echo >&"${CLIENT[1]}"
     read -r -t 60 line <&"${CLIENT[0]}" || true
     wait "$client_pid" || true
     [[ $line == "closed $N server_closed=0" ]] \
         || die "$name: ${line:-no answer from the client}: the server closed connections during the measurement"
+}
+measure() {   # NAME PID PORT : idle, N open, closed; then N again (is the memory kept reused?)
+    local name=$1 pid=$2 port=$3
+    sleep 1
+    IDLE[$name]=$(rss_kb "$pid")
+    hold_all "$name" "$pid" "$port"
+    HELD[$name]=$HELD_KB
     sleep "$settle"
     AFTER[$name]=$(rss_kb "$pid")
+    hold_all "$name" "$pid" "$port"
+    AGAIN[$name]=$HELD_KB
 }
 
 for p in "$stable_port" "$canary_port" "$nginx_port" "$gateway_port"; do
@@ -173,9 +189,11 @@ measure canary "$gateway_pid" "$gateway_port"
 
 echo
 echo "memory per idle client connection: $(date -u +%Y-%m-%dT%H:%M:%SZ), N=$N keep-alive connections," \
-    "one request each, one worker; $("$nginx_bin" -v 2>&1 | sed 's/.*version: //'), $("$canary_bin" --version 2>/dev/null || echo canary)"
-printf '%-8s %9s %13s %12s %15s %15s\n' target "idle MB" "with N MB" "per-conn KB" "after close MB" "upstream conns"
+    "one request each (GET $path, response body $(( response_kb ? response_kb * 1024 : 7 )) bytes), one worker; $("$nginx_bin" -v 2>&1 | sed 's/.*version: //'), $("$canary_bin" --version 2>/dev/null || echo canary)"
+printf '%-8s %9s %11s %12s %15s %13s %15s\n' target "idle MB" "with N MB" "per-conn KB" "after close MB" "N again MB" \
+    "upstream conns"
 for t in nginx canary; do
-    awk -v t="$t" -v i="${IDLE[$t]}" -v h="${HELD[$t]}" -v a="${AFTER[$t]}" -v n="$N" -v u="${UPS[$t]}" 'BEGIN{
-        printf "%-8s %9.1f %13.1f %12.1f %15.1f %15d\n", t, i/1024, h/1024, (h-i)/n, a/1024, u }'
+    awk -v t="$t" -v i="${IDLE[$t]}" -v h="${HELD[$t]}" -v a="${AFTER[$t]}" -v g="${AGAIN[$t]}" -v n="$N" \
+        -v u="${UPS[$t]}" 'BEGIN{
+        printf "%-8s %9.1f %11.1f %12.1f %15.1f %13.1f %15d\n", t, i/1024, h/1024, (h-i)/n, a/1024, g/1024, u }'
 done

@@ -82,10 +82,13 @@ fn http1_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
     // The header-read and idle deadlines are the connection clock's: hyper's own header timer
     // also runs while a connection is idle, and would close kept-alive ones early.
-    builder.header_read_timeout(None).writev(false);
+    builder.header_read_timeout(None);
     // `max_buf_size` only stops a head still incomplete when the buffer is full, so a larger
     // one read in a few big reads would pass; `max_header_size` checks the parsed head.
     builder.max_header_size(MAX_HEADER_BYTES).max_buf_size(MAX_HEADER_BYTES);
+    // Writes stay hyper's default, vectored where the stream supports it: with `writev(false)`
+    // hyper copies response bodies into the connection's write buffer, which then keeps the
+    // size of the largest response (up to `max_buf_size`) as long as the connection lives.
     builder
 }
 
