@@ -68,6 +68,6 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>)
 }
 
 /// Methods whose requests may be sent twice without changing what happens (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
+pub(super) fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
