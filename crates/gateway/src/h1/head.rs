@@ -2,12 +2,14 @@
 //! and the response head read back with `httparse`, with how its body is framed
 //! (RFC 9112 §6.3) and whether the connection may carry another request.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 
-/// Most header fields a response head may have.
-pub const MAX_HEADERS: usize = 128;
+/// Most header fields a response head may have (hyper's limit too).
+pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted, in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
 
@@ -51,6 +53,9 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// Whether the connection may carry another request once the body has been read.
     pub keep_alive: bool,
+    /// `Connection` names fields besides this hop's own, so it was kept in the map for the
+    /// response phase to remove them; this hop's other fields are already gone.
+    pub names_hop_by_hop: bool,
 }
 
 /// Why a response head was refused.
@@ -77,15 +82,17 @@ pub enum Parsed {
 
 /// Parses the response head at the front of `buf` for a request with `method`.
 pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut fields);
-    let len = match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
-        Err(_) => return Err(HeadError::Invalid),
-    };
+    // Left uninitialised: httparse writes only the fields it finds, and the array is large.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len =
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut response, buf, &mut fields) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(HeadError::TooLarge),
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+            Err(_) => return Err(HeadError::Invalid),
+        };
     let code = response.code.ok_or(HeadError::Invalid)?;
     let status = StatusCode::from_u16(code).map_err(|_| HeadError::Invalid)?;
     // A 101 is final, and this exchange never asks for an upgrade: the caller refuses it.
@@ -93,23 +100,24 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed
         return Ok(Parsed::Interim(len));
     }
     let version = if response.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-    let offsets: Vec<(HeaderName, std::ops::Range<usize>)> = response
-        .headers
-        .iter()
-        .map(|field| {
-            let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid)?;
-            Ok((name, offset_in(buf, field.value)))
-        })
-        .collect::<Result<_, HeadError>>()?;
+    let mut offsets = Vec::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid)?;
+        offsets.push((name, offset_in(buf, field.value)));
+    }
     let head = buf.split_to(len).freeze();
-    let headers = header_map(&head, offsets)?;
-    let framing = framing(status, method, &headers)?;
-    let keep_alive = keeps_alive(version, &headers) && framing != Framing::UntilClose;
+    let (mut headers, hop) = header_map(&head, offsets)?;
+    let framing = hop.framing(status, method)?;
+    if framing == Framing::Chunked {
+        // A length beside chunked is wrong, and would be wrong again for the client.
+        headers.remove(CONTENT_LENGTH);
+    }
+    let keep_alive = hop.keeps_alive(version) && framing != Framing::UntilClose;
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
     parts.headers = headers;
-    Ok(Parsed::Final(ResponseHead { parts, framing, keep_alive }))
+    Ok(Parsed::Final(ResponseHead { parts, framing, keep_alive, names_hop_by_hop: hop.names_others }))
 }
 
 /// Where `part`, a slice of `buf`, starts and ends in it.
@@ -118,39 +126,95 @@ fn offset_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     start..start + part.len()
 }
 
-/// The header map, its values sharing the head's bytes instead of copying them.
-fn header_map(head: &Bytes, offsets: Vec<(HeaderName, std::ops::Range<usize>)>) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(offsets.len());
+/// What a head's framing and hop-by-hop fields say, read while its header map is built.
+#[derive(Debug, Default)]
+struct HopFacts {
+    length: Option<u64>,
+    bad_length: bool,
+    transfer_encoding: bool,
+    last_coding_chunked: bool,
+    close: bool,
+    keep_alive: bool,
+    /// `Connection` names other fields, which must go too.
+    names_others: bool,
+}
+
+impl HopFacts {
+    /// Notes one field; whether it stays in the map (fields of this hop do not).
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+        let items = || value.split(|&b| b == b',').map(crate::request::trim);
+        if name == CONNECTION {
+            for token in items().filter(|t| !t.is_empty()) {
+                let close = token.eq_ignore_ascii_case(b"close");
+                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                self.close |= close;
+                self.keep_alive |= keep_alive;
+                self.names_others |= !close && !keep_alive;
+            }
+            // Kept only when it names other fields: the response phase removes those.
+            return self.names_others;
+        }
+        if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            self.last_coding_chunked = items().next_back().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            return false;
+        }
+        if name == CONTENT_LENGTH {
+            for item in items() {
+                match parse_length(item) {
+                    Some(n) if self.length.is_none_or(|seen| seen == n) => self.length = Some(n),
+                    _ => self.bad_length = true,
+                }
+            }
+            return true;
+        }
+        !HOP_BY_HOP.iter().any(|hop| name == hop)
+    }
+
+    fn framing(&self, status: StatusCode, method: &Method) -> Result<Framing, HeadError> {
+        if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            return Ok(Framing::Empty);
+        }
+        if self.transfer_encoding {
+            // Chunked must be the last coding; any other last coding runs until the close.
+            return Ok(if self.last_coding_chunked { Framing::Chunked } else { Framing::UntilClose });
+        }
+        if self.bad_length {
+            return Err(HeadError::BadLength);
+        }
+        Ok(self.length.map_or(Framing::UntilClose, Framing::Length))
+    }
+
+    /// HTTP/1.1 keeps the connection unless `close` is said; HTTP/1.0 closes it unless
+    /// `keep-alive` is said. A length beside chunked framing closes it too (RFC 9112 §6.1).
+    fn keeps_alive(&self, version: Version) -> bool {
+        let framed_twice = self.transfer_encoding && self.length.is_some();
+        let kept = if version == Version::HTTP_11 { !self.close } else { self.keep_alive };
+        kept && !framed_twice
+    }
+}
+
+/// Hop-by-hop fields other than `Connection`, `Transfer-Encoding` and `Content-Length`.
+static HOP_BY_HOP: [HeaderName; 4] =
+    [HeaderName::from_static("keep-alive"), HeaderName::from_static("proxy-connection"), TE, UPGRADE];
+
+/// The header map without this hop's fields, its values sharing the head's bytes instead of
+/// copying them.
+fn header_map(
+    head: &Bytes,
+    offsets: Vec<(HeaderName, std::ops::Range<usize>)>,
+) -> Result<(HeaderMap, HopFacts), HeadError> {
+    // Room for the fields the response phase adds (version, pin, id), so none of them grows it.
+    let mut headers = HeaderMap::with_capacity(offsets.len() + 4);
+    let mut hop = HopFacts::default();
     for (name, range) in offsets {
+        if !hop.note(&name, &head[range.clone()]) {
+            continue;
+        }
         let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| HeadError::Invalid)?;
         headers.append(name, value);
     }
-    Ok(headers)
-}
-
-fn framing(status: StatusCode, method: &Method, headers: &HeaderMap) -> Result<Framing, HeadError> {
-    if method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Empty);
-    }
-    if headers.contains_key(TRANSFER_ENCODING) {
-        // Chunked must be the last coding; any other last coding runs until the close.
-        let last = headers.get_all(TRANSFER_ENCODING).iter().next_back().map(HeaderValue::as_bytes);
-        let chunked = last
-            .and_then(|v| v.rsplit(|&b| b == b',').next())
-            .is_some_and(|c| crate::request::trim(c).eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked { Framing::Chunked } else { Framing::UntilClose });
-    }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_length(crate::request::trim(item)).ok_or(HeadError::BadLength)?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err(HeadError::BadLength);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
+    Ok((headers, hop))
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -158,17 +222,6 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
-/// HTTP/1.1 keeps the connection unless `close` is said; HTTP/1.0 closes it unless
-/// `keep-alive` is said.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let says = |token: &str| {
-        headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes().split(|&b| b == b',').any(|t| crate::request::trim(t).eq_ignore_ascii_case(token.as_bytes()))
-        })
-    };
-    if version == Version::HTTP_11 { !says("close") } else { says("keep-alive") }
 }
 
 #[cfg(test)]
@@ -201,6 +254,8 @@ mod tests {
         assert_eq!(head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n").framing, Framing::Chunked);
         let both = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n");
         assert_eq!(both.framing, Framing::Chunked, "Transfer-Encoding wins over Content-Length");
+        assert!(!both.parts.headers.contains_key(CONTENT_LENGTH), "and the length does not reach the client");
+        assert!(!both.keep_alive, "a message framed twice closes its connection");
         let gzip = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
         assert_eq!((gzip.framing, gzip.keep_alive), (Framing::UntilClose, false));
         let open = head("HTTP/1.1 200 OK\r\n\r\n");
@@ -231,6 +286,17 @@ mod tests {
         assert!(!head("HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 0\r\n\r\n").keep_alive);
         assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n").keep_alive);
         assert!(head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\ncontent-length: 0\r\n\r\n").keep_alive);
+    }
+
+    #[test]
+    fn this_hop_s_fields_stay_here() {
+        let plain = head(
+            "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+        );
+        assert_eq!(plain.parts.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-a", "content-length"]);
+        assert!(!plain.names_hop_by_hop);
+        let named = head("HTTP/1.1 200 OK\r\nConnection: x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n");
+        assert!(named.names_hop_by_hop && named.parts.headers.contains_key(CONNECTION), "left for the response phase");
     }
 
     #[test]

@@ -91,8 +91,9 @@ impl std::fmt::Debug for ExchangeError {
 /// An upstream's answer: its head with the body to stream, over one of the two kinds of
 /// connection.
 pub(super) enum Answer {
-    /// From the inline exchange.
-    Inline(Response<InlineBody>),
+    /// From the inline exchange, this hop's fields already taken out; `true` when its
+    /// `Connection` field names others to remove.
+    Inline(Response<InlineBody>, bool),
     /// From hyper's client (a request with a body, or an upgrade), with its connection.
     Hyper(Response<Incoming>, Conn<HyperConn>),
 }
@@ -121,7 +122,9 @@ pub(super) async fn exchange(
     again.headers_mut().insert(X_CANARY_VERSION.clone(), stable.header.clone());
     ctx.side = Side::Stable;
     let errors = ctx.outcome.retry.insert(UpstreamErrorTally::default());
-    send(how, stable, errors, again, &mut None).await
+    // Boxed: the retry is rare, and inline it would double the size of every request's future,
+    // which is copied each time it moves.
+    Box::pin(send(how, stable, errors, again, &mut None)).await
 }
 
 /// Where the upstream request's `Host` comes from.
@@ -241,7 +244,7 @@ async fn try_inline(
         return Tried::Failed(UpstreamErrorKind::Protocol);
     }
     let body = InlineBody::new(conn, head.framing, head.keep_alive);
-    Tried::Answered(Answer::Inline(Response::from_parts(head.parts, body)))
+    Tried::Answered(Answer::Inline(Response::from_parts(head.parts, body), head.names_hop_by_hop))
 }
 
 /// One try through hyper's client. The request stays in `req` when it was not sent.

@@ -26,9 +26,11 @@ pub(super) fn response(
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let mut response = match exchanged {
-        Ok(Answer::Inline(upstream)) => {
+        Ok(Answer::Inline(upstream, names_hop_by_hop)) => {
             let (mut parts, body) = upstream.into_parts();
-            strip_hop_by_hop(&mut parts.headers, false);
+            if names_hop_by_hop {
+                strip_hop_by_hop(&mut parts.headers, false);
+            }
             Response::from_parts(parts, ProxyBody::Inline(body))
         }
         // Switching protocols the client did not ask to (or may not) switch to would hand the
