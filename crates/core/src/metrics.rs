@@ -16,6 +16,7 @@
 //! | [`NEW_SESSIONS`] | service, version | sessions that started on the version in the current rollout |
 //! | [`RANGE_REQUESTS`], [`RANGE_ERRORS`], [`RANGE_SLOW`] | service, version, cohort, range | requests, judge errors and slow requests per cohort range ([`crate::cohort`]) under the salt `cohort` names |
 //! | [`RETRIES`] | service, from_version, to_version | requests re-sent to stable |
+//! | [`UPSTREAM_CONNECTIONS`] | service, version, connection | upstream exchanges by whether their connection was pooled or new |
 //! | [`BREAKER_OPEN`], [`ROUTING_GENERATION`], [`WEIGHT_PERCENT`] | service | the gateway's routing state |
 
 use crate::cohort::RANGES;
@@ -41,6 +42,9 @@ pub mod label {
     pub const FROM_VERSION: &str = "from_version";
     /// The version a retry went to.
     pub const TO_VERSION: &str = "to_version";
+    /// Whether an upstream exchange found a pooled connection, one of
+    /// [`super::CONNECTION_USES`].
+    pub const CONNECTION: &str = "connection";
     /// A histogram bucket's upper bound (written by the encoder).
     pub const LE: &str = "le";
 }
@@ -103,7 +107,7 @@ impl<const N: usize> Family<N> {
     }
 }
 
-use label::{CODE_CLASS, COHORT, FROM_VERSION, KIND, RANGE, REASON, SERVICE, TO_VERSION, VERSION};
+use label::{CODE_CLASS, COHORT, CONNECTION, FROM_VERSION, KIND, RANGE, REASON, SERVICE, TO_VERSION, VERSION};
 
 /// Responses sent to clients.
 pub const REQUESTS: Family<3> = Family {
@@ -185,6 +189,17 @@ pub const RETRIES: Family<3> = Family {
     kind: MetricKind::Counter,
     labels: [SERVICE, FROM_VERSION, TO_VERSION],
 };
+
+/// Upstream exchanges by the connection they went over.
+pub const UPSTREAM_CONNECTIONS: Family<3> = Family {
+    name: "canary_upstream_connections",
+    help: "Upstream exchanges, by whether they found a pooled connection or opened a new one",
+    kind: MetricKind::Counter,
+    labels: [SERVICE, VERSION, CONNECTION],
+};
+
+/// Values of the `connection` label: index 0 for a pooled connection, 1 for a new one.
+pub const CONNECTION_USES: [&str; 2] = ["pooled", "new"];
 
 /// Whether a gateway's local breaker holds a service's canary off.
 pub const BREAKER_OPEN: Family<1> = Family {

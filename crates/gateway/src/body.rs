@@ -6,7 +6,25 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::h1::InlineBody;
 use crate::pool::PooledBody;
+
+/// Why a response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// hyper's client reported it.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// Reading from the upstream failed.
+    #[error("reading the upstream's response body failed: {0}")]
+    Upstream(std::io::Error),
+    /// The upstream closed the connection before the body's end.
+    #[error("the upstream closed the connection before the end of the response body")]
+    UpstreamClosed,
+    /// The body's framing was broken (a bad chunk size, no CRLF after a chunk).
+    #[error("the upstream's response body is not validly framed")]
+    UpstreamInvalid,
+}
 
 /// A request body on its way upstream: the client's, streamed through, or none at all for a
 /// bodiless request the gateway re-sends to stable.
@@ -45,8 +63,11 @@ impl Body for UpstreamBody {
 
 /// A response body: an upstream's, streamed through, or a small one the gateway wrote.
 pub enum ProxyBody {
-    /// Streamed from the upstream; returns the connection to the pool at its end.
+    /// Streamed from the upstream through hyper's client; returns the connection to the pool
+    /// at its end.
     Upstream(PooledBody),
+    /// Streamed from the upstream by the inline exchange.
+    Inline(InlineBody),
     /// Written by the gateway (errors, empty upgrade responses).
     Local(Option<Bytes>),
 }
@@ -65,11 +86,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Upstream(body) => Pin::new(body).poll_frame(cx),
+            ProxyBody::Inline(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -77,6 +99,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream(body) => body.is_end_stream(),
+            ProxyBody::Inline(body) => body.is_end_stream(),
             ProxyBody::Local(bytes) => bytes.is_none(),
         }
     }
@@ -84,6 +107,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream(body) => body.size_hint(),
+            ProxyBody::Inline(body) => body.size_hint(),
             ProxyBody::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

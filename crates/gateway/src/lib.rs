@@ -13,6 +13,7 @@ pub mod conn_table;
 pub mod connection;
 #[doc(hidden)]
 pub mod fixtures;
+pub mod h1;
 pub mod headers;
 pub mod limits;
 pub mod metrics;

@@ -31,6 +31,7 @@ pub struct VersionStats {
     latency_sum_micros: AtomicU64,
     judge_errors: AtomicU64,
     new_sessions: AtomicU64,
+    connections: [AtomicU64; contract::CONNECTION_USES.len()],
 }
 
 /// One version's counters per cohort range, under one salt: a routing snapshot points at the
@@ -93,6 +94,7 @@ impl Default for VersionStats {
             latency_sum_micros: AtomicU64::new(0),
             judge_errors: AtomicU64::new(0),
             new_sessions: AtomicU64::new(0),
+            connections: Default::default(),
         }
     }
 }
@@ -159,6 +161,12 @@ impl VersionStats {
                 counter.fetch_add(u64::from(n), Relaxed);
             }
         }
+    }
+
+    /// Records an upstream exchange over a pooled (`reused`) or a new connection.
+    #[inline]
+    pub fn record_connection(&self, reused: bool) {
+        self.connections[usize::from(!reused)].fetch_add(1, Relaxed);
     }
 
     /// Records why a request went to this version.
@@ -344,6 +352,8 @@ impl Collector for MetricsRegistry {
         encode_family(e, &contract::JUDGE_ERRORS, judge_errors, counter)?;
         let new_sessions = versions.iter().map(|v| (v.pair(), v.stats.new_sessions.load(Relaxed)));
         encode_family(e, &contract::NEW_SESSIONS, new_sessions, counter)?;
+        let uses = |i: usize| contract::CONNECTION_USES[i];
+        encode_family(e, &contract::UPSTREAM_CONNECTIONS, each(|s| &s.connections, uses), counter)?;
         self.encode_ranges(e)?;
         let retries: Vec<(RetryKey, u64)> = {
             let map = self.retries.lock().expect("metrics lock");
@@ -415,6 +425,9 @@ mod tests {
         let facts = JudgeFacts { bucket: 130, slow_bucket: Some(0) };
         v1.record_decision(Reason::Pinned);
         v1.record_new_session();
+        v1.record_connection(true);
+        v1.record_connection(true);
+        v1.record_connection(false);
         v1.record_response(&ranges, 502, 5_000, facts);
         v1.record_moved_away(&ranges, 130);
         metrics.retries("web", "v2", "v1").fetch_add(1, Relaxed);
@@ -424,6 +437,8 @@ mod tests {
             r#"canary_routing_decisions_total{service="web",version="v1",reason="bucket"} 0"#,
             r#"canary_judge_errors_total{service="web",version="v1"} 2"#,
             r#"canary_new_sessions_total{service="web",version="v1"} 1"#,
+            r#"canary_upstream_connections_total{service="web",version="v1",connection="pooled"} 2"#,
+            r#"canary_upstream_connections_total{service="web",version="v1",connection="new"} 1"#,
             r#"canary_range_requests_total{service="web",version="v1",cohort="c1",range="1"} 2"#,
             r#"canary_range_errors_total{service="web",version="v1",cohort="c1",range="1"} 2"#,
             r#"canary_range_slow_total{service="web",version="v1",cohort="c1",range="1"} 1"#,

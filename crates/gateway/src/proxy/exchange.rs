@@ -12,14 +12,16 @@ use canary_core::Side;
 use canary_core::metrics::UpstreamErrorKind;
 use http::header::HOST;
 use http::{Request, Response};
+use http_body::Body;
 use hyper::body::Incoming;
 
 use super::RequestCtx;
-use super::upstream_request::Replay;
+use super::upstream_request::{Replay, is_idempotent};
 use crate::body::UpstreamBody;
+use crate::h1::{H1Error, InlineBody};
 use crate::headers::X_CANARY_VERSION;
 use crate::metrics::UpstreamErrorTally;
-use crate::pool::{Conn, checkout, connect};
+use crate::pool::{Conn, HyperConn, checkout, checkout_inline, connect, connect_inline};
 use crate::service::{ServiceSettings, VersionTarget};
 use crate::upstream::Upstream;
 
@@ -86,8 +88,18 @@ impl std::fmt::Debug for ExchangeError {
     }
 }
 
-/// What an exchange produced: a response head and the connection it came over, or why not.
-pub(super) type Exchanged = Result<(Response<Incoming>, Conn), ExchangeError>;
+/// An upstream's answer: its head with the body to stream, over one of the two kinds of
+/// connection.
+pub(super) enum Answer {
+    /// From the inline exchange, this hop's fields already taken out; `true` when its
+    /// `Connection` field names others to remove.
+    Inline(Response<InlineBody>, bool),
+    /// From hyper's client (a request with a body, or an upgrade), with its connection.
+    Hyper(Response<Incoming>, Conn<HyperConn>),
+}
+
+/// What an exchange produced: the upstream's answer, or why there is none.
+pub(super) type Exchanged = Result<Answer, ExchangeError>;
 
 /// Sends the request to the decided version; when that is the canary (or the rolled-back
 /// canary serving an open page) and it failed in a retry-safe way, sends it to stable instead.
@@ -95,12 +107,14 @@ pub(super) async fn exchange(
     ctx: &mut RequestCtx<'_>,
     req: Request<UpstreamBody>,
     replay: &mut Option<Replay>,
+    upgrade: bool,
 ) -> Exchanged {
     let settings = ctx.settings();
     let decided = ctx.route.target(ctx.side);
     // An HTTP/1.0 client may send no Host; the upstream then gets its own address as Host.
     let host = if req.headers().contains_key(HOST) { HostFrom::Client } else { HostFrom::Upstream };
-    let mut again = match send(settings, decided, &mut ctx.outcome.errors, req, replay, host).await {
+    let how = Sending { settings, host, upgrade };
+    let mut again = match send(how, decided, &mut ctx.outcome.errors, req, replay).await {
         Err(error) if matches!(ctx.side, Side::Canary | Side::Retired) => error.into_retry()?,
         answered_or_stable => return answered_or_stable,
     };
@@ -108,7 +122,9 @@ pub(super) async fn exchange(
     again.headers_mut().insert(X_CANARY_VERSION.clone(), stable.header.clone());
     ctx.side = Side::Stable;
     let errors = ctx.outcome.retry.insert(UpstreamErrorTally::default());
-    send(settings, stable, errors, again, &mut None, host).await
+    // Boxed: the retry is rare, and inline it would double the size of every request's future,
+    // which is copied each time it moves.
+    Box::pin(send(how, stable, errors, again, &mut None)).await
 }
 
 /// Where the upstream request's `Host` comes from.
@@ -120,57 +136,145 @@ enum HostFrom {
     Upstream,
 }
 
+/// How one request is sent, whichever version it goes to.
+#[derive(Clone, Copy)]
+struct Sending<'s> {
+    settings: &'s ServiceSettings,
+    host: HostFrom,
+    /// The request asks to switch protocols: hyper's client carries it, for the tunnel.
+    upgrade: bool,
+}
+
+impl Sending<'_> {
+    /// A bodiless request that is no upgrade goes through the inline exchange.
+    fn inline(&self, req: &Request<UpstreamBody>) -> bool {
+        !self.upgrade && req.body().is_end_stream()
+    }
+}
+
+/// What one try on one connection came to.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "returned once per try and moved on at once; boxing the answer would allocate on every request"
+)]
+enum Tried {
+    /// The upstream answered.
+    Answered(Answer),
+    /// No connection could be had.
+    NoConnection(UpstreamErrorKind),
+    /// The connection took none of the request (or, reused, closed on an idempotent one
+    /// before a byte of answer): it may go out again on a new connection.
+    Unsent,
+    /// The request was sent and the exchange failed.
+    Failed(UpstreamErrorKind),
+}
+
 /// Sends `req` to the first address of `target` that takes it, over a pooled connection if
 /// one is alive, noting each failure in `errors` and in the address's passive health. A
 /// pooled connection that died before the request left gets one new connection to the same
 /// address. `replay` is taken when the request was sent and dropped before an answer.
 async fn send(
-    settings: &ServiceSettings,
+    how: Sending<'_>,
     target: &VersionTarget,
     errors: &mut UpstreamErrorTally,
     mut req: Request<UpstreamBody>,
     replay: &mut Option<Replay>,
-    host: HostFrom,
 ) -> Exchanged {
+    let settings = how.settings;
     let mut last = UpstreamErrorKind::ConnectOther;
     for upstream in target.upstreams.candidates() {
+        if how.host == HostFrom::Upstream {
+            req.headers_mut().insert(HOST, upstream.host.clone());
+        }
         let mut fresh = false;
         let unsent = loop {
-            let conn = if fresh {
-                connect(upstream, &settings.connect).await
+            let tried = if how.inline(&req) {
+                try_inline(settings, target, upstream, fresh, &req).await
             } else {
-                checkout(upstream, &settings.connect).await
+                try_hyper(settings, target, upstream, fresh, &mut req).await
             };
-            let mut conn = match conn {
-                Ok(conn) => conn,
-                Err(kind) => break kind,
-            };
-            if host == HostFrom::Upstream {
-                req.headers_mut().insert(HOST, upstream.host.clone());
-            }
-            let sending = tokio::time::timeout(settings.request_timeout, conn.sender.try_send_request(req));
-            let mut failed = match sending.await {
-                Ok(Ok(response)) => {
+            match tried {
+                Tried::Answered(answer) => {
                     upstream.record_success();
-                    return Ok((response, conn));
+                    return Ok(answer);
                 }
-                Ok(Err(failed)) => failed,
-                Err(_elapsed) => return Err(failure(settings, upstream, errors, UpstreamErrorKind::Timeout, replay)),
-            };
-            match failed.take_message() {
-                Some(unsent) => req = unsent,
-                None => return Err(failure(settings, upstream, errors, classify(failed.error()), replay)),
+                Tried::NoConnection(kind) => break kind,
+                Tried::Failed(kind) => return Err(failure(settings, upstream, errors, kind, replay)),
+                Tried::Unsent if fresh => break UpstreamErrorKind::Reset,
+                Tried::Unsent => fresh = true,
             }
-            if fresh {
-                break UpstreamErrorKind::Reset;
-            }
-            fresh = true;
         };
         upstream.record_failure(&settings.eject);
         errors.note(unsent);
         last = unsent;
     }
     Err(ExchangeError::NotSent { kind: last, request: req })
+}
+
+/// One try of the inline exchange.
+async fn try_inline(
+    settings: &ServiceSettings,
+    target: &VersionTarget,
+    upstream: &Upstream,
+    fresh: bool,
+    req: &Request<UpstreamBody>,
+) -> Tried {
+    let conn = if fresh {
+        connect_inline(upstream, &settings.connect).await
+    } else {
+        checkout_inline(upstream, &settings.connect).await
+    };
+    let mut conn = match conn {
+        Ok(conn) => conn,
+        Err(kind) => return Tried::NoConnection(kind),
+    };
+    target.stats.record_connection(conn.reused);
+    let head = match tokio::time::timeout(settings.request_timeout, conn.io.send(req)).await {
+        Err(_elapsed) => return Tried::Failed(UpstreamErrorKind::Timeout),
+        Ok(Ok(head)) => head,
+        Ok(Err(H1Error::Unsent)) => return Tried::Unsent,
+        // The race of a pooled connection with the upstream's keep-alive timeout: the request
+        // may go out again on a new one (RFC 9112 §9.3.1).
+        Ok(Err(H1Error::NoAnswer)) if conn.reused && is_idempotent(req.method()) => return Tried::Unsent,
+        Ok(Err(H1Error::NoAnswer | H1Error::Reset)) => return Tried::Failed(UpstreamErrorKind::Reset),
+        Ok(Err(H1Error::Invalid(_))) => return Tried::Failed(UpstreamErrorKind::Protocol),
+    };
+    if head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // Not asked for: the connection now speaks something else.
+        return Tried::Failed(UpstreamErrorKind::Protocol);
+    }
+    let body = InlineBody::new(conn, head.framing, head.keep_alive);
+    Tried::Answered(Answer::Inline(Response::from_parts(head.parts, body), head.names_hop_by_hop))
+}
+
+/// One try through hyper's client. The request stays in `req` when it was not sent.
+async fn try_hyper(
+    settings: &ServiceSettings,
+    target: &VersionTarget,
+    upstream: &Upstream,
+    fresh: bool,
+    req: &mut Request<UpstreamBody>,
+) -> Tried {
+    let conn =
+        if fresh { connect(upstream, &settings.connect).await } else { checkout(upstream, &settings.connect).await };
+    let mut conn = match conn {
+        Ok(conn) => conn,
+        Err(kind) => return Tried::NoConnection(kind),
+    };
+    target.stats.record_connection(conn.reused);
+    let sent = std::mem::replace(req, Request::new(UpstreamBody::Empty));
+    let mut failed = match tokio::time::timeout(settings.request_timeout, conn.io.try_send_request(sent)).await {
+        Ok(Ok(response)) => return Tried::Answered(Answer::Hyper(response, conn)),
+        Ok(Err(failed)) => failed,
+        Err(_elapsed) => return Tried::Failed(UpstreamErrorKind::Timeout),
+    };
+    match failed.take_message() {
+        Some(unsent) => {
+            *req = unsent;
+            Tried::Unsent
+        }
+        None => Tried::Failed(classify(failed.error())),
+    }
 }
 
 /// Notes a failure of a request that was sent, and says whether it may be sent again.

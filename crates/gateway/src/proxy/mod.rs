@@ -89,7 +89,8 @@ pub async fn handle(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Re
     }
     let mut ctx = RequestCtx::new(&conn, req.method(), req.headers()); // 1. route
     let UpstreamRequest { request, mut replay, client_upgrade } = upstream_request(&ctx, req); // 2. upstream request
-    let outcome = exchange(&mut ctx, request, &mut replay).await; // 3. exchange
+    let upgrade = client_upgrade.is_some();
+    let outcome = exchange(&mut ctx, request, &mut replay, upgrade).await; // 3. exchange
     Ok(response(&mut ctx, outcome, client_upgrade)) // 4. response
     // 5. record: `ctx` is dropped here.
 }

@@ -10,10 +10,10 @@ use hyper_util::rt::TokioIo;
 
 use super::RequestCtx;
 use super::cookies::{pin_headers, set_cookie};
-use super::exchange::Exchanged;
+use super::exchange::{Answer, Exchanged};
 use crate::body::ProxyBody;
 use crate::headers::{X_CANARY_VERSION, strip_hop_by_hop};
-use crate::pool::{Conn, PooledBody};
+use crate::pool::{Conn, HyperConn, PooledBody};
 use crate::request::{PIN, UID_COOKIE, VERSION_GONE};
 
 /// The response to send: the upstream's, or a 502/504 saying which version failed how; with
@@ -26,12 +26,21 @@ pub(super) fn response(
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let mut response = match exchanged {
+        Ok(Answer::Inline(upstream, names_hop_by_hop)) => {
+            let (mut parts, body) = upstream.into_parts();
+            if names_hop_by_hop {
+                strip_hop_by_hop(&mut parts.headers, false);
+            }
+            Response::from_parts(parts, ProxyBody::Inline(body))
+        }
         // Switching protocols the client did not ask to (or may not) switch to would hand the
         // client a connection the gateway no longer reads: refuse it.
-        Ok((upstream, _)) if upstream.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() => {
+        Ok(Answer::Hyper(upstream, _))
+            if upstream.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() =>
+        {
             error_response(UpstreamErrorKind::Protocol, &ctx.target().header)
         }
-        Ok((upstream, conn)) => from_upstream(upstream, conn, client_upgrade),
+        Ok(Answer::Hyper(upstream, conn)) => from_upstream(upstream, conn, client_upgrade),
         Err(error) => error_response(error.kind(), &ctx.target().header),
     };
     add_session_headers(ctx, response.headers_mut());
@@ -43,7 +52,7 @@ pub(super) fn response(
 /// between the two upgraded connections.
 fn from_upstream(
     mut upstream: Response<Incoming>,
-    conn: Conn,
+    conn: Conn<HyperConn>,
     client_upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     if upstream.status() == StatusCode::SWITCHING_PROTOCOLS
