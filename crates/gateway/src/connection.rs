@@ -35,6 +35,7 @@ use crate::conn_table::Registration;
 use crate::proxy::{ClientConn, ConnContext, handle};
 use crate::sniff::{Protocol, Replayed, Sniff, sniff};
 use crate::watched::{InFlightBody, Watched};
+use crate::woken::WhenWoken;
 use crate::worker::{Worker, stopped};
 
 /// How long a connection past its deadline may take to say goodbye (an HTTP/2 `GOAWAY`).
@@ -217,9 +218,11 @@ impl Serving<'_> {
     where
         C: Future<Output = hyper::Result<()>>,
     {
+        // The clock and the shutdown are polled only when they woke the task, not at each of
+        // the connection's own wake-ups.
         let result = tokio::select! {
             result = conn.as_mut() => result,
-            why = self.watch.expired(self.worker.limits.deadlines) => {
+            why = WhenWoken::new(self.watch.expired(self.worker.limits.deadlines)) => {
                 tracing::debug!(?why, peer = %self.peer, "closing a client connection");
                 if why != Closing::Shed {
                     goodbye(conn.as_mut());
@@ -227,7 +230,7 @@ impl Serving<'_> {
                 }
                 return None;
             }
-            () = stopped(&mut self.shutdown) => {
+            () = WhenWoken::new(stopped(&mut self.shutdown)) => {
                 let grace_ends = self.gateway_stopped();
                 match tokio::time::timeout_at(grace_ends, conn.as_mut()).await {
                     Ok(result) => result,
