@@ -132,22 +132,7 @@ async fn serve(mut stream: TcpStream, conn: u64) {
 }
 
 fn config(upstream: &ScriptedUpstream) -> String {
-    format!(
-        r#"
-[admin]
-listen = "127.0.0.1:0"
-
-[gateway]
-workers = 1
-pin_secret = "end-to-end-test-secret"
-
-[[service]]
-name = "web"
-listen = "127.0.0.1:0"
-stable = {{ version = "v1", upstreams = ["{}"] }}
-"#,
-        upstream.addr
-    )
+    support::stable_only_config_at(upstream.addr, "")
 }
 
 async fn get(gateway: &Gateway, path: &str) -> (u16, reqwest::header::HeaderMap, String) {

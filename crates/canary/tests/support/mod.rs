@@ -473,6 +473,11 @@ pub async fn get_as(client: &reqwest::Client, gateway: &Gateway, key: &str, cook
 /// A config with one service `web` on port 0, only a stable version at `stable`, and `admin`
 /// lines added to the `[admin]` section (e.g. a token).
 pub fn stable_only_config(stable: &Upstream, admin: &str) -> String {
+    stable_only_config_at(stable.addr, admin)
+}
+
+/// [`stable_only_config`] for an upstream at `stable` that is not an [`Upstream`].
+pub fn stable_only_config_at(stable: SocketAddr, admin: &str) -> String {
     format!(
         r#"
 [admin]
@@ -489,9 +494,8 @@ tick = "100ms"
 [[service]]
 name = "web"
 listen = "127.0.0.1:0"
-stable = {{ version = "v1", upstreams = ["{}"] }}
-"#,
-        stable.addr
+stable = {{ version = "v1", upstreams = ["{stable}"] }}
+"#
     )
 }
 
