@@ -468,6 +468,11 @@ fn the_early_step_margin_is_shown_in_the_verdict_and_never_lets_a_rollback_throu
 /// gives each canary range's requests and errors per tick, stable ranges serve 10 requests a
 /// tick with an error every tenth tick (in turns, so that they make no burst).
 fn ranged_judge(ticks: u64, canary: impl Fn(usize) -> (u64, u64)) -> Judge {
+    ranged_judge_by_tick(ticks, |range, _| canary(range))
+}
+
+/// [`ranged_judge`] with the canary's counts per range and tick.
+fn ranged_judge_by_tick(ticks: u64, canary: impl Fn(usize, u64) -> (u64, u64)) -> Judge {
     let config = JudgeConfig { min_requests_per_version: 200, latency_floor_seconds: 0.0, ..JudgeConfig::default() };
     let mut judge = Judge::new(config, baseline()).unwrap();
     let mut tick = TickCounts { canary_weight: Weight::from_basis_points(1_000).unwrap(), ..TickCounts::default() };
@@ -476,7 +481,7 @@ fn ranged_judge(ticks: u64, canary: impl Fn(usize) -> (u64, u64)) -> Judge {
     for t in 0..ticks {
         for range in 0..crate::cohort::RANGES {
             let (requests, errors, counts) = if range < 10 {
-                let (requests, errors) = canary(range);
+                let (requests, errors) = canary(range, t);
                 (requests, errors, &mut tick.canary)
             } else {
                 (10, u64::from((t + range as u64).is_multiple_of(10)), &mut tick.stable)
@@ -509,4 +514,24 @@ fn one_error_prone_user_who_is_most_of_the_canary_is_no_reason_to_roll_back() {
     // Errors from users in every canary range are a regression.
     let many_users = ranged_judge(20, |range| (if range == 3 { 11 } else { 2 }, u64::from(range < 10)));
     assert_eq!(many_users.rollback_reason(), Some(Metric::Errors), "{:?}", many_users.verdicts()[0]);
+}
+
+#[test]
+fn a_heavy_error_prone_user_beside_ordinary_errors_is_no_reason_to_roll_back() {
+    // Range 3 holds one heavy user who fails a request in ten and sends most of the canary's
+    // requests; the other nine ranges are ordinary users failing as often as stable's users.
+    let ordinary = |range: usize, tick: u64| (4, u64::from((tick + range as u64).is_multiple_of(25)));
+    let heavy = |range: usize, tick: u64| if range == 3 { (60, 6) } else { ordinary(range, tick) };
+    let one_heavy_user = ranged_judge_by_tick(10, heavy);
+    let errors = &one_heavy_user.verdicts()[0];
+    assert!(errors.estimate.unwrap() > 5.0, "the canary as a whole looks far worse: {errors:?}");
+    assert_eq!(one_heavy_user.rollback_reason(), None, "{errors:?}");
+
+    // The same, with every other range failing one request in ten too: a regression.
+    let regression =
+        ranged_judge_by_tick(
+            10,
+            |range, tick| if range == 3 { (60, 6) } else { (4, u64::from((tick + range as u64) % 5 < 2)) },
+        );
+    assert_eq!(regression.rollback_reason(), Some(Metric::Errors), "{:?}", regression.verdicts()[0]);
 }
