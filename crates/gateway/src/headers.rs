@@ -129,7 +129,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Headers that never cross a proxy (RFC 9110 §7.6.1), `Connection` first.
-static HOP_BY_HOP: [HeaderName; 6] = [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE];
+pub(crate) static HOP_BY_HOP: [HeaderName; 6] =
+    [CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, TE, TRANSFER_ENCODING, UPGRADE];
 
 /// Headers a `Connection` list may name but that are never removed: they say what the
 /// request is for and what its body is, not how this hop carries it.

@@ -5,8 +5,10 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+
+use crate::headers::HOP_BY_HOP;
 
 /// Most header fields a response head may have (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
@@ -168,6 +170,7 @@ impl HopFacts {
             }
             return true;
         }
+        // Connection and Transfer-Encoding were taken above; the rest of the list goes too.
         !HOP_BY_HOP.iter().any(|hop| name == hop)
     }
 
@@ -193,10 +196,6 @@ impl HopFacts {
         kept && !framed_twice
     }
 }
-
-/// Hop-by-hop fields other than `Connection`, `Transfer-Encoding` and `Content-Length`.
-static HOP_BY_HOP: [HeaderName; 4] =
-    [HeaderName::from_static("keep-alive"), HeaderName::from_static("proxy-connection"), TE, UPGRADE];
 
 /// The header map without this hop's fields, its values sharing the head's bytes instead of
 /// copying them.
