@@ -550,6 +550,23 @@ impl Judge {
         exposed == 0 || with_events >= MIN_EVENT_RANGES.min(exposed)
     }
 
+    /// Whether a count metric's harm still shows without a canary range that holds most of its
+    /// events. A regression reaches every group of users; one heavy, error-prone user is one
+    /// range. With few users on the canary (returning users held on stable by their pins, early
+    /// in a step) that user can be most of its events while a few ordinary errors come from
+    /// other ranges, and the canary's ranges are too few to show the spread as dispersion. The
+    /// same test on the rest, from its totals; a veto only, so it costs power, never validity.
+    fn holds_without_dominant_range(&self, evidence: &CountEvidence, worse_above: f64, threshold: f64) -> bool {
+        let Some(dominant) = evidence.by_users.dominant_canary_range() else { return true };
+        let rest = evidence.by_users.without_canary_range(dominant);
+        let ((canary_events, canary_exposure), (stable_events, stable_exposure)) = rest.totals();
+        let mut process = CountEProcess::new(self.config.prior_scale);
+        let share = canary_exposure / (canary_exposure + stable_exposure);
+        process.observe(canary_events.round() as u64, stable_events.round() as u64, share);
+        let dispersion = rest.factor().max(evidence.by_time.factor());
+        process.log_e_value_above(worse_above, dispersion) >= threshold
+    }
+
     /// Whether both versions have served enough requests for a rollback on statistical grounds.
     fn may_roll_back(&self) -> bool {
         let minimum = self.config.min_requests_for_rollback;
@@ -566,10 +583,12 @@ impl Judge {
             Metric::Errors | Metric::LatencyTail => {
                 let CountParts { evidence, tolerance, .. } = judge.count_parts(metric);
                 let worse_above = tolerance.worse_above * judge.adjustment(metric).margin;
+                let threshold = log_threshold(judge.alpha_of(metric));
                 let log_e = evidence.process.log_e_value_above(worse_above, evidence.dispersion());
                 Judge::spread_in_time(evidence)
                     && Judge::spread_over_users(evidence)
-                    && log_e >= log_threshold(judge.alpha_of(metric))
+                    && log_e >= threshold
+                    && judge.holds_without_dominant_range(evidence, worse_above, threshold)
             }
             Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
             Metric::SampleRatio | Metric::Team => false,

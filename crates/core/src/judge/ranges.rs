@@ -78,6 +78,31 @@ impl RangeDispersion {
         (with_events, exposed)
     }
 
+    /// The canary's range that holds more than half of its events, when the canary served
+    /// other ranges too: one group of users a rollback must not rest on. (A canary that served
+    /// one range — a 1 % step — has no other group to ask.)
+    pub fn dominant_canary_range(&self) -> Option<usize> {
+        let (range, cell) = self.canary.iter().enumerate().max_by(|a, b| a.1.events.total_cmp(&b.1.events))?;
+        let ((events, _), _) = self.totals();
+        let (_, exposed) = self.canary_spread();
+        (exposed > 1 && cell.events > events / 2.0).then_some(range)
+    }
+
+    /// The same sums with the canary's cell of `range` left out.
+    pub fn without_canary_range(&self, range: usize) -> RangeDispersion {
+        let mut rest = self.clone();
+        if let Some(cell) = rest.canary.get_mut(range) {
+            *cell = Cell::default();
+        }
+        rest
+    }
+
+    /// Each version's events and exposure over all ranges: `(canary, stable)`.
+    pub fn totals(&self) -> ((f64, f64), (f64, f64)) {
+        let sum = |cells: &[Cell]| cells.iter().fold((0.0, 0.0), |(e, x), c| (e + c.events, x + c.exposure));
+        (sum(&self.canary), sum(&self.stable))
+    }
+
     /// Adds one tick of range `range`: each version's new events and their exposure.
     pub fn observe(&mut self, range: usize, canary: (u64, f64), stable: (u64, f64)) {
         for (cells, (events, exposure)) in [(&mut self.canary, canary), (&mut self.stable, stable)] {
@@ -171,6 +196,24 @@ mod tests {
         }
         assert!(plain.factor() > 10.0);
         assert_eq!(with_baseline.factor(), 1.0);
+    }
+
+    #[test]
+    fn a_dominant_canary_range_can_be_left_out() {
+        let mut dispersion = RangeDispersion::new(10);
+        assert_eq!(dispersion.dominant_canary_range(), None, "no events, no dominant range");
+        dispersion.observe(6, (30, 400.0), (0, 0.0));
+        assert_eq!(dispersion.dominant_canary_range(), None, "the only range the canary served");
+        dispersion.observe(2, (3, 300.0), (0, 0.0));
+        dispersion.observe(8, (0, 0.0), (12, 1_000.0));
+        assert_eq!(dispersion.dominant_canary_range(), Some(6));
+        let mut even = RangeDispersion::new(10);
+        even.observe(1, (10, 300.0), (0, 0.0));
+        even.observe(2, (10, 300.0), (0, 0.0));
+        assert_eq!(even.dominant_canary_range(), None, "half is not more than half");
+        let rest = dispersion.without_canary_range(6);
+        assert_eq!(rest.totals(), ((3.0, 300.0), (12.0, 1_000.0)));
+        assert_eq!(dispersion.totals(), ((33.0, 700.0), (12.0, 1_000.0)), "the original keeps its sums");
     }
 
     #[test]

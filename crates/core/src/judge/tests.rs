@@ -517,6 +517,31 @@ fn one_error_prone_user_who_is_most_of_the_canary_is_no_reason_to_roll_back() {
 }
 
 #[test]
+fn a_heavy_error_prone_user_among_a_handful_of_canary_users_is_no_reason_to_roll_back() {
+    // Through the real system at 10 %, with returning users held on stable by their pins: five
+    // users on the canary in 45 s, one of them heavy and failing a request in ten; the other
+    // four made two ordinary errors between them (three ranges with errors, as the rule asks).
+    let handful = |range: usize, tick: u64| match range {
+        3 => (11, 1),
+        5 | 7 => (1, u64::from(tick == 20 + range as u64)),
+        0 | 9 => (1, 0),
+        _ => (0, 0),
+    };
+    let one_heavy_user = ranged_judge_by_tick(45, handful);
+    let errors = &one_heavy_user.verdicts()[0];
+    assert!(errors.e_value.unwrap() > 1e3, "the canary as a whole looks far worse: {errors:?}");
+    assert_eq!(one_heavy_user.rollback_reason(), None, "{errors:?}");
+
+    // The same five users all failing a request in ten: a regression, on every one of them.
+    let regression = ranged_judge_by_tick(45, |range, tick| match handful(range, tick) {
+        (0, _) => (0, 0),
+        (1, _) => (1, u64::from((tick + range as u64).is_multiple_of(10))),
+        heavy => heavy,
+    });
+    assert_eq!(regression.rollback_reason(), Some(Metric::Errors), "{:?}", regression.verdicts()[0]);
+}
+
+#[test]
 fn a_heavy_error_prone_user_beside_ordinary_errors_is_no_reason_to_roll_back() {
     // Range 3 holds one heavy user who fails a request in ten and sends most of the canary's
     // requests; the other nine ranges are ordinary users failing as often as stable's users.
