@@ -32,6 +32,10 @@ pub struct VersionStats {
     judge_errors: AtomicU64,
     new_sessions: AtomicU64,
     connections: [AtomicU64; contract::CONNECTION_USES.len()],
+    /// The key hash of the user behind the latest error, and how often it changed: the
+    /// breaker's evidence that failures come from more than one user.
+    last_failing_user: AtomicU64,
+    failing_user_changes: AtomicU64,
 }
 
 /// One version's counters per cohort range, under one salt: a routing snapshot points at the
@@ -95,6 +99,8 @@ impl Default for VersionStats {
             judge_errors: AtomicU64::new(0),
             new_sessions: AtomicU64::new(0),
             connections: Default::default(),
+            last_failing_user: AtomicU64::new(0),
+            failing_user_changes: AtomicU64::new(0),
         }
     }
 }
@@ -151,6 +157,20 @@ impl VersionStats {
     pub fn record_moved_away(&self, ranges: &RangeStats, bucket: u16) {
         self.judge_errors.fetch_add(1, Relaxed);
         ranges.record(bucket, true, false);
+    }
+
+    /// Records that a request of the user with `key_hash` failed on this version.
+    #[inline]
+    pub fn record_failing_user(&self, key_hash: u64) {
+        if self.last_failing_user.swap(key_hash, Relaxed) != key_hash {
+            self.failing_user_changes.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// How often the user behind this version's latest error changed. Two changes within a
+    /// window mean failures of at least two users in it.
+    pub fn failing_user_changes(&self) -> u64 {
+        self.failing_user_changes.load(Relaxed)
     }
 
     /// Records the upstream failures of one request.
@@ -375,6 +395,15 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
         text
+    }
+
+    #[test]
+    fn a_change_of_failing_user_is_counted() {
+        let stats = VersionStats::default();
+        for user in [7, 7, 7, 9, 9, 7] {
+            stats.record_failing_user(user);
+        }
+        assert_eq!(stats.failing_user_changes(), 3, "to 7, to 9, back to 7");
     }
 
     #[test]

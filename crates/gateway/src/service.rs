@@ -34,6 +34,15 @@ pub struct VersionTarget {
     pub ranges: Arc<RangeStats>,
 }
 
+impl VersionTarget {
+    /// A copy of its counters with its counters per cohort range under this snapshot's salt.
+    pub fn counts_with_ranges(&self) -> VersionCounts {
+        let mut counts = self.stats.counts();
+        counts.cohorts.push(self.ranges.counts());
+        counts
+    }
+}
+
 /// One immutable routing snapshot of a service.
 #[derive(Debug)]
 pub struct Route {
@@ -307,7 +316,7 @@ fn build_route(service: &str, spec: RouteSpec, shared: &Shared, previous: Option
         |p: &&Route| p.spec.rollout_id == spec.rollout_id && canary_version(&p.spec) == canary_version(&spec);
     let canary_since = match (previous.filter(same_canary), &canary) {
         (Some(p), Some(_)) => p.canary_since.clone(),
-        (None, Some(c)) => Some(Arc::new((c.stats.counts(), stable.stats.counts()))),
+        (None, Some(c)) => Some(Arc::new((c.counts_with_ranges(), stable.stats.counts()))),
         (_, None) => None,
     };
     Route {

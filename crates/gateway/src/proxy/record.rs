@@ -26,6 +26,7 @@ pub(super) fn record(ctx: &RequestCtx<'_>) {
             .retries(ctx.conn.service.name(), version_name(decided), version_name(&route.stable))
             .fetch_add(1, Relaxed);
         decided.stats.record_moved_away(&decided.ranges, decision.bucket);
+        decided.stats.record_failing_user(decision.key_hash);
         route.stable.stats.record_upstream_errors(stable_errors);
     }
     let Some(status) = outcome.status else { return };
@@ -33,6 +34,9 @@ pub(super) fn record(ctx: &RequestCtx<'_>) {
     let judge = JudgeFacts { bucket: decision.bucket, slow_bucket: route.spec.slow_bucket };
     let served = route.target(ctx.side);
     served.stats.record_response(&served.ranges, status.as_u16(), micros, judge);
+    if status.as_u16() >= 500 {
+        served.stats.record_failing_user(decision.key_hash);
+    }
 }
 
 fn version_name(target: &crate::service::VersionTarget) -> &str {
