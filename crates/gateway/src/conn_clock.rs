@@ -129,58 +129,82 @@ impl Clock {
 /// watchdog.
 #[derive(Debug)]
 pub struct Watch {
-    clock: Mutex<Clock>,
+    state: Mutex<Watched>,
     changed: Notify,
+}
+
+/// The clock, and what the watchdog sleeps towards once it has looked.
+#[derive(Debug)]
+struct Watched {
+    clock: Clock,
+    watchdog: Option<(Deadlines, Instant)>,
+}
+
+impl Watched {
+    /// Whether the watchdog must look again now: it sleeps towards a later moment than the
+    /// connection's deadline, or the connection is being shed. A deadline that moved later
+    /// (every request's end on a busy connection) waits for the watchdog's own wake-up, so a
+    /// request costs it neither a wake-up nor a new timer.
+    fn watchdog_late(&self) -> bool {
+        let Some((deadlines, sleeping_until)) = self.watchdog else { return false };
+        self.clock.is_shed() || self.clock.deadline(deadlines).is_some_and(|(at, _)| at < sleeping_until)
+    }
 }
 
 impl Watch {
     /// The watch of a connection accepted now.
     pub fn new() -> Arc<Watch> {
-        Arc::new(Watch { clock: Mutex::new(Clock::new(Instant::now())), changed: Notify::new() })
+        let state = Watched { clock: Clock::new(Instant::now()), watchdog: None };
+        Arc::new(Watch { state: Mutex::new(state), changed: Notify::new() })
     }
 
-    /// Applies `change`; wakes the watchdog when it returns true.
-    pub fn update(&self, change: impl FnOnce(&mut Clock) -> bool) {
-        let moved = change(&mut self.clock.lock().unwrap_or_else(|e| e.into_inner()));
-        if moved {
+    fn state(&self) -> std::sync::MutexGuard<'_, Watched> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `change`; wakes the watchdog when the deadline came before what it sleeps towards.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Clock) -> R) {
+        let late = {
+            let mut state = self.state();
+            change(&mut state.clock);
+            state.watchdog_late()
+        };
+        if late {
             self.changed.notify_one();
         }
     }
 
     /// A copy of the clock as it stands.
     pub fn clock(&self) -> Clock {
-        *self.clock.lock().unwrap_or_else(|e| e.into_inner())
+        self.state().clock
     }
 
     /// Asks the watchdog to close the connection now.
     pub fn shed(&self) {
-        self.update(|clock| {
-            clock.shed = true;
-            true
-        });
+        self.update(|clock| clock.shed = true);
     }
 
     /// Completes once the connection's deadline has passed or it is shed.
     pub async fn expired(&self, deadlines: Deadlines) -> Closing {
         loop {
-            let clock = self.clock();
-            if clock.is_shed() {
-                return Closing::Shed;
-            }
-            // In flight, nothing moves the deadline earlier without a wake-up; look again
-            // after the shorter timeout in case the request ended meanwhile.
-            let at = match clock.deadline(deadlines) {
-                Some((at, _)) => at,
-                None => Instant::now() + deadlines.idle.min(deadlines.header_read),
+            let at = {
+                let mut state = self.state();
+                if state.clock.is_shed() {
+                    return Closing::Shed;
+                }
+                let at = match state.clock.deadline(deadlines) {
+                    Some((due, why)) if due <= Instant::now() => return why,
+                    Some((due, _)) => due,
+                    // In flight, nothing moves the deadline earlier without a wake-up; look
+                    // again after the shorter timeout in case the request ended meanwhile.
+                    None => Instant::now() + deadlines.idle.min(deadlines.header_read),
+                };
+                // Under the same lock: a change after this sees what the watchdog sleeps towards.
+                state.watchdog = Some((deadlines, at));
+                at
             };
             tokio::select! {
-                () = tokio::time::sleep_until(at) => {
-                    if let Some((due, why)) = self.clock().deadline(deadlines)
-                        && due <= Instant::now()
-                    {
-                        return why;
-                    }
-                }
+                () = tokio::time::sleep_until(at) => {}
                 () = self.changed.notified() => {}
             }
         }
@@ -194,10 +218,7 @@ pub struct InFlight(Arc<Watch>);
 impl InFlight {
     /// Marks a request started on `watch`'s connection.
     pub fn start(watch: Arc<Watch>) -> InFlight {
-        watch.update(|clock| {
-            clock.request_started();
-            false
-        });
+        watch.update(Clock::request_started);
         InFlight(watch)
     }
 }
@@ -206,10 +227,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         // The idle deadline that starts now may come before the one the watchdog sleeps
         // towards (a first request's header-read deadline runs from the accept).
-        self.0.update(|clock| {
-            clock.request_finished(Instant::now());
-            clock.in_flight == 0
-        });
+        self.0.update(|clock| clock.request_finished(Instant::now()));
     }
 }
 
@@ -276,6 +294,29 @@ mod tests {
         assert_eq!(clock.sheddable_since(), Some(start + secs(5)));
         clock.detach();
         assert_eq!((clock.sheddable_since(), clock.deadline(DEADLINES)), (None, None));
+    }
+
+    #[test]
+    fn only_a_deadline_before_the_watchdog_s_wake_up_wakes_it() {
+        let start = Instant::now();
+        let mut busy = Watched { clock: Clock::new(start), watchdog: None };
+        busy.clock.request_started();
+        assert!(!busy.watchdog_late(), "a watchdog that has not looked yet will");
+        busy.watchdog = Some((DEADLINES, start + secs(10)));
+        busy.clock.request_finished(start + secs(1));
+        assert!(!busy.watchdog_late(), "idle until 61 s: the wake-up at 10 s comes first");
+        busy.clock.bytes_read(start + secs(2), b"GET / HTTP/1.1\r\n");
+        assert!(!busy.watchdog_late(), "a head due at 12 s: still after the wake-up");
+
+        let mut idle = Watched { clock: Clock::new(start), watchdog: None };
+        idle.clock.request_started();
+        idle.clock.request_finished(start + secs(1));
+        idle.watchdog = Some((DEADLINES, start + secs(61)));
+        idle.clock.bytes_read(start + secs(3), b"G");
+        assert!(idle.watchdog_late(), "a head due at 13 s, the watchdog asleep until 61 s");
+        idle.watchdog = Some((DEADLINES, start + secs(13)));
+        idle.clock.shed = true;
+        assert!(idle.watchdog_late(), "shedding wakes it at once");
     }
 
     #[tokio::test(start_paused = true)]

@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::body::ProxyBody;
-use crate::conn_clock::{Closing, InFlight, Watch};
+use crate::conn_clock::{Clock, Closing, InFlight, Watch};
 use crate::conn_table::Registration;
 use crate::proxy::{ClientConn, ConnContext, handle};
 use crate::sniff::{Protocol, Replayed, Sniff, sniff};
@@ -137,10 +137,7 @@ async fn serve_http<I>(
         return;
     };
     // An upgraded socket lives on as a tunnel, with its place in the table but no deadline.
-    watch.update(|clock| {
-        clock.detach();
-        false
-    });
+    watch.update(Clock::detach);
     if let Err(e) = result {
         tracing::debug!(error = %e, %peer, "client connection ended with an error");
     }
