@@ -10,7 +10,8 @@
 #
 # Each target: 3 s of warm-up, counters zeroed, 10 s of wrk -t1 -c16 (random x-user-id of
 # 10,000), counters dumped. Loopback only; ports BASE_PORT+31.. (default 18080). Needs
-# valgrind, nginx and wrk. Stops only what it started.
+# valgrind, nginx and wrk. Stops only what it started. KEEP_PROFILES=<dir> keeps the callgrind
+# files there (`callgrind_annotate <dir>/canary0.cg.*` shows where the instructions go).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bench=${BENCH_DIR:-$root/../shared/bench}
@@ -75,3 +76,7 @@ for i in "${!binaries[@]}"; do
     kill "${pids[-1]}"
     wait "${pids[-1]}" 2>/dev/null || true
 done
+if [ -n "${KEEP_PROFILES:-}" ]; then
+    mkdir -p "$KEEP_PROFILES"
+    cp "$dir"/*.cg.* "$KEEP_PROFILES"/
+fi
