@@ -211,6 +211,41 @@ async fn sigterm_finishes_in_flight_requests_then_exits_zero() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_breaker_waits_for_a_second_user_s_failures() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&config(&v1, &v2, 50.0, ""));
+    let client = client();
+    let mut canary_users = Vec::new();
+    for i in 0..100 {
+        let user = format!("user-{i}");
+        if version_of(&get_as(&client, &gateway, &user, None).await) == "v2" {
+            canary_users.push(user);
+        }
+    }
+    assert!(canary_users.len() >= 2, "{canary_users:?}");
+    let tripped = || async {
+        let (_, body) = gateway.get("/api/v1/services/web").await;
+        body["data"]["canaryTripped"] == true
+    };
+    v2.fail_with(503);
+    // One user whose every request fails: a heavy, error-prone user and a canary that fails
+    // everyone look alike to a gateway that sees no one else on the canary.
+    for _ in 0..40 {
+        assert_eq!(get_as(&client, &gateway, &canary_users[0], None).await.status(), 503);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!tripped().await, "one user's failures tripped the breaker");
+    for _ in 0..30 {
+        get_as(&client, &gateway, &canary_users[1], None).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !tripped().await && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tripped().await, "a second user's failures did not trip it");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_breaker_sends_an_erroring_canary_s_users_to_stable() {
     let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
     v2.fail_with(503);
