@@ -4,10 +4,11 @@
 //! Every quarter second it compares the canary's and stable's counters over a sliding window.
 //! It trips when the canary refuses connections with no response at all (a crashed canary), or
 //! when its error ratio (5xx plus requests it took no connection for) is both above an absolute
-//! floor and many times stable's, over a minimum number of requests — and still is without the
-//! cohort range that failed most, so that one heavy, error-prone user who happens to be most of
-//! a small canary's traffic does not trip it (a canary that fails hard fails everyone). A tripped canary gets no
-//! new requests and its pins are ignored; idempotent or unsent requests already go to stable.
+//! floor and many times stable's, over a minimum number of requests, with failures of more than
+//! one user and still without a cohort range holding most of them: one heavy, error-prone user
+//! who happens to be most of a small canary's traffic does not trip it (a canary that fails
+//! hard fails everyone). A tripped canary gets no new requests and its pins are ignored;
+//! idempotent or unsent requests already go to stable.
 //! The breaker closes again only when the canary changes (a new version or rollout), since the
 //! controller fails the rollout as soon as it sees the trip.
 //!
