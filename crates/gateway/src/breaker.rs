@@ -270,14 +270,18 @@ breaker = { window = "10s", min_requests = 20, error_ratio = 0.25 }
         Arc::new(Service::new(&config.services[0], true, Arc::new(Shared::default())))
     }
 
+    /// The facts of a request of the one user in `bucket`.
+    fn user(bucket: u16) -> JudgeFacts {
+        JudgeFacts { bucket, key_hash: u64::from(bucket), slow_bucket: None }
+    }
+
     /// The canary fails `requests` requests, each of a user of another cohort range.
     fn canary_fails(service: &Service, requests: usize) {
         let route = service.route();
         let canary = route.canary.as_ref().unwrap();
         for i in 0..requests {
             let bucket = (i * 100 % 10_000) as u16;
-            canary.stats.record_response(&canary.ranges, 503, 1_000, JudgeFacts { bucket, slow_bucket: None });
-            canary.stats.record_failing_user(u64::from(bucket));
+            canary.stats.record_response(&canary.ranges, 503, 1_000, user(bucket));
         }
     }
 
@@ -287,10 +291,7 @@ breaker = { window = "10s", min_requests = 20, error_ratio = 0.25 }
         let canary = route.canary.as_ref().unwrap();
         for i in 0..requests {
             let status = if (i + 1) % fail_every == 0 { 503 } else { 200 };
-            canary.stats.record_response(&canary.ranges, status, 1_000, JudgeFacts { bucket, slow_bucket: None });
-            if status >= 500 {
-                canary.stats.record_failing_user(u64::from(bucket));
-            }
+            canary.stats.record_response(&canary.ranges, status, 1_000, user(bucket));
         }
     }
 
@@ -365,8 +366,7 @@ breaker = { window = "10s", min_requests = 20, error_ratio = 0.25 }
         let retired = route.retired.as_ref().unwrap();
         for i in 0..25 {
             let bucket = i * 100;
-            retired.stats.record_response(&retired.ranges, 503, 1_000, JudgeFacts { bucket, slow_bucket: None });
-            retired.stats.record_failing_user(u64::from(bucket));
+            retired.stats.record_response(&retired.ranges, 503, 1_000, user(bucket));
         }
         pass(TICK).await;
         assert!(!service.canary_open(), "the open pages' failures trip the retired canary");

@@ -110,6 +110,8 @@ impl Default for VersionStats {
 pub struct JudgeFacts {
     /// The user's bucket (its cohort range is `bucket / 100`).
     pub bucket: u16,
+    /// The hash of the user's key: the breaker counts whose failures it sees.
+    pub key_hash: u64,
     /// Latency bucket index above which the request is slow, if a rollout set one.
     pub slow_bucket: Option<u8>,
 }
@@ -140,6 +142,7 @@ impl VersionStats {
         let error = status >= 500;
         if error {
             self.judge_errors.fetch_add(1, Relaxed);
+            self.note_failing_user(judge.key_hash);
         }
         let slow = judge.slow_bucket.is_some_and(|slow| latency_bucket > usize::from(slow));
         ranges.record(judge.bucket, error, slow);
@@ -154,14 +157,15 @@ impl VersionStats {
     /// Records a request this version lost to another: the judge counts it as this
     /// version's request and error.
     #[inline]
-    pub fn record_moved_away(&self, ranges: &RangeStats, bucket: u16) {
+    pub fn record_moved_away(&self, ranges: &RangeStats, judge: JudgeFacts) {
         self.judge_errors.fetch_add(1, Relaxed);
-        ranges.record(bucket, true, false);
+        self.note_failing_user(judge.key_hash);
+        ranges.record(judge.bucket, true, false);
     }
 
-    /// Records that a request of the user with `key_hash` failed on this version.
+    /// Notes that a request of the user with `key_hash` failed on this version.
     #[inline]
-    pub fn record_failing_user(&self, key_hash: u64) {
+    fn note_failing_user(&self, key_hash: u64) {
         if self.last_failing_user.swap(key_hash, Relaxed) != key_hash {
             self.failing_user_changes.fetch_add(1, Relaxed);
         }
@@ -400,10 +404,12 @@ mod tests {
     #[test]
     fn a_change_of_failing_user_is_counted() {
         let stats = VersionStats::default();
-        for user in [7, 7, 7, 9, 9, 7] {
-            stats.record_failing_user(user);
+        let ranges = RangeStats::new("c1");
+        for (key_hash, status) in [(7, 503), (7, 500), (5, 200), (7, 502), (9, 503), (9, 503)] {
+            stats.record_response(&ranges, status, 1_000, JudgeFacts { bucket: 1, key_hash, slow_bucket: None });
         }
-        assert_eq!(stats.failing_user_changes(), 3, "to 7, to 9, back to 7");
+        stats.record_moved_away(&ranges, JudgeFacts { bucket: 1, key_hash: 7, slow_bucket: None });
+        assert_eq!(stats.failing_user_changes(), 3, "to 7, to 9, back to 7; a success changes nothing");
     }
 
     #[test]
@@ -411,7 +417,7 @@ mod tests {
         let metrics = Arc::new(MetricsRegistry::default());
         let v2 = metrics.version("web", "v2");
         let ranges = metrics.ranges("web", "v2", "c1");
-        let facts = JudgeFacts { bucket: 65, slow_bucket: Some(0) };
+        let facts = JudgeFacts { bucket: 65, key_hash: 1, slow_bucket: Some(0) };
         v2.record_response(&ranges, 200, 400, facts);
         v2.record_response(&ranges, 503, 2_000, facts);
         let mut tally = UpstreamErrorTally::default();
@@ -432,7 +438,7 @@ mod tests {
     #[test]
     fn a_new_salt_starts_new_range_counters_and_the_old_ones_leave_the_scrape() {
         let metrics = Arc::new(MetricsRegistry::default());
-        let facts = JudgeFacts { bucket: 250, slow_bucket: None };
+        let facts = JudgeFacts { bucket: 250, key_hash: 1, slow_bucket: None };
         let old = metrics.ranges("web", "v1", "old");
         metrics.version("web", "v1").record_response(&old, 200, 100, facts);
         assert!(Arc::ptr_eq(&old, &metrics.ranges("web", "v1", "old")), "the same salt keeps its counters");
@@ -451,14 +457,14 @@ mod tests {
         let metrics = Arc::new(MetricsRegistry::default());
         let v1 = metrics.version("web", "v1");
         let ranges = metrics.ranges("web", "v1", "c1");
-        let facts = JudgeFacts { bucket: 130, slow_bucket: Some(0) };
+        let facts = JudgeFacts { bucket: 130, key_hash: 1, slow_bucket: Some(0) };
         v1.record_decision(Reason::Pinned);
         v1.record_new_session();
         v1.record_connection(true);
         v1.record_connection(true);
         v1.record_connection(false);
         v1.record_response(&ranges, 502, 5_000, facts);
-        v1.record_moved_away(&ranges, 130);
+        v1.record_moved_away(&ranges, facts);
         metrics.retries("web", "v2", "v1").fetch_add(1, Relaxed);
         let text = scrape(&metrics);
         for line in [

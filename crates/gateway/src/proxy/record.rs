@@ -20,23 +20,20 @@ pub(super) fn record(ctx: &RequestCtx<'_>) {
         decided.stats.record_new_session();
     }
     decided.stats.record_upstream_errors(&outcome.errors);
+    let judge =
+        JudgeFacts { bucket: decision.bucket, key_hash: decision.key_hash, slow_bucket: route.spec.slow_bucket };
     if let Some(stable_errors) = &outcome.retry {
         let metrics = &ctx.conn.service.shared().metrics;
         metrics
             .retries(ctx.conn.service.name(), version_name(decided), version_name(&route.stable))
             .fetch_add(1, Relaxed);
-        decided.stats.record_moved_away(&decided.ranges, decision.bucket);
-        decided.stats.record_failing_user(decision.key_hash);
+        decided.stats.record_moved_away(&decided.ranges, judge);
         route.stable.stats.record_upstream_errors(stable_errors);
     }
     let Some(status) = outcome.status else { return };
     let micros = ctx.started.elapsed().as_micros() as u64;
-    let judge = JudgeFacts { bucket: decision.bucket, slow_bucket: route.spec.slow_bucket };
     let served = route.target(ctx.side);
     served.stats.record_response(&served.ranges, status.as_u16(), micros, judge);
-    if status.as_u16() >= 500 {
-        served.stats.record_failing_user(decision.key_hash);
-    }
 }
 
 fn version_name(target: &crate::service::VersionTarget) -> &str {
