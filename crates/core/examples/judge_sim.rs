@@ -2,7 +2,8 @@
 //! healthy canary takes to be shown safe, and detection delays of real regressions, at 10 %
 //! canary traffic unless a scenario says otherwise.
 //!
-//! Run: `cargo run --release -p canary-core --example judge_sim [-- --runs N]` (200 by default)
+//! Run: `cargo run --release -p canary-core --example judge_sim [-- --runs N] [--only TEXT]` (200 runs by
+//! default; `--only stalls` runs the scenarios whose name contains "stalls", each with its usual seed)
 //!
 //! # Model
 //!
@@ -855,25 +856,39 @@ fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn runs_from_args() -> usize {
-    let mut runs = DEFAULT_RUNS;
+/// What the command line asks for: runs per scenario, and which scenarios.
+struct Args {
+    runs: usize,
+    /// Only scenarios whose name contains this (each keeps its own seed).
+    only: Option<String>,
+}
+
+fn args() -> Args {
+    let mut parsed = Args { runs: DEFAULT_RUNS, only: None };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--runs" {
-            runs = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).expect("--runs takes a positive number");
-        } else {
-            panic!("unknown argument {arg:?}; the only one is --runs N");
+        match arg.as_str() {
+            "--runs" => {
+                parsed.runs = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|&n| n > 0)
+                    .expect("--runs takes a positive number");
+            }
+            "--only" => parsed.only = Some(args.next().expect("--only takes part of a scenario's name")),
+            _ => panic!("unknown argument {arg:?}; the arguments are --runs N and --only TEXT"),
         }
     }
-    runs
+    parsed
 }
 
 fn main() {
-    let runs = runs_from_args();
+    let Args { runs, only } = args();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();
     let (mut aa_rows, mut detection_rows, mut per_step_rows) = (Vec::new(), Vec::new(), Vec::new());
-    for (index, scenario) in scenarios().iter().enumerate() {
+    let chosen = |scenario: &Scenario| only.as_ref().is_none_or(|text| scenario.name.contains(text.as_str()));
+    for (index, scenario) in scenarios().iter().enumerate().filter(|(_, s)| chosen(s)) {
         let scenario_started = Instant::now();
         let results = run_all(scenario, index as u64, runs, threads);
         if scenario.is_aa() {

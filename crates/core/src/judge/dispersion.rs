@@ -32,6 +32,10 @@ use serde::{Deserialize, Serialize};
 /// Below this many groups with events the factor is not estimated (it is 1).
 const MIN_GROUPS_WITH_EVENTS: usize = 3;
 
+/// Events a group must hold to be one of the bursts a rollback must not rest on: a stall makes
+/// several requests fail or slow at once.
+const MIN_BURST_EVENTS: f64 = 3.0;
+
 /// One-sided 95 % normal quantile: how far above 1 `φ̂` must be before it is used.
 const NOISE_MARGIN: f64 = 1.64;
 
@@ -83,6 +87,42 @@ impl GroupDispersion {
     /// Groups in which the canary had at least one event.
     pub fn groups_with_canary_events(&self) -> usize {
         self.groups.iter().filter(|g| g.canary_events > 0.0).count()
+    }
+
+    /// The canary's `most` largest groups, when they hold more than half of its events and it
+    /// had events in other groups too: a few bursts a rollback must not rest on.
+    pub fn largest_canary_groups(&self, most: usize) -> Option<Vec<usize>> {
+        let mut groups: Vec<(usize, f64)> =
+            self.groups.iter().map(|g| g.canary_events).enumerate().filter(|&(_, events)| events > 0.0).collect();
+        groups.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let total: f64 = groups.iter().map(|&(_, events)| events).sum();
+        let candidates = most.min(groups.len().saturating_sub(1));
+        let bursts = groups[..candidates].iter().take_while(|&&(_, events)| events >= MIN_BURST_EVENTS).count();
+        let largest = &groups[..bursts];
+        let held: f64 = largest.iter().map(|&(_, events)| events).sum();
+        (held > total / 2.0).then(|| largest.iter().map(|&(group, _)| group).collect())
+    }
+
+    /// The same sums with `groups` left out.
+    pub fn without_groups(&self, groups: &[usize]) -> GroupDispersion {
+        let mut rest = self.clone();
+        for &group in groups {
+            if let Some(state) = rest.groups.get_mut(group) {
+                *state = GroupState::default();
+            }
+        }
+        rest
+    }
+
+    /// Over all groups: the canary's events, stable's events, and the canary's share of the
+    /// requests weighted by events (what one tick of the e-process takes).
+    pub fn totals(&self) -> (u64, u64, f64) {
+        let (canary, events, expected) = self
+            .groups
+            .iter()
+            .fold((0.0, 0.0, 0.0), |(c, e, x), g| (c + g.canary_events, e + g.events, x + g.expected_canary));
+        let share = if events > 0.0 { expected / events } else { 0.0 };
+        (canary.round() as u64, (events - canary).round() as u64, share)
     }
 
     /// The dispersion factor the evidence is divided by, at least 1.
@@ -154,6 +194,25 @@ mod tests {
         }
         assert!(dispersion.estimate().abs() < 1e-9, "{}", dispersion.estimate());
         assert_eq!(dispersion.factor(), 1.0);
+    }
+
+    #[test]
+    fn a_few_groups_that_hold_most_canary_events_are_named_largest_first() {
+        let mut dispersion = GroupDispersion::new(8);
+        for (group, canary) in [(1, 8), (4, 6), (6, 10), (2, 1), (7, 1)] {
+            dispersion.observe(group, canary, 1, 0.1);
+        }
+        assert_eq!(dispersion.largest_canary_groups(3), Some(vec![6, 1, 4]));
+        let rest = dispersion.without_groups(&[6, 1, 4]);
+        assert_eq!(rest.totals().0, 2, "the other groups' canary events");
+        assert_eq!(rest.totals().1, 2, "and stable's");
+
+        let mut spread = GroupDispersion::new(8);
+        (0..8).for_each(|group| spread.observe(group, 2, 1, 0.1));
+        assert_eq!(spread.largest_canary_groups(3), None, "three of eight equal groups are not most events");
+        let mut few = GroupDispersion::new(8);
+        (0..3).for_each(|group| few.observe(group, 2, 1, 0.1));
+        assert_eq!(few.largest_canary_groups(3), Some(vec![0, 1]), "one group is left to test without them");
     }
 
     #[test]

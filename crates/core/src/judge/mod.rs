@@ -101,6 +101,9 @@ pub use ranges::RangeCounts;
 /// Distinct burst windows the canary's events of a count metric must fall in before that
 /// metric may roll back.
 pub const MIN_EVENT_WINDOWS: usize = 5;
+/// Burst windows a count metric's rollback must not rest on: when this many or fewer hold most of
+/// the canary's events, the harm must show without them too.
+pub const MAX_BURSTS: usize = 3;
 /// Distinct cohort ranges the canary's events of a count metric must come from before that
 /// metric may roll back (or all the ranges the canary served, when it served fewer).
 pub const MIN_EVENT_RANGES: usize = 3;
@@ -560,10 +563,30 @@ impl Judge {
         let Some(dominant) = evidence.by_users.dominant_canary_range() else { return true };
         let rest = evidence.by_users.without_canary_range(dominant);
         let ((canary_events, canary_exposure), (stable_events, stable_exposure)) = rest.totals();
-        let mut process = CountEProcess::new(self.config.prior_scale);
         let share = canary_exposure / (canary_exposure + stable_exposure);
-        process.observe(canary_events.round() as u64, stable_events.round() as u64, share);
         let dispersion = rest.factor().max(evidence.by_time.factor());
+        let rest = (canary_events.round() as u64, stable_events.round() as u64, share);
+        self.rejects_from_totals(rest, dispersion, worse_above, threshold)
+    }
+
+    /// Whether a count metric's harm still shows without the few burst windows that hold most
+    /// of its events. A regression is there all the time; a stall (a process that makes every
+    /// request in flight slow at once) is one tick, and stalls are few: a canary that stalled
+    /// three times while stable happened not to is no evidence, yet their slow requests are
+    /// many. Early in a step the windows are too few to show that as dispersion. The same test
+    /// on the other windows, from their totals; a veto only, so it costs power, never validity.
+    fn holds_without_largest_bursts(&self, evidence: &CountEvidence, worse_above: f64, threshold: f64) -> bool {
+        let Some(bursts) = evidence.by_time.largest_canary_groups(MAX_BURSTS) else { return true };
+        let rest = evidence.by_time.without_groups(&bursts);
+        let dispersion = rest.factor().max(evidence.by_users.factor());
+        self.rejects_from_totals(rest.totals(), dispersion, worse_above, threshold)
+    }
+
+    /// The count test on one observation of `(canary events, stable events, canary share)`.
+    fn rejects_from_totals(&self, totals: (u64, u64, f64), dispersion: f64, worse_above: f64, threshold: f64) -> bool {
+        let (canary, stable, share) = totals;
+        let mut process = CountEProcess::new(self.config.prior_scale);
+        process.observe(canary, stable, share);
         process.log_e_value_above(worse_above, dispersion) >= threshold
     }
 
@@ -589,6 +612,7 @@ impl Judge {
                     && Judge::spread_over_users(evidence)
                     && log_e >= threshold
                     && judge.holds_without_dominant_range(evidence, worse_above, threshold)
+                    && judge.holds_without_largest_bursts(evidence, worse_above, threshold)
             }
             Metric::LatencyP50 | Metric::LatencyP90 => judge.quantile_comparison(metric).worse,
             Metric::SampleRatio | Metric::Team => false,

@@ -82,10 +82,16 @@ impl RangeDispersion {
     /// other ranges too: one group of users a rollback must not rest on. (A canary that served
     /// one range — a 1 % step — has no other group to ask.)
     pub fn dominant_canary_range(&self) -> Option<usize> {
-        let (range, cell) = self.canary.iter().enumerate().max_by(|a, b| a.1.events.total_cmp(&b.1.events))?;
-        let ((events, _), _) = self.totals();
-        let (_, exposed) = self.canary_spread();
-        (exposed > 1 && cell.events > events / 2.0).then_some(range)
+        let (mut events, mut exposed, mut largest) = (0.0, 0, None::<(usize, f64)>);
+        for (range, cell) in self.canary.iter().enumerate() {
+            events += cell.events;
+            exposed += usize::from(cell.exposure > 0.0);
+            if largest.is_none_or(|(_, most)| cell.events > most) {
+                largest = Some((range, cell.events));
+            }
+        }
+        let (range, most) = largest?;
+        (exposed > 1 && most > events / 2.0).then_some(range)
     }
 
     /// The same sums with the canary's cell of `range` left out.

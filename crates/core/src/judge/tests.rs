@@ -560,3 +560,34 @@ fn a_heavy_error_prone_user_beside_ordinary_errors_is_no_reason_to_roll_back() {
         );
     assert_eq!(regression.rollback_reason(), Some(Metric::Errors), "{:?}", regression.verdicts()[0]);
 }
+
+/// 100 one-second ticks at 10 %: stable's 90 requests a tick are slow once in ten ticks, and
+/// the canary's 10 requests a tick are slow on the ticks `slow` names, that many at once.
+fn stalling_judge(slow: impl Fn(u64) -> u64) -> Judge {
+    let mut judge = Judge::new(JudgeConfig { burst_windows: 32, ..config() }, baseline()).unwrap();
+    let mut feed = Feed::new(1_000);
+    for tick in 0..100 {
+        judge.observe(feed.add((10, 0, slow(tick)), (90, 0, u64::from(tick % 10 == 0)))).unwrap();
+    }
+    judge
+}
+
+#[test]
+fn a_canary_that_stalled_three_times_while_stable_did_not_is_no_reason_to_roll_back() {
+    // Stalls come per process and are few: three of the canary's and none of stable's in
+    // 100 s happens by chance, and each made most of the canary's queued requests slow.
+    let stalls = stalling_judge(|tick| match tick {
+        20 => 8,
+        45 => 6,
+        70 => 10,
+        15 | 55 => 1,
+        _ => 0,
+    });
+    let tail = &stalls.verdicts()[1];
+    assert!(tail.estimate.unwrap() > 5.0, "the canary's tail as a whole looks far worse: {tail:?}");
+    assert_eq!(stalls.rollback_reason(), None, "{tail:?}");
+
+    // A slower tail that is there all the time: the same number of slow requests, spread.
+    let regression = stalling_judge(|tick| u64::from(tick % 4 == 0));
+    assert_eq!(regression.rollback_reason(), Some(Metric::LatencyTail), "{:?}", regression.verdicts()[1]);
+}
