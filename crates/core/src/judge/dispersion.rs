@@ -208,11 +208,14 @@ mod tests {
         assert_eq!(rest.totals().1, 2, "and stable's");
 
         let mut spread = GroupDispersion::new(8);
-        (0..8).for_each(|group| spread.observe(group, 2, 1, 0.1));
+        (0..8).for_each(|group| spread.observe(group, 3, 1, 0.1));
         assert_eq!(spread.largest_canary_groups(3), None, "three of eight equal groups are not most events");
         let mut few = GroupDispersion::new(8);
-        (0..3).for_each(|group| few.observe(group, 2, 1, 0.1));
+        (0..3).for_each(|group| few.observe(group, 3, 1, 0.1));
         assert_eq!(few.largest_canary_groups(3), Some(vec![0, 1]), "one group is left to test without them");
+        let mut trickle = GroupDispersion::new(8);
+        (0..3).for_each(|group| trickle.observe(group, 2, 1, 0.1));
+        assert_eq!(trickle.largest_canary_groups(3), None, "two events at once are no burst");
     }
 
     #[test]
