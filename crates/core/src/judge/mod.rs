@@ -565,8 +565,8 @@ impl Judge {
         let ((canary_events, canary_exposure), (stable_events, stable_exposure)) = rest.totals();
         let share = canary_exposure / (canary_exposure + stable_exposure);
         let dispersion = rest.factor().max(evidence.by_time.factor());
-        let rest = (canary_events.round() as u64, stable_events.round() as u64, share);
-        self.rejects_from_totals(rest, dispersion, worse_above, threshold)
+        let totals = (canary_events.round() as u64, stable_events.round() as u64, share);
+        self.rejects_from_totals(totals, dispersion, worse_above, threshold)
     }
 
     /// Whether a count metric's harm still shows without the few burst windows that hold most
