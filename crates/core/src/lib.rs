@@ -27,6 +27,7 @@ pub mod schema;
 pub mod signature;
 pub mod spec;
 pub mod team;
+pub mod train;
 pub mod weight;
 
 pub use routing::{Decision, Force, PinAction, Reason, RequestFacts, RoutingTable, Side, decide};

@@ -64,6 +64,15 @@ impl PinSecret {
         keyed.update(&[0]);
         PinKey { keyed }
     }
+
+    /// The key of the cohort tokens a release train's services pass between them
+    /// ([`crate::train`]). It starts with a NUL byte, which no service name can, so no pin of
+    /// any service verifies as a cohort token or the other way round.
+    pub fn for_trains(&self) -> PinKey {
+        let mut keyed = self.keyed.clone();
+        keyed.update(b"\0train\0");
+        PinKey { keyed }
+    }
 }
 
 /// A pin whose signature checked out; borrows from the cookie value.

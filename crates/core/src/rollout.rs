@@ -310,6 +310,9 @@ pub struct Rollout {
     pub transitions: u64,
     /// Why it paused or ended, in words.
     pub reason: Option<String>,
+    /// The release train this rollout is a member of, if any: its members move together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<crate::train::TrainRef>,
 }
 
 /// What can happen to a rollout.
@@ -641,6 +644,7 @@ pub(crate) fn fixture(steps: &str) -> Rollout {
         updated_ms: 0,
         transitions: 0,
         reason: None,
+        train: None,
     }
 }
 

@@ -3,9 +3,12 @@
 //! Order of precedence, for every request:
 //!
 //! 1. a trusted `x-canary-force` override (QA, test suites) — never pinned;
-//! 2. a valid session pin whose version is still routable, unless the request is a session
+//! 2. the side a verified cohort token of this table's release train names: a call from another
+//!    service of the train, for a user that service already placed ([`crate::train`]) — never
+//!    pinned, never counted as a new user;
+//! 3. a valid session pin whose version is still routable, unless the request is a session
 //!    boundary (a top-level document navigation), where nothing already loaded can break;
-//! 3. the bucket rule: canary iff `bucket(salt, key) < weight_bp`.
+//! 4. the bucket rule: canary iff `bucket(salt, key) < weight_bp`.
 //!
 //! A version is routable while it is the stable version, the canary at a weight above zero
 //! whose local breaker is closed, or the previous stable inside its drain window after a
@@ -118,6 +121,8 @@ pub struct RoutingTable {
     pub draining: Option<Draining>,
     /// The canary last rolled back, while its open pages finish loading.
     pub retired: Option<Retired>,
+    /// The release train of the rollout, if it is one: cohort tokens of this train are honoured.
+    pub train: Option<String>,
 }
 
 /// What is known about one request when its version is chosen.
@@ -129,6 +134,8 @@ pub struct RequestFacts<'a> {
     pub pin: Option<&'a [u8]>,
     /// A trusted override, if any.
     pub force: Option<Force>,
+    /// The side a verified cohort token of the table's train names, if the request carries one.
+    pub cohort: Option<Side>,
     /// Whether the request is a top-level document navigation.
     pub boundary: bool,
     /// Whether the request only reads (`GET`, `HEAD`): only these of an open page reach a
@@ -181,6 +188,7 @@ impl RoutingTable {
             weight: Weight::ZERO,
             draining: None,
             retired: None,
+            train: None,
         }
     }
 
@@ -216,6 +224,21 @@ impl RoutingTable {
             && self.retired.as_ref().is_some_and(|r| now.saturating_mul(1000) < r.until_ms)
     }
 
+    /// Where a call carrying a cohort token for `side` goes: the same side while this table has
+    /// it, else stable. The caller's gateway chose the side under the train's shared salt and
+    /// plan, so this table has it unless a breaker tripped here or a window just ended.
+    fn cohort_side(&self, side: Side, weighted: bool, facts: &RequestFacts<'_>) -> Side {
+        let draining = self.draining.as_ref().is_some_and(|d| facts.now < d.until);
+        let in_grace = |version: &str| self.in_grace(version.as_bytes(), facts.canary_healthy, facts.now);
+        let retired = self.retired.as_ref().is_some_and(|r| facts.read_only && in_grace(&r.version));
+        match side {
+            Side::Canary if weighted => Side::Canary,
+            Side::Draining if draining => Side::Draining,
+            Side::Canary | Side::Retired if retired => Side::Retired,
+            _ => Side::Stable,
+        }
+    }
+
     /// The side a pinned version maps to, if it is still routable.
     fn routable(&self, version: &[u8], canary_open: bool, now: u64) -> Option<Side> {
         if version == self.stable.as_bytes() {
@@ -237,23 +260,18 @@ pub fn decide(table: &RoutingTable, pins: &PinKey, pin_ttl: u64, facts: &Request
     let key_hash = crate::bucket::hash(table.salt.as_bytes(), facts.key);
     let bucket = (key_hash % u64::from(crate::bucket::BUCKETS)) as u16;
     let canary_open = table.canary.is_some() && facts.canary_healthy;
-    if let Some(force) = facts.force {
-        let side = match force {
-            Force::Canary if canary_open => Side::Canary,
-            _ => Side::Stable,
-        };
-        let version_gone = false;
-        return Decision {
-            side,
-            reason: Reason::Forced,
-            pin: PinAction::Keep,
-            bucket,
-            key_hash,
-            new_session: false,
-            version_gone,
-        };
-    }
     let weighted = canary_open && table.weight.basis_points() > 0;
+    // An override or a train's cohort token chooses outright: nothing to pin, nobody new to count.
+    let chosen = match (facts.force, facts.cohort) {
+        (Some(Force::Canary), _) if canary_open => Some((Side::Canary, Reason::Forced)),
+        (Some(_), _) => Some((Side::Stable, Reason::Forced)),
+        (None, Some(side)) => Some((table.cohort_side(side, weighted, facts), Reason::Pinned)),
+        (None, None) => None,
+    };
+    if let Some((side, reason)) = chosen {
+        let (pin, new_session, version_gone) = (PinAction::Keep, false, false);
+        return Decision { side, reason, pin, bucket, key_hash, new_session, version_gone };
+    }
     let pin: Option<Pin<'_>> = facts.pin.and_then(|v| pins.verify(v, facts.now));
     let this_rollout = pin.is_some_and(|p| p.rollout_id == table.rollout_id.as_bytes());
     let fresh = |p: &Pin<'_>| p.expires >= facts.now + pin_ttl.saturating_sub(PIN_REFRESH_SECS);
@@ -309,7 +327,16 @@ mod tests {
     }
 
     fn facts<'a>(key: &'a [u8], pin: Option<&'a [u8]>) -> RequestFacts<'a> {
-        RequestFacts { key, pin, force: None, boundary: false, read_only: true, canary_healthy: true, now: NOW }
+        RequestFacts {
+            key,
+            pin,
+            force: None,
+            cohort: None,
+            boundary: false,
+            read_only: true,
+            canary_healthy: true,
+            now: NOW,
+        }
     }
 
     fn keys() -> impl Iterator<Item = String> {
@@ -413,6 +440,39 @@ mod tests {
         let later = RequestFacts { now: NOW + 10, ..facts(b"u", Some(pin.as_bytes())) };
         let d = decide(&t, &key, TTL, &later);
         assert_eq!((d.side, d.version_gone), (Side::Stable, true));
+    }
+
+    #[test]
+    fn a_cohort_token_sends_the_call_to_the_side_the_callers_gateway_chose() {
+        let key = PinKey::new(b"k", "api");
+        let cohort = |side, t: &RoutingTable, f: RequestFacts<'_>| {
+            decide(t, &key, TTL, &RequestFacts { cohort: Some(side), ..f })
+        };
+        // At 10 % almost every key buckets to stable; the caller's side wins, and is not counted.
+        let t = table(10.0);
+        for user in keys().take(200) {
+            let d = cohort(Side::Canary, &t, facts(user.as_bytes(), None));
+            assert_eq!(
+                (d.side, d.reason, d.pin, d.new_session),
+                (Side::Canary, Reason::Pinned, PinAction::Keep, false)
+            );
+        }
+        // Over a pin of this service too: the chain's side is the one that counts.
+        let pin = key.sign("web-1", "v2", NOW + TTL);
+        assert_eq!(cohort(Side::Stable, &t, facts(b"u", Some(pin.as_bytes()))).side, Side::Stable);
+        let tripped = RequestFacts { canary_healthy: false, ..facts(b"u", None) };
+        assert_eq!(cohort(Side::Canary, &t, tripped).side, Side::Stable, "a tripped canary gets nothing");
+        assert_eq!(cohort(Side::Canary, &table(0.0), facts(b"u", None)).side, Side::Stable);
+        let mut draining = RoutingTable::stable_only("web-2", "v2");
+        draining.draining = Some(Draining { version: "v1".into(), until: NOW + 10 });
+        assert_eq!(cohort(Side::Draining, &draining, facts(b"u", None)).side, Side::Draining);
+        let later = RequestFacts { now: NOW + 10, ..facts(b"u", None) };
+        assert_eq!(cohort(Side::Draining, &draining, later).side, Side::Stable);
+        let grace = rolled_back(60);
+        assert_eq!(cohort(Side::Retired, &grace, facts(b"u", None)).side, Side::Retired);
+        assert_eq!(cohort(Side::Canary, &grace, facts(b"u", None)).side, Side::Retired);
+        let write = RequestFacts { read_only: false, ..facts(b"u", None) };
+        assert_eq!(cohort(Side::Retired, &grace, write).side, Side::Stable, "writes go to stable");
     }
 
     fn rolled_back(grace_secs: u64) -> RoutingTable {

@@ -71,6 +71,10 @@ pub struct RouteSpec {
     /// reaches the canary with no configured token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_token: Option<String>,
+    /// The release train of the rollout in force, if it is one: the gateways honour the cohort
+    /// tokens of this train and send their own upstream. Left out when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<String>,
 }
 
 /// Why a route spec cannot be applied.
@@ -116,6 +120,7 @@ impl RouteSpec {
             generation: 1,
             slow_bucket: None,
             force_token: None,
+            train: None,
         }
     }
 
@@ -155,6 +160,7 @@ impl RouteSpec {
                 .retired
                 .as_ref()
                 .map(|r| Retired { version: r.version.version.as_str().to_owned(), until_ms: r.until_ms }),
+            train: self.train.clone(),
         }
     }
 }

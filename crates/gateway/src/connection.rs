@@ -53,6 +53,8 @@ pub struct Accepted {
     pub tls: Option<TlsAcceptor>,
     /// The key of the service's pins.
     pub pins: Arc<PinKey>,
+    /// The key of release trains' cohort tokens.
+    pub cohorts: Arc<PinKey>,
 }
 
 /// Serves one accepted connection until it ends.
@@ -160,6 +162,7 @@ fn proxy_service(
     let ctx = Arc::new(ConnContext {
         service: accepted.service.clone(),
         pins: accepted.pins.clone(),
+        cohorts: accepted.cohorts.clone(),
         client: ClientConn::new(peer, accepted.tls.is_some()),
     });
     let requests = watch.clone();

@@ -36,6 +36,7 @@ pub fn conn(secret: &[u8]) -> ConnContext {
     ConnContext {
         service: Arc::new(service),
         pins: Arc::new(PinKey::new(secret, "web")),
+        cohorts: Arc::new(canary_core::pin::PinSecret::new(secret).for_trains()),
         client: ClientConn::new(peer, false),
     }
 }

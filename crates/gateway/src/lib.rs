@@ -75,6 +75,8 @@ pub enum GatewayError {
 pub struct Gateway {
     services: Vec<Arc<Service>>,
     pins: Vec<Arc<PinKey>>,
+    /// The key of the cohort tokens of release trains, shared by every service.
+    cohorts: Arc<PinKey>,
     shared: Arc<Shared>,
     workers: usize,
     shutdown_timeout: Duration,
@@ -135,9 +137,10 @@ impl Gateway {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
         let pins = services.iter().map(|s| Arc::new(secret.for_service(s.name()))).collect();
+        let cohorts = Arc::new(secret.for_trains());
         let limits = limits::ConnLimits::new(&config.gateway, workers, limits::descriptor_limit());
         let shutdown_timeout = config.gateway.shutdown_timeout.0;
-        Ok(Gateway { services, pins, shared, workers, shutdown_timeout, limits, tls })
+        Ok(Gateway { services, pins, cohorts, shared, workers, shutdown_timeout, limits, tls })
     }
 
     /// The services, in configuration order.
@@ -208,8 +211,13 @@ impl Gateway {
                     source,
                 })?;
                 listening.push((service.name().to_owned(), copy));
-                let listener =
-                    WorkerListener { service: service.clone(), socket, tls: tls.clone(), pins: pins.clone() };
+                let listener = WorkerListener {
+                    service: service.clone(),
+                    socket,
+                    tls: tls.clone(),
+                    pins: pins.clone(),
+                    cohorts: self.cohorts.clone(),
+                };
                 per_worker[index % self.workers].push(listener);
             }
         }

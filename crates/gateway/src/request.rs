@@ -31,6 +31,8 @@ pub const FORCE_TOKEN_HEADER: &str = "x-canary-force-token";
 pub static FORCE: HeaderName = HeaderName::from_static(FORCE_HEADER);
 /// [`FORCE_TOKEN_HEADER`] as a header name.
 pub static FORCE_TOKEN: HeaderName = HeaderName::from_static(FORCE_TOKEN_HEADER);
+/// [`canary_core::train::COHORT_HEADER`] as a header name.
+pub static COHORT: HeaderName = HeaderName::from_static(canary_core::train::COHORT_HEADER);
 /// [`PIN_HEADER`] as a header name.
 pub static PIN: HeaderName = HeaderName::from_static(PIN_HEADER);
 /// [`VERSION_GONE_HEADER`] as a header name.
@@ -66,6 +68,18 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 /// header. Either is only a candidate: [`canary_core::decide`] checks its signature.
 pub fn session_pin(headers: &HeaderMap) -> Option<&[u8]> {
     cookie(headers, PIN_COOKIE).or_else(|| headers.get(&PIN).map(|v| trim(v.as_bytes())).filter(|v| !v.is_empty()))
+}
+
+/// The side a release train's cohort token in `headers` names, when it is of `train`, correctly
+/// signed by `cohorts` and unexpired at `now`.
+pub fn cohort_side(
+    headers: &HeaderMap,
+    cohorts: &canary_core::pin::PinKey,
+    train: &str,
+    now: u64,
+) -> Option<canary_core::Side> {
+    let token = trim(headers.get(&COHORT)?.as_bytes());
+    canary_core::train::verify_cohort(cohorts, train, token, now)
 }
 
 /// `s` without surrounding spaces and tabs (HTTP's optional whitespace).

@@ -42,6 +42,8 @@ pub struct WorkerListener {
     pub tls: Option<TlsAcceptor>,
     /// The key of the service's pins.
     pub pins: Arc<PinKey>,
+    /// The key of release trains' cohort tokens.
+    pub cohorts: Arc<PinKey>,
 }
 
 /// What every connection of one worker shares.
@@ -125,7 +127,12 @@ pub fn run_worker(
         let mut accepting = Vec::new();
         for listener in listeners {
             let socket = TcpListener::from_std(listener.socket)?;
-            let accepted = Accepted { service: listener.service, tls: listener.tls, pins: listener.pins };
+            let accepted = Accepted {
+                service: listener.service,
+                tls: listener.tls,
+                pins: listener.pins,
+                cohorts: listener.cohorts,
+            };
             let task = accept_loop(socket, Arc::new(accepted), worker.clone(), shutdown.clone(), open.clone());
             accepting.push(tokio::spawn(task));
         }

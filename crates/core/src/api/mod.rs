@@ -4,8 +4,10 @@
 //! `{"code", "clientMessage", "systemMessage", "data"}`.
 
 mod rollouts;
+mod trains;
 
 pub use rollouts::{JudgeView, RolloutView, StartRollout, StepsInput, Update, UpdateKind};
+pub use trains::{StartTrain, TrainMember, TrainView};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -121,6 +121,7 @@ pub(super) async fn exchange(
     let stable = &ctx.route.stable;
     again.headers_mut().insert(X_CANARY_VERSION.clone(), stable.header.clone());
     ctx.side = Side::Stable;
+    super::upstream_request::set_cohort(ctx, again.headers_mut());
     let errors = ctx.outcome.retry.insert(UpstreamErrorTally::default());
     // Boxed: the retry is rare, and inline it would double the size of every request's future,
     // which is copied each time it moves.

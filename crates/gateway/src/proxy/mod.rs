@@ -77,6 +77,8 @@ pub struct ConnContext {
     pub service: Arc<Service>,
     /// The key that signs and verifies pins.
     pub pins: Arc<PinKey>,
+    /// The key that signs and verifies release trains' cohort tokens.
+    pub cohorts: Arc<PinKey>,
     /// The client connection.
     pub client: ClientConn,
 }

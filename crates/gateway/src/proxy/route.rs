@@ -4,7 +4,7 @@ use canary_core::{Decision, RequestFacts, decide};
 use http::{HeaderMap, Method};
 
 use super::ConnContext;
-use crate::request::{is_navigation, mint_uid, session_pin, trusted_force, user_key};
+use crate::request::{cohort_side, is_navigation, mint_uid, session_pin, trusted_force, user_key};
 use crate::service::Route;
 
 /// What the route phase decided for one request.
@@ -21,13 +21,13 @@ pub struct Routed {
 /// `snapshot`, at `now` (Unix seconds; pins expire by it).
 ///
 /// Reads the user key (the configured sources, else a `canary_uid` the gateway minted, else a
-/// new one), the session pin (cookie or header), a trusted override and whether the request is a top-level
-/// navigation, then applies [`decide`]. Everything borrows from the headers: nothing is
+/// new one), the session pin (cookie or header), a trusted override, a release train's cohort
+/// token and whether the request is a top-level navigation, then applies [`decide`]. Everything borrows from the headers: nothing is
 /// allocated unless an anonymous id has to be minted. This is the function the gateway runs
 /// for every request; its benchmark and its zero-allocation test call it too.
 #[inline]
 pub fn route(conn: &ConnContext, snapshot: &Route, method: &Method, headers: &HeaderMap, now: u64) -> Routed {
-    let ConnContext { service, pins, client } = conn;
+    let ConnContext { service, pins, cohorts, client } = conn;
     let settings = &service.settings;
     let mut minted = None;
     let key = match user_key(settings, headers) {
@@ -38,6 +38,7 @@ pub fn route(conn: &ConnContext, snapshot: &Route, method: &Method, headers: &He
         key,
         pin: session_pin(headers),
         force: trusted_force(settings, snapshot.spec.force_token.as_deref(), headers, client.peer.ip()),
+        cohort: snapshot.table.train.as_deref().and_then(|train| cohort_side(headers, cohorts, train, now)),
         boundary: is_navigation(headers),
         read_only: matches!(*method, Method::GET | Method::HEAD),
         canary_healthy: service.canary_open(),

@@ -9,7 +9,7 @@ use hyper::upgrade::OnUpgrade;
 use super::RequestCtx;
 use crate::body::UpstreamBody;
 use crate::headers::{X_CANARY_VERSION, add_forwarded, is_upgrade_request, strip_hop_by_hop, to_http1};
-use crate::request::{FORCE, FORCE_TOKEN};
+use crate::request::{COHORT, FORCE, FORCE_TOKEN};
 
 /// The request as it goes upstream, and what the later phases need of the client's.
 pub(super) struct UpstreamRequest {
@@ -61,12 +61,27 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>)
     req.headers_mut().remove(&FORCE_TOKEN);
     to_http1(&mut req);
     req.headers_mut().insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
+    set_cohort(ctx, req.headers_mut());
     // A bodiless idempotent request to the canary can be sent again if the canary drops it
     // before answering (it crashed mid-request); keeping its head costs a copy, so only these.
     let to_canary = matches!(ctx.side, Side::Canary | Side::Retired);
     let replay =
         (to_canary && !upgrade && is_idempotent(req.method()) && req.body().is_end_stream()).then(|| Replay::of(&req));
     UpstreamRequest { request: req.map(UpstreamBody::Client), client_upgrade, replay }
+}
+
+/// Gives the upstream the cohort token of the side the request went to, when its service is in a
+/// release train, for the app to pass on in its own calls; drops a client's token otherwise, so
+/// an app never passes on one the gateway did not stand behind.
+pub(super) fn set_cohort(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
+    let Some(train) = ctx.route.table.train.as_deref() else {
+        headers.remove(&COHORT);
+        return;
+    };
+    let expires = ctx.now + canary_core::train::COHORT_TTL_SECS;
+    let token = canary_core::train::sign_cohort(&ctx.conn.cohorts, train, ctx.side, expires);
+    let value = http::HeaderValue::try_from(token).expect("a cohort token is a valid header value");
+    headers.insert(COHORT.clone(), value);
 }
 
 /// Methods whose requests may be sent twice without changing what happens (RFC 9110 §9.2.2).
