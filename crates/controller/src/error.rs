@@ -21,6 +21,9 @@ pub enum ControllerError {
     /// The service has no active rollout.
     #[error("service {0:?} has no active rollout")]
     NoActiveRollout(String),
+    /// No service has a rollout of this release train.
+    #[error("no release train {0:?}")]
+    NoTrain(String),
     /// The command does not fit the rollout's phase.
     #[error(transparent)]
     Transition(#[from] TransitionError),

@@ -83,6 +83,7 @@ impl From<crate::error::ControllerError> for ApiError {
             E::NoActiveRollout(service) => {
                 ApiError::new(Code::NotFound, format!("{service} has no active rollout."), system)
             }
+            E::NoTrain(id) => ApiError::new(Code::NotFound, format!("There is no release train {id:?}."), system),
             E::Transition(t) => ApiError::new(
                 Code::FailedPrecondition,
                 format!("Cannot {} a rollout that is {}.", t.action, t.phase),

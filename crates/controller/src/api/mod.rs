@@ -16,6 +16,7 @@ pub mod json;
 pub mod openapi;
 pub mod rollouts;
 pub mod services;
+pub mod trains;
 
 use std::sync::Arc;
 

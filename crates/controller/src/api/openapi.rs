@@ -23,7 +23,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, alerts, rollouts, services};
+use super::{AppState, alerts, rollouts, services, trains};
 
 /// Tag of the routing endpoints.
 pub const SERVICES: &str = "services";
@@ -103,6 +103,8 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rollouts::current))
         .routes(routes!(rollouts::act))
         .routes(routes!(rollouts::events))
+        .routes(routes!(trains::start))
+        .routes(routes!(trains::get))
         .routes(routes!(alerts::receive))
         .routes(routes!(openapi_json))
 }

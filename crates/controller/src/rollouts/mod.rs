@@ -13,6 +13,7 @@ mod leadership;
 mod route_change;
 mod runner;
 mod team;
+mod trains;
 mod transitions;
 mod verdict_metrics;
 mod views;
@@ -46,6 +47,9 @@ struct Live {
     runner: Option<tokio::task::JoinHandle<()>>,
     /// The release gates running or last run at the current step; dropped, they are killed.
     gates: Option<crate::gates::StageRun>,
+    /// The record's transition count at which this service's runner last said the rollout
+    /// should move on, if its last look said so: a release train moves once all its members say so.
+    ready_at: Option<u64>,
 }
 
 #[derive(Default)]

@@ -12,7 +12,10 @@ use canary_core::spec::{DrainingSpec, RetiredSpec};
 ///
 /// The salt: a rollout keeps the salt in force when it starts — the gateways have been
 /// counting its cohort under it since the previous rollout ended (the judge's cohort baseline)
-/// — and the end of a rollout draws the next one, unless the service's config fixes it.
+/// — and the end of a rollout draws the next one, unless the service's config fixes it. A
+/// release train's member takes the train's salt instead, so every member puts a user on the
+/// same side; the spec names the train from then until the next rollout, so its cohort tokens
+/// still reach a draining or retired version.
 ///
 /// A rollback or an abort retires the canary for the service's `rollback_grace`, so the pages it
 /// served can still load what only it has; a canary a local breaker tripped gets no grace, since
@@ -21,7 +24,9 @@ pub fn apply(spec: &mut RouteSpec, change: &RouteChange, rollout: &Rollout, sett
     match change {
         RouteChange::None => {}
         RouteChange::Canary { weight } => {
-            spec.salt = Some(spec.salt_in_force().to_owned());
+            let salt = rollout.train.as_ref().map_or_else(|| spec.salt_in_force().to_owned(), |t| t.salt.clone());
+            spec.salt = Some(salt);
+            spec.train = rollout.train.as_ref().map(|t| t.id.clone());
             spec.rollout_id = rollout.id.clone();
             spec.canary = Some(rollout.canary.clone());
             // A canary of the retired version's name takes its place; another leaves the grace.
@@ -107,6 +112,7 @@ mod tests {
             generation: 1,
             slow_bucket: None,
             force_token: None,
+            train: None,
         }
     }
 
@@ -128,6 +134,7 @@ mod tests {
             updated_ms: 0,
             transitions: 0,
             reason: None,
+            train: None,
         }
     }
 
@@ -180,6 +187,25 @@ mod tests {
         let mut again = judged.clone();
         apply(&mut again, &ten_pct, &rollout(), &grace);
         assert_eq!(again.retired, None);
+    }
+
+    #[test]
+    fn a_train_member_buckets_under_the_trains_salt_and_names_the_train_until_the_next_rollout() {
+        let ten_pct = RouteChange::Canary { weight: Weight::from_percent(10.0).unwrap() };
+        let train = canary_core::train::TrainRef {
+            id: "train-19a".into(),
+            salt: "train-19a-s1".into(),
+            services: vec!["web".into(), "api".into()],
+        };
+        let member = Rollout { train: Some(train), ..rollout() };
+        let mut spec = spec();
+        apply(&mut spec, &ten_pct, &member, &settings(Some("web-fixed")));
+        assert_eq!((spec.salt_in_force(), spec.train.as_deref()), ("train-19a-s1", Some("train-19a")));
+        apply(&mut spec, &RouteChange::Promote, &member, &settings(None));
+        assert_eq!(spec.train.as_deref(), Some("train-19a"), "the draining stable still takes the train's calls");
+        assert_ne!(spec.salt_in_force(), "train-19a-s1");
+        apply(&mut spec, &ten_pct, &rollout(), &settings(None));
+        assert_eq!(spec.train, None, "a rollout of its own");
     }
 
     #[test]

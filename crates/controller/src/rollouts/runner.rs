@@ -164,7 +164,11 @@ pub async fn run(controller: Arc<Controller>, service: String) {
         }
         let rollout = match controller.refresh(&service).await {
             Ok(Some(rollout)) => rollout,
-            Ok(None) => return,
+            Ok(None) => {
+                // Ended elsewhere: by a person, another controller, or with its release train.
+                controller.drop_evidence(&service, &judging.rollout_id).await;
+                return;
+            }
             Err(e) => {
                 tracing::warn!(service, error = %e, "cannot read the rollout this tick; holding");
                 continue;
@@ -187,8 +191,14 @@ pub async fn run(controller: Arc<Controller>, service: String) {
             breaker_tripped: breaker.as_deref(),
             canary_requests_in_step: judging.judge.requests_in_step().0,
         };
-        let Some(command) = next_command(&rollout, &judgement, &signals) else { continue };
-        let Some(command) = controller.gated(&service, &rollout, command).await else { continue };
+        let command = match next_command(&rollout, &judgement, &signals) {
+            Some(command) => controller.gated(&service, &rollout, command).await,
+            None => None,
+        };
+        // A release train moves on only when every member would; anything else moves it at once.
+        let moves_on = matches!(command, Some(Command::Advance | Command::AwaitApproval));
+        let together = controller.ready_together(&service, &rollout, moves_on);
+        let Some(command) = command.filter(|_| together || !moves_on) else { continue };
         match controller.transition(&service, command, true).await {
             Ok(view) if view.rollout.phase.is_terminal() => {
                 controller.drop_evidence(&service, &judging.rollout_id).await;
