@@ -273,6 +273,11 @@ pub struct StartArgs {
     /// Run none of the service's release gates.
     #[arg(long, conflicts_with = "gates")]
     pub no_gates: bool,
+    /// Another service of a release train with this one, `SERVICE=VERSION@ADDR[,ADDR…]`; repeat
+    /// for more. The members share the plan, the judge's settings and one salt, move together
+    /// and roll back together.
+    #[arg(long = "with", value_name = "SERVICE=VERSION@ADDRS")]
+    pub with: Vec<String>,
 }
 
 /// `canary rollout status`.

@@ -19,6 +19,7 @@ mod rollout_view;
 mod sd_notify;
 mod serve;
 mod stack;
+mod train_cli;
 mod verdict_text;
 
 use std::process::ExitCode;

@@ -32,6 +32,10 @@ async fn dispatch(args: RolloutArgs) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&args.admin, args.token.as_deref())?;
     let json = args.json;
     match args.command {
+        RolloutCommand::Start(start) if !start.with.is_empty() => {
+            let request = crate::train_cli::train_request(&start.service, start_request(&start)?, &start.with)?;
+            crate::train_cli::start_train(&admin, request, json).await?;
+        }
         RolloutCommand::Start(start) => {
             let body = serde_json::to_value(start_request(&start)?)?;
             let answer = admin.call(reqwest::Method::POST, &rollouts_path(&start.service), Some(body)).await?;
