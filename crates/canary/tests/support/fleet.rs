@@ -7,6 +7,21 @@ use super::Upstream;
 /// go at the end of the service's table (a canary, breaker settings).
 pub fn node_config(etcd: &str, prometheus: &str, stable: &Upstream, service_lines: &str) -> String {
     format!(
+        r#"{}
+[[service]]
+name = "web"
+listen = "127.0.0.1:0"
+stable = {{ version = "v1", upstreams = ["{}"] }}
+{service_lines}
+"#,
+        node_head(etcd, prometheus),
+        stable.addr
+    )
+}
+
+/// Everything of a node's config but its services.
+pub fn node_head(etcd: &str, prometheus: &str) -> String {
+    format!(
         r#"
 [admin]
 listen = "127.0.0.1:0"
@@ -22,12 +37,6 @@ tick = "200ms"
 source = "prometheus"
 url = "{prometheus}"
 scrape_interval = "1s"
-[[service]]
-name = "web"
-listen = "127.0.0.1:0"
-stable = {{ version = "v1", upstreams = ["{}"] }}
-{service_lines}
-"#,
-        stable.addr
+"#
     )
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod browser;
+pub mod chain;
 pub mod chromium;
 pub mod fleet;
 pub mod hooks;
@@ -219,6 +220,7 @@ async fn respond(
         .header("x-seen-canary-version", seen("x-canary-version"))
         .header("x-seen-forwarded-for", seen("x-forwarded-for"))
         .header("x-seen-force-token", seen("x-canary-force-token"))
+        .header("x-seen-cohort", seen("x-canary-cohort"))
         .body(Full::new(Bytes::from(version.clone())))
         .unwrap())
 }
@@ -303,6 +305,13 @@ impl Gateway {
     /// PUTs JSON to an admin API path and returns (status, envelope).
     pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let response = reqwest::Client::new().put(format!("{}{path}", self.admin)).json(&body).send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// POSTs JSON to an admin API path and returns (status, envelope).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let request = reqwest::Client::new().post(format!("{}{path}", self.admin)).json(&body);
+        let response = request.send().await.unwrap();
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
