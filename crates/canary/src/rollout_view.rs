@@ -30,9 +30,14 @@ pub fn step_of(r: &Rollout) -> String {
     format!("{}/{}", (r.step + 1).min(r.steps.len()), r.steps.len())
 }
 
-/// `web: v1 → v2 (rollout web-18c…) progressing`.
+/// `web: v1 → v2 (rollout web-18c…) progressing`, and `, in release train train-18c… with api`
+/// for a train's member.
 pub fn headline(r: &Rollout) -> String {
-    format!("{}: {} (rollout {}) {}", r.service, versions(r), r.id, phase_words(r.phase))
+    let train = r.train.as_ref().map_or_else(String::new, |t| {
+        let others: Vec<&str> = t.services.iter().map(String::as_str).filter(|s| *s != r.service).collect();
+        format!(", in release train {} with {}", t.id, others.join(", "))
+    });
+    format!("{}: {} (rollout {}) {}{train}", r.service, versions(r), r.id, phase_words(r.phase))
 }
 
 /// `step 3 of 5 at 25%, held 3.2s of 5s, canary served 24.1% of requests, judge: hold`.
@@ -225,6 +230,13 @@ pub(crate) mod tests {
     fn a_view_reads_as_sentences() {
         let v = view();
         assert_eq!(headline(&v.rollout), "web: v1 → v2 (rollout web-1) progressing");
+        let services = vec!["web".to_owned(), "api".to_owned(), "auth".to_owned()];
+        let train = canary_core::train::TrainRef { id: "train-1".into(), salt: "s".into(), services };
+        let member = Rollout { train: Some(train), ..v.rollout.clone() };
+        assert_eq!(
+            headline(&member),
+            "web: v1 → v2 (rollout web-1) progressing, in release train train-1 with api, auth"
+        );
         assert_eq!(plan_line(&v.rollout), "plan: 1%/5s ✓ → [25%/5s] → 100%");
         assert_eq!(
             step_line(&v),
