@@ -129,6 +129,11 @@ impl Controller {
             if !members.iter().any(|(r, _)| r.service == origin) {
                 return Err(ControllerError::NoActiveRollout(origin.to_owned()));
             }
+            // Two members' runners can both find the train ready in the same tick; the second
+            // must not move it once more from the state the first one just left.
+            if moves_on(&command) && !self.all_ready(&members) {
+                return self.view(origin, None);
+            }
             let mut txn = Txn::new();
             let mut all_staged = Vec::new();
             for (rollout, revision) in &members {
@@ -160,6 +165,14 @@ impl Controller {
             }
         }
         Err(ControllerError::Contended(keys::rollouts(origin)))
+    }
+
+    /// Whether every member's runner said "move on" at the state the member's record is in.
+    fn all_ready(&self, members: &[(Rollout, canary_store::Revision)]) -> bool {
+        members.iter().all(|(rollout, _)| {
+            self.slot(&rollout.service)
+                .is_ok_and(|slot| slot.live.lock().expect("live").ready_at == Some(rollout.transitions))
+        })
     }
 
     /// The members of `train` whose rollout is still active, with their records' revisions.
@@ -213,4 +226,9 @@ impl Controller {
         members.sort_by_key(|m| order.services.iter().position(|s| *s == m.rollout.service));
         Ok(TrainView { id: id.to_owned(), members })
     }
+}
+
+/// The commands that move a train on only once every member said so.
+fn moves_on(command: &Command) -> bool {
+    matches!(command, Command::Advance | Command::AwaitApproval | Command::Begin)
 }
