@@ -121,9 +121,7 @@ impl Controller {
             }
             let command = self.through_gates(service, &rollout, GateWhen::BeforeStart, Command::Begin).await;
             // A release train begins once every member's before-start gates have passed.
-            let begins = command == Some(Command::Begin);
-            let together = self.ready_together(service, &rollout, begins);
-            let Some(command) = command.filter(|_| together || !begins) else { continue };
+            let Some(command) = self.when_together(service, &rollout, command) else { continue };
             match self.transition(service, command, true).await {
                 Ok(view) => return view.rollout.phase == Phase::Progressing,
                 Err(e) => tracing::warn!(service, error = %e, "transition failed; retrying next tick"),

@@ -195,10 +195,7 @@ pub async fn run(controller: Arc<Controller>, service: String) {
             Some(command) => controller.gated(&service, &rollout, command).await,
             None => None,
         };
-        // A release train moves on only when every member would; anything else moves it at once.
-        let moves_on = matches!(command, Some(Command::Advance | Command::AwaitApproval));
-        let together = controller.ready_together(&service, &rollout, moves_on);
-        let Some(command) = command.filter(|_| together || !moves_on) else { continue };
+        let Some(command) = controller.when_together(&service, &rollout, command) else { continue };
         match controller.transition(&service, command, true).await {
             Ok(view) if view.rollout.phase.is_terminal() => {
                 controller.drop_evidence(&service, &judging.rollout_id).await;

@@ -24,33 +24,21 @@ impl Controller {
         check_members(&services).map_err(ControllerError::Invalid)?;
         let mut plans = Vec::new();
         for member in &request.members {
-            let (steps, mut analysis) = self.checked_plan(&member.service, &request.member_request(member))?;
+            let member_request = request.member_request(member);
+            let (steps, mut analysis) = self.checked_plan(&member.service, &member_request)?;
             // Any member's rollback rolls back all: each judge gets its share of the train's α.
             analysis.alpha /= services.len() as f64;
-            plans.push((steps, analysis));
+            plans.push((member_request, steps, analysis));
         }
         let slots = self.train_slots(&services)?;
-        let mut serials = Vec::new();
-        for slot in &slots {
-            serials.push(slot.transitions.lock().await);
-        }
+        let serials = lock_in_order(&slots).await;
         for _ in 0..ATTEMPTS {
             let now = now_ms();
             let train = self.new_train(&services, now)?;
             let mut openings = Vec::new();
-            for (member, (steps, analysis)) in request.members.iter().zip(&plans) {
-                let member_request = request.member_request(member);
-                let opening = self
-                    .opening(
-                        &member.service,
-                        &member_request,
-                        steps.clone(),
-                        analysis.clone(),
-                        now,
-                        Some(train.clone()),
-                    )
-                    .await?;
-                openings.push(opening);
+            for (member, (member_request, steps, analysis)) in request.members.iter().zip(&plans) {
+                let (steps, analysis, train) = (steps.clone(), analysis.clone(), Some(train.clone()));
+                openings.push(self.opening(&member.service, member_request, steps, analysis, now, train).await?);
             }
             // Before-start gates of any member hold every member at 0 % until all have passed.
             let staged = openings.iter().any(|o| self.starts_staged(&o.pending));
@@ -66,16 +54,13 @@ impl Controller {
             }
             match self.routing.store().commit(txn).await? {
                 TxnOutcome::Committed { revision } => {
+                    let mut members = Vec::new();
                     for staged in all_staged {
                         let (rollout, revision) = self.finish(staged, revision).await;
-                        let service = rollout.service.clone();
-                        self.slot(&service)?.live.lock().expect("live").active = Some((rollout, revision));
-                        if self.is_leading() {
-                            self.spawn_runner(&service);
-                        }
+                        members.push(self.started(rollout, revision)?);
                     }
                     drop(serials);
-                    return self.train_view(&train.id).await;
+                    return Ok(TrainView { id: train.id, members });
                 }
                 TxnOutcome::Conflict { .. } => {
                     for service in &services {
@@ -117,10 +102,7 @@ impl Controller {
         fenced: bool,
     ) -> Result<RolloutView, ControllerError> {
         let slots = self.train_slots(&train.services)?;
-        let mut serials = Vec::new();
-        for slot in &slots {
-            serials.push(slot.transitions.lock().await);
-        }
+        let serials = lock_in_order(&slots).await;
         for _ in 0..ATTEMPTS {
             if fenced && !self.is_leading() {
                 return Err(ControllerError::NotLeader);
@@ -191,9 +173,18 @@ impl Controller {
         Ok(members)
     }
 
-    /// Notes whether the runner of `service` would move `rollout` on now (advance, await
-    /// approval, or begin after its before-start gates), and says whether the whole train may.
-    pub(super) fn ready_together(&self, service: &str, rollout: &Rollout, ready: bool) -> bool {
+    /// `command` if the runner of `service` may apply it to `rollout` now: a command that moves
+    /// a train on ([`moves_on`]) waits until every member's runner says the same; the runner's
+    /// word is noted either way.
+    pub(super) fn when_together(&self, service: &str, rollout: &Rollout, command: Option<Command>) -> Option<Command> {
+        let ready = command.as_ref().is_some_and(moves_on);
+        let together = self.ready_together(service, rollout, ready);
+        command.filter(|_| together || !ready)
+    }
+
+    /// Notes whether the runner of `service` would move `rollout` on now, and says whether the
+    /// whole train may.
+    fn ready_together(&self, service: &str, rollout: &Rollout, ready: bool) -> bool {
         let Ok(slot) = self.slot(service) else { return false };
         slot.live.lock().expect("live").ready_at = ready.then_some(rollout.transitions);
         let Some(train) = &rollout.train else { return ready };
@@ -226,6 +217,15 @@ impl Controller {
         members.sort_by_key(|m| order.services.iter().position(|s| *s == m.rollout.service));
         Ok(TrainView { id: id.to_owned(), members })
     }
+}
+
+/// Takes the transition locks of `slots`, in their order.
+async fn lock_in_order(slots: &[Arc<Slot>]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+    let mut serials = Vec::with_capacity(slots.len());
+    for slot in slots {
+        serials.push(slot.transitions.lock().await);
+    }
+    serials
 }
 
 /// The commands that move a train on only once every member said so.

@@ -48,17 +48,26 @@ impl Controller {
             let first = if self.starts_staged(&opening.pending) { Command::Stage } else { Command::Begin };
             let (txn, commit) = opening.commit(Txn::new(), &first, now)?;
             match self.commit(service, txn, commit).await? {
-                Some((rollout, revision)) => {
-                    slot.live.lock().expect("live").active = Some((rollout, revision));
-                    if self.is_leading() {
-                        self.spawn_runner(service);
-                    }
-                    return self.view(service, None);
-                }
+                Some((rollout, revision)) => return self.started(rollout, revision),
                 None => self.refuse_if_locked(service).await?,
             }
         }
         Err(ControllerError::Contended(keys::routing(service)))
+    }
+
+    /// Takes a rollout that just began into the live view of its service, starts its judge when
+    /// this controller leads, and returns its view.
+    pub(super) fn started(
+        self: &Arc<Self>,
+        rollout: Rollout,
+        revision: Revision,
+    ) -> Result<RolloutView, ControllerError> {
+        let service = rollout.service.clone();
+        self.slot(&service)?.live.lock().expect("live").active = Some((rollout, revision));
+        if self.is_leading() {
+            self.spawn_runner(&service);
+        }
+        self.view(&service, None)
     }
 
     /// The plan and the judge's settings `request` asks of `service`, checked.
@@ -139,20 +148,19 @@ impl Controller {
         command: Command,
         fenced: bool,
     ) -> Result<RolloutView, ControllerError> {
-        if !matches!(command, Command::Gate(_))
-            && let Some((rollout, _)) = self.load_active(service).await?
-            && let Some(train) = rollout.train
-        {
-            return self.transition_train(service, &train, command, fenced).await;
-        }
         let slot = self.slot(service)?.clone();
-        let _serial = slot.transitions.lock().await;
+        let serial = slot.transitions.lock().await;
         for _ in 0..ATTEMPTS {
             if fenced && !self.is_leading() {
                 return Err(ControllerError::NotLeader);
             }
             let (rollout, revision) =
                 self.load_active(service).await?.ok_or_else(|| ControllerError::NoActiveRollout(service.to_owned()))?;
+            if let Some(train) = rollout.train.as_ref().filter(|_| !matches!(command, Command::Gate(_))) {
+                // The train takes every member's lock, this one's among them, in its own order.
+                drop(serial);
+                return self.transition_train(service, train, command, fenced).await;
+            }
             let commit = self.next_commit(service, &rollout, revision, &command, fenced).await?;
             match self.commit(service, Txn::new(), commit).await? {
                 Some((next, next_revision)) => return Ok(self.settle(service, next, next_revision)),

@@ -22,8 +22,8 @@ pub struct Routed {
 ///
 /// Reads the user key (the configured sources, else a `canary_uid` the gateway minted, else a
 /// new one), the session pin (cookie or header), a trusted override, a release train's cohort
-/// token and whether the request is a top-level navigation, then applies [`decide`]. Everything borrows from the headers: nothing is
-/// allocated unless an anonymous id has to be minted. This is the function the gateway runs
+/// token and whether the request is a top-level navigation, then applies [`decide`]. Everything
+/// borrows from the headers: nothing is allocated unless an anonymous id has to be minted. This is the function the gateway runs
 /// for every request; its benchmark and its zero-allocation test call it too.
 #[inline]
 pub fn route(conn: &ConnContext, snapshot: &Route, method: &Method, headers: &HeaderMap, now: u64) -> Routed {
