@@ -26,10 +26,11 @@ pub enum BodyError {
     UpstreamInvalid,
 }
 
-/// A request body on its way upstream: the client's, streamed through, or none at all for a
-/// bodiless request the gateway re-sends to stable.
+/// A request body on its way upstream: the client's, streamed through, or none at all — a
+/// bodiless request read by the gateway's own HTTP/1.1 server side, or one re-sent to stable.
+#[derive(Debug)]
 pub enum UpstreamBody {
-    /// The client's body.
+    /// The client's body, as hyper's server read it.
     Client(hyper::body::Incoming),
     /// No body.
     Empty,

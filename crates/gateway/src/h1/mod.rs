@@ -2,6 +2,10 @@
 //! task straight to a pooled socket, its response head parsed there with `httparse`
 //! ([`head`]), its body streamed from the same socket ([`body`]).
 //!
+//! The gateway's own HTTP/1.1 server side lives here too: [`request_head`] and
+//! [`response_writer`], driven by `crate::connection`, and [`handover`] for the connections it
+//! gives to hyper's server.
+//!
 //! hyper's client would run each connection as a second task: the request crosses a channel
 //! to it, the head comes back over a oneshot and the body over another channel, each a wake-up.
 //! Here none of that happens. Requests with a body and protocol upgrades still go through
@@ -9,7 +13,10 @@
 //! that answers before it has read the whole body.
 
 pub mod body;
+pub mod handover;
 pub mod head;
+pub mod request_head;
+pub mod response_writer;
 
 use std::io;
 use std::task::{Context, Poll, ready};

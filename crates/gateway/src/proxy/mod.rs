@@ -35,9 +35,8 @@ use std::sync::Arc;
 use canary_core::pin::PinKey;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::headers::{BadHead, check_head};
 use crate::service::Service;
 
@@ -85,7 +84,7 @@ pub struct ConnContext {
 
 /// Proxies one request of the connection's service. Never fails: upstream trouble becomes a
 /// 502 or 504.
-pub async fn handle(conn: Arc<ConnContext>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+pub async fn handle(conn: Arc<ConnContext>, req: Request<UpstreamBody>) -> Result<Response<ProxyBody>, Infallible> {
     if let Err(bad) = check_head(&req) {
         return Ok(bad_request(bad));
     }

@@ -3,7 +3,6 @@
 use canary_core::Side;
 use http::{HeaderMap, Method, Request, Uri};
 use http_body::Body;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::RequestCtx;
@@ -47,7 +46,7 @@ impl Replay {
 /// Strips hop-by-hop headers and the override headers, adds `x-forwarded-*` and
 /// `x-canary-version`, and makes the request HTTP/1.1-shaped.
 #[inline]
-pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>) -> UpstreamRequest {
+pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<UpstreamBody>) -> UpstreamRequest {
     let upgrade = is_upgrade_request(&req, &ctx.settings().upgrades);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let client = &ctx.conn.client;
@@ -67,7 +66,7 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<Incoming>)
     let to_canary = matches!(ctx.side, Side::Canary | Side::Retired);
     let replay =
         (to_canary && !upgrade && is_idempotent(req.method()) && req.body().is_end_stream()).then(|| Replay::of(&req));
-    UpstreamRequest { request: req.map(UpstreamBody::Client), client_upgrade, replay }
+    UpstreamRequest { request: req, client_upgrade, replay }
 }
 
 /// Gives the upstream the cohort token of the side the request went to, when its service is in a

@@ -5,9 +5,16 @@
 //! A gateway holds many connections that sit idle between requests, and each one's task keeps
 //! its whole future, sized for the largest state it can ever be in. So what only some
 //! connections or some moments need lives in a box of its own: the TLS handshake and stream
-//! (a plain connection does not carry their room), HTTP/2's state (the first bytes tell the
-//! protocol, [`crate::sniff`]), and each request's proxy future (hyper keeps a connection's
-//! slot for it, as large as the future, from the accept to the close).
+//! (a plain connection does not carry their room), hyper's connection state and its driving
+//! (the first bytes tell the protocol, [`crate::sniff`]), the wait of a stopping gateway, and
+//! each request (hyper keeps a connection's slot for it, as large as the future, from the
+//! accept to the close; the own server side boxes the whole request).
+//!
+//! HTTP/1.1 is served by the gateway's own server side ([`http1`]) for as long as the requests
+//! are ones it takes, and by hyper's from the first one it does not to the close; HTTP/2 by
+//! hyper's.
+
+mod http1;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,9 +36,10 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::body::ProxyBody;
+use crate::body::{ProxyBody, UpstreamBody};
 use crate::conn_clock::{Clock, Closing, InFlight, Watch};
 use crate::conn_table::Registration;
+use crate::h1::handover::Prefixed;
 use crate::proxy::{ClientConn, ConnContext, handle};
 use crate::sniff::{Protocol, Replayed, Sniff, sniff};
 use crate::watched::{InFlightBody, Watched};
@@ -121,18 +129,23 @@ async fn serve_http<I>(
     let Some((protocol, io)) = serving.first_bytes(sniff(io)).await else {
         return;
     };
-    let svc = proxy_service(accepted, peer, watch, serving.closing.clone());
-    let io = TokioIo::new(io);
+    let answers = Answers::new(accepted, peer, watch, serving.closing.clone());
     let result = match protocol {
         Protocol::Http1 => {
-            let conn = worker.http1.serve_connection(io, svc).with_upgrades();
-            tokio::pin!(conn);
-            serving.drive(conn, |conn| conn.graceful_shutdown()).await
+            let mut io = io;
+            let Some(read) = serving.serve_http1(&mut io, &answers).await else {
+                return;
+            };
+            // In a box, as HTTP/2's: the connections that never need hyper do not carry its room.
+            let io = TokioIo::new(Prefixed::new(read, io));
+            let mut conn = Box::pin(worker.http1.serve_connection(io, answers.service()).with_upgrades());
+            Box::pin(serving.drive(conn.as_mut(), |conn| conn.graceful_shutdown())).await
         }
         Protocol::Http2 => {
             // In a box: HTTP/1.1 connections, most of them, do not carry the room of its state.
-            let mut conn = Box::pin(worker.http2.serve_connection(io, svc));
-            serving.drive(conn.as_mut(), |conn| conn.graceful_shutdown()).await
+            let io = TokioIo::new(io);
+            let mut conn = Box::pin(worker.http2.serve_connection(io, answers.service()));
+            Box::pin(serving.drive(conn.as_mut(), |conn| conn.graceful_shutdown())).await
         }
     };
     let Some(result) = result else {
@@ -145,39 +158,75 @@ async fn serve_http<I>(
     }
 }
 
-/// The proxy, as hyper calls it for each request of one connection. Once `closing` is set, an
-/// HTTP/1.1 answer says `Connection: close`.
-fn proxy_service(
-    accepted: &Accepted,
-    peer: SocketAddr,
-    watch: &Arc<Watch>,
+/// The proxy's answers to the requests of one connection, for both HTTP/1.1 server sides and
+/// HTTP/2. Once `closing` is set, an HTTP/1.1 answer says `Connection: close`.
+#[derive(Clone)]
+struct Answers {
+    ctx: Arc<ConnContext>,
+    requests: Arc<Watch>,
     closing: Arc<AtomicBool>,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<InFlightBody<ProxyBody>>,
-    Error = Infallible,
-    Future: Send + 'static,
-> + Send
-+ use<> {
-    let ctx = Arc::new(ConnContext {
-        service: accepted.service.clone(),
-        pins: accepted.pins.clone(),
-        cohorts: accepted.cohorts.clone(),
-        client: ClientConn::new(peer, accepted.tls.is_some()),
-    });
-    let requests = watch.clone();
-    service_fn(move |req: Request<Incoming>| {
-        let in_flight = InFlight::start(requests.clone());
-        let says_goodbye = closing.load(Ordering::Relaxed) && req.version() == http::Version::HTTP_11;
-        let response = Box::pin(handle(ctx.clone(), req));
-        async move {
-            let mut response = response.await?;
-            if says_goodbye && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
-            }
-            Ok::<_, Infallible>(response.map(|body| InFlightBody::new(body, in_flight)))
+}
+
+impl Answers {
+    fn new(accepted: &Accepted, peer: SocketAddr, watch: &Arc<Watch>, closing: Arc<AtomicBool>) -> Answers {
+        let ctx = Arc::new(ConnContext {
+            service: accepted.service.clone(),
+            pins: accepted.pins.clone(),
+            cohorts: accepted.cohorts.clone(),
+            client: ClientConn::new(peer, accepted.tls.is_some()),
+        });
+        Answers { ctx, requests: watch.clone(), closing }
+    }
+
+    /// Marks `req` in flight; [`Started::finish`] makes the proxy's response to it the
+    /// connection's.
+    fn start(&self, req: &Request<UpstreamBody>) -> Started {
+        let in_flight = InFlight::start(self.requests.clone());
+        let says_goodbye = self.closing.load(Ordering::Relaxed) && req.version() == http::Version::HTTP_11;
+        Started { in_flight, says_goodbye }
+    }
+
+    /// The proxy as hyper's servers call it.
+    fn service(
+        &self,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<InFlightBody<ProxyBody>>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + use<> {
+        let answers = self.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let req = req.map(UpstreamBody::Client);
+            let started = answers.start(&req);
+            // In a box: hyper keeps a slot as large as this future for the connection's life.
+            let response = Box::pin(handle(answers.ctx.clone(), req));
+            async move { Ok::<_, Infallible>(started.finish(response.await)) }
+        })
+    }
+}
+
+/// A request in flight, until its response body is dropped.
+struct Started {
+    in_flight: InFlight,
+    says_goodbye: bool,
+}
+
+impl Started {
+    /// The proxy's `response`, saying `Connection: close` when the gateway is stopping, its
+    /// body keeping the request in flight.
+    fn finish(self, response: Result<Response<ProxyBody>, Infallible>) -> Response<InFlightBody<ProxyBody>> {
+        let mut response = match response {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        if self.says_goodbye && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }
-    })
+        let in_flight = self.in_flight;
+        response.map(|body| InFlightBody::new(body, in_flight))
+    }
 }
 
 /// One connection being served, until its clock, the client or a shutdown ends it.
@@ -204,7 +253,7 @@ impl Serving<'_> {
             }
             () = stopped(&mut self.shutdown) => {
                 let grace_ends = self.gateway_stopped();
-                tokio::time::timeout_at(grace_ends, &mut sniff).await.ok()?
+                Box::pin(tokio::time::timeout_at(grace_ends, &mut sniff)).await.ok()?
             }
         };
         sniffed
