@@ -82,8 +82,9 @@ pub async fn serve_connection(
     let Some(tls_stream) = Box::pin(tls_handshake(acceptor, stream, peer, &worker, &watch)).await else {
         return;
     };
-    let tls = serve_http(Watched::new(tls_stream, registration), peer, &accepted, &worker, &watch, shutdown);
-    Box::pin(tls).await
+    // Made straight into its box: a future named here first would keep its room in this one.
+    let tls = Box::pin(serve_http(Watched::new(tls_stream, registration), peer, &accepted, &worker, &watch, shutdown));
+    tls.await
 }
 
 /// The TLS stream of `stream`, once its handshake is done in time.
@@ -126,7 +127,9 @@ async fn serve_http<I>(
 {
     let mut serving =
         Serving { peer, worker, watch, shutdown, closing: Arc::new(AtomicBool::new(false)), grace_ends: None };
-    let Some((protocol, io)) = serving.first_bytes(sniff(io)).await else {
+    // In a box, gone once the protocol is known: waiting for the first bytes is the largest
+    // state of a connection's task, which would otherwise keep its room to the close.
+    let Some((protocol, io)) = Box::pin(serving.first_bytes(sniff(io))).await else {
         return;
     };
     let answers = Answers::new(accepted, peer, watch, serving.closing.clone());
