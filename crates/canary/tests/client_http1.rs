@@ -1,6 +1,7 @@
 //! The gateway's own HTTP/1.1 server side through a real gateway process: pipelined requests
 //! answered in order, a request with a body handing the connection to hyper's server midway,
-//! a head that arrives in pieces, `HEAD`, and `Connection: close`.
+//! the same over TLS, a head that arrives in pieces, `HEAD`, `Connection: close`, and a client
+//! that leaves while its request is answered.
 
 mod support;
 
@@ -83,4 +84,70 @@ async fn a_head_in_pieces_and_a_kept_alive_connection_are_served() {
     assert!(text.contains("\nx-forwarded-for: 127.0.0.1\n"), "{text}");
     let last = text.split("HTTP/1.1 ").last().unwrap();
     assert!(last.ends_with("\r\n\r\n") && !last.contains("content-length"), "a 204 has no body: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_own_side_and_hyper_s_share_one_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, cert) = support::self_signed_tls(dir.path());
+    let gateway = Gateway::start(&config(&v1, &v2, 0.0, &tls));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+    let tcp = tokio::net::TcpStream::connect(gateway.addr("web")).await.unwrap();
+    let mut stream = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    let user = "Host: localhost\r\nx-user-id: tls-user";
+    let first = format!("GET /status/201 HTTP/1.1\r\n{user}\r\n\r\n");
+    stream.write_all(first.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).ends_with("v1") {
+        let mut chunk = [0; 4096];
+        let read = stream.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "closed after {:?}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..read]);
+    }
+    let rest = format!(
+        "PUT /status/202 HTTP/1.1\r\n{user}\r\nContent-Length: 3\r\n\r\nabc\
+         GET /status/203 HTTP/1.1\r\n{user}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(rest.as_bytes()).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut seen)).await.unwrap();
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    assert_eq!(
+        statuses(&text),
+        ["HTTP/1.1 201 Created", "HTTP/1.1 202 Accepted", "HTTP/1.1 203 Non Authoritative Information"],
+        "{text}"
+    );
+    let first_answer = text.split("HTTP/1.1 ").nth(1).unwrap();
+    assert!(first_answer.contains("; Secure"), "a pin over TLS is Secure: {first_answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_request_has_its_upstream_exchange_dropped() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&config(&v1, &v2, 0.0, ""));
+    let addr = gateway.addr("web");
+    let request = b"GET /slow/4000 HTTP/1.1\r\nHost: shop\r\nx-user-id: leaver\r\n\r\n";
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.write_all(request).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while v1.open_connections() == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the request never reached the upstream");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(stream);
+    let left = tokio::time::Instant::now();
+    while v1.open_connections() > 0 {
+        assert!(left.elapsed() < Duration::from_secs(2), "the upstream still works for a client that left");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
