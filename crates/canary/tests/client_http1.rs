@@ -93,16 +93,7 @@ async fn over_tls_the_own_side_and_hyper_s_share_one_connection() {
     let dir = tempfile::tempdir().unwrap();
     let (tls, cert) = support::self_signed_tls(dir.path());
     let gateway = Gateway::start(&config(&v1, &v2, 0.0, &tls));
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_config));
+    let connector = support::tls_connector(&cert, b"http/1.1");
     let tcp = tokio::net::TcpStream::connect(gateway.addr("web")).await.unwrap();
     let mut stream = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
     let user = "Host: localhost\r\nx-user-id: tls-user";

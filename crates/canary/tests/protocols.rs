@@ -5,7 +5,6 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -57,16 +56,7 @@ async fn tls_negotiates_http2_through_alpn() {
     let (tls, cert) = support::self_signed_tls(dir.path());
     let gateway = Gateway::start(&config(&v1, &v2, 0.0, &tls));
 
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client_config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let connector = support::tls_connector(&cert, b"h2");
     let tcp = tokio::net::TcpStream::connect(gateway.addr("web")).await.unwrap();
     let tls_stream = connector.connect("localhost".try_into().unwrap(), tcp).await.unwrap();
     assert_eq!(tls_stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod replayed;
 pub mod request;
 pub mod service;
 pub mod sketch;

@@ -7,11 +7,15 @@
 //! for the life of every connection.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::Buf;
+use bytes::buf::Take;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::replayed::Replayed;
 
 /// What a client connection opens with when it speaks HTTP/2 without negotiating it.
 pub const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -24,6 +28,9 @@ pub enum Protocol {
     /// HTTP/2 with prior knowledge.
     Http2,
 }
+
+/// A connection with the bytes read to tell its protocol given back.
+pub type Sniffed<I> = Replayed<Take<Cursor<[u8; 24]>>, I>;
 
 /// Reads the first bytes of `io`, just enough to tell its protocol.
 pub fn sniff<I: AsyncRead + Unpin>(io: I) -> Sniff<I> {
@@ -39,7 +46,7 @@ pub struct Sniff<I> {
 }
 
 impl<I: AsyncRead + Unpin> Future for Sniff<I> {
-    type Output = io::Result<(Protocol, Replayed<I>)>;
+    type Output = io::Result<(Protocol, Sniffed<I>)>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
@@ -60,60 +67,8 @@ impl<I: AsyncRead + Unpin> Future for Sniff<I> {
             this.filled = seen;
         }
         let io = this.io.take().expect("checked above");
-        Poll::Ready(Ok((protocol, Replayed { first: this.first, start: 0, end: this.filled, io })))
-    }
-}
-
-/// A stream whose first bytes, already read, are read again.
-#[derive(Debug)]
-pub struct Replayed<I> {
-    first: [u8; 24],
-    start: usize,
-    end: usize,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Replayed<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.start == this.end {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        let given = (this.end - this.start).min(buf.remaining());
-        buf.put_slice(&this.first[this.start..this.start + given]);
-        this.start += given;
-        if this.start == this.end && buf.remaining() > 0 {
-            // What has arrived after the sniffed bytes comes along; a pending read or an error
-            // waits for the next call, which the bytes given now answer first.
-            let _ = Pin::new(&mut this.io).poll_read(cx, buf);
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Replayed<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let first = Cursor::new(this.first).take(this.filled);
+        Poll::Ready(Ok((protocol, Replayed::new(first, io))))
     }
 }
 

@@ -426,6 +426,20 @@ pub fn self_signed_tls(dir: &std::path::Path) -> (String, rcgen::CertifiedKey<rc
     (format!("tls = {{ cert = {cert_path:?}, key = {key_path:?} }}"), cert)
 }
 
+/// A TLS client that trusts `cert` alone and offers `alpn`.
+pub fn tls_connector(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(client_config))
+}
+
 /// A config with one service `web` on port 0, stable and canary at the given upstreams.
 pub fn config(stable: &Upstream, canary: &Upstream, weight: f64, extra: &str) -> String {
     format!(

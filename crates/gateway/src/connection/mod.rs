@@ -39,9 +39,9 @@ use tokio_rustls::server::TlsStream;
 use crate::body::{ProxyBody, UpstreamBody};
 use crate::conn_clock::{Clock, Closing, InFlight, Watch};
 use crate::conn_table::Registration;
-use crate::h1::handover::Prefixed;
 use crate::proxy::{ClientConn, ConnContext, handle};
-use crate::sniff::{Protocol, Replayed, Sniff, sniff};
+use crate::replayed::Replayed;
+use crate::sniff::{Protocol, Sniff, Sniffed, sniff};
 use crate::watched::{InFlightBody, Watched};
 use crate::woken::WhenWoken;
 use crate::worker::{Worker, stopped};
@@ -140,7 +140,7 @@ async fn serve_http<I>(
                 return;
             };
             // In a box, as HTTP/2's: the connections that never need hyper do not carry its room.
-            let io = TokioIo::new(Prefixed::new(read, io));
+            let io = TokioIo::new(Replayed::new(read, io));
             let mut conn = Box::pin(worker.http1.serve_connection(io, answers.service()).with_upgrades());
             Box::pin(serving.drive(conn.as_mut(), |conn| conn.graceful_shutdown())).await
         }
@@ -247,7 +247,7 @@ struct Serving<'a> {
 impl Serving<'_> {
     /// The connection's protocol, once its first bytes have come; none if it closed or its
     /// clock closed it first.
-    async fn first_bytes<I: AsyncRead + Unpin>(&mut self, mut sniff: Sniff<I>) -> Option<(Protocol, Replayed<I>)> {
+    async fn first_bytes<I: AsyncRead + Unpin>(&mut self, mut sniff: Sniff<I>) -> Option<(Protocol, Sniffed<I>)> {
         let sniffed = tokio::select! {
             sniffed = &mut sniff => sniffed,
             why = self.watch.expired(self.worker.limits.deadlines) => {

@@ -3,8 +3,7 @@
 //! ([`head`]), its body streamed from the same socket ([`body`]).
 //!
 //! The gateway's own HTTP/1.1 server side lives here too: [`request_head`] and
-//! [`response_writer`], driven by `crate::connection`, and [`handover`] for the connections it
-//! gives to hyper's server.
+//! [`response_writer`], driven by `crate::connection`.
 //!
 //! hyper's client would run each connection as a second task: the request crosses a channel
 //! to it, the head comes back over a oneshot and the body over another channel, each a wake-up.
@@ -13,7 +12,6 @@
 //! that answers before it has read the whole body.
 
 pub mod body;
-pub mod handover;
 pub mod head;
 pub mod request_head;
 pub mod response_writer;
