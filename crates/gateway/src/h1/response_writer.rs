@@ -16,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRAILER, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Response, StatusCode};
-use http_body::Body;
+use http_body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::request::trim;
@@ -58,14 +58,7 @@ where
     let mut sent: u64 = 0;
     let mut trailers = None;
     loop {
-        let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await {
-            Poll::Ready(frame) => frame,
-            Poll::Pending => {
-                write_out(io, out).await?;
-                poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
-            }
-        };
-        let data = match frame {
+        let data = match next_frame(io, out, &mut body).await? {
             None => break,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "response body broke off; closing the client connection");
@@ -88,19 +81,7 @@ where
             write_out(io, out).await?;
             return Ok(false);
         }
-        if head.framing == Framing::None || data.is_empty() {
-            continue;
-        }
-        if head.framing == Framing::Chunked {
-            let _ = write!(out, "{:x}\r\n", data.len());
-        }
-        put(io, out, data).await?;
-        if head.framing == Framing::Chunked {
-            out.extend_from_slice(b"\r\n");
-        }
-        if out.len() >= WRITE_BATCH {
-            write_out(io, out).await?;
-        }
+        put_data(io, out, head.framing, data).await?;
     }
     match head.framing {
         Framing::Chunked => end_chunks(out, trailers.as_ref(), &parts.headers),
@@ -112,6 +93,46 @@ where
     }
     write_out(io, out).await?;
     Ok(head.keep_alive)
+}
+
+/// The body's next frame: at once when it is there, else after what is gathered is written.
+async fn next_frame<I, B>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    body: &mut B,
+) -> io::Result<Option<Result<Frame<Bytes>, B::Error>>>
+where
+    I: AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+{
+    if let Poll::Ready(frame) = poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+        return Ok(frame);
+    }
+    write_out(io, out).await?;
+    Ok(poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await)
+}
+
+/// Puts one data frame on its way in the body's framing; writes once enough is gathered.
+async fn put_data<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    data: Bytes,
+) -> io::Result<()> {
+    if framing == Framing::None || data.is_empty() {
+        return Ok(());
+    }
+    if framing == Framing::Chunked {
+        let _ = write!(out, "{:x}\r\n", data.len());
+    }
+    put(io, out, data).await?;
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"\r\n");
+    }
+    if out.len() >= WRITE_BATCH {
+        write_out(io, out).await?;
+    }
+    Ok(())
 }
 
 /// What the head said about the body and the connection.
@@ -287,7 +308,7 @@ mod tests {
     use std::convert::Infallible;
     use std::task::Context;
 
-    use http_body::{Frame, SizeHint};
+    use http_body::SizeHint;
 
     use super::*;
 
