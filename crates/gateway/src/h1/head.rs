@@ -123,7 +123,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed
 }
 
 /// Where `part`, a slice of `buf`, starts and ends in it.
-fn offset_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
+pub(super) fn offset_in(buf: &[u8], part: &[u8]) -> std::ops::Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     start..start + part.len()
 }

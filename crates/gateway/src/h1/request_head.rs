@@ -1,5 +1,5 @@
 //! A client's HTTP/1.1 request head, parsed with `httparse` for the gateway's own HTTP/1.1
-//! server side ([`super::server`]).
+//! server side (`crate::connection`).
 //!
 //! It takes only the requests most traffic is: HTTP/1.1, no body (no `Transfer-Encoding`, no
 //! `Content-Length` but `0`), no `Expect`, no protocol upgrade. Anything else — and any head it
@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
 
-use super::head::{MAX_HEAD, MAX_HEADERS};
+use super::head::{MAX_HEAD, MAX_HEADERS, offset_in};
 use crate::body::UpstreamBody;
 use crate::request::trim;
 
@@ -132,12 +132,6 @@ fn build(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
     Some(request)
-}
-
-/// Where `part`, a slice of `buf`, starts and ends in it.
-fn offset_in(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + part.len()
 }
 
 #[cfg(test)]

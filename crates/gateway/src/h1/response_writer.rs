@@ -1,5 +1,5 @@
 //! A response written to an HTTP/1.1 client by the gateway's own server side
-//! ([`super::server`]): the head in hyper's form (lower-case names, a cached `date`, the body's
+//! (`crate::connection`): the head in hyper's form (lower-case names, a cached `date`, the body's
 //! length or chunked framing), then the body frame by frame.
 //!
 //! The head and every body frame already there go out in one write; a frame that has not
