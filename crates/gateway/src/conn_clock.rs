@@ -1,4 +1,5 @@
-//! The deadlines of one client connection, kept beside it by a watchdog.
+//! The deadlines of one client connection, and what its task is told: close, or the gateway
+//! stops.
 //!
 //! - **Header read** (`[gateway] header_read_timeout`): a new connection must deliver its first
 //!   request (an HTTP/1.1 head or an HTTP/2 stream) this long after it was accepted, whatever
@@ -11,14 +12,21 @@
 //!
 //! hyper cannot do either: its HTTP/1.1 header timer also runs while a connection is idle, and
 //! nothing times the protocol sniffing of a new connection or an idle HTTP/2 one. So the socket
-//! wrapper ([`crate::watched`]) tells the clock when bytes arrive, each request holds an
-//! [`InFlight`] until its response body is dropped, and [`Watch::expired`] completes when the
-//! deadline passes or the worker sheds the connection to make room for a new one.
+//! wrapper ([`crate::watched`]) tells the clock when bytes arrive, and each request holds an
+//! [`InFlight`] until its response body is dropped.
+//!
+//! No connection keeps a timer: its worker looks at every clock once a [`Deadlines::tick`]
+//! ([`crate::conn_table::ConnTable::expire_due`]) and tells the ones past their deadline to
+//! close, as it tells them to make room or that the gateway stops. A connection waits for that
+//! with [`Watch::told`], a future of two words that keeps no allocation.
 
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// A connection's two deadlines.
@@ -30,6 +38,14 @@ pub struct Deadlines {
     pub idle: Duration,
 }
 
+impl Deadlines {
+    /// How often a worker looks at its connections' clocks: a tenth of the shorter deadline, so
+    /// a connection closes at most 10 % late, but no more than four times a second.
+    pub fn tick(&self) -> Duration {
+        (self.header_read.min(self.idle) / 10).clamp(Duration::from_millis(10), Duration::from_millis(250))
+    }
+}
+
 /// Why a connection is being closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Closing {
@@ -39,6 +55,15 @@ pub enum Closing {
     Idle,
     /// The worker needed its slot for a new connection.
     Shed,
+}
+
+/// What a connection's task is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    /// Close now.
+    Close(Closing),
+    /// The gateway stops: finish what is in flight, then close.
+    Stop,
 }
 
 /// Where a connection stands. Pure: every change takes the time it happened at.
@@ -54,7 +79,8 @@ pub struct Clock {
     seen_bytes: bool,
     /// Its protocol has ended but the socket lives on as an upgraded tunnel.
     detached: bool,
-    shed: bool,
+    /// Decided once: the connection is to close, and why.
+    closing: Option<Closing>,
 }
 
 impl Clock {
@@ -67,21 +93,19 @@ impl Clock {
             multiplexed: false,
             seen_bytes: false,
             detached: false,
-            shed: false,
+            closing: None,
         }
     }
 
-    /// `bytes` arrived at `now`; returns whether the deadline moved earlier.
-    pub fn bytes_read(&mut self, now: Instant, bytes: &[u8]) -> bool {
+    /// `bytes` arrived at `now`.
+    pub fn bytes_read(&mut self, now: Instant, bytes: &[u8]) {
         if !self.seen_bytes {
             self.seen_bytes = true;
             self.multiplexed = bytes.starts_with(b"PRI ");
         }
-        let starts_a_head = !self.multiplexed && self.in_flight == 0 && self.head_since.is_none();
-        if starts_a_head {
+        if !self.multiplexed && self.in_flight == 0 && self.head_since.is_none() {
             self.head_since = Some(now);
         }
-        starts_a_head
     }
 
     /// A request reached the proxy.
@@ -103,9 +127,14 @@ impl Clock {
         self.detached = true;
     }
 
-    /// Whether the worker asked it to close.
+    /// Why it is to close, once that is decided.
+    pub fn closing(&self) -> Option<Closing> {
+        self.closing
+    }
+
+    /// Whether the worker asked it to close to make room.
     pub fn is_shed(&self) -> bool {
-        self.shed
+        self.closing == Some(Closing::Shed)
     }
 
     /// When the connection is to be closed, and why, if nothing happens before.
@@ -117,61 +146,68 @@ impl Clock {
         }
     }
 
+    /// Decides the close if the deadline has passed at `now`; whether it did just now.
+    pub fn expire(&mut self, now: Instant, deadlines: Deadlines) -> bool {
+        let due = self.deadline(deadlines).filter(|(at, _)| *at <= now);
+        match (self.closing, due) {
+            (None, Some((_, why))) => {
+                self.closing = Some(why);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Decides the close to make room; whether it did (not if it was closing already).
+    pub fn shed(&mut self) -> bool {
+        let shed = self.closing.is_none();
+        if shed {
+            self.closing = Some(Closing::Shed);
+        }
+        shed
+    }
+
     /// Whether the worker may close it to make room: nothing in flight, not a tunnel, not
-    /// already being shed. Returns since when it has been waiting, to pick the longest idle.
+    /// already closing. Returns since when it has been waiting, to pick the longest idle.
     pub fn sheddable_since(&self) -> Option<Instant> {
-        let idle = self.in_flight == 0 && !self.detached && !self.shed;
+        let idle = self.in_flight == 0 && !self.detached && self.closing.is_none();
         idle.then_some(self.waiting_since)
     }
 }
 
-/// A connection's clock, shared by its socket, its requests, its worker's table and its
-/// watchdog.
+/// A connection's clock, shared by its socket, its requests, its worker's table and its task.
 #[derive(Debug)]
 pub struct Watch {
     state: Mutex<Watched>,
-    changed: Notify,
+    /// Set under the lock whenever there is something new to tell the task, so a wait polled
+    /// at each of the task's wake-ups takes the lock only when there is.
+    news: AtomicBool,
 }
 
-/// The clock, and what the watchdog sleeps towards once it has looked.
 #[derive(Debug)]
 struct Watched {
     clock: Clock,
-    watchdog: Option<(Deadlines, Instant)>,
-}
-
-impl Watched {
-    /// Whether the watchdog must look again now: it sleeps towards a later moment than the
-    /// connection's deadline, or the connection is being shed. A deadline that moved later
-    /// (every request's end on a busy connection) waits for the watchdog's own wake-up, so a
-    /// request costs it neither a wake-up nor a new timer.
-    fn watchdog_late(&self) -> bool {
-        let Some((deadlines, sleeping_until)) = self.watchdog else { return false };
-        self.clock.is_shed() || self.clock.deadline(deadlines).is_some_and(|(at, _)| at < sleeping_until)
-    }
+    /// The gateway is stopping.
+    stopping: bool,
+    /// The task waiting to be told.
+    waiter: Option<Waker>,
 }
 
 impl Watch {
-    /// The watch of a connection accepted now.
-    pub fn new() -> Arc<Watch> {
-        let state = Watched { clock: Clock::new(Instant::now()), watchdog: None };
-        Arc::new(Watch { state: Mutex::new(state), changed: Notify::new() })
+    /// The watch of a connection accepted now, while the gateway is `stopping` or not.
+    pub fn new(stopping: bool) -> Arc<Watch> {
+        let state = Watched { clock: Clock::new(Instant::now()), stopping, waiter: None };
+        Arc::new(Watch { state: Mutex::new(state), news: AtomicBool::new(stopping) })
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, Watched> {
+    fn state(&self) -> MutexGuard<'_, Watched> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Applies `change`; wakes the watchdog when the deadline came before what it sleeps towards.
-    pub fn update<R>(&self, change: impl FnOnce(&mut Clock) -> R) {
-        let late = {
-            let mut state = self.state();
-            change(&mut state.clock);
-            state.watchdog_late()
-        };
-        if late {
-            self.changed.notify_one();
-        }
+    /// Applies `change` to the clock. Nothing is told: the worker's next look sees a deadline
+    /// that moved.
+    pub fn update<R>(&self, change: impl FnOnce(&mut Clock) -> R) -> R {
+        change(&mut self.state().clock)
     }
 
     /// A copy of the clock as it stands.
@@ -179,55 +215,114 @@ impl Watch {
         self.state().clock
     }
 
-    /// Asks the watchdog to close the connection now.
-    pub fn shed(&self) {
-        self.update(|clock| clock.shed = true);
+    /// Whether the gateway is stopping.
+    pub fn stopping(&self) -> bool {
+        self.state().stopping
     }
 
-    /// Completes once the connection's deadline has passed or it is shed.
-    pub async fn expired(&self, deadlines: Deadlines) -> Closing {
-        loop {
-            let at = {
-                let mut state = self.state();
-                if state.clock.is_shed() {
-                    return Closing::Shed;
-                }
-                let at = match state.clock.deadline(deadlines) {
-                    Some((due, why)) if due <= Instant::now() => return why,
-                    Some((due, _)) => due,
-                    // In flight, nothing moves the deadline earlier without a wake-up; look
-                    // again after the shorter timeout in case the request ended meanwhile.
-                    None => Instant::now() + deadlines.idle.min(deadlines.header_read),
-                };
-                // Under the same lock: a change after this sees what the watchdog sleeps towards.
-                state.watchdog = Some((deadlines, at));
-                at
-            };
-            tokio::select! {
-                () = tokio::time::sleep_until(at) => {}
-                () = self.changed.notified() => {}
+    /// Tells the task to close to make room; whether it was not closing already.
+    pub fn shed(&self) -> bool {
+        self.tell(|state| state.clock.shed())
+    }
+
+    /// Tells the task to close if its deadline has passed at `now`.
+    pub fn expire_if_due(&self, now: Instant, deadlines: Deadlines) {
+        self.tell(|state| state.clock.expire(now, deadlines));
+    }
+
+    /// Tells the task that the gateway stops.
+    pub fn stop(&self) {
+        self.tell(|state| !std::mem::replace(&mut state.stopping, true));
+    }
+
+    /// Applies `change`; when it says there is news, wakes the waiting task.
+    fn tell(&self, change: impl FnOnce(&mut Watched) -> bool) -> bool {
+        let waiter = {
+            let mut state = self.state();
+            if !change(&mut state) {
+                return false;
             }
+            self.news.store(true, Ordering::Release);
+            state.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
         }
+        true
+    }
+
+    /// Completes when the task is told to close, or that the gateway stops.
+    pub fn told(&self) -> Heard<'_> {
+        Heard { watch: self, left: None, hears_stop: true }
+    }
+
+    /// Completes when the task is told to close.
+    pub fn closed(&self) -> Heard<'_> {
+        Heard { watch: self, left: None, hears_stop: false }
+    }
+}
+
+/// A wait for what a connection's task is told ([`Watch::told`], [`Watch::closed`]).
+#[derive(Debug)]
+pub struct Heard<'a> {
+    watch: &'a Watch,
+    /// The waker it left with the watch.
+    left: Option<Waker>,
+    hears_stop: bool,
+}
+
+impl Future for Heard<'_> {
+    type Output = Told;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Told> {
+        let this = self.get_mut();
+        let waker_left = this.left.as_ref().is_some_and(|left| left.will_wake(cx.waker()));
+        if waker_left && !this.watch.news.load(Ordering::Acquire) {
+            return Poll::Pending;
+        }
+        let mut state = this.watch.state();
+        if let Some(why) = state.clock.closing {
+            return Poll::Ready(Told::Close(why));
+        }
+        if this.hears_stop && state.stopping {
+            return Poll::Ready(Told::Stop);
+        }
+        // Under the lock: whatever is told after this sets it again.
+        this.watch.news.store(false, Ordering::Relaxed);
+        state.waiter = Some(cx.waker().clone());
+        this.left = Some(cx.waker().clone());
+        Poll::Pending
     }
 }
 
 /// A request in flight on its connection, from its head to the end of its response body.
 #[derive(Debug)]
-pub struct InFlight(Arc<Watch>);
+pub struct InFlight {
+    watch: Arc<Watch>,
+    gateway_stopping: bool,
+}
 
 impl InFlight {
     /// Marks a request started on `watch`'s connection.
     pub fn start(watch: Arc<Watch>) -> InFlight {
-        watch.update(Clock::request_started);
-        InFlight(watch)
+        let gateway_stopping = {
+            let mut state = watch.state();
+            state.clock.request_started();
+            state.stopping
+        };
+        InFlight { watch, gateway_stopping }
+    }
+
+    /// Whether the gateway was stopping when the request started: its answer is the
+    /// connection's last.
+    pub fn gateway_stopping(&self) -> bool {
+        self.gateway_stopping
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // The idle deadline that starts now may come before the one the watchdog sleeps
-        // towards (a first request's header-read deadline runs from the accept).
-        self.0.update(|clock| clock.request_finished(Instant::now()));
+        self.watch.update(|clock| clock.request_finished(Instant::now()));
     }
 }
 
@@ -246,8 +341,12 @@ mod tests {
         let start = Instant::now();
         let mut silent = Clock::new(start);
         assert_eq!(silent.deadline(DEADLINES), Some((start + secs(10), Closing::HeaderRead)));
-        assert!(!silent.bytes_read(start + secs(3), b"GET / HT"), "the first byte does not restart the clock");
-        assert_eq!(silent.deadline(DEADLINES), Some((start + secs(10), Closing::HeaderRead)));
+        silent.bytes_read(start + secs(3), b"GET / HT");
+        assert_eq!(
+            silent.deadline(DEADLINES),
+            Some((start + secs(10), Closing::HeaderRead)),
+            "not from the first byte"
+        );
         let mut h2 = Clock::new(start);
         h2.bytes_read(start + secs(1), b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         h2.bytes_read(start + secs(2), b"\0\0\0\x04\0\0\0\0\0");
@@ -264,9 +363,9 @@ mod tests {
         clock.request_finished(answered);
         assert_eq!(clock.deadline(DEADLINES), Some((answered + secs(60), Closing::Idle)));
         let next = answered + secs(50);
-        assert!(clock.bytes_read(next, b"G"));
+        clock.bytes_read(next, b"G");
+        clock.bytes_read(next + secs(1), b"ET /");
         assert_eq!(clock.deadline(DEADLINES), Some((next + secs(10), Closing::HeaderRead)), "a begun head must end");
-        assert!(!clock.bytes_read(next + secs(1), b"ET /"));
     }
 
     #[test]
@@ -279,8 +378,8 @@ mod tests {
         clock.request_finished(start + secs(1));
         assert_eq!(clock.deadline(DEADLINES), None, "one stream is still open");
         clock.request_finished(start + secs(2));
-        assert!(!clock.bytes_read(start + secs(20), b"\0\0\x08\x06\0\0\0\0\0"), "a ping ack is no head");
-        assert_eq!(clock.deadline(DEADLINES), Some((start + secs(62), Closing::Idle)));
+        clock.bytes_read(start + secs(20), b"\0\0\x08\x06\0\0\0\0\0");
+        assert_eq!(clock.deadline(DEADLINES), Some((start + secs(62), Closing::Idle)), "a ping ack is no head");
     }
 
     #[test]
@@ -297,72 +396,65 @@ mod tests {
     }
 
     #[test]
-    fn only_a_deadline_before_the_watchdog_s_wake_up_wakes_it() {
+    fn the_close_is_decided_once_at_the_deadline() {
         let start = Instant::now();
-        let mut busy = Watched { clock: Clock::new(start), watchdog: None };
-        busy.clock.request_started();
-        assert!(!busy.watchdog_late(), "a watchdog that has not looked yet will");
-        busy.watchdog = Some((DEADLINES, start + secs(10)));
-        busy.clock.request_finished(start + secs(1));
-        assert!(!busy.watchdog_late(), "idle until 61 s: the wake-up at 10 s comes first");
-        busy.clock.bytes_read(start + secs(2), b"GET / HTTP/1.1\r\n");
-        assert!(!busy.watchdog_late(), "a head due at 12 s: still after the wake-up");
+        let mut clock = Clock::new(start);
+        assert!(!clock.expire(start + secs(9), DEADLINES), "not before the deadline");
+        assert!(clock.expire(start + secs(10), DEADLINES));
+        assert!(!clock.expire(start + secs(11), DEADLINES), "decided already");
+        assert!(!clock.shed(), "a closing connection is not shed as well");
+        assert_eq!((clock.closing(), clock.sheddable_since()), (Some(Closing::HeaderRead), None));
+        let mut busy = Clock::new(start);
+        busy.request_started();
+        assert!(!busy.expire(start + secs(3600), DEADLINES), "never in flight");
+    }
 
-        let mut idle = Watched { clock: Clock::new(start), watchdog: None };
-        idle.clock.request_started();
-        idle.clock.request_finished(start + secs(1));
-        idle.watchdog = Some((DEADLINES, start + secs(61)));
-        idle.clock.bytes_read(start + secs(3), b"G");
-        assert!(idle.watchdog_late(), "a head due at 13 s, the watchdog asleep until 61 s");
-        idle.watchdog = Some((DEADLINES, start + secs(13)));
-        idle.clock.shed = true;
-        assert!(idle.watchdog_late(), "shedding wakes it at once");
+    #[test]
+    fn the_worker_looks_ten_times_per_shorter_deadline_at_most_four_times_a_second() {
+        let short = Deadlines { header_read: secs(1), idle: secs(3) };
+        assert_eq!(short.tick(), Duration::from_millis(100));
+        assert_eq!(DEADLINES.tick(), Duration::from_millis(250));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_watchdog_fires_at_the_deadline_and_not_before() {
-        let watch = Watch::new();
+    async fn a_waiting_task_is_woken_when_its_deadline_is_found_passed() {
+        let watch = Watch::new(false);
         let started = Instant::now();
         let request = InFlight::start(watch.clone());
         let waiting = tokio::spawn({
             let watch = watch.clone();
-            async move { watch.expired(DEADLINES).await }
+            async move { watch.told().await }
         });
         tokio::time::sleep(secs(120)).await;
+        watch.expire_if_due(Instant::now(), DEADLINES);
         assert!(!waiting.is_finished(), "no deadline while a request is in flight");
         drop(request);
-        assert_eq!(waiting.await.unwrap(), Closing::Idle);
-        let waited = Instant::now() - started;
-        assert!(waited >= secs(180) && waited <= secs(181), "closed {waited:?} after the start");
+        tokio::time::sleep(secs(59)).await;
+        watch.expire_if_due(Instant::now(), DEADLINES);
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "idle for 59 s of 60");
+        tokio::time::sleep(secs(1)).await;
+        watch.expire_if_due(Instant::now(), DEADLINES);
+        assert_eq!(waiting.await.unwrap(), Told::Close(Closing::Idle));
+        assert_eq!(Instant::now() - started, secs(180));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_idle_deadline_earlier_than_the_first_request_s_wakes_the_watchdog() {
-        let deadlines = Deadlines { header_read: secs(30), idle: secs(1) };
-        let watch = Watch::new();
-        let started = Instant::now();
-        let waiting = tokio::spawn({
+    async fn the_stop_is_heard_by_told_only_and_a_shed_by_both() {
+        let watch = Watch::new(false);
+        let closed = tokio::spawn({
             let watch = watch.clone();
-            async move { watch.expired(deadlines).await }
+            async move { watch.closed().await }
         });
-        tokio::time::sleep(secs(1)).await;
-        let request = InFlight::start(watch.clone());
-        tokio::time::sleep(secs(2)).await;
-        drop(request);
-        assert_eq!(waiting.await.unwrap(), Closing::Idle);
-        assert_eq!(Instant::now() - started, secs(4), "idle 1 s after the answer, not 30 s after the accept");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn shedding_closes_at_once() {
-        let watch = Watch::new();
-        let waiting = tokio::spawn({
-            let watch = watch.clone();
-            async move { watch.expired(DEADLINES).await }
-        });
-        tokio::time::sleep(secs(1)).await;
-        watch.shed();
-        assert_eq!(waiting.await.unwrap(), Closing::Shed);
-        assert_eq!(watch.clock().sheddable_since(), None, "a shed connection is not picked twice");
+        tokio::task::yield_now().await;
+        watch.stop();
+        assert_eq!(watch.told().await, Told::Stop);
+        tokio::task::yield_now().await;
+        assert!(!closed.is_finished(), "a stopping gateway does not close a connection at once");
+        assert!(watch.shed());
+        assert!(!watch.shed(), "shed once");
+        assert_eq!(closed.await.unwrap(), Told::Close(Closing::Shed));
+        assert_eq!(watch.told().await, Told::Close(Closing::Shed), "a close comes before the stop");
+        assert!(InFlight::start(Watch::new(true)).gateway_stopping(), "a connection accepted while stopping");
     }
 }

@@ -5,11 +5,16 @@
 //! is full, the connection idle the longest (a silent socket, a kept-alive one between
 //! requests) is shed to make room; when every connection has a request in flight, the new one
 //! is refused instead. A busy client is never cut off for a newcomer.
+//!
+//! The table is also where the worker looks at its connections' clocks, once a tick
+//! ([`watch_deadlines`]), and tells them when the gateway stops.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::conn_clock::Watch;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::conn_clock::{Deadlines, Watch};
 
 /// One worker's open client connections.
 #[derive(Debug)]
@@ -24,6 +29,8 @@ struct Open {
     by_id: BTreeMap<u64, Arc<Watch>>,
     /// Connections asked to close whose sockets are still open.
     shedding: usize,
+    /// The gateway is stopping.
+    stopping: bool,
 }
 
 /// What became of a new connection.
@@ -92,7 +99,7 @@ impl ConnTable {
         }
         let id = open.next_id;
         open.next_id += 1;
-        let watch = Watch::new();
+        let watch = Watch::new(open.stopping);
         open.by_id.insert(id, watch.clone());
         Admission::Admitted(Registration { table: self.clone(), id, watch })
     }
@@ -101,24 +108,48 @@ impl ConnTable {
     pub fn shed_one(&self) -> bool {
         shed_longest_idle(&mut self.lock())
     }
+
+    /// Tells every connection past its deadline at `now` to close.
+    pub fn expire_due(&self, now: Instant, deadlines: Deadlines) {
+        for watch in self.lock().by_id.values() {
+            watch.expire_if_due(now, deadlines);
+        }
+    }
+
+    /// Tells every connection, and every one admitted from now on, that the gateway stops.
+    pub fn stop(&self) {
+        let mut open = self.lock();
+        open.stopping = true;
+        for watch in open.by_id.values() {
+            watch.stop();
+        }
+    }
+}
+
+/// Tells, every [`Deadlines::tick`], the connections of `table` past their deadline to close;
+/// runs until it is dropped.
+pub async fn watch_deadlines(table: Arc<ConnTable>, deadlines: Deadlines) {
+    let mut ticks = tokio::time::interval(deadlines.tick());
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        table.expire_due(Instant::now(), deadlines);
+    }
 }
 
 fn shed_longest_idle(open: &mut Open) -> bool {
     let longest = open.by_id.values().filter_map(|w| Some((w.clock().sheddable_since()?, w))).min_by_key(|(s, _)| *s);
-    match longest {
-        Some((_, watch)) => {
-            watch.shed();
-            open.shedding += 1;
-            true
-        }
-        None => false,
-    }
+    let Some((_, watch)) = longest else { return false };
+    let shed = watch.shed();
+    open.shedding += usize::from(shed);
+    shed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn_clock::InFlight;
+    use crate::conn_clock::{Closing, InFlight, Told};
+    use std::time::Duration;
 
     fn admitted(table: &Arc<ConnTable>) -> Registration {
         match table.admit() {
@@ -131,7 +162,7 @@ mod tests {
     async fn a_full_worker_sheds_the_longest_idle_connection() {
         let table = ConnTable::new(2);
         let first = admitted(&table);
-        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        tokio::time::advance(Duration::from_secs(1)).await;
         let second = admitted(&table);
         let third = admitted(&table);
         assert!(first.watch.clock().is_shed(), "the oldest silent connection makes room");
@@ -166,5 +197,37 @@ mod tests {
         let _busy = InFlight::start(third.watch.clone());
         assert!(!table.shed_one(), "nothing idle to shed");
         assert!(matches!(table.admit(), Admission::Refused));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_s_tick_closes_a_connection_past_its_deadline_within_a_tick() {
+        let deadlines = Deadlines { header_read: Duration::from_secs(1), idle: Duration::from_secs(3) };
+        let table = ConnTable::new(4);
+        let silent = admitted(&table);
+        let served = admitted(&table);
+        let in_flight = InFlight::start(served.watch.clone());
+        let started = Instant::now();
+        let ticking = tokio::spawn(watch_deadlines(table.clone(), deadlines));
+        assert_eq!(silent.watch.told().await, Told::Close(Closing::HeaderRead));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_secs(1) && waited <= Duration::from_millis(1100), "closed after {waited:?}");
+        drop(in_flight);
+        let answered = Instant::now();
+        assert_eq!(served.watch.told().await, Told::Close(Closing::Idle));
+        let idle = answered.elapsed();
+        assert!(idle >= Duration::from_secs(3) && idle <= Duration::from_millis(3100), "idle for {idle:?}");
+        ticking.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_reaches_open_connections_and_those_admitted_after_it() {
+        let table = ConnTable::new(4);
+        let open = admitted(&table);
+        table.stop();
+        assert_eq!(open.watch.told().await, Told::Stop);
+        let late = admitted(&table);
+        assert_eq!(late.watch.told().await, Told::Stop, "accepted as the gateway stopped");
+        assert!(table.shed_one(), "a stopping gateway may still make room");
+        assert_eq!(table.shedding(), 1);
     }
 }

@@ -28,7 +28,6 @@ pub mod status;
 pub mod tls;
 pub mod upstream;
 pub mod watched;
-pub mod woken;
 pub mod worker;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::accept::{LOG_INTERVAL, RateLimitedLog, backoff, out_of_descriptors};
-use crate::conn_table::{Admission, ConnTable};
+use crate::conn_table::{Admission, ConnTable, watch_deadlines};
 use crate::connection::{Accepted, serve_connection};
 use crate::limits::ConnLimits;
 use crate::pool;
@@ -124,6 +124,7 @@ pub fn run_worker(
         // Every connection holds a sender; the receiver sees the end once all have closed.
         let (open, mut all_closed) = mpsc::channel::<()>(1);
         let sweeper = tokio::spawn(pool::sweep_idle(POOL_SWEEP_INTERVAL));
+        let deadlines = tokio::spawn(watch_deadlines(worker.table.clone(), worker.limits.deadlines));
         let mut accepting = Vec::new();
         for listener in listeners {
             let socket = TcpListener::from_std(listener.socket)?;
@@ -140,11 +141,13 @@ pub fn run_worker(
         for task in accepting {
             let _ = task.await;
         }
+        worker.table.stop();
         tracing::debug!(worker = index, connections = worker.table.len(), "draining");
         if tokio::time::timeout(shutdown_timeout, all_closed.recv()).await.is_err() {
             tracing::warn!(worker = index, "shutdown timeout passed with requests still in flight");
         }
         sweeper.abort();
+        deadlines.abort();
         Ok(())
     })
 }
@@ -201,12 +204,12 @@ async fn accept_loop(
                 continue;
             }
         };
-        let shared = (accepted.clone(), worker.clone(), shutdown.clone(), open.clone());
+        let shared = (accepted.clone(), worker.clone(), open.clone());
         // The future is made inside the task: one made outside and moved in would take the
         // task's room twice, for as long as the connection lives.
         tokio::spawn(async move {
-            let (accepted, worker, shutdown, open) = shared;
-            serve_connection(stream, peer, registration, accepted, worker, shutdown).await;
+            let (accepted, worker, open) = shared;
+            serve_connection(stream, peer, registration, accepted, worker).await;
             drop(open);
         });
         if worker.table.shedding() > 0 {

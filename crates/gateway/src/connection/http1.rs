@@ -17,13 +17,11 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::{Answers, GOODBYE, Serving};
-use crate::conn_clock::Closing;
+use crate::conn_clock::Told;
 use crate::h1::head::MAX_HEAD;
 use crate::h1::request_head::{ClientHead, RequestHead, parse_request_head};
 use crate::h1::response_writer::write_response;
 use crate::proxy::handle;
-use crate::woken::WhenWoken;
-use crate::worker::stopped;
 
 /// Bytes one read takes at most. It reads into the stack of the poll that found them, so a
 /// connection waiting for its next request holds no buffer.
@@ -47,13 +45,9 @@ impl Serving<'_> {
     where
         I: AsyncRead + AsyncWrite + Unpin,
     {
-        let watch = self.watch;
-        let mut expired = WhenWoken::new(watch.expired(self.worker.limits.deadlines));
-        let mut shutdown = self.shutdown.clone();
-        let mut stop = WhenWoken::new(async move { stopped(&mut shutdown).await });
         let mut buf = BytesMut::new();
         loop {
-            let head = match self.next_head(io, &mut buf, &mut expired, &mut stop).await {
+            let head = match self.next_head(io, &mut buf).await {
                 Next::Head(head) => head,
                 Next::NotOurs => return Some(buf),
                 Next::Done => return None,
@@ -63,24 +57,16 @@ impl Serving<'_> {
                 buf = BytesMut::new();
             }
             // In a box: the task of an idle connection does not carry the room of a request.
-            if !Box::pin(self.serve_one(io, &mut buf, answers, head, &mut expired)).await {
+            if !Box::pin(self.serve_one(io, &mut buf, answers, head)).await {
                 return None;
             }
         }
     }
 
     /// Answers one request and writes its response; whether the connection may take another.
-    async fn serve_one<I, E>(
-        &mut self,
-        io: &mut I,
-        buf: &mut BytesMut,
-        answers: &Answers,
-        head: RequestHead,
-        expired: &mut WhenWoken<E>,
-    ) -> bool
+    async fn serve_one<I>(&mut self, io: &mut I, buf: &mut BytesMut, answers: &Answers, head: RequestHead) -> bool
     where
         I: AsyncRead + AsyncWrite + Unpin,
-        E: Future<Output = Closing>,
     {
         let method = head.request.method().clone();
         let started = answers.start(&head.request);
@@ -88,13 +74,6 @@ impl Serving<'_> {
             biased;
             response = handle(answers.ctx.clone(), head.request) => started.finish(response),
             () = client_left(io, buf) => return false,
-            // Polled only when woken: a head's first byte moved the deadline earlier than the
-            // watchdog sleeps towards. Looking now, in flight, it sleeps on past the next heads
-            // instead of waking at each one. It cannot expire before the answer.
-            why = &mut *expired => {
-                tracing::debug!(?why, peer = %self.peer, "closing a client connection with a request in flight");
-                return false;
-            }
         };
         let keep_alive = !head.close && !self.stop_seen();
         match write_response(io, response, &method, keep_alive).await {
@@ -111,18 +90,7 @@ impl Serving<'_> {
     }
 
     /// Reads until `buf` starts with a whole request head, or the connection must end.
-    async fn next_head<I, E, S>(
-        &mut self,
-        io: &mut I,
-        buf: &mut BytesMut,
-        expired: &mut WhenWoken<E>,
-        stop: &mut WhenWoken<S>,
-    ) -> Next
-    where
-        I: AsyncRead + Unpin,
-        E: Future<Output = Closing>,
-        S: Future<Output = ()>,
-    {
+    async fn next_head<I: AsyncRead + Unpin>(&mut self, io: &mut I, buf: &mut BytesMut) -> Next {
         loop {
             if !buf.is_empty() {
                 match parse_request_head(buf) {
@@ -140,14 +108,16 @@ impl Serving<'_> {
                 None => tokio::select! {
                     biased;
                     read = read_some(io, buf) => read,
-                    why = &mut *expired => {
-                        tracing::debug!(?why, peer = %self.peer, "closing a client connection");
-                        return Next::Done;
-                    }
-                    () = &mut *stop => {
-                        self.gateway_stopped();
-                        continue;
-                    }
+                    told = self.watch.told() => match told {
+                        Told::Close(why) => {
+                            tracing::debug!(?why, peer = %self.peer, "closing a client connection");
+                            return Next::Done;
+                        }
+                        Told::Stop => {
+                            self.gateway_stopped();
+                            continue;
+                        }
+                    },
                 },
             };
             match read {
@@ -163,7 +133,7 @@ impl Serving<'_> {
 
     /// Whether the gateway is stopping, so this answer is the connection's last.
     fn stop_seen(&mut self) -> bool {
-        if self.grace_ends.is_none() && *self.shutdown.borrow() {
+        if self.grace_ends.is_none() && self.watch.stopping() {
             self.gateway_stopped();
         }
         self.grace_ends.is_some()

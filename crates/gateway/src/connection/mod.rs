@@ -6,8 +6,7 @@
 //! its whole future, sized for the largest state it can ever be in. So what only some
 //! connections or some moments need lives in a box of its own: the TLS handshake and stream
 //! (a plain connection does not carry their room), hyper's connection state and its driving
-//! (the first bytes tell the protocol, [`crate::sniff`]), the wait of a stopping gateway, and
-//! each request (hyper keeps a connection's slot for it, as large as the future, from the
+//! (the first bytes tell the protocol, [`crate::sniff`]), and each request (hyper keeps a connection's slot for it, as large as the future, from the
 //! accept to the close; the own server side boxes the whole request).
 //!
 //! HTTP/1.1 is served by the gateway's own server side ([`http1`]) for as long as the requests
@@ -21,7 +20,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use canary_core::pin::PinKey;
@@ -31,20 +29,18 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::body::{ProxyBody, UpstreamBody};
-use crate::conn_clock::{Clock, Closing, InFlight, Watch};
+use crate::conn_clock::{Clock, Closing, InFlight, Told, Watch};
 use crate::conn_table::Registration;
 use crate::proxy::{ClientConn, ConnContext, handle};
 use crate::replayed::Replayed;
 use crate::sniff::{Protocol, Sniff, Sniffed, sniff};
 use crate::watched::{InFlightBody, Watched};
-use crate::woken::WhenWoken;
-use crate::worker::{Worker, stopped};
+use crate::worker::Worker;
 
 /// How long a connection past its deadline may take to say goodbye (an HTTP/2 `GOAWAY`).
 const GOODBYE: Duration = Duration::from_secs(1);
@@ -72,18 +68,17 @@ pub async fn serve_connection(
     registration: Registration,
     accepted: Arc<Accepted>,
     worker: Arc<Worker>,
-    shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let watch = registration.watch.clone();
     let Some(acceptor) = accepted.tls.clone() else {
-        return serve_http(Watched::new(stream, registration), peer, &accepted, &worker, &watch, shutdown).await;
+        return serve_http(Watched::new(stream, registration), peer, &accepted, &worker, &watch).await;
     };
     let Some(tls_stream) = Box::pin(tls_handshake(acceptor, stream, peer, &worker, &watch)).await else {
         return;
     };
     // Made straight into its box: a future named here first would keep its room in this one.
-    let tls = Box::pin(serve_http(Watched::new(tls_stream, registration), peer, &accepted, &worker, &watch, shutdown));
+    let tls = Box::pin(serve_http(Watched::new(tls_stream, registration), peer, &accepted, &worker, &watch));
     tls.await
 }
 
@@ -108,31 +103,24 @@ async fn tls_handshake(
                 None
             }
         },
-        why = watch.expired(worker.limits.deadlines) => {
+        why = watch.closed() => {
             tracing::debug!(?why, %peer, "closing a client connection during its TLS handshake");
             None
         }
     }
 }
 
-async fn serve_http<I>(
-    io: Watched<I>,
-    peer: SocketAddr,
-    accepted: &Accepted,
-    worker: &Worker,
-    watch: &Arc<Watch>,
-    shutdown: watch::Receiver<bool>,
-) where
+async fn serve_http<I>(io: Watched<I>, peer: SocketAddr, accepted: &Accepted, worker: &Worker, watch: &Arc<Watch>)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut serving =
-        Serving { peer, worker, watch, shutdown, closing: Arc::new(AtomicBool::new(false)), grace_ends: None };
+    let mut serving = Serving { peer, watch, grace_ends: None };
     // In a box, gone once the protocol is known: waiting for the first bytes is the largest
     // state of a connection's task, which would otherwise keep its room to the close.
     let Some((protocol, io)) = Box::pin(serving.first_bytes(sniff(io))).await else {
         return;
     };
-    let answers = Answers::new(accepted, peer, watch, serving.closing.clone());
+    let answers = Answers::new(accepted, peer, watch);
     let result = match protocol {
         Protocol::Http1 => {
             let mut io = io;
@@ -162,30 +150,29 @@ async fn serve_http<I>(
 }
 
 /// The proxy's answers to the requests of one connection, for both HTTP/1.1 server sides and
-/// HTTP/2. Once `closing` is set, an HTTP/1.1 answer says `Connection: close`.
+/// HTTP/2. Once the gateway stops, an HTTP/1.1 answer says `Connection: close`.
 #[derive(Clone)]
 struct Answers {
     ctx: Arc<ConnContext>,
     requests: Arc<Watch>,
-    closing: Arc<AtomicBool>,
 }
 
 impl Answers {
-    fn new(accepted: &Accepted, peer: SocketAddr, watch: &Arc<Watch>, closing: Arc<AtomicBool>) -> Answers {
+    fn new(accepted: &Accepted, peer: SocketAddr, watch: &Arc<Watch>) -> Answers {
         let ctx = Arc::new(ConnContext {
             service: accepted.service.clone(),
             pins: accepted.pins.clone(),
             cohorts: accepted.cohorts.clone(),
             client: ClientConn::new(peer, accepted.tls.is_some()),
         });
-        Answers { ctx, requests: watch.clone(), closing }
+        Answers { ctx, requests: watch.clone() }
     }
 
     /// Marks `req` in flight; [`Started::finish`] makes the proxy's response to it the
     /// connection's.
     fn start(&self, req: &Request<UpstreamBody>) -> Started {
         let in_flight = InFlight::start(self.requests.clone());
-        let says_goodbye = self.closing.load(Ordering::Relaxed) && req.version() == http::Version::HTTP_11;
+        let says_goodbye = in_flight.gateway_stopping() && req.version() == http::Version::HTTP_11;
         Started { in_flight, says_goodbye }
     }
 
@@ -235,11 +222,7 @@ impl Started {
 /// One connection being served, until its clock, the client or a shutdown ends it.
 struct Serving<'a> {
     peer: SocketAddr,
-    worker: &'a Worker,
     watch: &'a Watch,
-    shutdown: watch::Receiver<bool>,
-    /// Set once the gateway stops: the connection's last answer says so.
-    closing: Arc<AtomicBool>,
     /// When a stopping gateway stops waiting for this connection's next request.
     grace_ends: Option<Instant>,
 }
@@ -250,14 +233,16 @@ impl Serving<'_> {
     async fn first_bytes<I: AsyncRead + Unpin>(&mut self, mut sniff: Sniff<I>) -> Option<(Protocol, Sniffed<I>)> {
         let sniffed = tokio::select! {
             sniffed = &mut sniff => sniffed,
-            why = self.watch.expired(self.worker.limits.deadlines) => {
-                tracing::debug!(?why, peer = %self.peer, "closing a client connection");
-                return None;
-            }
-            () = stopped(&mut self.shutdown) => {
-                let grace_ends = self.gateway_stopped();
-                Box::pin(tokio::time::timeout_at(grace_ends, &mut sniff)).await.ok()?
-            }
+            told = self.watch.told() => match told {
+                Told::Close(why) => {
+                    tracing::debug!(?why, peer = %self.peer, "closing a client connection");
+                    return None;
+                }
+                Told::Stop => {
+                    let grace_ends = self.gateway_stopped();
+                    Box::pin(tokio::time::timeout_at(grace_ends, &mut sniff)).await.ok()?
+                }
+            },
         };
         sniffed
             .inspect_err(|e| tracing::debug!(error = %e, peer = %self.peer, "client connection ended with an error"))
@@ -270,36 +255,35 @@ impl Serving<'_> {
     where
         C: Future<Output = hyper::Result<()>>,
     {
-        // The clock and the shutdown are polled only when they woke the task, not at each of
-        // the connection's own wake-ups.
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            why = WhenWoken::new(self.watch.expired(self.worker.limits.deadlines)) => {
+        let told = tokio::select! {
+            result = conn.as_mut() => return Some(result),
+            told = self.watch.told() => told,
+        };
+        match told {
+            Told::Close(why) => {
                 tracing::debug!(?why, peer = %self.peer, "closing a client connection");
                 if why != Closing::Shed {
                     goodbye(conn.as_mut());
                     let _ = tokio::time::timeout(GOODBYE, conn.as_mut()).await;
                 }
-                return None;
+                None
             }
-            () = WhenWoken::new(stopped(&mut self.shutdown)) => {
+            Told::Stop => {
                 let grace_ends = self.gateway_stopped();
                 match tokio::time::timeout_at(grace_ends, conn.as_mut()).await {
-                    Ok(result) => result,
+                    Ok(result) => Some(result),
                     Err(_) => {
                         goodbye(conn.as_mut());
-                        conn.await
+                        Some(conn.await)
                     }
                 }
             }
-        };
-        Some(result)
+        }
     }
 
-    /// The gateway is stopping: marks the connection closing and returns until when it waits
-    /// for the client's next request.
+    /// The gateway is stopping: returns until when the connection waits for the client's next
+    /// request.
     fn gateway_stopped(&mut self) -> Instant {
-        self.closing.store(true, Ordering::Relaxed);
         *self.grace_ends.get_or_insert_with(|| Instant::now() + LAST_REQUEST_GRACE)
     }
 }
