@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::h1::InlineBody;
+use crate::h1::fields::UpstreamFields;
 use crate::pool::PooledBody;
 
 /// Why a response body could not be read to its end.
@@ -82,6 +83,23 @@ impl ProxyBody {
     /// An empty body.
     pub fn empty() -> ProxyBody {
         ProxyBody::Local(None)
+    }
+
+    /// The upstream's fields when they travel as bytes beside the response's map
+    /// ([`crate::h1::fields`]); taken out once.
+    pub fn take_upstream_fields(&mut self) -> Option<UpstreamFields> {
+        match self {
+            ProxyBody::Inline(body) => body.take_fields(),
+            ProxyBody::Upstream(_) | ProxyBody::Local(_) => None,
+        }
+    }
+}
+
+/// Moves the upstream's fields that travel as bytes into `response`'s map, for a server side
+/// that writes from the map.
+pub fn fields_into_map(response: &mut http::Response<ProxyBody>) {
+    if let Some(fields) = response.body_mut().take_upstream_fields() {
+        fields.append_to(response.headers_mut());
     }
 }
 

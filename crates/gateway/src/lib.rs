@@ -14,6 +14,7 @@ pub mod connection;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod h1;
+pub mod header_maps;
 pub mod headers;
 pub mod limits;
 pub mod metrics;

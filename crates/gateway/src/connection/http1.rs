@@ -70,13 +70,16 @@ impl Serving<'_> {
     {
         let method = head.request.method().clone();
         let started = answers.start(&head.request);
-        let response = tokio::select! {
+        let (response, fields) = tokio::select! {
             biased;
-            response = handle(answers.ctx.clone(), head.request) => started.finish(response),
+            Ok(mut response) = handle(answers.ctx.clone(), head.request) => {
+                let fields = response.body_mut().take_upstream_fields();
+                (started.finish(response), fields)
+            }
             () = client_left(io, buf) => return false,
         };
         let keep_alive = !head.close && !self.stop_seen();
-        match write_response(io, response, &method, keep_alive).await {
+        match write_response(io, response, fields.as_ref(), &method, keep_alive).await {
             Ok(true) => true,
             Ok(false) => {
                 let _ = tokio::time::timeout(GOODBYE, io.shutdown()).await;

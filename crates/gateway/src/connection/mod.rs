@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::body::{ProxyBody, UpstreamBody};
+use crate::body::{ProxyBody, UpstreamBody, fields_into_map};
 use crate::conn_clock::{Clock, Closing, InFlight, Told, Watch};
 use crate::conn_table::Registration;
 use crate::proxy::{ClientConn, ConnContext, handle};
@@ -192,7 +192,11 @@ impl Answers {
             let started = answers.start(&req);
             // In a box: hyper keeps a slot as large as this future for the connection's life.
             let response = Box::pin(handle(answers.ctx.clone(), req));
-            async move { Ok::<_, Infallible>(started.finish(response.await)) }
+            async move {
+                let Ok(mut response) = response.await;
+                fields_into_map(&mut response);
+                Ok::<_, Infallible>(started.finish(response))
+            }
         })
     }
 }
@@ -206,11 +210,7 @@ struct Started {
 impl Started {
     /// The proxy's `response`, saying `Connection: close` when the gateway is stopping, its
     /// body keeping the request in flight.
-    fn finish(self, response: Result<Response<ProxyBody>, Infallible>) -> Response<InFlightBody<ProxyBody>> {
-        let mut response = match response {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
+    fn finish(self, mut response: Response<ProxyBody>) -> Response<InFlightBody<ProxyBody>> {
         if self.says_goodbye && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             response.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
         }

@@ -11,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 
 use super::H1Conn;
+use super::fields::UpstreamFields;
 use super::head::{Framing, MAX_HEAD};
 use crate::body::BodyError;
 use crate::pool::{Conn, checkin};
@@ -56,6 +57,8 @@ pub struct InlineBody {
     keep_alive: bool,
     /// A whole body that arrived with the head, handed out as one frame.
     ready: Option<Bytes>,
+    /// The head's fields, when they travel as bytes instead of in the response's map.
+    fields: Option<UpstreamFields>,
 }
 
 impl std::fmt::Debug for InlineBody {
@@ -76,11 +79,22 @@ impl InlineBody {
             Framing::Chunked => (State::ChunkSize, None),
             Framing::UntilClose => (State::UntilClose, None),
         };
-        let mut body = InlineBody { conn: Some(conn), state, keep_alive, ready };
+        let mut body = InlineBody { conn: Some(conn), state, keep_alive, ready, fields: None };
         if state == State::Done {
             body.finish();
         }
         body
+    }
+
+    /// The body of a head whose fields travel as bytes.
+    pub fn with_fields(mut self, fields: Option<UpstreamFields>) -> InlineBody {
+        self.fields = fields;
+        self
+    }
+
+    /// The head's fields, when they travel as bytes; taken out once.
+    pub fn take_fields(&mut self) -> Option<UpstreamFields> {
+        self.fields.take()
     }
 
     /// Returns the connection to the pool if it may carry another request: the upstream did

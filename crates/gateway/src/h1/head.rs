@@ -4,11 +4,11 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
 
-use crate::headers::HOP_BY_HOP;
+use super::fields::{FieldKind, UpstreamFields};
 
 /// Most header fields a response head may have (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
@@ -49,8 +49,10 @@ pub enum Framing {
 /// A parsed response head.
 #[derive(Debug)]
 pub struct ResponseHead {
-    /// Status, version and headers.
+    /// Status, version and headers; no headers when they are in `fields`.
     pub parts: http::response::Parts,
+    /// The upstream's fields in wire form, when nothing needs them in a map.
+    pub fields: Option<UpstreamFields>,
     /// How the body that follows is delimited.
     pub framing: Framing,
     /// Whether the connection may carry another request once the body has been read.
@@ -102,24 +104,62 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Parsed
         return Ok(Parsed::Interim(len));
     }
     let version = if response.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
-    let mut offsets = Vec::with_capacity(response.headers.len());
-    for field in response.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid)?;
-        offsets.push((name, offset_in(buf, field.value)));
+    let mut kinds = [FieldKind::Plain; MAX_HEADERS];
+    let kinds = &mut kinds[..response.headers.len()];
+    let mut hop = HopFacts::default();
+    let mut needs_map = false;
+    for (field, kind) in response.headers.iter().zip(kinds.iter_mut()) {
+        *kind = FieldKind::of(field.name.as_bytes());
+        hop.note(*kind, field.value);
+        needs_map |= *kind == FieldKind::NeedsMap;
     }
-    let head = buf.split_to(len).freeze();
-    let (mut headers, hop) = header_map(&head, offsets)?;
     let framing = hop.framing(status, method)?;
-    if framing == Framing::Chunked {
-        // A length beside chunked is wrong, and would be wrong again for the client.
-        headers.remove(CONTENT_LENGTH);
-    }
     let keep_alive = hop.keeps_alive(version) && framing != Framing::UntilClose;
     let mut parts = http::Response::new(()).into_parts().0;
     parts.status = status;
     parts.version = version;
-    parts.headers = headers;
-    Ok(Parsed::Final(ResponseHead { parts, framing, keep_alive, names_hop_by_hop: hop.names_others }))
+    let fields = if needs_map || hop.names_others {
+        let offsets = kept_fields(buf, response.headers, kinds, hop.names_others)?;
+        let head = buf.split_to(len).freeze();
+        parts.headers = header_map(&head, offsets)?;
+        if framing == Framing::Chunked {
+            // A length beside chunked is wrong, and would be wrong again for the client.
+            parts.headers.remove(CONTENT_LENGTH);
+        }
+        None
+    } else {
+        let fields = UpstreamFields::copied(response.headers, kinds, framing);
+        buf.advance(len);
+        // The response phase's own fields (version, pin, id) go in a map kept from earlier.
+        parts.headers = crate::header_maps::take(4);
+        Some(fields)
+    };
+    Ok(Parsed::Final(ResponseHead { parts, fields, framing, keep_alive, names_hop_by_hop: hop.names_others }))
+}
+
+/// The names of the fields a map keeps, with where their values are in `buf`: not this
+/// hop's, but `Connection` when it names others (`keep_connection`), for the response phase
+/// to remove those.
+fn kept_fields(
+    buf: &[u8],
+    fields: &[httparse::Header<'_>],
+    kinds: &[FieldKind],
+    keep_connection: bool,
+) -> Result<Vec<(HeaderName, std::ops::Range<usize>)>, HeadError> {
+    let mut offsets = Vec::with_capacity(fields.len());
+    for (field, kind) in fields.iter().zip(kinds) {
+        let kept = match kind {
+            FieldKind::Connection => keep_connection,
+            FieldKind::TransferEncoding | FieldKind::HopByHop => false,
+            FieldKind::ContentLength | FieldKind::Date | FieldKind::NeedsMap | FieldKind::Plain => true,
+        };
+        if !kept {
+            continue;
+        }
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::Invalid)?;
+        offsets.push((name, offset_in(buf, field.value)));
+    }
+    Ok(offsets)
 }
 
 /// Where `part`, a slice of `buf`, starts and ends in it.
@@ -142,36 +182,33 @@ struct HopFacts {
 }
 
 impl HopFacts {
-    /// Notes one field; whether it stays in the map (fields of this hop do not).
-    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
+    /// Notes what one field of `kind` says.
+    fn note(&mut self, kind: FieldKind, value: &[u8]) {
         let items = || value.split(|&b| b == b',').map(crate::request::trim);
-        if name == CONNECTION {
-            for token in items().filter(|t| !t.is_empty()) {
-                let close = token.eq_ignore_ascii_case(b"close");
-                let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
-                self.close |= close;
-                self.keep_alive |= keep_alive;
-                self.names_others |= !close && !keep_alive;
-            }
-            // Kept only when it names other fields: the response phase removes those.
-            return self.names_others;
-        }
-        if name == TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-            self.last_coding_chunked = items().next_back().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
-            return false;
-        }
-        if name == CONTENT_LENGTH {
-            for item in items() {
-                match parse_length(item) {
-                    Some(n) if self.length.is_none_or(|seen| seen == n) => self.length = Some(n),
-                    _ => self.bad_length = true,
+        match kind {
+            FieldKind::Connection => {
+                for token in items().filter(|t| !t.is_empty()) {
+                    let close = token.eq_ignore_ascii_case(b"close");
+                    let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+                    self.close |= close;
+                    self.keep_alive |= keep_alive;
+                    self.names_others |= !close && !keep_alive;
                 }
             }
-            return true;
+            FieldKind::TransferEncoding => {
+                self.transfer_encoding = true;
+                self.last_coding_chunked = items().next_back().is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+            }
+            FieldKind::ContentLength => {
+                for item in items() {
+                    match parse_length(item) {
+                        Some(n) if self.length.is_none_or(|seen| seen == n) => self.length = Some(n),
+                        _ => self.bad_length = true,
+                    }
+                }
+            }
+            FieldKind::HopByHop | FieldKind::Date | FieldKind::NeedsMap | FieldKind::Plain => {}
         }
-        // Connection and Transfer-Encoding were taken above; the rest of the list goes too.
-        !HOP_BY_HOP.iter().any(|hop| name == hop)
     }
 
     fn framing(&self, status: StatusCode, method: &Method) -> Result<Framing, HeadError> {
@@ -197,23 +234,15 @@ impl HopFacts {
     }
 }
 
-/// The header map without this hop's fields, its values sharing the head's bytes instead of
-/// copying them.
-fn header_map(
-    head: &Bytes,
-    offsets: Vec<(HeaderName, std::ops::Range<usize>)>,
-) -> Result<(HeaderMap, HopFacts), HeadError> {
+/// The header map of `fields`, its values sharing the head's bytes instead of copying them.
+fn header_map(head: &Bytes, fields: Vec<(HeaderName, std::ops::Range<usize>)>) -> Result<HeaderMap, HeadError> {
     // Room for the fields the response phase adds (version, pin, id), so none of them grows it.
-    let mut headers = HeaderMap::with_capacity(offsets.len() + 4);
-    let mut hop = HopFacts::default();
-    for (name, range) in offsets {
-        if !hop.note(&name, &head[range.clone()]) {
-            continue;
-        }
+    let mut headers = crate::header_maps::take(fields.len() + 4);
+    for (name, range) in fields {
         let value = HeaderValue::from_maybe_shared(head.slice(range)).map_err(|_| HeadError::Invalid)?;
         headers.append(name, value);
     }
-    Ok((headers, hop))
+    Ok(headers)
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {
@@ -226,6 +255,7 @@ fn parse_length(digits: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CONNECTION;
 
     fn parse(text: &str, method: Method) -> Result<Parsed, HeadError> {
         parse_response_head(&mut BytesMut::from(text), &method)
@@ -236,6 +266,15 @@ mod tests {
             Ok(Parsed::Final(head)) => head,
             other => panic!("{text:?} gave {other:?}"),
         }
+    }
+
+    /// The fields the client is to get, from the map or the wire form.
+    fn fields(head: &ResponseHead) -> HeaderMap {
+        let mut map = head.parts.headers.clone();
+        if let Some(fields) = &head.fields {
+            fields.append_to(&mut map);
+        }
+        map
     }
 
     #[test]
@@ -253,7 +292,7 @@ mod tests {
         assert_eq!(head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n").framing, Framing::Chunked);
         let both = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n");
         assert_eq!(both.framing, Framing::Chunked, "Transfer-Encoding wins over Content-Length");
-        assert!(!both.parts.headers.contains_key(CONTENT_LENGTH), "and the length does not reach the client");
+        assert!(!fields(&both).contains_key(CONTENT_LENGTH), "and the length does not reach the client");
         assert!(!both.keep_alive, "a message framed twice closes its connection");
         let gzip = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n");
         assert_eq!((gzip.framing, gzip.keep_alive), (Framing::UntilClose, false));
@@ -292,10 +331,15 @@ mod tests {
         let plain = head(
             "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
         );
-        assert_eq!(plain.parts.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-a", "content-length"]);
-        assert!(!plain.names_hop_by_hop);
+        assert_eq!(fields(&plain).keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-a", "content-length"]);
+        assert!(!plain.names_hop_by_hop && plain.parts.headers.is_empty(), "passed on as bytes");
         let named = head("HTTP/1.1 200 OK\r\nConnection: x-a\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n");
         assert!(named.names_hop_by_hop && named.parts.headers.contains_key(CONNECTION), "left for the response phase");
+        let announcing = head("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nTrailer: x-sum\r\nx-a: 1\r\n\r\n");
+        assert!(announcing.fields.is_none(), "the writer reads the announced trailers from the map");
+        assert_eq!(announcing.parts.headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["trailer", "x-a"]);
+        let spoofing = head("HTTP/1.1 200 OK\r\nx-canary-version: v9\r\ncontent-length: 0\r\n\r\n");
+        assert!(spoofing.fields.is_none(), "the response phase replaces the gateway's own fields in the map");
     }
 
     #[test]
@@ -312,7 +356,7 @@ mod tests {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nX-Name: a b\r\ncontent-length: 2\r\n\r\nhi");
         let Ok(Parsed::Final(head)) = parse_response_head(&mut buf, &Method::GET) else { panic!() };
         assert_eq!(&buf[..], b"hi");
-        assert_eq!(head.parts.headers["x-name"], "a b");
+        assert_eq!(fields(&head)["x-name"], "a b");
         assert_eq!(head.parts.status, StatusCode::OK);
     }
 }

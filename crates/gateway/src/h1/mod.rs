@@ -12,6 +12,7 @@
 //! that answers before it has read the whole body.
 
 pub mod body;
+pub mod fields;
 pub mod head;
 pub mod request_head;
 pub mod response_writer;

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use super::head::{MAX_HEAD, MAX_HEADERS, offset_in};
 use crate::body::UpstreamBody;
@@ -122,7 +122,7 @@ fn build(
 ) -> Option<Request<UpstreamBody>> {
     let uri = Uri::from_maybe_shared(head.slice(path)).ok()?;
     // Room for the fields the upstream request phase adds (forwarding, version, cohort).
-    let mut headers = HeaderMap::with_capacity(names.len() + 4);
+    let mut headers = crate::header_maps::take(names.len() + 4);
     for (name, range) in names {
         headers.append(name, HeaderValue::from_maybe_shared(head.slice(range)).ok()?);
     }

@@ -19,6 +19,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::fields::UpstreamFields;
 use crate::request::trim;
 
 /// Body frames up to this size are copied behind the head instead of written on their own.
@@ -43,6 +44,7 @@ enum Framing {
 pub async fn write_response<I, B>(
     io: &mut I,
     response: Response<B>,
+    fields: Option<&UpstreamFields>,
     method: &Method,
     keep_alive: bool,
 ) -> io::Result<bool>
@@ -54,7 +56,7 @@ where
     let (parts, mut body) = response.into_parts();
     let mut out = Gathered::take();
     let out = &mut out.0;
-    let head = encode_head(out, parts.status, &parts.headers, method, &body, keep_alive);
+    let head = encode_head(out, parts.status, Fields { map: &parts.headers, wire: fields }, method, &body, keep_alive);
     let mut sent: u64 = 0;
     let mut trailers = None;
     loop {
@@ -92,6 +94,7 @@ where
         _ => {}
     }
     write_out(io, out).await?;
+    crate::header_maps::give(parts.headers);
     Ok(head.keep_alive)
 }
 
@@ -135,6 +138,12 @@ async fn put_data<I: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// A response's fields: its map, and the upstream's fields that travel as bytes.
+struct Fields<'a> {
+    map: &'a HeaderMap,
+    wire: Option<&'a UpstreamFields>,
+}
+
 /// What the head said about the body and the connection.
 struct Head {
     framing: Framing,
@@ -146,7 +155,7 @@ struct Head {
 fn encode_head<B: Body>(
     out: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
+    fields: Fields<'_>,
     method: &Method,
     body: &B,
     mut keep_alive: bool,
@@ -164,7 +173,12 @@ fn encode_head<B: Body>(
     let mut framing = None;
     let mut says_close = false;
     let mut has_date = false;
-    for (name, value) in headers {
+    if let Some(wire) = fields.wire {
+        out.extend_from_slice(wire.wire());
+        has_date = wire.has_date();
+        framing = wire.length().map(|length| if bodiless { Framing::None } else { Framing::Length(length) });
+    }
+    for (name, value) in fields.map {
         if *name == TRANSFER_ENCODING {
             // The framing is this hop's: the body is framed again below.
             continue;
@@ -330,7 +344,7 @@ mod tests {
 
     async fn written(response: Response<Frames>, method: Method, keep_alive: bool) -> (String, bool) {
         let mut out = Vec::new();
-        let kept = write_response(&mut out, response, &method, keep_alive).await.unwrap();
+        let kept = write_response(&mut out, response, None, &method, keep_alive).await.unwrap();
         let text = String::from_utf8(out).unwrap();
         let dateless: Vec<&str> = text.split("\r\n").filter(|line| !line.starts_with("date: ")).collect();
         assert!(text.contains("\r\ndate: "), "{text:?} has a date");
@@ -382,7 +396,7 @@ mod tests {
         assert_eq!(text, "HTTP/1.1 304 Not Modified\r\netag: \"a\"\r\n\r\n");
         let mut empty = Vec::new();
         let response = Response::new(crate::body::ProxyBody::empty());
-        write_response(&mut empty, response, &Method::GET, true).await.unwrap();
+        write_response(&mut empty, response, None, &Method::GET, true).await.unwrap();
         assert!(String::from_utf8(empty).unwrap().contains("\r\ncontent-length: 0\r\n"));
     }
 
@@ -403,7 +417,46 @@ mod tests {
         assert!(!written(short, Method::GET, true).await.1);
         let long = response(200, &[("content-length", "2")], vec![data("hel")]);
         let mut out = Vec::new();
-        assert!(!write_response(&mut out, long, &Method::GET, true).await.unwrap());
+        assert!(!write_response(&mut out, long, None, &Method::GET, true).await.unwrap());
         assert!(!String::from_utf8(out).unwrap().contains("hel"), "nothing past the length is sent");
+    }
+
+    fn upstream_fields(text: &str, framing: crate::h1::Framing) -> UpstreamFields {
+        use crate::h1::fields::FieldKind;
+        let mut fields = [httparse::EMPTY_HEADER; 16];
+        let Ok(httparse::Status::Complete((_, fields))) = httparse::parse_headers(text.as_bytes(), &mut fields) else {
+            panic!("{text:?}")
+        };
+        let kinds: Vec<FieldKind> = fields.iter().map(|f| FieldKind::of(f.name.as_bytes())).collect();
+        UpstreamFields::copied(fields, &kinds, framing)
+    }
+
+    #[tokio::test]
+    async fn the_upstream_s_fields_as_bytes_go_first_and_frame_the_body() {
+        let text = "Server: up\r\nContent-Length: 2\r\nDate: Thu, 03 Dec 2026 12:00:00 GMT\r\n\r\n";
+        let fields = upstream_fields(text, crate::h1::Framing::Length(2));
+        let ours = response(200, &[("x-canary-version", "v2")], vec![data("hi")]);
+        let mut out = Vec::new();
+        assert!(write_response(&mut out, ours, Some(&fields), &Method::GET, true).await.unwrap());
+        let wire = "HTTP/1.1 200 OK\r\nserver: up\r\ncontent-length: 2\r\ndate: Thu, 03 Dec 2026 12:00:00 GMT\r\n\
+                    x-canary-version: v2\r\n\r\nhi";
+        assert_eq!(String::from_utf8(out).unwrap(), wire, "one length, the upstream's date");
+
+        let to_head = upstream_fields("Content-Length: 9\r\n\r\n", crate::h1::Framing::Empty);
+        let mut out = Vec::new();
+        write_response(&mut out, response(200, &[], vec![]), Some(&to_head), &Method::HEAD, false).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\ndate: "), "{text:?}");
+
+        let chunked = upstream_fields("x-a: 1\r\n\r\n", crate::h1::Framing::Chunked);
+        let (text, _) = {
+            let mut out = Vec::new();
+            let kept =
+                write_response(&mut out, response(200, &[], vec![data("ab")]), Some(&chunked), &Method::GET, true);
+            let kept = kept.await.unwrap();
+            (String::from_utf8(out).unwrap(), kept)
+        };
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\nx-a: 1\r\ntransfer-encoding: chunked\r\n"), "{text:?}");
+        assert!(text.ends_with("\r\n\r\n2\r\nab\r\n0\r\n\r\n"), "{text:?}");
     }
 }

@@ -197,6 +197,7 @@ async fn send(
             match tried {
                 Tried::Answered(answer) => {
                     upstream.record_success();
+                    crate::header_maps::give(std::mem::take(req.headers_mut()));
                     return Ok(answer);
                 }
                 Tried::NoConnection(kind) => break kind,
@@ -244,7 +245,7 @@ async fn try_inline(
         // Not asked for: the connection now speaks something else.
         return Tried::Failed(UpstreamErrorKind::Protocol);
     }
-    let body = InlineBody::new(conn, head.framing, head.keep_alive);
+    let body = InlineBody::new(conn, head.framing, head.keep_alive).with_fields(head.fields);
     Tried::Answered(Answer::Inline(Response::from_parts(head.parts, body), head.names_hop_by_hop))
 }
 
