@@ -5,7 +5,7 @@ use http::header::Entry;
 use http::header::{CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri, Version};
 
-use crate::request::trim;
+use crate::request::{list_has, trim};
 
 /// `x-forwarded-for`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -79,10 +79,7 @@ pub fn is_upgrade_request<B>(req: &Request<B>, allowed: &[String]) -> bool {
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+    headers.get_all(CONNECTION).iter().any(|v| list_has(v.as_bytes(), token.as_bytes()))
 }
 
 /// Removes hop-by-hop headers; with `upgrade`, keeps `Connection: upgrade` and `Upgrade`.

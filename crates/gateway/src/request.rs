@@ -93,6 +93,16 @@ pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// The items of a comma-separated field value, without their surrounding whitespace.
+pub(crate) fn list_items(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim)
+}
+
+/// Whether the comma-separated field value `value` holds `token`, in any case.
+pub(crate) fn list_has(value: &[u8], token: &[u8]) -> bool {
+    list_items(value).any(|item| item.eq_ignore_ascii_case(token))
+}
+
 /// The user key from the configured sources, else the minted anonymous id.
 pub fn user_key<'a>(settings: &ServiceSettings, headers: &'a HeaderMap) -> Option<&'a [u8]> {
     for source in &settings.key_sources {

@@ -184,7 +184,7 @@ struct HopFacts {
 impl HopFacts {
     /// Notes what one field of `kind` says.
     fn note(&mut self, kind: FieldKind, value: &[u8]) {
-        let items = || value.split(|&b| b == b',').map(crate::request::trim);
+        let items = || crate::request::list_items(value);
         match kind {
             FieldKind::Connection => {
                 for token in items().filter(|t| !t.is_empty()) {

@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 
 use super::head::{MAX_HEAD, MAX_HEADERS, offset_in};
 use crate::body::UpstreamBody;
-use crate::request::trim;
+use crate::request::{list_items, trim};
 
 /// What the front of a connection's read buffer holds.
 #[derive(Debug)]
@@ -100,7 +100,7 @@ fn framing_of(name: &HeaderName, value: &[u8]) -> Field {
     }
     if *name == CONNECTION {
         let mut close = false;
-        for token in value.split(|&b| b == b',').map(trim) {
+        for token in list_items(value) {
             if token.eq_ignore_ascii_case(b"upgrade") {
                 return Field::NotOurs;
             }

@@ -20,7 +20,7 @@ use http_body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::fields::UpstreamFields;
-use crate::request::trim;
+use crate::request::{list_has, trim};
 
 /// Body frames up to this size are copied behind the head instead of written on their own.
 const COPIED_FRAME: usize = 16 * 1024;
@@ -193,7 +193,7 @@ fn encode_head<B: Body>(
             }
         }
         if *name == CONNECTION {
-            says_close |= value.as_bytes().split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(b"close"));
+            says_close |= list_has(value.as_bytes(), b"close");
         }
         has_date |= *name == DATE;
         put_field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -233,12 +233,7 @@ fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// The last chunk, with the trailers the head announced in `Trailer`.
 fn end_chunks(out: &mut Vec<u8>, trailers: Option<&HeaderMap>, headers: &HeaderMap) {
     out.extend_from_slice(b"0\r\n");
-    let announced = |name: &str| {
-        headers
-            .get_all(TRAILER)
-            .iter()
-            .any(|v| v.as_bytes().split(|&b| b == b',').any(|t| trim(t).eq_ignore_ascii_case(name.as_bytes())))
-    };
+    let announced = |name: &str| headers.get_all(TRAILER).iter().any(|v| list_has(v.as_bytes(), name.as_bytes()));
     for (name, value) in trailers.into_iter().flatten().filter(|(name, _)| announced(name.as_str())) {
         put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
