@@ -40,6 +40,30 @@ pub static VERSION_GONE: HeaderName = HeaderName::from_static(VERSION_GONE_HEADE
 static SEC_FETCH_DEST: HeaderName = HeaderName::from_static("sec-fetch-dest");
 static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
+/// Which families of fields a request carries, found in one pass over its names. A lookup of
+/// a field that is not there hashes its name all the same, and most requests carry none of the
+/// gateway's own fields (`x-canary-…`: pin, override, cohort) and many no fetch metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    /// A field named `x-canary-…`.
+    pub canary: bool,
+    /// A field named `sec-fetch-…`.
+    pub fetch_metadata: bool,
+}
+
+impl Carried {
+    /// What `headers` carry.
+    pub fn of(headers: &HeaderMap) -> Carried {
+        let mut carried = Carried { canary: false, fetch_metadata: false };
+        for name in headers.keys() {
+            let name = name.as_str();
+            carried.canary |= name.starts_with("x-canary-");
+            carried.fetch_metadata |= name.starts_with("sec-fetch-");
+        }
+        carried
+    }
+}
+
 /// The value of cookie `name`, from any `Cookie` header. Malformed pairs are skipped.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     let name = name.as_bytes();
@@ -66,8 +90,9 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 
 /// The session pin the request carries: the `canary_pin` cookie, else the `x-canary-pin`
 /// header. Either is only a candidate: [`canary_core::decide`] checks its signature.
-pub fn session_pin(headers: &HeaderMap) -> Option<&[u8]> {
-    cookie(headers, PIN_COOKIE).or_else(|| headers.get(&PIN).map(|v| trim(v.as_bytes())).filter(|v| !v.is_empty()))
+pub fn session_pin(headers: &HeaderMap, carried: Carried) -> Option<&[u8]> {
+    let header = || headers.get(&PIN).map(|v| trim(v.as_bytes())).filter(|v| !v.is_empty());
+    cookie(headers, PIN_COOKIE).or_else(|| if carried.canary { header() } else { None })
 }
 
 /// The side a release train's cohort token in `headers` names, when it is of `train`, correctly
@@ -158,11 +183,11 @@ pub fn trusted_force(
 
 /// Whether the request starts a new page: a top-level document navigation. Uses the fetch
 /// metadata headers when the browser sends them, else an HTML `Accept`.
-pub fn is_navigation(headers: &HeaderMap) -> bool {
-    if let Some(dest) = headers.get(&SEC_FETCH_DEST) {
+pub fn is_navigation(headers: &HeaderMap, carried: Carried) -> bool {
+    if let Some(dest) = headers.get(&SEC_FETCH_DEST).filter(|_| carried.fetch_metadata) {
         return dest.as_bytes() == b"document";
     }
-    if let Some(mode) = headers.get(&SEC_FETCH_MODE) {
+    if let Some(mode) = headers.get(&SEC_FETCH_MODE).filter(|_| carried.fetch_metadata) {
         return mode.as_bytes() == b"navigate";
     }
     headers.get(ACCEPT).is_some_and(|accept| accept.as_bytes().windows(9).any(|w| w.eq_ignore_ascii_case(b"text/html")))
@@ -191,22 +216,44 @@ mod tests {
         assert_eq!(cookie(&headers(&[("cookie", "=;==;;x=")]), "x"), None);
     }
 
+    fn pin_of(h: &HeaderMap) -> Option<&[u8]> {
+        session_pin(h, Carried::of(h))
+    }
+
+    fn navigates(h: &HeaderMap) -> bool {
+        is_navigation(h, Carried::of(h))
+    }
+
     #[test]
     fn the_pin_comes_from_the_cookie_else_the_header() {
-        assert_eq!(session_pin(&headers(&[(PIN_HEADER, " p-header ")])), Some(&b"p-header"[..]));
+        assert_eq!(pin_of(&headers(&[(PIN_HEADER, " p-header ")])), Some(&b"p-header"[..]));
         let both = headers(&[(PIN_HEADER, "p-header"), ("cookie", "canary_pin=p-cookie")]);
-        assert_eq!(session_pin(&both), Some(&b"p-cookie"[..]));
-        assert_eq!(session_pin(&headers(&[(PIN_HEADER, "")])), None);
-        assert_eq!(session_pin(&headers(&[])), None);
+        assert_eq!(pin_of(&both), Some(&b"p-cookie"[..]));
+        assert_eq!(pin_of(&headers(&[(PIN_HEADER, "")])), None);
+        assert_eq!(pin_of(&headers(&[])), None);
     }
 
     #[test]
     fn navigation_prefers_fetch_metadata() {
-        assert!(is_navigation(&headers(&[("sec-fetch-dest", "document"), ("sec-fetch-mode", "navigate")])));
-        assert!(!is_navigation(&headers(&[("sec-fetch-dest", "script"), ("accept", "text/html")])));
-        assert!(!is_navigation(&headers(&[("sec-fetch-dest", "iframe"), ("sec-fetch-mode", "navigate")])));
-        assert!(is_navigation(&headers(&[("accept", "text/html,application/xhtml+xml")])));
-        assert!(!is_navigation(&headers(&[("accept", "*/*")])));
+        assert!(navigates(&headers(&[("sec-fetch-dest", "document"), ("sec-fetch-mode", "navigate")])));
+        assert!(!navigates(&headers(&[("sec-fetch-dest", "script"), ("accept", "text/html")])));
+        assert!(!navigates(&headers(&[("sec-fetch-dest", "iframe"), ("sec-fetch-mode", "navigate")])));
+        assert!(navigates(&headers(&[("accept", "text/html,application/xhtml+xml")])));
+        assert!(!navigates(&headers(&[("accept", "*/*")])));
+    }
+
+    #[test]
+    fn one_pass_tells_which_families_of_fields_a_request_carries() {
+        let none = Carried { canary: false, fetch_metadata: false };
+        assert_eq!(Carried::of(&headers(&[("host", "a"), ("x-canary", "1"), ("sec-fetch", "x")])), none);
+        let both = headers(&[("X-Canary-Force", "canary"), ("Sec-Fetch-Mode", "navigate")]);
+        assert_eq!(Carried::of(&both), Carried { canary: true, fetch_metadata: true }, "names are lower case in a map");
+        assert!(pin_of(&headers(&[(PIN_HEADER, "p")])).is_some());
+        assert_eq!(
+            session_pin(&headers(&[(PIN_HEADER, "p")]), none),
+            None,
+            "the header is looked up only when carried"
+        );
     }
 
     /// The settings of the first service of a config file.

@@ -8,8 +8,9 @@ use tokio::time::Instant;
 
 use super::ConnContext;
 use super::record::record;
-use super::route::{Routed, route};
+use super::route::{Routed, route_carrying};
 use crate::metrics::UpstreamErrorTally;
+use crate::request::Carried;
 use crate::service::{Route, ServiceSettings, VersionTarget};
 
 /// One request, from its first phase to its last. Made by the route phase; dropped after the
@@ -30,6 +31,8 @@ pub struct RequestCtx<'c> {
     pub(super) minted: Option<String>,
     /// The version the request is with: the decided one, or stable once it was sent there again.
     pub(super) side: Side,
+    /// Which families of fields the client's request carries.
+    pub(super) carried: Carried,
     /// What happened upstream and downstream, for the record phase.
     pub(super) outcome: Outcome,
 }
@@ -53,7 +56,8 @@ impl<'c> RequestCtx<'c> {
         let started = Instant::now();
         let snapshot = conn.service.route();
         let now = canary_core::clock::unix_secs();
-        let Routed { decision, minted } = route(conn, &snapshot, method, headers, now);
+        let carried = Carried::of(headers);
+        let Routed { decision, minted } = route_carrying(conn, &snapshot, method, headers, carried, now);
         RequestCtx {
             conn,
             route: snapshot,
@@ -62,6 +66,7 @@ impl<'c> RequestCtx<'c> {
             side: decision.side,
             decision,
             minted,
+            carried,
             outcome: Outcome::default(),
         }
     }

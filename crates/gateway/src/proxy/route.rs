@@ -4,7 +4,7 @@ use canary_core::{Decision, RequestFacts, decide};
 use http::{HeaderMap, Method};
 
 use super::ConnContext;
-use crate::request::{cohort_side, is_navigation, mint_uid, session_pin, trusted_force, user_key};
+use crate::request::{Carried, cohort_side, is_navigation, mint_uid, session_pin, trusted_force, user_key};
 use crate::service::Route;
 
 /// What the route phase decided for one request.
@@ -27,6 +27,19 @@ pub struct Routed {
 /// for every request; its benchmark and its zero-allocation test call it too.
 #[inline]
 pub fn route(conn: &ConnContext, snapshot: &Route, method: &Method, headers: &HeaderMap, now: u64) -> Routed {
+    route_carrying(conn, snapshot, method, headers, Carried::of(headers), now)
+}
+
+/// [`route`], with what the headers carry already known.
+#[inline]
+pub(super) fn route_carrying(
+    conn: &ConnContext,
+    snapshot: &Route,
+    method: &Method,
+    headers: &HeaderMap,
+    carried: Carried,
+    now: u64,
+) -> Routed {
     let ConnContext { service, pins, cohorts, client } = conn;
     let settings = &service.settings;
     let mut minted = None;
@@ -36,10 +49,18 @@ pub fn route(conn: &ConnContext, snapshot: &Route, method: &Method, headers: &He
     };
     let facts = RequestFacts {
         key,
-        pin: session_pin(headers),
-        force: trusted_force(settings, snapshot.spec.force_token.as_deref(), headers, client.peer.ip()),
-        cohort: snapshot.table.train.as_deref().and_then(|train| cohort_side(headers, cohorts, train, now)),
-        boundary: is_navigation(headers),
+        pin: session_pin(headers, carried),
+        force: carried
+            .canary
+            .then(|| trusted_force(settings, snapshot.spec.force_token.as_deref(), headers, client.peer.ip()))
+            .flatten(),
+        cohort: snapshot
+            .table
+            .train
+            .as_deref()
+            .filter(|_| carried.canary)
+            .and_then(|train| cohort_side(headers, cohorts, train, now)),
+        boundary: is_navigation(headers, carried),
         read_only: matches!(*method, Method::GET | Method::HEAD),
         canary_healthy: service.canary_open(),
         now,

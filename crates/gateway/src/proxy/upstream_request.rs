@@ -56,8 +56,10 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<UpstreamBo
     add_forwarded(req.headers_mut(), &client.peer_header, client.tls);
     // The override is the gateway's business, trusted or not: an upstream never needs it, and
     // one that read it would let any client choose what the gateway refused to.
-    req.headers_mut().remove(&FORCE);
-    req.headers_mut().remove(&FORCE_TOKEN);
+    if ctx.carried.canary {
+        req.headers_mut().remove(&FORCE);
+        req.headers_mut().remove(&FORCE_TOKEN);
+    }
     to_http1(&mut req);
     req.headers_mut().insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
     set_cohort(ctx, req.headers_mut());
@@ -74,7 +76,9 @@ pub(super) fn upstream_request(ctx: &RequestCtx<'_>, mut req: Request<UpstreamBo
 /// an app never passes on one the gateway did not stand behind.
 pub(super) fn set_cohort(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
     let Some(train) = ctx.route.table.train.as_deref() else {
-        headers.remove(&COHORT);
+        if ctx.carried.canary {
+            headers.remove(&COHORT);
+        }
         return;
     };
     let expires = ctx.now + canary_core::train::COHORT_TTL_SECS;
