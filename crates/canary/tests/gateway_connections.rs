@@ -1,7 +1,8 @@
 //! A gateway survives connection exhaustion: silent sockets, stalled HTTP/2 prefaces, idle
 //! HTTP/2 connections and TLS clients that never say hello are closed on their deadlines; under
 //! a low descriptor limit, a crowd of silent sockets neither locks out a new client nor the
-//! admin `/healthz`; idle upstream connections are closed after the service's idle timeout.
+//! admin `/healthz`; idle upstream connections are closed after the service's idle timeout; an
+//! upstream slower than the service's request timeout gets its client a `504` at that timeout.
 
 mod support;
 
@@ -164,4 +165,27 @@ async fn idle_upstream_connections_are_closed_after_the_idle_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(v1.open_connections(), 0, "idle upstream connections still open 5 s after a 1 s idle timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_slower_than_the_request_timeout_gets_a_504_at_the_timeout() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&config(&v1, &v2, 0.0, "request_timeout = \"1s\""));
+    let client = support::client();
+    for (method, body) in [(http::Method::GET, ""), (http::Method::POST, "a body goes through hyper's client")] {
+        let started = Instant::now();
+        let response = client
+            .request(method.clone(), gateway.url("web", "/slow/4000"))
+            .header("x-user-id", "patient")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        assert_eq!(response.status(), 504, "{method}");
+        assert!(response.text().await.unwrap().starts_with("upstream timed out"), "{method}");
+        assert!(waited >= Duration::from_millis(950) && waited < Duration::from_millis(2500), "{method}: {waited:?}");
+    }
+    let quick = client.get(gateway.url("web", "/slow/200")).header("x-user-id", "patient").send().await.unwrap();
+    assert_eq!(quick.status(), 200, "a request within the timeout is answered");
 }

@@ -22,6 +22,7 @@ pub mod pool;
 pub mod proxy;
 pub mod replayed;
 pub mod request;
+pub mod request_deadlines;
 pub mod service;
 pub mod sketch;
 pub mod sniff;

@@ -24,8 +24,8 @@ use crate::accept::{LOG_INTERVAL, RateLimitedLog, backoff, out_of_descriptors};
 use crate::conn_table::{Admission, ConnTable, watch_deadlines};
 use crate::connection::{Accepted, serve_connection};
 use crate::limits::ConnLimits;
-use crate::pool;
 use crate::service::Service;
+use crate::{pool, request_deadlines};
 
 /// Largest request head accepted; a larger one gets `431`.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -125,6 +125,7 @@ pub fn run_worker(
         let (open, mut all_closed) = mpsc::channel::<()>(1);
         let sweeper = tokio::spawn(pool::sweep_idle(POOL_SWEEP_INTERVAL));
         let deadlines = tokio::spawn(watch_deadlines(worker.table.clone(), worker.limits.deadlines));
+        let request_deadlines = tokio::spawn(request_deadlines::watch());
         let mut accepting = Vec::new();
         for listener in listeners {
             let socket = TcpListener::from_std(listener.socket)?;
@@ -148,6 +149,7 @@ pub fn run_worker(
         }
         sweeper.abort();
         deadlines.abort();
+        request_deadlines.abort();
         Ok(())
     })
 }

@@ -22,6 +22,7 @@ use crate::h1::{H1Error, InlineBody};
 use crate::headers::X_CANARY_VERSION;
 use crate::metrics::UpstreamErrorTally;
 use crate::pool::{Conn, HyperConn, checkout, checkout_inline, connect, connect_inline};
+use crate::request_deadlines::within;
 use crate::service::{ServiceSettings, VersionTarget};
 use crate::upstream::Upstream;
 
@@ -231,15 +232,15 @@ async fn try_inline(
         Err(kind) => return Tried::NoConnection(kind),
     };
     target.stats.record_connection(conn.reused);
-    let head = match tokio::time::timeout(settings.request_timeout, conn.io.send(req)).await {
-        Err(_elapsed) => return Tried::Failed(UpstreamErrorKind::Timeout),
-        Ok(Ok(head)) => head,
-        Ok(Err(H1Error::Unsent)) => return Tried::Unsent,
+    let head = match within(settings.request_timeout, conn.io.send(req)).await {
+        None => return Tried::Failed(UpstreamErrorKind::Timeout),
+        Some(Ok(head)) => head,
+        Some(Err(H1Error::Unsent)) => return Tried::Unsent,
         // The race of a pooled connection with the upstream's keep-alive timeout: the request
         // may go out again on a new one (RFC 9112 §9.3.1).
-        Ok(Err(H1Error::NoAnswer)) if conn.reused && is_idempotent(req.method()) => return Tried::Unsent,
-        Ok(Err(H1Error::NoAnswer | H1Error::Reset)) => return Tried::Failed(UpstreamErrorKind::Reset),
-        Ok(Err(H1Error::Invalid(_))) => return Tried::Failed(UpstreamErrorKind::Protocol),
+        Some(Err(H1Error::NoAnswer)) if conn.reused && is_idempotent(req.method()) => return Tried::Unsent,
+        Some(Err(H1Error::NoAnswer | H1Error::Reset)) => return Tried::Failed(UpstreamErrorKind::Reset),
+        Some(Err(H1Error::Invalid(_))) => return Tried::Failed(UpstreamErrorKind::Protocol),
     };
     if head.parts.status == http::StatusCode::SWITCHING_PROTOCOLS {
         // Not asked for: the connection now speaks something else.
@@ -265,10 +266,10 @@ async fn try_hyper(
     };
     target.stats.record_connection(conn.reused);
     let sent = std::mem::replace(req, Request::new(UpstreamBody::Empty));
-    let mut failed = match tokio::time::timeout(settings.request_timeout, conn.io.try_send_request(sent)).await {
-        Ok(Ok(response)) => return Tried::Answered(Answer::Hyper(response, conn)),
-        Ok(Err(failed)) => failed,
-        Err(_elapsed) => return Tried::Failed(UpstreamErrorKind::Timeout),
+    let mut failed = match within(settings.request_timeout, conn.io.try_send_request(sent)).await {
+        Some(Ok(response)) => return Tried::Answered(Answer::Hyper(response, conn)),
+        Some(Err(failed)) => failed,
+        None => return Tried::Failed(UpstreamErrorKind::Timeout),
     };
     match failed.take_message() {
         Some(unsent) => {
