@@ -85,6 +85,14 @@ impl ProxyBody {
         ProxyBody::Local(None)
     }
 
+    /// The upstream's fields when they travel as bytes beside the response's map.
+    pub fn upstream_fields_mut(&mut self) -> Option<&mut UpstreamFields> {
+        match self {
+            ProxyBody::Inline(body) => body.fields_mut(),
+            ProxyBody::Upstream(_) | ProxyBody::Local(_) => None,
+        }
+    }
+
     /// The upstream's fields when they travel as bytes beside the response's map
     /// ([`crate::h1::fields`]); taken out once.
     pub fn take_upstream_fields(&mut self) -> Option<UpstreamFields> {

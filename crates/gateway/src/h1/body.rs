@@ -92,6 +92,11 @@ impl InlineBody {
         self
     }
 
+    /// The head's fields, when they travel as bytes.
+    pub fn fields_mut(&mut self) -> Option<&mut UpstreamFields> {
+        self.fields.as_mut()
+    }
+
     /// The head's fields, when they travel as bytes; taken out once.
     pub fn take_fields(&mut self) -> Option<UpstreamFields> {
         self.fields.take()

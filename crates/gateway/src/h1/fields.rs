@@ -10,10 +10,13 @@
 
 use std::fmt::Write as _;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::head::{Framing, MAX_HEADERS};
+
+/// Room left after the upstream's fields for the gateway's: a version and a pin token.
+const OWN_FIELDS_ROOM: usize = 96;
 use crate::request::{PIN_HEADER, VERSION_GONE_HEADER};
 
 /// What a field of a response head is to the proxy.
@@ -62,9 +65,10 @@ impl FieldKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamFields {
     /// `name: value\r\n` lines in the upstream's order, names in lower case, without this
-    /// hop's fields. The body's framing is among them only as a `content-length` the writer
-    /// frames by ([`UpstreamFields::length`]), or that of a response without a body.
-    wire: Bytes,
+    /// hop's fields, then the gateway's own ([`UpstreamFields::push`]). The body's framing is
+    /// among them only as a `content-length` the writer frames by ([`UpstreamFields::length`]),
+    /// or that of a response without a body.
+    wire: BytesMut,
     length: Option<u64>,
     has_date: bool,
 }
@@ -72,7 +76,8 @@ pub struct UpstreamFields {
 impl UpstreamFields {
     /// The fields of `fields` for a body framed by `framing`; `kinds` are theirs, in order.
     pub fn copied(fields: &[httparse::Header<'_>], kinds: &[FieldKind], framing: Framing) -> UpstreamFields {
-        let room = fields.iter().map(|f| f.name.len() + f.value.len() + 4).sum();
+        // With room for the gateway's own fields, which follow.
+        let room = fields.iter().map(|f| f.name.len() + f.value.len() + 4).sum::<usize>() + OWN_FIELDS_ROOM;
         let mut wire = BytesMut::with_capacity(room);
         let mut has_date = false;
         let mut length_written = false;
@@ -105,7 +110,17 @@ impl UpstreamFields {
             Framing::Length(length) => Some(length),
             _ => None,
         };
-        UpstreamFields { wire: wire.freeze(), length, has_date }
+        UpstreamFields { wire, length, has_date }
+    }
+
+    /// Adds a field after the upstream's; `name` is in lower case. The upstream's fields hold
+    /// none of the names the gateway sets ([`FieldKind::NeedsMap`]), so this adds and replaces
+    /// alike.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.wire.put_slice(name.as_bytes());
+        self.wire.put_slice(b": ");
+        self.wire.put_slice(value);
+        self.wire.put_slice(b"\r\n");
     }
 
     /// The lines to write after the status line.
@@ -184,10 +199,13 @@ mod tests {
                     set-cookie: a=1\r\nset-cookie: b=2\r\n";
         assert_eq!(std::str::from_utf8(fields.wire()).unwrap(), wire);
         assert_eq!((fields.length(), fields.has_date()), (Some(7), true));
+        let mut fields = fields;
+        fields.push("set-cookie", b"canary_pin=p");
+        assert!(fields.wire().ends_with(b"set-cookie: b=2\r\nset-cookie: canary_pin=p\r\n"), "the gateway's after");
         let mut map = HeaderMap::new();
         fields.append_to(&mut map);
-        assert_eq!(map.get_all("set-cookie").iter().collect::<Vec<_>>(), ["a=1", "b=2"]);
-        assert_eq!((map["server"].as_bytes(), map.len()), (&b"nginx"[..], 5));
+        assert_eq!(map.get_all("set-cookie").iter().collect::<Vec<_>>(), ["a=1", "b=2", "canary_pin=p"]);
+        assert_eq!((map["server"].as_bytes(), map.len()), (&b"nginx"[..], 6));
     }
 
     #[test]

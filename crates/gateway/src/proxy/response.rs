@@ -3,7 +3,7 @@
 use canary_core::PinAction;
 use canary_core::metrics::UpstreamErrorKind;
 use http::header::{CONTENT_TYPE, SET_COOKIE};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -12,6 +12,7 @@ use super::RequestCtx;
 use super::cookies::{pin_headers, set_cookie};
 use super::exchange::{Answer, Exchanged};
 use crate::body::ProxyBody;
+use crate::h1::fields::UpstreamFields;
 use crate::headers::{X_CANARY_VERSION, strip_hop_by_hop};
 use crate::pool::{Conn, HyperConn, PooledBody};
 use crate::request::{PIN, UID_COOKIE, VERSION_GONE};
@@ -43,9 +44,41 @@ pub(super) fn response(
         Ok(Answer::Hyper(upstream, conn)) => from_upstream(upstream, conn, client_upgrade),
         Err(error) => error_response(error.kind(), &ctx.target().header),
     };
-    add_session_headers(ctx, response.headers_mut());
+    match response.body_mut().upstream_fields_mut() {
+        Some(wire) => add_session_headers(ctx, wire),
+        None => add_session_headers(ctx, response.headers_mut()),
+    }
     ctx.outcome.status = Some(response.status());
     response
+}
+
+/// Where the response phase puts the gateway's own fields: the response's map, or after the
+/// upstream's fields when those travel as bytes ([`crate::h1::fields`]).
+trait OwnFields {
+    /// Sets `name`, replacing an upstream's field of that name.
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue);
+    /// Adds one more `name` field (`Set-Cookie`).
+    fn add(&mut self, name: HeaderName, value: HeaderValue);
+}
+
+impl OwnFields for HeaderMap {
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.insert(name.clone(), value.clone());
+    }
+
+    fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        self.append(name, value);
+    }
+}
+
+impl OwnFields for UpstreamFields {
+    fn set(&mut self, name: &HeaderName, value: &HeaderValue) {
+        self.push(name.as_str(), value.as_bytes());
+    }
+
+    fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        self.push(name.as_str(), value.as_bytes());
+    }
 }
 
 /// The upstream's response for the client; a `101 Switching Protocols` also starts the tunnel
@@ -70,13 +103,13 @@ fn from_upstream(
     Response::from_parts(parts, ProxyBody::Upstream(PooledBody::new(body, conn)))
 }
 
-fn add_session_headers(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
+fn add_session_headers(ctx: &RequestCtx<'_>, headers: &mut impl OwnFields) {
     let settings = ctx.settings();
     if settings.version_header_in_response {
-        headers.insert(X_CANARY_VERSION.clone(), ctx.target().header.clone());
+        headers.set(&X_CANARY_VERSION, &ctx.target().header);
     }
     if ctx.decision.version_gone {
-        headers.insert(VERSION_GONE.clone(), HeaderValue::from_static("1"));
+        headers.set(&VERSION_GONE, &HeaderValue::from_static("1"));
     }
     // A request sent to stable after all pins its session there.
     let pin_moved = ctx.side != ctx.decision.side;
@@ -85,14 +118,14 @@ fn add_session_headers(ctx: &RequestCtx<'_>, headers: &mut HeaderMap) {
     {
         let expires = ctx.now + settings.pin_ttl_secs;
         let pin = pin_headers(&ctx.conn.pins, &ctx.route.table.rollout_id, version, expires, settings);
-        headers.append(SET_COOKIE, pin.cookie);
+        headers.add(SET_COOKIE, pin.cookie);
         // Always, not only to clients that sent the header form: a client without cookies has
         // no pin to send on its first request. The token names no user (every session pinned to
         // the same version in the same second gets the same one), so page scripts may read it.
-        headers.insert(PIN.clone(), pin.token);
+        headers.set(&PIN, &pin.token);
     }
     if let Some(uid) = &ctx.minted {
-        headers.append(SET_COOKIE, set_cookie(UID_COOKIE, uid, 365 * 24 * 3600, settings.tls));
+        headers.add(SET_COOKIE, set_cookie(UID_COOKIE, uid, 365 * 24 * 3600, settings.tls));
     }
 }
 
