@@ -6,8 +6,10 @@
 //! its whole future, sized for the largest state it can ever be in. So what only some
 //! connections or some moments need lives in a box of its own: the TLS handshake and stream
 //! (a plain connection does not carry their room), hyper's connection state and its driving
-//! (the first bytes tell the protocol, [`crate::sniff`]), and each request (hyper keeps a connection's slot for it, as large as the future, from the
-//! accept to the close; the own server side boxes the whole request).
+//! (the first bytes tell the protocol, [`crate::sniff`]), and each request (hyper keeps a
+//! connection's slot for it, as large as the future, from the accept to the close; the own
+//! server side boxes the whole request). Its deadlines and the gateway's stop cost it one small
+//! wait on its clock ([`crate::conn_clock::Watch::told`]), no timer.
 //!
 //! HTTP/1.1 is served by the gateway's own server side ([`http1`]) for as long as the requests
 //! are ones it takes, and by hyper's from the first one it does not to the close; HTTP/2 by

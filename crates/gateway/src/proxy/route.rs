@@ -23,8 +23,10 @@ pub struct Routed {
 /// Reads the user key (the configured sources, else a `canary_uid` the gateway minted, else a
 /// new one), the session pin (cookie or header), a trusted override, a release train's cohort
 /// token and whether the request is a top-level navigation, then applies [`decide`]. Everything
-/// borrows from the headers: nothing is allocated unless an anonymous id has to be minted. This is the function the gateway runs
-/// for every request; its benchmark and its zero-allocation test call it too.
+/// borrows from the headers: nothing is allocated unless an anonymous id has to be minted. The
+/// gateway runs it for every request (through `route_carrying`, with the families of fields
+/// the request carries found once for the later phases too); its benchmark and its
+/// zero-allocation test call it as well.
 #[inline]
 pub fn route(conn: &ConnContext, snapshot: &Route, method: &Method, headers: &HeaderMap, now: u64) -> Routed {
     route_carrying(conn, snapshot, method, headers, Carried::of(headers), now)
