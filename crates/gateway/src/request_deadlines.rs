@@ -2,11 +2,11 @@
 //! ticker instead of a timer per request.
 //!
 //! A tokio timer per exchange took a lock on the timer wheel to insert its entry and again to
-//! remove it, nearly always before it fired: about 800 instructions per request (callgrind,
-//! `bench/run-instructions.sh`). Here a request's deadline is a slot in the worker's list, and
-//! the worker's ticker ([`watch`]) wakes the requests past theirs, at most one [`TICK`] late.
-//! The ticker sleeps while no request waits. On a thread without a ticker (a test's runtime)
-//! [`within`] uses tokio's timer.
+//! remove it, nearly always before it fired (about 800 instructions per request in the
+//! callgrind profile; this list measured 200 fewer in all, `bench/run-instructions.sh`). Here a
+//! request's deadline is a slot in the worker's list, and the worker's ticker ([`watch`]) wakes
+//! the requests past theirs, at most one [`TICK`] late. The ticker sleeps while no request
+//! waits. On a thread without a ticker (a test's runtime) [`within`] uses tokio's timer.
 
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
@@ -20,12 +20,12 @@ use tokio::time::Instant;
 pub const TICK: Duration = Duration::from_millis(10);
 
 thread_local! {
-    static DEADLINES: RefCell<Option<Deadlines>> = const { RefCell::new(None) };
+    static DEADLINES: RefCell<Option<DeadlineList>> = const { RefCell::new(None) };
 }
 
 /// One worker's waiting deadlines.
 #[derive(Default)]
-struct Deadlines {
+struct DeadlineList {
     slots: Vec<Slot>,
     free: Vec<usize>,
     waiting: usize,
@@ -40,7 +40,7 @@ enum Slot {
     Waiting { at: Instant, waker: Option<Waker>, passed: bool },
 }
 
-impl Deadlines {
+impl DeadlineList {
     fn insert(&mut self, at: Instant, waker: Waker) -> usize {
         let slot = Slot::Waiting { at, waker: Some(waker), passed: false };
         self.waiting += 1;
@@ -80,7 +80,7 @@ impl Deadlines {
 /// Runs this worker's ticker; until it runs, [`within`] on this thread uses tokio's timer.
 /// Runs until it is dropped.
 pub async fn watch() {
-    DEADLINES.with(|deadlines| *deadlines.borrow_mut() = Some(Deadlines::default()));
+    DEADLINES.with(|deadlines| *deadlines.borrow_mut() = Some(DeadlineList::default()));
     let _installed = Installed;
     let mut due = Vec::new();
     loop {
@@ -105,7 +105,7 @@ impl Drop for Installed {
     }
 }
 
-fn sleep_while_none_wait(deadlines: &mut Deadlines, cx: &mut Context<'_>) -> Poll<()> {
+fn sleep_while_none_wait(deadlines: &mut DeadlineList, cx: &mut Context<'_>) -> Poll<()> {
     if deadlines.waiting > 0 {
         return Poll::Ready(());
     }
@@ -114,7 +114,7 @@ fn sleep_while_none_wait(deadlines: &mut Deadlines, cx: &mut Context<'_>) -> Pol
 }
 
 /// `f` on this thread's deadlines; none once the ticker is gone.
-fn with<R>(f: impl FnOnce(&mut Deadlines) -> R) -> Option<R> {
+fn with<R>(f: impl FnOnce(&mut DeadlineList) -> R) -> Option<R> {
     DEADLINES.with(|deadlines| deadlines.borrow_mut().as_mut().map(f))
 }
 
@@ -141,35 +141,47 @@ struct Deadline {
     slot: Option<usize>,
 }
 
+/// What a poll found of a deadline in the list.
+enum Looked {
+    Passed,
+    /// Still to come; the ticker to wake when this deadline is the first to wait.
+    Waiting {
+        wake_ticker: Option<Waker>,
+    },
+}
+
+impl Deadline {
+    /// Puts the deadline in `list` at its first poll, else looks whether it passed; keeps the
+    /// task's waker there.
+    fn look(&mut self, list: &mut DeadlineList, cx: &Context<'_>) -> Looked {
+        let Some(index) = self.slot else {
+            let ticker_asleep = list.waiting == 0;
+            self.slot = Some(list.insert(self.at, cx.waker().clone()));
+            return Looked::Waiting { wake_ticker: if ticker_asleep { list.ticker.take() } else { None } };
+        };
+        match &mut list.slots[index] {
+            Slot::Waiting { passed: false, waker, .. } => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Looked::Waiting { wake_ticker: None }
+            }
+            Slot::Waiting { passed: true, .. } | Slot::Free => Looked::Passed,
+        }
+    }
+}
+
 impl Future for Deadline {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let at = this.at;
-        let woken = with(|deadlines| {
-            let Some(index) = this.slot else {
-                let ticker_asleep = deadlines.waiting == 0;
-                this.slot = Some(deadlines.insert(at, cx.waker().clone()));
-                return (false, if ticker_asleep { deadlines.ticker.take() } else { None });
-            };
-            match &mut deadlines.slots[index] {
-                Slot::Waiting { passed: true, .. } => (true, None),
-                Slot::Waiting { waker, .. } => {
-                    if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                        *waker = Some(cx.waker().clone());
-                    }
-                    (false, None)
-                }
-                Slot::Free => (true, None),
-            }
-        });
         // The ticker is gone (its worker is ending): nothing would look at the deadline.
-        let woken = woken.unwrap_or((true, None));
-        match woken {
-            (true, _) => Poll::Ready(()),
-            (false, ticker) => {
-                if let Some(ticker) = ticker {
+        let looked = with(|list| this.look(list, cx)).unwrap_or(Looked::Passed);
+        match looked {
+            Looked::Passed => Poll::Ready(()),
+            Looked::Waiting { wake_ticker } => {
+                if let Some(ticker) = wake_ticker {
                     ticker.wake();
                 }
                 Poll::Pending
