@@ -14,10 +14,11 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::head::{Framing, MAX_HEADERS};
+use super::put_field;
+use crate::request::{PIN_HEADER, VERSION_GONE_HEADER};
 
 /// Room left after the upstream's fields for the gateway's: a version and a pin token.
 const OWN_FIELDS_ROOM: usize = 96;
-use crate::request::{PIN_HEADER, VERSION_GONE_HEADER};
 
 /// What a field of a response head is to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,11 +101,8 @@ impl UpstreamFields {
                 (FieldKind::NeedsMap | FieldKind::Plain, _) => {}
             }
             let name_starts = wire.len();
-            wire.put_slice(field.name.as_bytes());
-            wire[name_starts..].make_ascii_lowercase();
-            wire.put_slice(b": ");
-            wire.put_slice(field.value);
-            wire.put_slice(b"\r\n");
+            put_field(&mut wire, field.name.as_bytes(), field.value);
+            wire[name_starts..name_starts + field.name.len()].make_ascii_lowercase();
         }
         let length = match framing {
             Framing::Length(length) => Some(length),
@@ -117,10 +115,7 @@ impl UpstreamFields {
     /// none of the names the gateway sets ([`FieldKind::NeedsMap`]), so this adds and replaces
     /// alike.
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.wire.put_slice(name.as_bytes());
-        self.wire.put_slice(b": ");
-        self.wire.put_slice(value);
-        self.wire.put_slice(b"\r\n");
+        put_field(&mut self.wire, name.as_bytes(), value);
     }
 
     /// The lines to write after the status line.

@@ -20,7 +20,7 @@ pub mod response_writer;
 use std::io;
 use std::task::{Context, Poll, ready};
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use http::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,6 +28,14 @@ use tokio::net::TcpStream;
 pub use body::InlineBody;
 pub use head::{Framing, HeadError, ResponseHead};
 use head::{Parsed, parse_response_head, write_request_head};
+
+/// Appends the field line `name: value` to a head being written.
+pub fn put_field<B: BufMut>(out: &mut B, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
 
 /// Room made in the read buffer before a read.
 const READ_CHUNK: usize = 8 * 1024;

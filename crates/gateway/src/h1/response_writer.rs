@@ -20,6 +20,7 @@ use http_body::{Body, Frame};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::fields::UpstreamFields;
+use super::put_field;
 use crate::request::{list_has, trim};
 
 /// Body frames up to this size are copied behind the head instead of written on their own.
@@ -221,13 +222,6 @@ fn encode_head<B: Body>(
     }
     out.extend_from_slice(b"\r\n");
     Head { framing, keep_alive }
-}
-
-fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The last chunk, with the trailers the head announced in `Trailer`.
