@@ -127,11 +127,6 @@ impl Clock {
         self.detached = true;
     }
 
-    /// Why it is to close, once that is decided.
-    pub fn closing(&self) -> Option<Closing> {
-        self.closing
-    }
-
     /// Whether the worker asked it to close to make room.
     pub fn is_shed(&self) -> bool {
         self.closing == Some(Closing::Shed)
@@ -206,8 +201,8 @@ impl Watch {
 
     /// Applies `change` to the clock. Nothing is told: the worker's next look sees a deadline
     /// that moved.
-    pub fn update<R>(&self, change: impl FnOnce(&mut Clock) -> R) -> R {
-        change(&mut self.state().clock)
+    pub fn update(&self, change: impl FnOnce(&mut Clock)) {
+        change(&mut self.state().clock);
     }
 
     /// A copy of the clock as it stands.
@@ -403,7 +398,7 @@ mod tests {
         assert!(clock.expire(start + secs(10), DEADLINES));
         assert!(!clock.expire(start + secs(11), DEADLINES), "decided already");
         assert!(!clock.shed(), "a closing connection is not shed as well");
-        assert_eq!((clock.closing(), clock.sheddable_since()), (Some(Closing::HeaderRead), None));
+        assert_eq!((clock.closing, clock.sheddable_since()), (Some(Closing::HeaderRead), None));
         let mut busy = Clock::new(start);
         busy.request_started();
         assert!(!busy.expire(start + secs(3600), DEADLINES), "never in flight");
