@@ -17,8 +17,10 @@ use super::head::{Framing, MAX_HEADERS};
 use super::put_field;
 use crate::request::{PIN_HEADER, VERSION_GONE_HEADER};
 
-/// Room left after the upstream's fields for the gateway's: a version and a pin token.
-const OWN_FIELDS_ROOM: usize = 96;
+/// Room left after the upstream's fields for the gateway's: its version, a session pin (a
+/// cookie and the same token as a field, about 200 bytes) and an anonymous id's cookie. Less
+/// made every pinned response grow its buffer once more, a copy of all its fields.
+const OWN_FIELDS_ROOM: usize = 320;
 
 /// What a field of a response head is to the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
