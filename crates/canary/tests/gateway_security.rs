@@ -116,6 +116,25 @@ async fn the_override_headers_never_reach_the_upstream() {
     assert!(!head.contains("x-canary-force"), "an ignored override reached the upstream:\n{head}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fields_the_gateway_sets_are_its_own_whatever_the_client_sent() {
+    let (v1, v2) = (Upstream::start("v1").await, Upstream::start("v2").await);
+    let gateway = Gateway::start(&support::config(&v1, &v2, 0.0, ""));
+    let request = client()
+        .get(gateway.url("web", "/headers"))
+        .header("x-user-id", "u1")
+        .header("x-canary-version", "v2")
+        .header("x-canary-cohort", "forged")
+        .header("x-forwarded-proto", "https");
+    let head = upstream_head(request).await;
+    let lines: Vec<&str> = head.lines().collect();
+    let named = |name: &str| lines.iter().filter(|l| l.starts_with(&format!("{name}:"))).count();
+    assert!(lines.contains(&"x-canary-version: v1"), "the version that serves is named:\n{head}");
+    assert_eq!((named("x-canary-version"), named("x-forwarded-proto")), (1, 1), "once each:\n{head}");
+    assert!(lines.contains(&"x-forwarded-proto: http"), "the client's connection was plain HTTP:\n{head}");
+    assert!(!head.contains("forged"), "a cohort token the gateway did not sign reached the upstream:\n{head}");
+}
+
 /// Sends raw bytes to `addr` and reads until the gateway closes the connection, or until the
 /// head of a `101`, after which the connection is a tunnel that stays open.
 async fn raw(addr: std::net::SocketAddr, request: String) -> String {

@@ -133,23 +133,25 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 6] =
 /// request is for and what its body is, not how this hop carries it.
 static END_TO_END: [HeaderName; 4] = [HOST, CONTENT_LENGTH, CONTENT_TYPE, CONTENT_ENCODING];
 
-/// Appends the client address to `x-forwarded-for` and sets `x-forwarded-proto`. Several
-/// `x-forwarded-for` lines are one list (RFC 9110 §5.3): they are joined in order.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: &HeaderValue, https: bool) {
-    let value = if headers.contains_key(&X_FORWARDED_FOR) {
-        let mut joined = Vec::with_capacity(64);
-        for prev in headers.get_all(&X_FORWARDED_FOR) {
-            joined.extend_from_slice(prev.as_bytes());
-            joined.extend_from_slice(b", ");
-        }
-        joined.extend_from_slice(peer.as_bytes());
-        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
-    } else {
-        peer.clone()
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), value);
-    let proto = if https { "https" } else { "http" };
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+/// The `x-forwarded-for` an upstream gets: the client's list with `peer` appended, or `peer`
+/// alone. The client's `x-forwarded-for` and `x-forwarded-proto` are taken out of `headers`:
+/// the gateway sends its own. Several `x-forwarded-for` lines are one list (RFC 9110 §5.3):
+/// they are joined in order.
+pub fn take_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) -> HeaderValue {
+    headers.remove(&X_FORWARDED_PROTO);
+    let Entry::Occupied(list) = headers.entry(&X_FORWARDED_FOR) else { return peer.clone() };
+    let mut joined = Vec::with_capacity(64);
+    for prev in list.remove_entry_mult().1 {
+        joined.extend_from_slice(prev.as_bytes());
+        joined.extend_from_slice(b", ");
+    }
+    joined.extend_from_slice(peer.as_bytes());
+    HeaderValue::from_bytes(&joined).unwrap_or_else(|_| peer.clone())
+}
+
+/// The `x-forwarded-proto` of a client connection.
+pub fn forwarded_proto(https: bool) -> HeaderValue {
+    HeaderValue::from_static(if https { "https" } else { "http" })
 }
 
 /// Makes a request fit an HTTP/1.1 upstream: origin-form target and a `Host` header taken
@@ -295,25 +297,23 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_lines_are_joined_in_order() {
+    fn forwarded_for_lines_are_joined_in_order_and_taken_out() {
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.1.1.1"));
         h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("2.2.2.2, 3.3.3.3"));
-        add_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9"), false);
-        let all: Vec<_> = h.get_all(&X_FORWARDED_FOR).iter().collect();
-        assert_eq!(all, ["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"]);
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let joined = take_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9"));
+        assert_eq!(joined, "1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9");
+        assert_eq!(h.len(), 1, "the client's forwarding fields are not passed on: {h:?}");
     }
 
     #[test]
-    fn forwarded_for_appends() {
+    fn forwarded_for_is_the_peer_when_the_client_sent_none() {
         let mut h = HeaderMap::new();
-        let peer = HeaderValue::from_static("10.0.0.9");
-        add_forwarded(&mut h, &peer, false);
-        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.9");
-        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("1.2.3.4"));
-        add_forwarded(&mut h, &peer, true);
-        assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "1.2.3.4, 10.0.0.9");
-        assert_eq!(h.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(take_forwarded(&mut h, &HeaderValue::from_static("10.0.0.9")), "10.0.0.9");
+        assert_eq!(forwarded_proto(true), "https");
+        assert_eq!(forwarded_proto(false), "http");
     }
 
     #[test]

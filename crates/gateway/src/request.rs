@@ -49,16 +49,19 @@ pub struct Carried {
     pub canary: bool,
     /// A field named `sec-fetch-…`.
     pub fetch_metadata: bool,
+    /// A field named `x-forwarded-…`.
+    pub forwarded: bool,
 }
 
 impl Carried {
     /// What `headers` carry.
     pub fn of(headers: &HeaderMap) -> Carried {
-        let mut carried = Carried { canary: false, fetch_metadata: false };
+        let mut carried = Carried { canary: false, fetch_metadata: false, forwarded: false };
         for name in headers.keys() {
             let name = name.as_str();
             carried.canary |= name.starts_with("x-canary-");
             carried.fetch_metadata |= name.starts_with("sec-fetch-");
+            carried.forwarded |= name.starts_with("x-forwarded-");
         }
         carried
     }
@@ -244,10 +247,12 @@ mod tests {
 
     #[test]
     fn one_pass_tells_which_families_of_fields_a_request_carries() {
-        let none = Carried { canary: false, fetch_metadata: false };
-        assert_eq!(Carried::of(&headers(&[("host", "a"), ("x-canary", "1"), ("sec-fetch", "x")])), none);
-        let both = headers(&[("X-Canary-Force", "canary"), ("Sec-Fetch-Mode", "navigate")]);
-        assert_eq!(Carried::of(&both), Carried { canary: true, fetch_metadata: true }, "names are lower case in a map");
+        let none = Carried { canary: false, fetch_metadata: false, forwarded: false };
+        let near_misses = headers(&[("host", "a"), ("x-canary", "1"), ("sec-fetch", "x"), ("x-forwarded", "x")]);
+        assert_eq!(Carried::of(&near_misses), none);
+        let all = headers(&[("X-Canary-Force", "canary"), ("Sec-Fetch-Mode", "navigate"), ("X-Forwarded-For", "a")]);
+        let every = Carried { canary: true, fetch_metadata: true, forwarded: true };
+        assert_eq!(Carried::of(&all), every, "names are lower case in a map");
         assert!(pin_of(&headers(&[(PIN_HEADER, "p")])).is_some());
         assert_eq!(
             session_pin(&headers(&[(PIN_HEADER, "p")]), none),

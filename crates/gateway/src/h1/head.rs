@@ -15,9 +15,14 @@ pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted, in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
 
-/// Appends the HTTP/1.1 head of `req` to `out`. The request has no body, so no framing header
+/// Appends the HTTP/1.1 head of `req` to `out`, the fields of `added` after its own. The
+/// request has no body, so no framing header
 /// is added: a request without `Content-Length` or `Transfer-Encoding` has none (RFC 9112 §6.3).
-pub fn write_request_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
+pub fn write_request_head<'a, B>(
+    req: &Request<B>,
+    added: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    out: &mut Vec<u8>,
+) {
     let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
     let target = if target.is_empty() { "/" } else { target };
     out.extend_from_slice(req.method().as_str().as_bytes());
@@ -25,6 +30,9 @@ pub fn write_request_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
+        super::put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for (name, value) in added {
         super::put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
@@ -277,9 +285,10 @@ mod tests {
     #[test]
     fn a_request_head_is_origin_form_with_every_field() {
         let req = Request::get("/cart?id=1").header("host", "shop").header("x-a", "1").body(()).unwrap();
+        let (name, value) = (HeaderName::from_static("x-added"), HeaderValue::from_static("2"));
         let mut out = Vec::new();
-        write_request_head(&req, &mut out);
-        assert_eq!(out, b"GET /cart?id=1 HTTP/1.1\r\nhost: shop\r\nx-a: 1\r\n\r\n");
+        write_request_head(&req, [(&name, &value)], &mut out);
+        assert_eq!(out, b"GET /cart?id=1 HTTP/1.1\r\nhost: shop\r\nx-a: 1\r\nx-added: 2\r\n\r\n");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::io;
 use std::task::{Context, Poll, ready};
 
 use bytes::{BufMut, BytesMut};
-use http::Request;
+use http::{HeaderName, HeaderValue, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -87,11 +87,16 @@ impl H1Conn {
         self.write_buf = Vec::new();
     }
 
-    /// Sends `req` (which has no body) and reads the final response head; interim `1xx`
-    /// responses are skipped. The body, if any, follows in the read buffer.
-    pub async fn send<B>(&mut self, req: &Request<B>) -> Result<ResponseHead, H1Error> {
+    /// Sends `req` (which has no body) with the fields of `added` after its own, and reads the
+    /// final response head; interim `1xx` responses are skipped. The body, if any, follows in
+    /// the read buffer.
+    pub async fn send<'a, B>(
+        &mut self,
+        req: &Request<B>,
+        added: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    ) -> Result<ResponseHead, H1Error> {
         self.write_buf.clear();
-        write_request_head(req, &mut self.write_buf);
+        write_request_head(req, added, &mut self.write_buf);
         self.stream.write_all(&self.write_buf).await.map_err(|_| H1Error::Unsent)?;
         let mut answered = false;
         loop {

@@ -16,10 +16,9 @@ use http_body::Body;
 use hyper::body::Incoming;
 
 use super::RequestCtx;
-use super::upstream_request::{Replay, is_idempotent};
+use super::upstream_request::{AddedFields, Replay, cohort, is_idempotent};
 use crate::body::UpstreamBody;
 use crate::h1::{H1Error, InlineBody};
-use crate::headers::X_CANARY_VERSION;
 use crate::metrics::UpstreamErrorTally;
 use crate::pool::{Conn, HyperConn, checkout, checkout_inline, connect, connect_inline};
 use crate::request_deadlines::within;
@@ -107,6 +106,7 @@ pub(super) type Exchanged = Result<Answer, ExchangeError>;
 pub(super) async fn exchange(
     ctx: &mut RequestCtx<'_>,
     req: Request<UpstreamBody>,
+    mut added: AddedFields,
     replay: &mut Option<Replay>,
     upgrade: bool,
 ) -> Exchanged {
@@ -115,18 +115,17 @@ pub(super) async fn exchange(
     // An HTTP/1.0 client may send no Host; the upstream then gets its own address as Host.
     let host = if req.headers().contains_key(HOST) { HostFrom::Client } else { HostFrom::Upstream };
     let how = Sending { settings, host, upgrade };
-    let mut again = match send(how, decided, &mut ctx.outcome.errors, req, replay).await {
+    let again = match send(how, decided, &mut ctx.outcome.errors, req, &added, replay).await {
         Err(error) if matches!(ctx.side, Side::Canary | Side::Retired) => error.into_retry()?,
         answered_or_stable => return answered_or_stable,
     };
-    let stable = &ctx.route.stable;
-    again.headers_mut().insert(X_CANARY_VERSION.clone(), stable.header.clone());
     ctx.side = Side::Stable;
-    super::upstream_request::set_cohort(ctx, again.headers_mut());
+    added.version = ctx.route.stable.header.clone();
+    added.cohort = cohort(ctx);
     let errors = ctx.outcome.retry.insert(UpstreamErrorTally::default());
     // Boxed: the retry is rare, and inline it would double the size of every request's future,
     // which is copied each time it moves.
-    Box::pin(send(how, stable, errors, again, &mut None)).await
+    Box::pin(send(how, &ctx.route.stable, errors, again, &added, &mut None)).await
 }
 
 /// Where the upstream request's `Host` comes from.
@@ -180,9 +179,14 @@ async fn send(
     target: &VersionTarget,
     errors: &mut UpstreamErrorTally,
     mut req: Request<UpstreamBody>,
+    added: &AddedFields,
     replay: &mut Option<Replay>,
 ) -> Exchanged {
     let settings = how.settings;
+    let inline = how.inline(&req);
+    if !inline {
+        added.put_into(req.headers_mut());
+    }
     let mut last = UpstreamErrorKind::ConnectOther;
     for upstream in target.upstreams.candidates() {
         if how.host == HostFrom::Upstream {
@@ -190,8 +194,8 @@ async fn send(
         }
         let mut fresh = false;
         let unsent = loop {
-            let tried = if how.inline(&req) {
-                try_inline(settings, target, upstream, fresh, &req).await
+            let tried = if inline {
+                try_inline(settings, target, upstream, fresh, &req, added).await
             } else {
                 try_hyper(settings, target, upstream, fresh, &mut req).await
             };
@@ -221,6 +225,7 @@ async fn try_inline(
     upstream: &Upstream,
     fresh: bool,
     req: &Request<UpstreamBody>,
+    added: &AddedFields,
 ) -> Tried {
     let conn = if fresh {
         connect_inline(upstream, &settings.connect).await
@@ -232,7 +237,7 @@ async fn try_inline(
         Err(kind) => return Tried::NoConnection(kind),
     };
     target.stats.record_connection(conn.reused);
-    let head = match within(settings.request_timeout, conn.io.send(req)).await {
+    let head = match within(settings.request_timeout, conn.io.send(req, added.each())).await {
         None => return Tried::Failed(UpstreamErrorKind::Timeout),
         Some(Ok(head)) => head,
         Some(Err(H1Error::Unsent)) => return Tried::Unsent,

@@ -89,9 +89,9 @@ pub async fn handle(conn: Arc<ConnContext>, req: Request<UpstreamBody>) -> Resul
         return Ok(bad_request(bad));
     }
     let mut ctx = RequestCtx::new(&conn, req.method(), req.headers()); // 1. route
-    let UpstreamRequest { request, mut replay, client_upgrade } = upstream_request(&ctx, req); // 2. upstream request
+    let UpstreamRequest { request, added, mut replay, client_upgrade } = upstream_request(&ctx, req); // 2. upstream request
     let upgrade = client_upgrade.is_some();
-    let outcome = exchange(&mut ctx, request, &mut replay, upgrade).await; // 3. exchange
+    let outcome = exchange(&mut ctx, request, added, &mut replay, upgrade).await; // 3. exchange
     Ok(response(&mut ctx, outcome, client_upgrade)) // 4. response
     // 5. record: `ctx` is dropped here.
 }
