@@ -16,8 +16,8 @@ pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Appends the HTTP/1.1 head of `req` to `out`, the fields of `added` after its own. The
-/// request has no body, so no framing header
-/// is added: a request without `Content-Length` or `Transfer-Encoding` has none (RFC 9112 §6.3).
+/// request has no body, so no framing header is added: a request without `Content-Length` or
+/// `Transfer-Encoding` has none (RFC 9112 §6.3).
 pub fn write_request_head<'a, B>(
     req: &Request<B>,
     added: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,

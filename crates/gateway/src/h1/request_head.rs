@@ -121,8 +121,9 @@ fn build(
     names: Vec<(HeaderName, Range<usize>)>,
 ) -> Option<Request<UpstreamBody>> {
     let uri = Uri::from_maybe_shared(head.slice(path)).ok()?;
-    // Room for the fields the upstream request phase adds (forwarding, version, cohort).
-    let mut headers = crate::header_maps::take(names.len() + 4);
+    // Only the client's: the fields the gateway adds are written beside the map, not put in
+    // it, for the bodiless requests this server side takes.
+    let mut headers = crate::header_maps::take(names.len());
     for (name, range) in names {
         headers.append(name, HeaderValue::from_maybe_shared(head.slice(range)).ok()?);
     }
