@@ -56,8 +56,11 @@ impl Serving<'_> {
                 // What the head shares of it goes with the request; nothing stays for the idle time.
                 buf = BytesMut::new();
             }
-            // In a box: the task of an idle connection does not carry the room of a request.
-            if !Box::pin(self.serve_one(io, &mut buf, answers, head)).await {
+            // In a box: the task of an idle connection does not carry the room of a request. The
+            // box is taken before the future is made so that the future is made in it: made on
+            // the stack and then boxed, all of its room (kilobytes) was copied on every request.
+            let serving = Box::write(Box::new_uninit(), self.serve_one(io, &mut buf, answers, head));
+            if !Box::into_pin(serving).await {
                 return None;
             }
         }
