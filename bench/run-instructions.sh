@@ -12,6 +12,8 @@
 # 10,000), counters dumped. Loopback only; ports BASE_PORT+31.. (default 18080). Needs
 # valgrind, nginx and wrk. Stops only what it started. KEEP_PROFILES=<dir> keeps the callgrind
 # files there (`callgrind_annotate <dir>/canary0.cg.*` shows where the instructions go).
+# CALLGRIND_ARGS adds callgrind options: "--cache-sim=yes --branch-sim=yes" also counts cache
+# misses and mispredicted branches per request, which instruction counts alone do not show.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bench=${BENCH_DIR:-$root/../shared/bench}
@@ -53,12 +55,19 @@ count() {
     requests=$(wrk -t1 -c16 -d10s -s "$dir/load.lua" "http://127.0.0.1:$port/" | awk '/requests in/ {print $1}')
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
-    awk -v r="$requests" '/^totals:/ {t += $2} END {printf "%9d requests  %7.0f instructions per request\n", r, t / r}' "$out".*
+    awk -v r="$requests" '
+        /^events:/ { for (i = 2; i <= NF; i++) name[i] = $i; n = NF }
+        /^totals:/ { for (i = 2; i <= NF; i++) t[i] += $i }
+        END {
+            printf "%9d requests  %7.0f instructions per request", r, t[2] / r
+            for (i = 3; i <= n; i++) printf "  %s %.0f", name[i], t[i] / r
+            printf "\n"
+        }' "$out".*
 }
 
 sed -e "s|@WORKERS@|1|; s|@DIR@|$dir|g; s|@HOST@|127.0.0.1|g; s|@STABLE_PORT@|$stable|; s|@CANARY_PORT@|$canary|" \
     -e "s|@CANARY_PCT@|10|; s|@PORT@|$proxy|" "$bench/conf/proxy.nginx.conf.tmpl" >"$dir/proxy.conf"
-valgrind --tool=callgrind --callgrind-out-file="$dir/nginx.cg" \
+valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$dir/nginx.cg" \
     nginx -c "$dir/proxy.conf" -p "$dir" -g "daemon off; master_process off;" >"$dir/nginx.log" 2>&1 &
 pids+=($!)
 printf '%-40s ' nginx
@@ -68,7 +77,7 @@ kill "${pids[-1]}"
 sed -e "s/127.0.0.1:18081/127.0.0.1:$stable/; s/127.0.0.1:18082/127.0.0.1:$canary/; s/127.0.0.1:18095/127.0.0.1:$gateway/" \
     "$root/bench/canary.toml" >"$dir/canary.toml"
 for i in "${!binaries[@]}"; do
-    valgrind --tool=callgrind --callgrind-out-file="$dir/canary$i.cg" \
+    valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$dir/canary$i.cg" \
         "${binaries[$i]}" serve --config "$dir/canary.toml" --log warn >"$dir/canary$i.log" 2>&1 &
     pids+=($!)
     printf '%-40s ' "${binaries[$i]}"
