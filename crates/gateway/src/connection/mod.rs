@@ -193,7 +193,8 @@ impl Answers {
             let req = req.map(UpstreamBody::Client);
             let started = answers.start(&req);
             // In a box: hyper keeps a slot as large as this future for the connection's life.
-            let response = Box::pin(handle(answers.ctx.clone(), req));
+            // The box comes first so that the future is made in it, not copied there.
+            let response = Box::into_pin(Box::write(Box::new_uninit(), handle(answers.ctx.clone(), req)));
             async move {
                 let Ok(mut response) = response.await;
                 fields_into_map(&mut response);
