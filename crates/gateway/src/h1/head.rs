@@ -19,7 +19,7 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// request has no body, so no framing header is added: a request without `Content-Length` or
 /// `Transfer-Encoding` has none (RFC 9112 §6.3).
 pub fn write_request_head<'a, B>(
-    req: &Request<B>,
+    req: &'a Request<B>,
     added: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     out: &mut Vec<u8>,
 ) {
@@ -29,10 +29,7 @@ pub fn write_request_head<'a, B>(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        super::put_field(out, name.as_str().as_bytes(), value.as_bytes());
-    }
-    for (name, value) in added {
+    for (name, value) in req.headers().iter().chain(added) {
         super::put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");

@@ -92,7 +92,7 @@ impl H1Conn {
     /// the read buffer.
     pub async fn send<'a, B>(
         &mut self,
-        req: &Request<B>,
+        req: &'a Request<B>,
         added: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>,
     ) -> Result<ResponseHead, H1Error> {
         self.write_buf.clear();
